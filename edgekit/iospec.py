@@ -1,0 +1,83 @@
+"""IOSpec: name, shape (named dynamic axes), dtype and layout of every model input and output."""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+Dim = int | str  # an int is a fixed size, a str names a dynamic axis
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    shape: tuple[Dim, ...]
+    dtype: str  # numpy dtype name: float32, int64, ...
+    layout: str | None = None  # NCHW, NHWC, or None where it has no meaning
+
+    @property
+    def dynamic_axes(self) -> dict[int, str]:
+        return {i: d for i, d in enumerate(self.shape) if isinstance(d, str)}
+
+    def concrete_shape(self, batch: int = 1) -> tuple[int, ...]:
+        """The shape with the batch axis set to ``batch`` and other dynamic axes set to 1."""
+        return tuple(batch if (i == 0 and isinstance(d, str)) else (1 if isinstance(d, str) else d)
+                     for i, d in enumerate(self.shape))
+
+    def matches_sample(self, sample_shape: tuple[int, ...]) -> bool:
+        """Whether one sample (the shape without the batch axis) fits this spec."""
+        if len(sample_shape) != len(self.shape) - 1:
+            return False
+        return all(isinstance(d, str) or d == s for d, s in zip(self.shape[1:], sample_shape))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype, "layout": self.layout}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TensorSpec":
+        return cls(d["name"], tuple(d["shape"]), d["dtype"], d.get("layout"))
+
+
+@dataclass(frozen=True)
+class IOSpec:
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+
+    @property
+    def input_names(self) -> list[str]:
+        return [t.name for t in self.inputs]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [t.name for t in self.outputs]
+
+    @property
+    def batch_dynamic(self) -> bool:
+        return all(t.shape and isinstance(t.shape[0], str) for t in self.inputs)
+
+    def input(self, name: str) -> TensorSpec:
+        return next(t for t in self.inputs if t.name == name)
+
+    def with_layouts(self, layouts: dict[str, str | None]) -> "IOSpec":
+        def fix(t: TensorSpec) -> TensorSpec:
+            return replace(t, layout=layouts.get(t.name, t.layout))
+        return IOSpec(tuple(map(fix, self.inputs)), tuple(map(fix, self.outputs)))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"inputs": [t.to_dict() for t in self.inputs], "outputs": [t.to_dict() for t in self.outputs]}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "IOSpec":
+        return cls(tuple(map(TensorSpec.from_dict, d["inputs"])), tuple(map(TensorSpec.from_dict, d["outputs"])))
+
+
+def default_layout(shape: tuple[Dim, ...], dtype: str) -> str | None:
+    return "NCHW" if len(shape) == 4 and np.dtype(dtype).kind == "f" else None
+
+
+def spec_from_array(name: str, array: np.ndarray, batch_axis: str = "batch") -> TensorSpec:
+    """A spec from a batched example array: axis 0 becomes the named batch axis."""
+    shape = (batch_axis,) + tuple(int(s) for s in array.shape[1:])
+    dtype = str(array.dtype)
+    return TensorSpec(name, shape, dtype, default_layout(shape, dtype))

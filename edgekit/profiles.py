@@ -1,0 +1,205 @@
+"""Device profiles: TOML data in device_profiles/, loaded into frozen, strict configs."""
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import Config
+from .errors import UsageError, did_you_mean
+from .resources import data_dir
+
+KNOWN_RUNTIMES = ("onnxruntime", "litert", "tflm")
+PRUNE_METHODS = ("structured", "unstructured", "none")
+CALIBRATIONS = ("minmax", "entropy", "percentile")
+
+
+@dataclass(frozen=True)
+class Target(Config):
+    runtimes: tuple[str, ...] = ("onnxruntime",)
+    formats: tuple[str, ...] = ("onnx",)
+    threads: int = 1  # 0 means every core of the machine
+    accelerator: str = "cpu"  # "cpu" or "gpu-if-present"
+
+    def check(self) -> None:
+        for rt in self.runtimes:
+            if rt not in KNOWN_RUNTIMES:
+                raise ValueError(f"target.runtimes: unknown runtime {rt!r}{did_you_mean(rt, KNOWN_RUNTIMES)}")
+        if self.threads < 0:
+            raise ValueError(f"target.threads must be >= 0 (0 = all cores), got {self.threads!r}")
+        if self.accelerator not in ("cpu", "gpu-if-present"):
+            raise ValueError(f"target.accelerator must be 'cpu' or 'gpu-if-present', got {self.accelerator!r}")
+
+    @property
+    def resolved_threads(self) -> int:
+        return self.threads or (os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class Prune(Config):
+    method: str = "none"
+    max_ratio: float = 0.0
+
+    def check(self) -> None:
+        if self.method not in PRUNE_METHODS:
+            raise ValueError(f"prune.method must be one of {', '.join(PRUNE_METHODS)}, got {self.method!r}")
+        if not 0.0 <= self.max_ratio < 1.0:
+            raise ValueError(f"prune.max_ratio must be in [0, 1), got {self.max_ratio!r}")
+
+
+@dataclass(frozen=True)
+class Quantize(Config):
+    weight_bits: int = 32
+    activation_bits: int = 32
+    calibration: str = "minmax"
+
+    def check(self) -> None:
+        if self.weight_bits not in (4, 8, 16, 32):
+            raise ValueError(f"quantize.weight_bits must be 4, 8, 16 or 32, got {self.weight_bits!r}")
+        if self.activation_bits not in (8, 16, 32):
+            raise ValueError(f"quantize.activation_bits must be 8, 16 or 32, got {self.activation_bits!r}")
+        if self.calibration not in CALIBRATIONS:
+            raise ValueError(f"quantize.calibration must be one of {', '.join(CALIBRATIONS)}, got {self.calibration!r}")
+
+
+@dataclass(frozen=True)
+class Budget(Config):
+    max_accuracy_drop: float = 0.01
+    p90_latency_ms: float | None = None
+    flash_kb: float | None = None  # file size the device can store
+    ram_kb: float | None = None  # working memory on a microcontroller: the TFLite-Micro arena
+    rss_mb: float | None = None  # peak resident-memory growth of a Linux/phone runtime
+
+    def check(self) -> None:
+        if self.max_accuracy_drop < 0:
+            raise ValueError(f"budget.max_accuracy_drop must be >= 0, got {self.max_accuracy_drop!r}")
+        for name in ("p90_latency_ms", "flash_kb", "ram_kb", "rss_mb"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ValueError(f"budget.{name} must be > 0, got {value!r}")
+
+
+@dataclass(frozen=True)
+class Recover(Config):
+    epochs: int = 0
+    distill_temperature: float = 4.0
+    distill_alpha: float = 0.7
+
+    def check(self) -> None:
+        if self.epochs < 0:
+            raise ValueError(f"recover.epochs must be >= 0, got {self.epochs!r}")
+        if self.distill_temperature <= 0:
+            raise ValueError(f"recover.distill_temperature must be > 0, got {self.distill_temperature!r}")
+        if not 0.0 <= self.distill_alpha <= 1.0:
+            raise ValueError(f"recover.distill_alpha must be in [0, 1], got {self.distill_alpha!r}")
+
+
+@dataclass(frozen=True)
+class Bench(Config):
+    warmup: int = 20
+    runs: int = 200
+    batch: int = 32
+    max_seconds: float = 10.0
+
+    def check(self) -> None:
+        for name in ("warmup", "runs", "batch"):
+            if getattr(self, name) < (0 if name == "warmup" else 1):
+                raise ValueError(f"bench.{name} is too small: {getattr(self, name)!r}")
+        if self.max_seconds <= 0:
+            raise ValueError(f"bench.max_seconds must be > 0, got {self.max_seconds!r}")
+
+
+@dataclass(frozen=True)
+class DeviceProfile(Config):
+    name: str = ""
+    description: str = ""
+    extends: str = ""
+    target: Target = field(default_factory=Target)
+    prune: Prune = field(default_factory=Prune)
+    quantize: Quantize = field(default_factory=Quantize)
+    budget: Budget = field(default_factory=Budget)
+    recover: Recover = field(default_factory=Recover)
+    bench: Bench = field(default_factory=Bench)
+    source: str = ""  # the file it was loaded from
+
+    def check(self) -> None:
+        if not self.name:
+            raise ValueError("a profile needs a 'name'")
+
+
+def builtin_dir() -> Path:
+    return data_dir("device_profiles")
+
+
+def list_profiles() -> list[DeviceProfile]:
+    """Every built-in profile, resolved."""
+    return [load_profile(p.stem) for p in sorted(builtin_dir().glob("*.toml"))]
+
+
+def load_profile(name_or_path: str | os.PathLike) -> DeviceProfile:
+    """A built-in profile by name, or a TOML file by path; ``extends`` is resolved."""
+    path = _locate(str(name_or_path), base=None)
+    raw = _resolve(path, chain=())
+    raw["source"] = str(path)
+    return DeviceProfile.from_dict(raw, where=str(path))
+
+
+def _locate(ref: str, base: Path | None) -> Path:
+    looks_like_path = ref.endswith(".toml") or os.sep in ref or "/" in ref
+    if looks_like_path:
+        path = Path(ref)
+        if not path.is_absolute() and base is not None:
+            path = base / path
+        if not path.is_file():
+            raise UsageError(f"profile file {ref} not found; give a path to a .toml file or a built-in name")
+        return path
+    path = builtin_dir() / f"{ref}.toml"
+    if not path.is_file():
+        names = sorted(p.stem for p in builtin_dir().glob("*.toml"))
+        raise UsageError(
+            f"unknown profile '{ref}'{did_you_mean(ref, names)}; built-in profiles: {', '.join(names)} "
+            "(or pass a path to a .toml file)"
+        )
+    return path
+
+
+def _resolve(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
+    if path.resolve() in chain:
+        raise UsageError(f"{path}: 'extends' loops back to itself: {' -> '.join(str(p) for p in chain + (path,))}")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{path}: not valid TOML ({exc}); fix the file") from None
+    if "source" in raw:
+        raise UsageError(f"{path}: unknown key 'source'")
+    parent = raw.get("extends", "")
+    if not isinstance(parent, str):
+        raise UsageError(f"{path}: 'extends' must be a profile name or path, got {parent!r}")
+    if not parent:
+        return raw
+    base = _resolve(_locate(parent, base=path.parent), chain + (path.resolve(),))
+    return _merge(base, raw)
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def with_overrides(profile: DeviceProfile, overrides: dict[str, Any]) -> DeviceProfile:
+    """A new profile with dotted-key overrides applied, e.g. {'quantize.weight_bits': 8}."""
+    raw = profile.to_dict()
+    for dotted, value in overrides.items():
+        node = raw
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node[part]
+        node[leaf] = value
+    return DeviceProfile.from_dict(raw, where=f"{profile.source} with overrides")
