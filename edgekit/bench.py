@@ -1,0 +1,113 @@
+"""The latency/memory harness. Every file is timed in a fresh process so its peak RSS is its own.
+
+``bench_file`` spawns ``python -m edgekit.bench_worker``, which opens the file with the same
+runner validation uses, warms up, times N runs at batch 1, measures throughput at a larger
+batch, and reports p50/p90/p99, mean, std, peak RSS and its growth over the bare process.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import StageError, UsageError
+
+NOISY_CV = 0.25  # std/mean above this, or p99 > 2x p50, means the machine was busy
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    file: str
+    runtime: str
+    threads: int
+    runs: int
+    warmup: int
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    mean_ms: float
+    std_ms: float
+    throughput_b1: float  # inferences per second at batch 1
+    batch: int | None  # the larger batch, None when the batch axis is fixed
+    throughput_batch: float | None  # items per second at that batch
+    peak_rss_mb: float
+    rss_growth_mb: float  # peak RSS at batch 1 minus the RSS of the process with its runtime imported
+    file_bytes: int
+    cpu: dict = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["notes"] = list(self.notes)
+        return d
+
+
+def cpu_info() -> dict:
+    """CPU model and the SIMD flags that matter for inference kernels."""
+    model, flags = platform.processor() or platform.machine(), []
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and model in ("", platform.machine(), platform.processor()):
+                model = value.strip()
+            elif key.strip() in ("flags", "Features") and not flags:
+                flags = value.split()
+    except OSError:
+        pass
+    wanted = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni",
+              "avx512_bf16", "amx_int8", "amx_bf16", "neon", "asimd", "asimddp", "sve", "i8mm")
+    return {"model": model, "machine": platform.machine(), "cores": os.cpu_count(),
+            "flags": [f for f in flags if f in wanted]}
+
+
+def bench_file(path: str | Path, *, runtime: str | None = None, threads: int = 1, warmup: int = 20,
+               runs: int = 200, batch: int = 32, max_seconds: float = 10.0,
+               inputs: dict[str, np.ndarray] | None = None) -> BenchResult:
+    """Time ``path`` in its runtime in a fresh process. ``inputs`` is one batch-1 sample."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"file {path} not found; check the path")
+    with tempfile.TemporaryDirectory(prefix="edgekit-bench-") as tmp:
+        sample = None
+        if inputs is not None:
+            sample = str(Path(tmp) / "sample.npz")
+            np.savez(sample, **inputs)
+        args = {"path": str(path.resolve()), "runtime": runtime, "threads": threads, "warmup": warmup,
+                "runs": runs, "batch": batch, "max_seconds": max_seconds, "sample": sample}
+        env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONWARNINGS="ignore")
+        proc = subprocess.run([sys.executable, "-m", "edgekit.bench_worker", json.dumps(args)],
+                              capture_output=True, text=True, env=env)
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode == 2:
+        raise UsageError(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"{path}: cannot be benchmarked")
+    if proc.returncode != 0 or not lines:
+        tail = proc.stderr.strip().splitlines()[-1:] or ["no output"]
+        raise StageError("bench", f"{path.name}: {tail[0][:300]}")
+    raw = json.loads(lines[-1])
+    raw["cpu"] = cpu_info()
+    raw["notes"] = tuple(noise_notes(raw))
+    return BenchResult(**raw)
+
+
+def summarize(times_ms: list[float]) -> dict:
+    t = np.asarray(times_ms)
+    return {"p50_ms": float(np.percentile(t, 50)), "p90_ms": float(np.percentile(t, 90)),
+            "p99_ms": float(np.percentile(t, 99)), "mean_ms": float(t.mean()), "std_ms": float(t.std())}
+
+
+def noise_notes(r: dict) -> list[str]:
+    notes = []
+    cv = r["std_ms"] / r["mean_ms"] if r["mean_ms"] else 0.0
+    if cv > NOISY_CV or r["p99_ms"] > 2 * r["p50_ms"]:
+        notes.append(f"noisy machine: std is {cv:.0%} of the mean and p99 is {r['p99_ms'] / r['p50_ms']:.1f}x p50; "
+                     "rerun on an idle machine for firm numbers")
+    if r["runs"] < 100:
+        notes.append(f"only {r['runs']} timed runs fit in the time box; p99 is rough")
+    return notes

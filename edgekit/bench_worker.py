@@ -1,0 +1,78 @@
+"""Subprocess entry point of the bench harness: ``python -m edgekit.bench_worker '<json>'``.
+
+Prints one JSON line. Imports only numpy and the file's runtime, so its RSS is the runtime's.
+"""
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+
+
+def _status_mb(field: str) -> float:
+    """VmRSS (now) or VmHWM (peak) of this process. ru_maxrss is not used: Linux carries the
+    parent's peak across fork+exec, so it would report the build process's memory."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main(argv: list[str]) -> int:
+    import numpy as np
+
+    from edgekit.bench import summarize
+    from edgekit.errors import UsageError
+    from edgekit.runtimes import import_runtime, open_runner, runtime_for
+    from edgekit.sources import synthetic_input
+
+    args = json.loads(argv[0])
+    try:
+        import_runtime(runtime_for(args["path"], args["runtime"]))
+        rss_before = _status_mb("VmRSS")
+        runner = open_runner(args["path"], args["runtime"], threads=args["threads"])
+    except UsageError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    spec = runner.iospec
+    if args["sample"]:
+        with np.load(args["sample"]) as npz:
+            one = {t.name: npz[t.name][:1] for t in spec.inputs}
+    else:
+        one = {t.name: synthetic_input(t) for t in spec.inputs}
+    deadline = time.perf_counter() + args["max_seconds"]
+    for _ in range(args["warmup"]):
+        runner.run(one)
+    times = []
+    while len(times) < args["runs"] and (time.perf_counter() < deadline or len(times) < 10):
+        start = time.perf_counter()
+        runner.run(one)
+        times.append((time.perf_counter() - start) * 1000)
+    stats = summarize(times)
+    peak_b1 = _status_mb("VmHWM")
+    batch, throughput = None, None
+    if spec.batch_dynamic and args["batch"] > 1:
+        batch = args["batch"]
+        big = {k: np.repeat(v, batch, axis=0) for k, v in one.items()}
+        runner.run(big)
+        n, start = 0, time.perf_counter()
+        while n < 5 or (n < 50 and time.perf_counter() - start < args["max_seconds"] / 4):
+            runner.run(big)
+            n += 1
+        throughput = n * batch / (time.perf_counter() - start)
+    peak = _status_mb("VmHWM")
+    result = {"file": args["path"], "runtime": runner.runtime, "threads": args["threads"], "runs": len(times),
+              "warmup": args["warmup"], **stats, "throughput_b1": 1000.0 / stats["mean_ms"], "batch": batch,
+              "throughput_batch": throughput, "peak_rss_mb": peak, "rss_growth_mb": max(0.0, peak_b1 - rss_before),
+              "file_bytes": Path(args["path"]).stat().st_size}
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,55 @@
+"""Atomic bundle folders: built in a hidden sibling folder and renamed into place."""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+from .errors import UsageError
+
+
+def check_target(final: Path, force: bool) -> None:
+    """Refuse up front when the bundle folder exists and ``force`` is not given."""
+    if final.exists() and not force:
+        raise UsageError(f"output folder {final} already exists; pass --force to replace it or choose another --out")
+    if final.exists() and not final.is_dir():
+        raise UsageError(f"output path {final} exists and is not a folder; remove it or choose another --out")
+
+
+@contextlib.contextmanager
+def staging(final: Path, force: bool) -> Iterator[Path]:
+    """Yield a fresh folder; on success it replaces ``final`` in one rename, on error it is removed."""
+    check_target(final, force)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
+    try:
+        yield tmp
+        tmp.chmod(0o755)
+        old = None
+        if final.exists():
+            old = final.with_name(f".{final.name}.old-{os.getpid()}")
+            final.rename(old)
+        tmp.rename(final)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=2, default=_jsonable) + "\n")
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "to_dict"):
+        return value.to_dict()
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "item"):
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

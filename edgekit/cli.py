@@ -1,0 +1,174 @@
+"""The command line: parse, call the public API, render. No logic lives here."""
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from .errors import EdgekitError
+
+
+class _Group(click.Group):
+    """Turns edgekit's typed errors into one line on stderr and their exit code."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except EdgekitError as exc:
+            click.echo(f"edgekit: error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("edgekit: interrupted; nothing was written", err=True)
+            ctx.exit(130)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except Exception as exc:
+            if os.environ.get("EDGEKIT_DEBUG"):
+                raise
+            click.echo(f"edgekit: internal error: {type(exc).__name__}: {exc} (set EDGEKIT_DEBUG=1 for the traceback)",
+                       err=True)
+            ctx.exit(3)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="edgekit")
+def main() -> None:
+    """Make a trained model fit a device: export, validate in the real runtime, measure, gate."""
+
+
+@main.command()
+@click.argument("model", required=False)
+@click.option("--profile", "-p", default="iot", show_default=True, help="Built-in profile name or path to a .toml.")
+@click.option("--weights", type=click.Path(), help="state_dict for a FILE.py:FACTORY model (loaded weights_only).")
+@click.option("--data", type=click.Path(), help=".npz with arrays named after the inputs (or x) and optional y.")
+@click.option("--out", default="out", show_default=True, type=click.Path(), help="Parent folder of the bundle.")
+@click.option("--force", is_flag=True, help="Replace an existing bundle folder.")
+@click.option("--task", type=click.Choice(["classification", "regression", "generic"]), help="Override task detection.")
+@click.option("--formats", help="Comma-separated formats, e.g. onnx,tflite (default: the profile's).")
+@click.option("--threads", type=int, help="Override the profile's thread count (0 = all cores).")
+@click.option("--calib-samples", type=int, help="Samples for calibration (default: 25%, at most 256).")
+@click.option("--val-samples", type=int, help="Samples for validation (default: the rest).")
+@click.option("--trust-pickle", is_flag=True, help="Allow loading full-model pickles (runs code from the file).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of the table.")
+def build(model, profile, weights, data, out, force, task, formats, threads, calib_samples, val_samples,
+          trust_pickle, as_json):
+    """Build a validated, measured bundle for MODEL (default: the built-in digits example).
+
+    MODEL is FILE.py:FACTORY, package.module:FACTORY, a torch.export .pt2, a TorchScript
+    .pt, or an .onnx file. Exits 1 when a profile gate is missed.
+    """
+    import json
+
+    from .formats import parse_formats
+    from .pipeline import build as run_build
+    from .report import render_table
+
+    console = _console()
+    with console.status("starting", spinner="dots") as status:
+        result = run_build(model, profile=profile, weights=weights, data=data, out=out, force=force, task=task,
+                           formats=parse_formats(formats) if formats else None, trust_pickle=trust_pickle,
+                           calib_samples=calib_samples, val_samples=val_samples, threads=threads,
+                           progress=lambda stage: status.update(f"[bold]{stage}[/]"))
+    if as_json:
+        click.echo(json.dumps(result.report, indent=2))
+    else:
+        _console(stderr=False).print(render_table(result.report))
+        for line in result.report["pending"]:
+            click.echo(f"  {line}")
+        click.echo(f"bundle: {result.bundle}")
+    if not result.passed:
+        for gate in result.failed_gates:
+            click.echo(f"edgekit: gate missed: {gate.describe()}", err=True)
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("file", type=click.Path())
+@click.option("--threads", type=int, default=1, show_default=True)
+@click.option("--runs", type=int, default=200, show_default=True)
+@click.option("--warmup", type=int, default=20, show_default=True)
+@click.option("--batch", type=int, default=32, show_default=True, help="Batch for the throughput run.")
+@click.option("--data", type=click.Path(), help=".npz whose first sample is timed (default: synthetic inputs).")
+def bench(file, threads, runs, warmup, batch, data):
+    """Time FILE in its own runtime: p50/p90/p99, throughput, peak RSS."""
+    from .bench import bench_file
+    from .data import read_arrays
+
+    inputs = {k: v[:1] for k, v in read_arrays(data).items()} if data else None
+    r = bench_file(file, threads=threads, runs=runs, warmup=warmup, batch=batch, inputs=inputs)
+    rows = [("runtime", r.runtime), ("threads", r.threads), ("runs", f"{r.runs} after {r.warmup} warm-up"),
+            ("p50 / p90 / p99", f"{r.p50_ms:.3f} / {r.p90_ms:.3f} / {r.p99_ms:.3f} ms"),
+            ("mean ± std", f"{r.mean_ms:.3f} ± {r.std_ms:.3f} ms"), ("throughput b1", f"{r.throughput_b1:.0f}/s"),
+            ("throughput", f"{r.throughput_batch:.0f}/s at batch {r.batch}" if r.batch else "fixed batch: n/a"),
+            ("peak RSS", f"{r.peak_rss_mb:.1f} MB (+{r.rss_growth_mb:.1f} MB for the model)"),
+            ("file size", f"{r.file_bytes} bytes"), ("CPU", f"{r.cpu['model']} ({', '.join(r.cpu['flags'])})")]
+    _print_pairs(f"edgekit bench {file}", rows)
+    for note in r.notes:
+        click.echo(f"note: {note}")
+
+
+@main.command()
+@click.argument("file", type=click.Path())
+@click.option("--model", help="Reference model (same forms as build; default: the built-in example).")
+@click.option("--weights", type=click.Path())
+@click.option("--data", type=click.Path())
+@click.option("--task", type=click.Choice(["classification", "regression", "generic"]))
+@click.option("--threads", type=int, default=1, show_default=True)
+@click.option("--trust-pickle", is_flag=True)
+def validate(file, model, weights, data, task, threads, trust_pickle):
+    """Run FILE in its runtime on the data and compare it with the reference model."""
+    from .validation_api import validate_against
+
+    v = validate_against(file, model=model, weights=weights, data=data, task=task, threads=threads,
+                         trust_pickle=trust_pickle)
+    rows = [(k, f"{val:.6g}") for k, val in v.metrics.items()] + [("metric drop", f"{v.drop:+.4f}")]
+    rows += [(f"output {n}", f"max |diff| {o.get('max_abs_diff', float('nan')):.3g}") for n, o in v.outputs.items()]
+    _print_pairs(f"edgekit validate {file} ({v.runtime})", rows)
+    for f in v.failures:
+        click.echo(f"edgekit: {f}", err=True)
+    sys.exit(3 if v.failures else 0)
+
+
+@main.group(invoke_without_command=True)
+@click.pass_context
+def profiles(ctx):
+    """List the built-in device profiles."""
+    if ctx.invoked_subcommand is None:
+        from .profiles import list_profiles
+
+        rows = [(p.name, f"{p.description} [extends {p.extends}]" if p.extends else p.description)
+                for p in list_profiles()]
+        _print_pairs("device profiles", rows)
+
+
+@profiles.command("show")
+@click.argument("name")
+def profiles_show(name):
+    """Print a resolved profile (NAME or path to a .toml)."""
+    import json
+
+    from .profiles import load_profile
+
+    click.echo(json.dumps(load_profile(name).to_dict(), indent=2))
+
+
+def _console(stderr: bool = True):
+    from rich.console import Console
+
+    console = Console(stderr=stderr)
+    if not console.is_terminal:  # pipes and CI logs: do not squeeze tables into 80 columns
+        console = Console(stderr=stderr, width=150)
+    return console
+
+
+def _print_pairs(title: str, rows) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title=escape(title), show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    for key, value in rows:
+        table.add_row(escape(str(key)), escape(str(value)))
+    _console(stderr=False).print(table)

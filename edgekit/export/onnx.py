@@ -1,0 +1,67 @@
+"""Export the reference graph: fp32 ONNX with named inputs/outputs and a dynamic batch axis."""
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import shutil
+from pathlib import Path
+
+from ..errors import StageError, one_line
+from ..model import Model
+
+OPSET = 18
+
+
+def export_onnx(model: Model, out: Path, log: io.StringIO | None = None) -> dict:
+    """Write ``model`` to ``out`` as fp32 ONNX; returns how it was exported.
+
+    torch sources go through the torch.export-based exporter with a dynamic batch axis; a model
+    whose batch axis cannot be dynamic is exported with a static batch, and a model torch.export
+    cannot capture falls back to the TorchScript exporter. Each choice is recorded.
+    """
+    import onnx
+
+    if model.kind == "onnx":
+        shutil.copyfile(model.onnx_path, out)
+        return {"exporter": "copy of the source ONNX file", "dynamic_batch": model.iospec.batch_dynamic}
+    log = log if log is not None else io.StringIO()
+    attempts = [("torch.export", True), ("torch.export", False), ("torchscript", False)]
+    if model.loader == "torchscript":
+        attempts = [("torchscript", True), ("torchscript", False)]
+    errors = []
+    for exporter, dynamic in attempts:
+        try:
+            _export(model, out, exporter, dynamic, log)
+            onnx.checker.check_model(str(out))
+            return {"exporter": f"torch.onnx ({exporter})", "opset": OPSET, "dynamic_batch": dynamic}
+        except Exception as exc:  # each exporter fails in its own way; all are logged
+            errors.append(f"{exporter}{' dynamic batch' if dynamic else ''}: {one_line(exc)}")
+            log.write(f"export attempt failed: {errors[-1]}\n")
+            out.unlink(missing_ok=True)
+    raise StageError("export onnx", " | ".join(errors))
+
+
+def _export(model: Model, out: Path, exporter: str, dynamic: bool, log: io.StringIO) -> None:
+    import torch
+
+    args = tuple(torch.from_numpy(model.example_inputs[n]) for n in model.iospec.input_names)
+    names_in, names_out = model.iospec.input_names, model.iospec.output_names
+    kwargs = dict(input_names=names_in, output_names=names_out, opset_version=OPSET)
+    if exporter == "torch.export":
+        if dynamic:
+            batch = torch.export.Dim("batch", min=1, max=4096)
+            kwargs["dynamic_shapes"] = tuple({0: batch} for _ in args)
+        kwargs.update(dynamo=True, external_data=False, optimize=True, verbose=False)
+    else:
+        if dynamic:
+            kwargs["dynamic_axes"] = {n: {0: "batch"} for n in names_in + names_out}
+        kwargs.update(dynamo=False)
+    quiet = logging.getLogger("torch.onnx")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+            torch.onnx.export(model.module, args, str(out), **kwargs)
+    finally:
+        quiet.setLevel(level)

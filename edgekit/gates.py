@@ -1,0 +1,52 @@
+"""Gates: the profile's budgets checked against each artifact's measured numbers."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from .artifact import Artifact
+from .profiles import DeviceProfile
+
+
+@dataclass(frozen=True)
+class Gate:
+    name: str  # accuracy, p90_latency, flash, rss, ram
+    file: str
+    value: float | None
+    limit: float | None
+    unit: str
+    passed: bool | None  # None: not applied (with a note saying why)
+    note: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def describe(self) -> str:
+        if self.passed is None:
+            return f"{self.name} on {self.file}: not applied ({self.note})"
+        verdict = "passed" if self.passed else "MISSED"
+        return f"{self.name} gate {verdict} on {self.file}: {self.value:.4g} {self.unit} vs limit {self.limit:.4g} {self.unit}"
+
+
+def evaluate(profile: DeviceProfile, artifacts: list[Artifact]) -> list[Gate]:
+    b, gates = profile.budget, []
+    for a in artifacts:
+        drop = a.validation.get("drop")
+        gates.append(Gate("accuracy", a.file, drop, b.max_accuracy_drop, "drop", drop is not None and drop <= b.max_accuracy_drop))
+        on_target = a.runtime in profile.target.runtimes
+        if b.p90_latency_ms is not None and on_target and a.bench:
+            p90 = a.bench["p90_ms"]
+            gates.append(Gate("p90_latency", a.file, p90, b.p90_latency_ms, "ms", p90 <= b.p90_latency_ms))
+        if b.flash_kb is not None:
+            kb = a.bytes / 1024
+            gates.append(Gate("flash", a.file, kb, b.flash_kb, "KB", kb <= b.flash_kb))
+        if b.rss_mb is not None and on_target and a.bench and a.runtime != "tflm":
+            mb = a.bench["rss_growth_mb"]
+            gates.append(Gate("rss", a.file, mb, b.rss_mb, "MB", mb <= b.rss_mb))
+    if b.ram_kb is not None and "tflm" in profile.target.runtimes and not any(a.runtime == "tflm" for a in artifacts):
+        gates.append(Gate("ram", "(tflm arena)", None, b.ram_kb, "KB", None,
+                          "not applied yet: needs a TFLite-Micro file, which this build does not produce"))
+    return gates
+
+
+def missed(gates: list[Gate]) -> list[Gate]:
+    return [g for g in gates if g.passed is False]

@@ -1,0 +1,126 @@
+"""build(): plan, run the stages in order, gate, and write the bundle. No format or algorithm code."""
+from __future__ import annotations
+
+import io
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from . import __version__
+from .artifact import Artifact
+from .bundle import check_target, staging, write_json
+from .errors import EdgekitError, UsageError
+from .export import EXPORTERS
+from .formats import get_format
+from .gates import Gate, evaluate, missed
+from .profiles import DeviceProfile, load_profile, with_overrides
+from .report import write_reports
+from .stages import export_format, load_data, load_source, measure, pending_settings, stage
+from .validate import reference_outputs
+from .versions import tool_versions
+
+SCHEMA_VERSION = 1
+USED = ("torch", "onnx", "onnxscript", "onnxruntime", "scikit-learn")
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    bundle: Path
+    artifacts: list[Artifact]
+    gates: list[Gate]
+    report: dict[str, Any] = field(repr=False)
+
+    @property
+    def passed(self) -> bool:
+        return not missed(self.gates)
+
+    @property
+    def failed_gates(self) -> list[Gate]:
+        return missed(self.gates)
+
+
+def build(model=None, *, profile: str | Path | DeviceProfile = "iot", weights=None, data=None, out="out",
+          force: bool = False, task: str | None = None, formats: tuple[str, ...] | None = None,
+          trust_pickle: bool = False, calib_samples: int | None = None, val_samples: int | None = None,
+          threads: int | None = None, progress: Callable[[str], None] | None = None) -> BuildResult:
+    """Build, validate, measure and gate a bundle for ``model`` on ``profile``.
+
+    ``model`` is a source string (see ``load_model``), a ``Model``, or None for the built-in example.
+    Returns a BuildResult; check ``result.passed`` (the CLI exits 1 when it is False).
+    """
+    log = io.StringIO()
+    prof = profile if isinstance(profile, DeviceProfile) else load_profile(profile)
+    overrides = {"target.threads": threads} if threads is not None else {}
+    prof = with_overrides(prof, overrides) if overrides else prof
+    wanted = tuple(formats) if formats else prof.target.formats
+    for name in wanted:
+        get_format(name)
+    if formats and any(n not in EXPORTERS for n in formats):
+        raise UsageError(f"--formats: no exporter for {', '.join(n for n in formats if n not in EXPORTERS)} yet")
+    runnable = tuple(n for n in wanted if n in EXPORTERS)
+    if "onnx" not in runnable:
+        runnable = ("onnx",) + runnable  # the reference graph is always exported
+    started = time.perf_counter()
+    out = Path(out)
+    with stage("load", log, progress):
+        source, arrays, data_source = load_source(model, weights, data, trust_pickle)
+    final = out / f"{source.name}-{prof.name}"
+    check_target(final, force)
+    with stage("data", log, progress):
+        dataset = load_data(source, arrays, data_source, task, calib_samples, val_samples)
+    with stage("reference", log, progress):
+        reference = reference_outputs(source, dataset, prof.target.resolved_threads)
+    try:
+        with staging(final, force) as folder:
+            artifacts = []
+            for name in runnable:
+                with stage(f"export {name}", log, progress):
+                    path, info = export_format(name, source, folder, log)
+                with stage(f"validate+bench {name}", log, progress):
+                    artifacts.append(measure(path, name, "fp32", info, reference, dataset, prof))
+            gates = evaluate(prof, artifacts)
+            report = _report(source, prof, dataset, reference, artifacts, gates, final, wanted, overrides, started)
+            with stage("bundle", log, progress):
+                write_json(folder / "manifest.json", _manifest(source, prof, artifacts, gates, report))
+                write_reports(folder, report)
+                (folder / "build.log").write_text(log.getvalue())
+    except EdgekitError:
+        failed_log = out / f"{final.name}.failed.log"
+        out.mkdir(parents=True, exist_ok=True)
+        failed_log.write_text(log.getvalue())
+        raise
+    return BuildResult(final, artifacts, gates, report)
+
+
+def _report(source, prof: DeviceProfile, dataset, reference, artifacts, gates, final, wanted, overrides, started) -> dict:
+    return {
+        "schema_version": SCHEMA_VERSION, "edgekit": __version__, "bundle": str(final),
+        "model": {"name": source.name, "origin": source.origin, "loader": source.loader, "kind": source.kind,
+                  "iospec": source.iospec.to_dict()},
+        "profile": prof.to_dict(), "overrides": overrides, "formats_requested": list(wanted),
+        "data": dataset.summary(), "reference": {"metrics": reference.metrics, "task": reference.task},
+        "artifacts": [a.to_dict() for a in artifacts], "gates": [g.to_dict() for g in gates],
+        "passed": not missed(gates), "pending": pending_settings(prof, wanted),
+        "notes": list(dataset.notes), "build_seconds": round(time.perf_counter() - started, 2),
+    }
+
+
+def _manifest(source, prof: DeviceProfile, artifacts, gates, report) -> dict:
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "model": source.name,
+        "labels": source.meta.get("labels"),
+        "preprocessing": source.meta.get("preprocessing"),
+        "files": [{"file": a.file, "format": a.format, "runtime": a.runtime, "precision": a.precision,
+                   "sha256": a.sha256, "bytes": a.bytes, "iospec": a.iospec, "precision_map": a.precision_map,
+                   "metrics": a.validation.get("metrics"), "metric_drop": a.validation.get("drop"),
+                   "latency": {k: a.bench.get(k) for k in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms",
+                                                           "threads", "runs")} | {"cpu": a.bench.get("cpu")}}
+                  for a in artifacts],
+        "profile": prof.to_dict(),
+        "gates": [g.to_dict() for g in gates],
+        "passed": report["passed"],
+        "pending": report["pending"],
+        "versions": tool_versions(USED),
+    }

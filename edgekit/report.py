@@ -1,0 +1,103 @@
+"""report.json, report.md and the terminal table, all from one report dict."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .bundle import write_json
+from .metrics import PRIMARY
+
+COLUMNS = ("file", "format", "precision", "size", "metric", "Δ", "p50 ms", "p90 ms", "speedup", "gates")
+
+
+def table_rows(report: dict[str, Any]) -> list[tuple[str, ...]]:
+    task = report["data"]["task"]
+    key = PRIMARY[task]
+    gates_by_file: dict[str, list[dict]] = {}
+    for g in report["gates"]:
+        gates_by_file.setdefault(g["file"], []).append(g)
+    baseline = {a["runtime"]: a["bench"].get("p50_ms") for a in report["artifacts"] if a["precision"] == "fp32" and a["bench"]}
+    rows = []
+    for a in report["artifacts"]:
+        m = a["validation"].get("metrics", {})
+        b = a["bench"]
+        base = baseline.get(a["runtime"])
+        speed = f"{base / b['p50_ms']:.2f}x" if b and base else "-"
+        verdicts = [g for g in gates_by_file.get(a["file"], []) if g["passed"] is not None]
+        failed = [g["name"] for g in verdicts if not g["passed"]]
+        gate_text = ("FAIL: " + ", ".join(failed)) if failed else (f"pass ({len(verdicts)})" if verdicts else "-")
+        rows.append((a["file"], a["format"], a["precision"], _size(a["bytes"]), f"{key} {m.get(key, float('nan')):.4f}",
+                     f"{a['validation'].get('drop', float('nan')):+.4f}", f"{b['p50_ms']:.3f}" if b else "-",
+                     f"{b['p90_ms']:.3f}" if b else "-", speed, gate_text))
+    return rows
+
+
+def _size(n: int) -> str:
+    return f"{n / 1024:.1f} KB" if n < 1024 * 1024 else f"{n / 1024 / 1024:.2f} MB"
+
+
+def render_table(report: dict[str, Any]):
+    from rich.table import Table
+
+    verdict = "PASS" if report["passed"] else "FAIL"
+    table = Table(title=f"edgekit build {report['model']['name']} --profile {report['profile']['name']}: {verdict}")
+    for col in COLUMNS:
+        table.add_column(col, justify="right" if col not in ("file", "format", "gates") else "left")
+    for row in table_rows(report):
+        table.add_row(*row)
+    return table
+
+
+def to_markdown(report: dict[str, Any]) -> str:
+    lines = [f"# edgekit report: {report['model']['name']} for profile {report['profile']['name']}", "",
+             f"**Verdict: {'PASS' if report['passed'] else 'FAIL'}**  ", f"Bundle: `{report['bundle']}`", "",
+             "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(r) + " |" for r in table_rows(report)]
+    ref = report["reference"]
+    lines += ["", "## Reference", f"Source model `{report['model']['origin']}` ({report['model']['loader']}) on "
+              f"{report['data']['validation']} validation samples, task **{report['data']['task']}** "
+              f"(detected: {report['data']['task_detected']}): "
+              + ", ".join(f"{k} {v:.4f}" for k, v in ref["metrics"].items() if k in ("top1", "r2", "mae", "cosine")), ""]
+    lines += ["## Gates", ""] + [f"- {_gate_line(g)}" for g in report["gates"]]
+    lines += ["", "## Files", ""]
+    for a in report["artifacts"]:
+        b, v = a["bench"], a["validation"]
+        lines.append(f"### {a['file']}")
+        lines.append(f"- format {a['format']}, precision {a['precision']}, runtime {a['runtime']}, "
+                     f"{a['bytes']} bytes, sha256 `{a['sha256'][:16]}…`, exported by {a['export'].get('exporter', '?')}")
+        lines.append("- metrics: " + ", ".join(f"{k} {val:.4g}" for k, val in v.get("metrics", {}).items()))
+        for name, o in v.get("outputs", {}).items():
+            lines.append(f"- output `{name}`: shape {o.get('shape')}, max |diff| {o.get('max_abs_diff', float('nan')):.3g}, "
+                         f"within tolerance: {o.get('within_tolerance', 'n/a')}")
+        if b:
+            lines.append(f"- latency at {b['threads']} thread(s), {b['runs']} runs after {b['warmup']} warm-up: "
+                         f"p50 {b['p50_ms']:.3f} ms, p90 {b['p90_ms']:.3f} ms, p99 {b['p99_ms']:.3f} ms, "
+                         f"mean {b['mean_ms']:.3f} ± {b['std_ms']:.3f} ms")
+            tp = f", {b['throughput_batch']:.0f}/s at batch {b['batch']}" if b.get("throughput_batch") else ""
+            lines.append(f"- throughput {b['throughput_b1']:.0f}/s at batch 1{tp}; peak RSS {b['peak_rss_mb']:.1f} MB "
+                         f"(+{b['rss_growth_mb']:.1f} MB for the model at batch 1)")
+            lines.append(f"- CPU: {b['cpu'].get('model')} ({', '.join(b['cpu'].get('flags', []))})")
+            lines += [f"- note: {n}" for n in b.get("notes", [])]
+        layers = a["precision_map"]
+        counts: dict[str, int] = {}
+        for p in layers.values():
+            counts[p] = counts.get(p, 0) + 1
+        lines.append("- precision map: " + ", ".join(f"{n} layers at {p}" for p, n in counts.items()))
+        lines.append("")
+    if report["pending"]:
+        lines += ["## Not applied yet", ""] + [f"- {p}" for p in report["pending"]] + [""]
+    if report["notes"]:
+        lines += ["## Notes", ""] + [f"- {n}" for n in report["notes"]] + [""]
+    return "\n".join(lines)
+
+
+def _gate_line(g: dict) -> str:
+    if g["passed"] is None:
+        return f"{g['name']} ({g['file']}): not applied — {g['note']}"
+    mark = "pass" if g["passed"] else "**MISSED**"
+    return f"{g['name']} ({g['file']}): {mark}, {g['value']:.4g} {g['unit']} (limit {g['limit']:.4g} {g['unit']})"
+
+
+def write_reports(folder: Path, report: dict[str, Any]) -> None:
+    write_json(folder / "report.json", report)
+    (folder / "report.md").write_text(to_markdown(report))

@@ -1,0 +1,98 @@
+"""The build's stages as functions: each takes products and config and returns a new product."""
+from __future__ import annotations
+
+import contextlib
+import io
+import traceback
+from pathlib import Path
+from typing import Iterator
+
+from .artifact import Artifact, file_digest, onnx_precision_map
+from .bench import bench_file
+from .data import Data, prepare, read_arrays
+from .errors import EdgekitError, StageError, UsageError, one_line
+from .export import EXPORTERS
+from .formats import get_format
+from .model import Model
+from .onnx_io import iospec_from_onnx
+from .profiles import DeviceProfile
+from .sources import load_model
+from .validate import Reference, validate_file
+
+
+@contextlib.contextmanager
+def stage(name: str, log: io.StringIO, progress=None) -> Iterator[None]:
+    """Run one stage: user errors pass through, anything else becomes a StageError naming it."""
+    if progress is not None:
+        progress(name)
+    log.write(f"== {name}\n")
+    try:
+        yield
+    except EdgekitError:
+        log.write(traceback.format_exc())
+        raise
+    except Exception as exc:
+        log.write(traceback.format_exc())
+        raise StageError(name, one_line(exc)) from exc
+
+
+def load_source(model, weights, data_path, trust_pickle) -> tuple[Model, dict | None, str]:
+    """The Model and the raw data arrays (the built-in example when ``model`` is None)."""
+    arrays = read_arrays(data_path) if data_path is not None else None
+    if isinstance(model, Model):
+        return model, arrays, str(data_path or "")
+    if model is None:
+        from .examples import digits
+        if weights is not None:
+            raise UsageError("--weights needs a MODEL; the built-in example ships its own weights")
+        return digits.load_model(), arrays if arrays is not None else digits.load_arrays(), str(data_path or "built-in digits (held-out 30%)")
+    loaded = load_model(str(model), weights=weights, trust_pickle=trust_pickle, sample_inputs=arrays)
+    return loaded, arrays, str(data_path or "")
+
+
+def load_data(model: Model, arrays: dict | None, source: str, task, calib_samples, val_samples) -> Data:
+    if arrays is None:
+        raise UsageError(f"model {model.origin}: pass --data samples.npz (arrays named after the inputs "
+                         f"{', '.join(model.iospec.input_names)} or 'x', labels in 'y') to validate the build")
+    return prepare(arrays, model.iospec, source=source, task=task, calib_samples=calib_samples, val_samples=val_samples)
+
+
+def export_format(fmt_name: str, model: Model, folder: Path, log: io.StringIO) -> tuple[Path, dict]:
+    fmt = get_format(fmt_name)
+    path = folder / f"{model.name}{fmt.suffix}"
+    info = EXPORTERS[fmt_name](model, path, log)
+    return path, info
+
+
+def measure(path: Path, fmt_name: str, precision: str, export_info: dict, reference: Reference, data: Data,
+            profile: DeviceProfile, *, bench: bool = True) -> Artifact:
+    """Validate ``path`` in its runtime against the reference, then time it; an Artifact."""
+    fmt = get_format(fmt_name)
+    threads = profile.target.resolved_threads
+    validation = validate_file(path, reference, data, fmt.tolerance_for(precision), runtime=fmt.runtime, threads=threads)
+    timing = {}
+    if bench:
+        one = {k: v[:1] for k, v in data.validation.inputs.items()}
+        b = profile.bench
+        timing = bench_file(path, runtime=fmt.runtime, threads=threads, warmup=b.warmup, runs=b.runs,
+                            batch=b.batch, max_seconds=b.max_seconds, inputs=one).to_dict()
+    sha, size = file_digest(path)
+    return Artifact(file=path.name, format=fmt_name, precision=precision, runtime=fmt.runtime, sha256=sha, bytes=size,
+                    iospec=iospec_from_onnx(path).to_dict(), precision_map=onnx_precision_map(path),
+                    export=export_info, validation=validation.to_dict(), bench=timing)
+
+
+def pending_settings(profile: DeviceProfile, formats: tuple[str, ...]) -> list[str]:
+    """Profile settings that later stages will apply, said out loud instead of skipped."""
+    out = []
+    if profile.prune.method != "none" and profile.prune.max_ratio > 0:
+        out.append(f"pruning ({profile.prune.method}, up to {profile.prune.max_ratio:.0%}): not applied yet")
+    if profile.recover.epochs > 0 and profile.prune.method != "none":
+        out.append(f"recovery by distillation ({profile.recover.epochs} epochs): not applied yet")
+    if profile.quantize.weight_bits < 32:
+        out.append(f"quantization to {profile.quantize.weight_bits}-bit weights / "
+                   f"{profile.quantize.activation_bits}-bit activations: not applied yet; the files are fp32")
+    for name in formats:
+        if name not in EXPORTERS:
+            out.append(f"format '{name}': not applied yet (no exporter registered)")
+    return out

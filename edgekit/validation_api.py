@@ -1,0 +1,24 @@
+"""validate_against(): one exported file vs a reference model, outside a build."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .formats import format_table
+from .errors import UsageError
+from .stages import load_data, load_source
+from .validate import Validation, reference_outputs, validate_file
+
+
+def validate_against(file, *, model=None, weights=None, data=None, task=None, threads: int = 1,
+                     trust_pickle: bool = False) -> Validation:
+    path = Path(file)
+    if not path.is_file():
+        raise UsageError(f"file {file} not found; check the path")
+    fmt = next((f for f in format_table().values() if f.suffix == path.suffix), None)
+    if fmt is None:
+        raise UsageError(f"{file}: unknown file type '{path.suffix}'")
+    source, arrays, data_source = load_source(model, weights, data, trust_pickle)
+    dataset = load_data(source, arrays, data_source, task, None, None)
+    reference = reference_outputs(source, dataset, threads)
+    return validate_file(path, reference, dataset, fmt.tolerance_for("fp32"), runtime=fmt.runtime, threads=threads,
+                         raise_on_failure=False)
