@@ -60,11 +60,10 @@ def prepare(arrays: dict[str, np.ndarray], iospec: IOSpec, *, source: str, task:
     Arrays are named after the model inputs (or ``x`` for a single input), with optional labels
     ``y``. ``<input>_train``/``x_train`` and ``y_train`` form an optional training split.
     """
-    inputs = _match_inputs(arrays, iospec, source, suffix="")
+    keys = _match_inputs(arrays, iospec, source, suffix="")
     labels = arrays.get("y")
-    n = _check_batch(inputs, labels, source)
-    for name, arr in inputs.items():
-        inputs[name] = _check_array(arr, iospec.input(name), source, name)
+    n = _check_batch(keys, arrays, labels, source)
+    inputs = {name: _check_array(arrays[key], iospec.input(name), source, key) for name, key in keys.items()}
     if labels is not None:
         labels = _check_finite(np.asarray(labels), source, "y")
 
@@ -93,11 +92,11 @@ def prepare(arrays: dict[str, np.ndarray], iospec: IOSpec, *, source: str, task:
         return Split({k: v[idx] for k, v in inputs.items()}, None if labels is None else labels[idx])
 
     train = None
-    train_inputs = _match_inputs(arrays, iospec, source, suffix="_train", required=False)
-    if train_inputs:
+    train_keys = _match_inputs(arrays, iospec, source, suffix="_train", required=False)
+    if train_keys:
         train_labels = arrays.get("y_train")
-        _check_batch(train_inputs, train_labels, source)
-        train = Split({k: _check_array(v, iospec.input(k), source, k + "_train") for k, v in train_inputs.items()},
+        _check_batch(train_keys, arrays, train_labels, source)
+        train = Split({name: _check_array(arrays[key], iospec.input(name), source, key) for name, key in train_keys.items()},
                       None if train_labels is None else _check_finite(np.asarray(train_labels), source, "y_train"))
     return Data(take(order[:n_cal]), take(order[n_cal:n_cal + n_val]), train, chosen, source, detected, tuple(notes))
 
@@ -114,11 +113,12 @@ def detect_task(labels: np.ndarray | None, iospec: IOSpec) -> str:
 
 
 def _match_inputs(arrays, iospec: IOSpec, source: str, suffix: str, required: bool = True):
+    """Model input name -> the array name in the file that feeds it."""
     names = iospec.input_names
     if all(n + suffix in arrays for n in names):
-        return {n: np.asarray(arrays[n + suffix]) for n in names}
+        return {n: n + suffix for n in names}
     if len(names) == 1 and "x" + suffix in arrays:
-        return {names[0]: np.asarray(arrays["x" + suffix])}
+        return {names[0]: "x" + suffix}
     if not required:
         return None
     missing = [n for n in names if n + suffix not in arrays]
@@ -126,8 +126,8 @@ def _match_inputs(arrays, iospec: IOSpec, source: str, suffix: str, required: bo
                      f"it has {', '.join(sorted(arrays)) or 'no arrays'} (name arrays after the inputs, or 'x' for one input)")
 
 
-def _check_batch(inputs, labels, source: str) -> int:
-    sizes = {name: len(a) if a.ndim else 0 for name, a in inputs.items()}
+def _check_batch(keys: dict[str, str], arrays, labels, source: str) -> int:
+    sizes = {key: len(arrays[key]) if np.ndim(arrays[key]) else 0 for key in keys.values()}
     if labels is not None:
         sizes["y"] = len(labels) if np.ndim(labels) else 0
     if len(set(sizes.values())) != 1:
@@ -139,7 +139,8 @@ def _check_batch(inputs, labels, source: str) -> int:
     return n
 
 
-def _check_array(arr: np.ndarray, spec, source: str, name: str) -> np.ndarray:
+def _check_array(arr, spec, source: str, name: str) -> np.ndarray:
+    arr = np.asarray(arr)
     if not spec.matches_sample(tuple(arr.shape[1:])):
         want = tuple(d if isinstance(d, int) else "*" for d in spec.shape[1:])
         raise UsageError(f"data file {source}: array '{name}' has samples of shape {tuple(arr.shape[1:])} but "

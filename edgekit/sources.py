@@ -10,6 +10,7 @@ import importlib.util
 import inspect
 import sys
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -128,13 +129,24 @@ def _from_pt2(path: Path, sample_inputs) -> Model:
     except Exception as exc:
         raise UsageError(f"{path} is not a readable torch.export file ({one_line(exc)}); re-save it with torch.export.save") from None
     names = [s.arg.name for s in program.graph_signature.input_specs if s.kind.name == "USER_INPUT"]
+    placeholders = {n.name: n for n in program.graph.nodes if n.op == "placeholder"}
+    shapes = {}
+    for name in names:
+        val = placeholders[name].meta.get("val") if name in placeholders else None
+        if val is not None:  # a SymInt is a dynamic axis; the batch axis keeps the name "batch"
+            shapes[name] = tuple(int(d) if isinstance(d, int) else ("batch" if i == 0 else str(d))
+                                 for i, d in enumerate(val.shape))
     examples = None
     if getattr(program, "example_inputs", None):
         args, _ = program.example_inputs
         examples = {n: _to_numpy(a) for n, a in zip(names, args)}
     module = program.module()
+    for name, shape in shapes.items():
+        if isinstance(shape[0], int) and shape[0] != 1:
+            raise UsageError(f"{path}: input '{name}' has a fixed batch of {shape[0]}; re-export it with batch 1 "
+                             "or a dynamic batch (torch.export.Dim) so it can be validated sample by sample")
     return torch_model(module, name=path.stem, loader="torch.export", origin=str(path),
-                       sample_inputs=examples or sample_inputs, input_names=names)
+                       sample_inputs=examples or sample_inputs, input_names=names, input_shapes=shapes)
 
 
 def _from_torch_file(path: Path, trust_pickle: bool, sample_inputs) -> Model:
@@ -188,7 +200,8 @@ def synthetic_input(t: TensorSpec, batch: int = 1, seed: int = 0) -> np.ndarray:
 
 
 def torch_model(module, *, name: str, loader: str, origin: str, sample_inputs=None,
-                input_names: list[str] | None = None, meta: dict[str, Any] | None = None) -> Model:
+                input_names: list[str] | None = None, input_shapes: dict[str, tuple] | None = None,
+                meta: dict[str, Any] | None = None) -> Model:
     """Wrap a torch module: find its input names and example inputs, run it once for the outputs."""
     import torch
 
@@ -203,6 +216,9 @@ def torch_model(module, *, name: str, loader: str, origin: str, sample_inputs=No
                          "or pass --data with one array per input")
     names = list(examples)
     inputs = tuple(spec_from_array(n, a) for n, a in examples.items())
+    if input_shapes:  # the source states which axes are dynamic (torch.export programs do)
+        inputs = tuple(replace(t, shape=input_shapes.get(t.name, t.shape)) for t in inputs)
+    static_batch = not all(isinstance(t.shape[0], str) for t in inputs if t.shape)
     try:
         with torch.no_grad():
             result = module(*[torch.from_numpy(a) for a in examples.values()])
@@ -214,6 +230,8 @@ def torch_model(module, *, name: str, loader: str, origin: str, sample_inputs=No
                      (list(result.keys()) if isinstance(result, dict) else
                       (["output"] if len(outs) == 1 else [f"output_{i}" for i in range(len(outs))])))
     outputs = tuple(spec_from_array(n, t.detach().numpy()) for n, t in zip(out_names, outs))
+    if static_batch:
+        outputs = tuple(replace(t, shape=(1,) + t.shape[1:]) for t in outputs)  # fixed batch is always 1
     return Model(name=name, kind="torch", loader=loader, origin=origin, iospec=IOSpec(inputs, outputs),
                  example_inputs=examples, module=module, meta=meta or {})
 

@@ -29,6 +29,8 @@ def export_onnx(model: Model, out: Path, log: io.StringIO | None = None) -> dict
     attempts = [("torch.export", True), ("torch.export", False), ("torchscript", False)]
     if model.loader == "torchscript":
         attempts = [("torchscript", True), ("torchscript", False)]
+    if not model.iospec.batch_dynamic:
+        attempts = [a for a in attempts if not a[1]]
     errors = []
     for exporter, dynamic in attempts:
         try:

@@ -1,0 +1,124 @@
+"""Tiny deterministic models and data, written to disk the way a user would have them."""
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+USER_MODELS = textwrap.dedent('''
+    import torch
+    from torch import nn
+
+
+    class TinyCNN(nn.Module):
+        """8x8 single-channel classifier with a residual add."""
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Conv2d(1, 8, 3, padding=1)
+            self.body = nn.Conv2d(8, 8, 3, padding=1)
+            self.head = nn.Linear(8, 3)
+
+        def forward(self, x):
+            y = torch.relu(self.stem(x))
+            y = y + torch.relu(self.body(y))
+            return self.head(y.mean(dim=(2, 3)))
+
+        def example_inputs(self):
+            return (torch.zeros(1, 1, 8, 8),)
+
+
+    class TwoInputs(nn.Module):
+        """Float features plus int64 token ids, two named outputs."""
+        input_names = ["features", "tokens"]
+        output_names = ["score", "embedding"]
+
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Embedding(50, 8)
+            self.proj = nn.Linear(4, 8)
+            self.out = nn.Linear(8, 2)
+
+        def forward(self, features, tokens):
+            e = self.embed(tokens).mean(dim=1) + self.proj(features)
+            return self.out(torch.tanh(e)), e
+
+
+    class Regressor(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 1))
+
+        def forward(self, x):
+            return self.net(x)
+
+
+    class Noisy(nn.Module):
+        """Output depends on a random draw: no exported file can match it."""
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(4, 3)
+
+        def forward(self, x):
+            return self.lin(x) + torch.rand_like(self.lin(x))
+
+
+    def make_tiny():
+        torch.manual_seed(0)
+        return TinyCNN().eval()
+
+
+    def make_two_inputs():
+        torch.manual_seed(0)
+        return TwoInputs().eval()
+
+
+    def make_regressor():
+        torch.manual_seed(0)
+        return Regressor().eval()
+
+
+    def make_noisy():
+        torch.manual_seed(0)
+        return Noisy().eval()
+
+
+    def make_broken():
+        raise ValueError("checkpoint path not configured")
+''')
+
+
+@pytest.fixture()
+def user_models(tmp_path: Path) -> Path:
+    path = tmp_path / "my_models.py"
+    path.write_text(USER_MODELS)
+    return path
+
+
+@pytest.fixture()
+def tiny_data(tmp_path: Path) -> Path:
+    """A labelled .npz for TinyCNN whose labels are the tiny model's own predictions."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((120, 1, 8, 8)).astype(np.float32)
+    y = rng.integers(0, 3, 120)
+    path = tmp_path / "tiny.npz"
+    np.savez(path, x=x, y=y)
+    return path
+
+
+@pytest.fixture()
+def two_input_data(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(1)
+    path = tmp_path / "two.npz"
+    np.savez(path, features=rng.standard_normal((80, 4)).astype(np.float32),
+             tokens=rng.integers(0, 50, (80, 5)).astype(np.int64))
+    return path
+
+
+@pytest.fixture()
+def fast_profile(tmp_path: Path) -> Path:
+    """iot with short benchmarks, so unit-level builds stay quick."""
+    path = tmp_path / "fast.toml"
+    path.write_text('name = "fast"\nextends = "iot"\n[bench]\nwarmup = 2\nruns = 20\nbatch = 4\nmax_seconds = 2.0\n')
+    return path

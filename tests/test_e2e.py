@@ -1,0 +1,54 @@
+"""One end-to-end build per profile on the built-in example, checked against the files themselves."""
+import hashlib
+import json
+
+import pytest
+
+import edgekit
+from edgekit.examples import digits
+from edgekit.runtimes.ort import OrtRunner
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("profile, threads", [("iot", 1), ("mobile", 4), ("server", 0)])
+def test_example_build(profile, threads, tmp_path):
+    result = edgekit.build(profile=profile, out=tmp_path)
+    assert result.passed, [g.describe() for g in result.failed_gates]
+    bundle = tmp_path / f"digits_cnn-{profile}"
+    assert result.bundle == bundle
+    assert sorted(p.name for p in bundle.iterdir()) == ["build.log", "digits_cnn.onnx", "manifest.json",
+                                                         "report.json", "report.md"]
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    entry = manifest["files"][0]
+    data = (bundle / "digits_cnn.onnx").read_bytes()
+    assert entry["sha256"] == hashlib.sha256(data).hexdigest() and entry["bytes"] == len(data)
+    assert manifest["schema_version"] == 1 and manifest["labels"] == [str(i) for i in range(10)]
+    assert manifest["profile"]["name"] == profile and manifest["profile"]["target"]["threads"] == threads
+    assert {"edgekit", "torch", "onnx", "onnxruntime", "numpy"} <= set(manifest["versions"])
+    assert entry["iospec"]["inputs"][0] == {"name": "image", "shape": ["batch", 1, 32, 32], "dtype": "float32",
+                                            "layout": "NCHW"}
+    assert set(entry["precision_map"].values()) == {"fp32"} and "classifier" in entry["precision_map"]
+    # the example is a real classifier and the exported file agrees with it
+    assert entry["metrics"]["top1"] > 0.97 and entry["metrics"]["top1_agreement"] == 1.0
+    assert entry["metric_drop"] == pytest.approx(0.0, abs=1e-9)
+    lat = entry["latency"]
+    assert 0 < lat["p50_ms"] <= lat["p90_ms"] <= lat["p99_ms"] and lat["runs"] >= 10
+    assert any("not applied yet" in p for p in manifest["pending"])
+    report = json.loads((bundle / "report.json").read_text())
+    assert report["data"]["validation"] + report["data"]["calibration"] == 540
+    assert "| digits_cnn.onnx | onnx | fp32 |" in (bundle / "report.md").read_text()
+    # the file in the bundle, run by hand in ONNX Runtime, classifies the held-out digits
+    arrays = digits.load_arrays()
+    logits = OrtRunner(bundle / "digits_cnn.onnx").run({"image": arrays["x"][:64]})["logits"]
+    assert (logits.argmax(1) == arrays["y"][:64]).mean() > 0.95
+
+
+def test_example_weights_reach_their_recorded_accuracy():
+    import torch
+    model = digits.load_model()
+    arrays = digits.load_arrays()
+    with torch.no_grad():
+        acc = (model.module(torch.from_numpy(arrays["x"])).argmax(1).numpy() == arrays["y"]).mean()
+    card = json.loads(digits.CARD.read_text())
+    assert acc == pytest.approx(card["heldout_top1"], abs=1e-4) and acc > 0.98
+    assert hashlib.sha256(digits.WEIGHTS.read_bytes()).hexdigest() == card["sha256"]
