@@ -24,7 +24,7 @@ class Gate:
         if self.passed is None:
             return f"{self.name} on {self.file}: not applied ({self.note})"
         verdict = "passed" if self.passed else "MISSED"
-        return f"{self.name} gate {verdict} on {self.file}: {self.value:.4g} {self.unit} vs limit {self.limit:.4g} {self.unit}"
+        return f"{self.name} gate {verdict} on {self.file}: {self.value:.6g} {self.unit} vs limit {self.limit:.6g} {self.unit}"
 
 
 def evaluate(profile: DeviceProfile, artifacts: list[Artifact]) -> list[Gate]:

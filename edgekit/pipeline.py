@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,8 +103,16 @@ def _report(source, prof: DeviceProfile, dataset, reference, artifacts, gates, f
         "data": dataset.summary(), "reference": {"metrics": reference.metrics, "task": reference.task},
         "artifacts": [a.to_dict() for a in artifacts], "gates": [g.to_dict() for g in gates],
         "passed": not missed(gates), "pending": pending_settings(prof, wanted),
-        "notes": list(dataset.notes), "build_seconds": round(time.perf_counter() - started, 2),
+        "notes": list(dataset.notes) + _machine_notes(prof), "build_seconds": round(time.perf_counter() - started, 2),
     }
+
+
+def _machine_notes(prof: DeviceProfile) -> list[str]:
+    cores = os.cpu_count() or 1
+    if prof.target.resolved_threads > cores:
+        return [f"the profile asks for {prof.target.resolved_threads} threads but this machine has {cores} cores: "
+                "latency here is oversubscribed; measure on the device for firm numbers"]
+    return []
 
 
 def _manifest(source, prof: DeviceProfile, artifacts, gates, report) -> dict:

@@ -95,7 +95,7 @@ def _gate_line(g: dict) -> str:
     if g["passed"] is None:
         return f"{g['name']} ({g['file']}): not applied — {g['note']}"
     mark = "pass" if g["passed"] else "**MISSED**"
-    return f"{g['name']} ({g['file']}): {mark}, {g['value']:.4g} {g['unit']} (limit {g['limit']:.4g} {g['unit']})"
+    return f"{g['name']} ({g['file']}): {mark}, {g['value']:.6g} {g['unit']} (limit {g['limit']:.6g} {g['unit']})"
 
 
 def write_reports(folder: Path, report: dict[str, Any]) -> None:
