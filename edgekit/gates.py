@@ -21,6 +21,8 @@ class Gate:
         return asdict(self)
 
     def describe(self) -> str:
+        if self.name == "tflm_ops" and not self.passed:
+            return f"tflm_ops gate MISSED on {self.file}: {self.note}"
         if self.passed is None:
             return f"{self.name} on {self.file}: not applied ({self.note})"
         verdict = "passed" if self.passed else "MISSED"
@@ -31,14 +33,22 @@ def evaluate(profile: DeviceProfile, artifacts: list[Artifact]) -> list[Gate]:
     b, gates = profile.budget, []
     for a in artifacts:
         drop = a.validation.get("drop")
-        gates.append(Gate("accuracy", a.file, drop, b.max_accuracy_drop, "drop", drop is not None and drop <= b.max_accuracy_drop))
+        if a.validation:
+            gates.append(Gate("accuracy", a.file, drop, b.max_accuracy_drop, "drop", drop <= b.max_accuracy_drop))
         on_target = a.runtime in profile.target.runtimes
         if b.p90_latency_ms is not None and on_target and a.bench:
             p90 = a.bench["p90_ms"]
             gates.append(Gate("p90_latency", a.file, p90, b.p90_latency_ms, "ms", p90 <= b.p90_latency_ms))
         if b.flash_kb is not None:
-            kb = a.bytes / 1024
+            kb = a.export.get("flash_bytes", a.bytes) / 1024
             gates.append(Gate("flash", a.file, kb, b.flash_kb, "KB", kb <= b.flash_kb))
+        tflm = a.export.get("tflm")
+        if tflm is not None:
+            gates.append(Gate("tflm_ops", a.file, float(tflm["loads"]), 1.0, "loads", bool(tflm["loads"]),
+                              "" if tflm["loads"] else tflm["error"]))
+            if b.ram_kb is not None and tflm.get("arena_bytes") is not None:
+                kb = tflm["arena_bytes"] / 1024
+                gates.append(Gate("ram", a.file, kb, b.ram_kb, "KB", kb <= b.ram_kb))
         if b.rss_mb is not None and on_target and a.bench and a.runtime != "tflm":
             mb = a.bench["rss_growth_mb"]
             gates.append(Gate("rss", a.file, mb, b.rss_mb, "MB", mb <= b.rss_mb))

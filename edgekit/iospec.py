@@ -15,6 +15,8 @@ class TensorSpec:
     shape: tuple[Dim, ...]
     dtype: str  # numpy dtype name: float32, int64, ...
     layout: str | None = None  # NCHW, NHWC, or None where it has no meaning
+    source_name: str | None = None  # the source model's tensor this one carries, when the name differs
+    source_perm: tuple[int, ...] | None = None  # file tensor = source tensor.transpose(source_perm)
 
     @property
     def dynamic_axes(self) -> dict[int, str]:
@@ -32,11 +34,18 @@ class TensorSpec:
         return all(isinstance(d, str) or d == s for d, s in zip(self.shape[1:], sample_shape))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype, "layout": self.layout}
+        out = {"name": self.name, "shape": list(self.shape), "dtype": self.dtype, "layout": self.layout}
+        if self.source_name is not None:
+            out["source_name"] = self.source_name
+        if self.source_perm is not None:
+            out["source_perm"] = list(self.source_perm)
+        return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TensorSpec":
-        return cls(d["name"], tuple(d["shape"]), d["dtype"], d.get("layout"))
+        perm = d.get("source_perm")
+        return cls(d["name"], tuple(d["shape"]), d["dtype"], d.get("layout"), d.get("source_name"),
+                   tuple(perm) if perm is not None else None)
 
 
 @dataclass(frozen=True)
@@ -81,3 +90,22 @@ def spec_from_array(name: str, array: np.ndarray, batch_axis: str = "batch") -> 
     shape = (batch_axis,) + tuple(int(s) for s in array.shape[1:])
     dtype = str(array.dtype)
     return TensorSpec(name, shape, dtype, default_layout(shape, dtype))
+
+
+def match_layout(file_spec: TensorSpec, source: TensorSpec) -> tuple[int, ...] | None:
+    """The permutation that turns ``source`` into ``file_spec`` (None if identical, ValueError if none fits)."""
+    if len(file_spec.shape) != len(source.shape):
+        raise ValueError(f"'{file_spec.name}' has rank {len(file_spec.shape)}, source '{source.name}' rank {len(source.shape)}")
+
+    def fits(perm) -> bool:
+        return all(isinstance(f, str) or isinstance(source.shape[p], str) or f == source.shape[p]
+                   for f, p in zip(file_spec.shape, perm))
+
+    identity = tuple(range(len(source.shape)))
+    if fits(identity):
+        return None
+    rank = len(source.shape)
+    channels_last = (0, *range(2, rank), 1) if rank >= 3 else None
+    if channels_last and fits(channels_last):
+        return channels_last
+    raise ValueError(f"'{file_spec.name}' shape {file_spec.shape} does not fit source '{source.name}' {source.shape}")

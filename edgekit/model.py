@@ -13,7 +13,7 @@ from .iospec import IOSpec
 @dataclass(frozen=True)
 class Model:
     name: str
-    kind: str  # "torch" or "onnx"
+    kind: str  # "torch", "onnx" or "keras"
     loader: str  # factory, torch.export, torchscript, pickle, onnx, example
     origin: str  # what the user passed
     iospec: IOSpec
@@ -27,5 +27,8 @@ class Model:
         if self.kind == "torch":
             from .runtimes.torch_runner import TorchRunner
             return TorchRunner(self.module, self.iospec, threads)
+        if self.kind == "keras":
+            from .sources_keras import KerasRunner
+            return KerasRunner(self)
         from .runtimes.ort import OrtRunner
         return OrtRunner(self.onnx_path, threads=threads)

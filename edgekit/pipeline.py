@@ -12,7 +12,7 @@ from . import __version__
 from .artifact import Artifact
 from .bundle import check_target, staging, write_json
 from .errors import EdgekitError, UsageError
-from .export import EXPORTERS
+from .export import EXPORTERS, ExportJob
 from .formats import get_format
 from .gates import Gate, evaluate, missed
 from .profiles import DeviceProfile, load_profile, with_overrides
@@ -22,7 +22,8 @@ from .validate import reference_outputs
 from .versions import tool_versions
 
 SCHEMA_VERSION = 1
-USED = ("torch", "onnx", "onnxscript", "onnxruntime", "scikit-learn")
+USED = ("torch", "onnx", "onnxscript", "onnxruntime", "scikit-learn", "tensorflow", "tf-keras", "onnx2tf",
+        "ai-edge-litert", "tflite-micro")
 
 
 @dataclass(frozen=True)
@@ -59,9 +60,6 @@ def build(model=None, *, profile: str | Path | DeviceProfile = "iot", weights=No
         get_format(name)
     if formats and any(n not in EXPORTERS for n in formats):
         raise UsageError(f"--formats: no exporter for {', '.join(n for n in formats if n not in EXPORTERS)} yet")
-    runnable = tuple(n for n in wanted if n in EXPORTERS)
-    if "onnx" not in runnable:
-        runnable = ("onnx",) + runnable  # the reference graph is always exported
     started = time.perf_counter()
     out = Path(out)
     with stage("load", log, progress):
@@ -70,18 +68,25 @@ def build(model=None, *, profile: str | Path | DeviceProfile = "iot", weights=No
     check_target(final, force)
     with stage("data", log, progress):
         dataset = load_data(source, arrays, data_source, task, calib_samples, val_samples)
+    runnable, skipped = plan_formats(source, wanted)
     with stage("reference", log, progress):
         reference = reference_outputs(source, dataset, prof.target.resolved_threads)
     try:
         with staging(final, force) as folder:
-            artifacts = []
+            artifacts, produced = [], []
             for name in runnable:
+                job = ExportJob(source, folder, log, precisions=get_format(name).precisions,
+                                reference_onnx=next((e.path for e in produced if e.format == "onnx"), None),
+                                calibration=dataset.calibration, produced=tuple(produced))
                 with stage(f"export {name}", log, progress):
-                    path, info = export_format(name, source, folder, log)
-                with stage(f"validate+bench {name}", log, progress):
-                    artifacts.append(measure(path, name, "fp32", info, reference, dataset, prof))
+                    exported = export_format(name, job)
+                produced += exported
+                for entry in exported:
+                    with stage(f"validate+bench {entry.path.name}", log, progress):
+                        artifacts.append(measure(entry, reference, dataset, prof))
             gates = evaluate(prof, artifacts)
             report = _report(source, prof, dataset, reference, artifacts, gates, final, wanted, overrides, started)
+            report["pending"] = skipped + report["pending"]
             with stage("bundle", log, progress):
                 write_json(folder / "manifest.json", _manifest(source, prof, artifacts, gates, report))
                 write_reports(folder, report)
@@ -92,6 +97,21 @@ def build(model=None, *, profile: str | Path | DeviceProfile = "iot", weights=No
         failed_log.write_text(log.getvalue())
         raise
     return BuildResult(final, artifacts, gates, report)
+
+
+def plan_formats(source, wanted: tuple[str, ...]) -> tuple[tuple[str, ...], list[str]]:
+    """The formats to run, in exporter order, and what cannot run for this source (said, not skipped)."""
+    skipped = []
+    names = set(wanted)
+    if source.kind == "keras":
+        import importlib.util
+        if "onnx" in names and importlib.util.find_spec("tf2onnx") is None:
+            skipped.append("ONNX: not available for Keras sources here: tf2onnx is not installed (pip install tf2onnx)")
+            names.discard("onnx")
+        names.add("tflite")  # Keras goes to TFLite directly, not through ONNX
+    else:
+        names.add("onnx")  # the reference graph every other format is converted from
+    return tuple(n for n in EXPORTERS if n in names), skipped
 
 
 def _report(source, prof: DeviceProfile, dataset, reference, artifacts, gates, final, wanted, overrides, started) -> dict:

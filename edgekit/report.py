@@ -8,6 +8,8 @@ from .bundle import write_json
 from .metrics import PRIMARY
 
 COLUMNS = ("file", "format", "precision", "size", "metric", "Δ", "p50 ms", "p90 ms", "speedup", "gates")
+# size: bytes on the device (for a C array, the embedded model); speedup: p50 of the fp32 ONNX
+# reference over this file's p50, both measured at the profile's threads
 
 
 def table_rows(report: dict[str, Any]) -> list[tuple[str, ...]]:
@@ -16,17 +18,17 @@ def table_rows(report: dict[str, Any]) -> list[tuple[str, ...]]:
     gates_by_file: dict[str, list[dict]] = {}
     for g in report["gates"]:
         gates_by_file.setdefault(g["file"], []).append(g)
-    baseline = {a["runtime"]: a["bench"].get("p50_ms") for a in report["artifacts"] if a["precision"] == "fp32" and a["bench"]}
+    base = next((a["bench"]["p50_ms"] for a in report["artifacts"]
+                 if a["format"] == "onnx" and a["precision"] == "fp32" and a["bench"]), None)
     rows = []
     for a in report["artifacts"]:
         m = a["validation"].get("metrics", {})
         b = a["bench"]
-        base = baseline.get(a["runtime"])
         speed = f"{base / b['p50_ms']:.2f}x" if b and base else "-"
         verdicts = [g for g in gates_by_file.get(a["file"], []) if g["passed"] is not None]
         failed = [g["name"] for g in verdicts if not g["passed"]]
         gate_text = ("FAIL: " + ", ".join(failed)) if failed else (f"pass ({len(verdicts)})" if verdicts else "-")
-        rows.append((a["file"], a["format"], a["precision"], _size(a["bytes"]), f"{key} {m.get(key, float('nan')):.4f}",
+        rows.append((a["file"], a["format"], a["precision"], _size(a["export"].get("flash_bytes", a["bytes"])), f"{key} {m.get(key, float('nan')):.4f}",
                      f"{a['validation'].get('drop', float('nan')):+.4f}", f"{b['p50_ms']:.3f}" if b else "-",
                      f"{b['p90_ms']:.3f}" if b else "-", speed, gate_text))
     return rows
@@ -65,6 +67,14 @@ def to_markdown(report: dict[str, Any]) -> str:
         lines.append(f"### {a['file']}")
         lines.append(f"- format {a['format']}, precision {a['precision']}, runtime {a['runtime']}, "
                      f"{a['bytes']} bytes, sha256 `{a['sha256'][:16]}…`, exported by {a['export'].get('exporter', '?')}")
+        for kind in ("inputs", "outputs"):
+            for t in a["iospec"].get(kind, []):
+                how = ""
+                if t.get("source_perm"):
+                    how = f", fed from source '{t.get('source_name') or t['name']}' transposed by {tuple(t['source_perm'])}"
+                elif t.get("source_name"):
+                    how = f", carries source '{t['source_name']}'"
+                lines.append(f"- {kind[:-1]} `{t['name']}`: {t['shape']} {t['dtype']} {t['layout'] or ''}{how}")
         lines.append("- metrics: " + ", ".join(f"{k} {val:.4g}" for k, val in v.get("metrics", {}).items()))
         for name, o in v.get("outputs", {}).items():
             lines.append(f"- output `{name}`: shape {o.get('shape')}, max |diff| {o.get('max_abs_diff', float('nan')):.3g}, "
@@ -78,6 +88,16 @@ def to_markdown(report: dict[str, Any]) -> str:
                          f"(+{b['rss_growth_mb']:.1f} MB for the model at batch 1)")
             lines.append(f"- CPU: {b['cpu'].get('model')} ({', '.join(b['cpu'].get('flags', []))})")
             lines += [f"- note: {n}" for n in b.get("notes", [])]
+        tflm = a["export"].get("tflm")
+        if tflm:
+            if tflm["loads"]:
+                lines.append(f"- TFLite-Micro: every op supported; arena measured at {tflm['arena_bytes']} bytes "
+                             f"({tflm['arena_bytes'] / 1024:.1f} KB). {tflm['note']}")
+            else:
+                lines.append(f"- TFLite-Micro: cannot run it: {tflm['error']}")
+        if a["export"].get("symbol"):
+            lines.append(f"- C array `{a['export']['symbol']}` ({a['export']['flash_bytes']} bytes, 16-byte aligned) "
+                         f"in `{a['file']}` / `{a['export']['header']}`, embedding `{a['export']['embeds']}`")
         layers = a["precision_map"]
         counts: dict[str, int] = {}
         for p in layers.values():
@@ -92,6 +112,8 @@ def to_markdown(report: dict[str, Any]) -> str:
 
 
 def _gate_line(g: dict) -> str:
+    if g["name"] == "tflm_ops":
+        return f"tflm_ops ({g['file']}): " + ("pass, every op is supported" if g["passed"] else f"**MISSED**: {g['note']}")
     if g["passed"] is None:
         return f"{g['name']} ({g['file']}): not applied — {g['note']}"
     mark = "pass" if g["passed"] else "**MISSED**"

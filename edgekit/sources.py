@@ -27,12 +27,17 @@ def load_model(source: str, *, weights: str | Path | None = None, trust_pickle: 
     """A Model from ``source``.
 
     ``source`` is ``file.py:factory``, ``package.module:factory``, a ``.pt2`` torch.export file,
-    a TorchScript or pickled ``.pt``/``.pth`` file, or an ``.onnx`` file. ``sample_inputs``
+    a TorchScript or pickled ``.pt``/``.pth`` file, an ``.onnx`` file, a ``.keras`` file or a
+    TensorFlow SavedModel folder. ``sample_inputs``
     (batched arrays keyed by input name, or ``x``) give shapes when the model has no
     ``example_inputs()``.
     """
     path = Path(source)
     suffix = path.suffix.lower()
+    from .sources_keras import is_keras_source
+    if is_keras_source(path):
+        from .sources_keras import load_keras
+        return load_keras(path, sample_inputs)
     if suffix == ".onnx":
         return _from_onnx(path, sample_inputs)
     if suffix in (".pt2", ".pt", ".pth", ".ts"):

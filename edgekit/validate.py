@@ -48,13 +48,14 @@ def reference_outputs(model: Model, data: Data, threads: int = 1) -> Reference:
 
 
 def validate_file(path: str | Path, reference: Reference, data: Data, tolerance: Tolerance | None,
-                  *, runtime: str | None = None, threads: int = 1, raise_on_failure: bool = True) -> Validation:
+                  *, runtime: str | None = None, threads: int = 1, raise_on_failure: bool = True,
+                  runner=None) -> Validation:
     """Run ``path`` on the validation split; compare each named output with the reference.
 
     With a ``tolerance`` every element must satisfy |file - ref| <= atol + rtol * |ref|. All
     failures are collected and raised together as one ValidationFailed.
     """
-    runner = open_runner(path, runtime, threads=threads)
+    runner = runner or open_runner(path, runtime, threads=threads)
     outputs = run_batched(runner, data.validation.inputs)
     failures, per_output = [], {}
     for name, ref in reference.outputs.items():

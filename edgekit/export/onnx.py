@@ -9,8 +9,18 @@ from pathlib import Path
 
 from ..errors import StageError, one_line
 from ..model import Model
+from .job import Exported, ExportJob
 
 OPSET = 18
+
+
+def export_onnx_job(job: ExportJob) -> list[Exported]:
+    """The format-table entry point: the fp32 reference graph."""
+    out = job.folder / f"{job.model.name}.onnx"
+    if job.model.kind == "keras":
+        from .keras_tflite import export_keras_onnx
+        return [Exported(out, "onnx", "fp32", export_keras_onnx(job, out))]
+    return [Exported(out, "onnx", "fp32", export_onnx(job.model, out, job.log))]
 
 
 def export_onnx(model: Model, out: Path, log: io.StringIO | None = None) -> dict:

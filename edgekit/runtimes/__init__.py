@@ -1,14 +1,17 @@
 """Runners: ``run(inputs) -> outputs`` over one runtime, keyed by tensor name.
 
-Validation, benchmarking and apps all go through these.
+Validation, benchmarking and apps all go through these. A runner built with a *mapping* (the
+file's IOSpec tied to the source model's tensors) takes and returns the source's tensors.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 from ..errors import UsageError
+from ..iospec import IOSpec
 
-SUFFIX_RUNTIME = {".onnx": "onnxruntime"}
+SUFFIX_RUNTIME = {".onnx": "onnxruntime", ".tflite": "litert"}
+RUNTIMES = ("onnxruntime", "litert", "tflm")
 
 
 def runtime_for(path: str | Path, runtime: str | None = None) -> str:
@@ -23,13 +26,27 @@ def import_runtime(runtime: str) -> None:
     """Import a runtime's library up front (the bench worker does, so RSS growth is the model's)."""
     if runtime == "onnxruntime":
         import onnxruntime  # noqa: F401
+    elif runtime == "litert":
+        from .litert import import_litert
+        import_litert()
+    elif runtime == "tflm":
+        from .tflm import import_tflm
+        import_tflm()
 
 
-def open_runner(path: str | Path, runtime: str | None = None, threads: int = 1):
+def open_runner(path: str | Path, runtime: str | None = None, threads: int = 1, mapping: IOSpec | None = None):
     """The runner for a deployable file, chosen by its runtime (or its suffix)."""
     path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"file {path} not found; check the path")
     runtime = runtime_for(path, runtime)
     if runtime == "onnxruntime":
         from .ort import OrtRunner
         return OrtRunner(path, threads=threads)
-    raise UsageError(f"{path}: no runtime for '{path.suffix}' files; supported: {', '.join(SUFFIX_RUNTIME)}")
+    if runtime == "litert":
+        from .litert import LiteRTRunner
+        return LiteRTRunner(path, threads=threads, mapping=mapping)
+    if runtime == "tflm":
+        from .tflm import TflmRunner
+        return TflmRunner(path, mapping=mapping)
+    raise UsageError(f"{path}: unknown runtime '{runtime}'; known: {', '.join(RUNTIMES)}")

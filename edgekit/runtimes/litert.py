@@ -1,0 +1,67 @@
+"""LiteRT (ai-edge-litert) interpreter runner, XNNPACK on, with the profile's threads."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import UsageError
+from ..iospec import IOSpec, TensorSpec
+from .mapping import source_view, to_file, to_source
+
+
+def import_litert():
+    try:
+        from ai_edge_litert import interpreter
+    except ImportError:
+        raise UsageError("running .tflite files needs the LiteRT interpreter: pip install ai-edge-litert") from None
+    return interpreter
+
+
+def tflite_iospec(details_in: list[dict], details_out: list[dict]) -> IOSpec:
+    def spec(d: dict, i: int) -> TensorSpec:
+        sig = d.get("shape_signature", d["shape"])
+        shape = tuple(("batch" if j == 0 else f"{d['name']}_dim{j}") if int(s) < 0 else int(s) for j, s in enumerate(sig))
+        layout = "NHWC" if len(shape) == 4 and np.dtype(d["dtype"]).kind == "f" else None
+        return TensorSpec(d["name"], shape, np.dtype(d["dtype"]).name, layout)
+    return IOSpec(tuple(spec(d, i) for i, d in enumerate(details_in)), tuple(spec(d, i) for i, d in enumerate(details_out)))
+
+
+class LiteRTRunner:
+    runtime = "litert"
+
+    def __init__(self, path: str | Path, threads: int = 1, mapping: IOSpec | None = None):
+        interpreter = import_litert()
+        self.path = Path(path)
+        from .tflm import capture_fd2
+
+        try:
+            def load():  # LiteRT announces its XNNPACK delegate on fd 2; keep the terminal clean
+                self.interp = interpreter.Interpreter(model_path=str(self.path), num_threads=max(1, threads))
+                self.interp.allocate_tensors()
+            capture_fd2(load)
+        except (ValueError, RuntimeError) as exc:
+            raise UsageError(f"{self.path}: LiteRT cannot load it ({str(exc).splitlines()[0][:200]}); "
+                             "is it a .tflite flatbuffer?") from None
+        self._in = {d["name"]: d for d in self.interp.get_input_details()}
+        self._out = {d["name"]: d for d in self.interp.get_output_details()}
+        self.file_spec = mapping or tflite_iospec(list(self._in.values()), list(self._out.values()))
+        self.iospec = source_view(self.file_spec)
+        self.threads = threads
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        feeds = []
+        for t in self.file_spec.inputs:
+            array = to_file(t, np.asarray(inputs[t.source_name or t.name]))
+            feeds.append((self._in[t.name], np.ascontiguousarray(array, dtype=self._in[t.name]["dtype"])))
+        if any(tuple(d["shape"]) != a.shape for d, a in feeds):
+            for d, a in feeds:
+                self.interp.resize_tensor_input(d["index"], list(a.shape))
+            self.interp.allocate_tensors()
+            self._in = {d["name"]: d for d in self.interp.get_input_details()}
+            feeds = [(self._in[d["name"]], a) for d, a in feeds]
+        for d, a in feeds:
+            self.interp.set_tensor(d["index"], a)
+        self.interp.invoke()
+        return {t.source_name or t.name: to_source(t, self.interp.get_tensor(self._out[t.name]["index"]))
+                for t in self.file_spec.outputs}

@@ -1,0 +1,91 @@
+"""TFLite-Micro runner (the tflite-micro Python interpreter): op coverage and the measured arena."""
+from __future__ import annotations
+
+import os
+import re
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import UsageError
+from ..iospec import IOSpec
+from .mapping import source_view, to_file, to_source
+
+PROBE_ARENA = 64 * 1024 * 1024  # generous arena for the first load; the real need is then measured
+
+
+def import_tflm():
+    try:
+        from tflite_micro.python.tflite_micro import runtime
+    except ImportError:
+        raise UsageError("TFLite-Micro checks need the interpreter: pip install tflite-micro") from None
+    return runtime
+
+
+def capture_fd2(fn) -> str:
+    """Run ``fn`` and return what native code wrote to file descriptor 2."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            fn()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        tmp.seek(0)
+        return tmp.read().decode(errors="replace")
+
+
+class TflmRunner:
+    """Runs sample by sample (TFLM has a fixed batch of 1)."""
+
+    runtime = "tflm"
+
+    def __init__(self, path: str | Path, threads: int = 1, mapping: IOSpec | None = None,
+                 arena_bytes: int = PROBE_ARENA):
+        runtime = import_tflm()
+        self.path = Path(path)
+        data = self.path.read_bytes()
+        errors: list[str] = []
+
+        def make():
+            try:
+                self.interp = runtime.Interpreter.from_bytes(data, arena_size=arena_bytes)
+            except (RuntimeError, ValueError) as exc:
+                errors.append(str(exc))
+        log = capture_fd2(make)
+        if errors:
+            raise UsageError(f"{self.path}: TFLite-Micro cannot load it: {_first(errors[0] + chr(10) + log)}")
+        from .litert import LiteRTRunner
+        self.file_spec = mapping or LiteRTRunner(self.path).file_spec
+        self.iospec = source_view(self.file_spec)
+        self.threads = 1
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        arrays = [to_file(t, np.asarray(inputs[t.source_name or t.name])) for t in self.file_spec.inputs]
+        outs: list[list[np.ndarray]] = [[] for _ in self.file_spec.outputs]
+        for i in range(len(arrays[0])):
+            for k, (t, a) in enumerate(zip(self.file_spec.inputs, arrays)):
+                self.interp.set_input(np.ascontiguousarray(a[i:i + 1], dtype=t.dtype), k)
+            self.interp.invoke()
+            for k in range(len(self.file_spec.outputs)):
+                outs[k].append(np.array(self.interp.get_output(k)))
+        return {t.source_name or t.name: to_source(t, np.concatenate(o, axis=0))
+                for t, o in zip(self.file_spec.outputs, outs)}
+
+    def arena_used_bytes(self) -> int:
+        """The arena the model really used, as TFLM's recording allocator reports it (after a run)."""
+        text = capture_fd2(self.interp.print_allocations)
+        match = re.search(r"Arena allocation total (\d+) bytes", text)
+        if not match:
+            raise RuntimeError(f"TFLM did not report its arena use: {text[:200]!r}")
+        return int(match.group(1))
+
+
+def _first(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    wanted = [line for line in lines if "op" in line.lower() or "registration" in line.lower()]
+    return "; ".join(dict.fromkeys(wanted or lines[:1]))[:400]

@@ -1,0 +1,63 @@
+"""Reading .tflite flatbuffers (LiteRT's schema): ops, weights and their stored precision."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import UsageError
+
+WEIGHTED = {"CONV_2D": 1, "DEPTHWISE_CONV_2D": 1, "FULLY_CONNECTED": 1, "TRANSPOSE_CONV": 1, "BATCH_MATMUL": 1,
+            "EMBEDDING_LOOKUP": 1}
+_TYPES = {0: "fp32", 1: "fp16", 2: "int32", 3: "uint8", 4: "int64", 7: "int16", 9: "int8", 17: "int4"}
+
+
+@dataclass(frozen=True)
+class TfliteInfo:
+    ops: list[str]  # one entry per operator, in graph order
+    params: int  # elements in constant tensors
+    precision_map: dict[str, str]  # weighted op (named by its weight tensor) -> stored precision
+
+
+def read_tflite(path: str | Path) -> TfliteInfo:
+    try:
+        from ai_edge_litert import schema_py_generated as schema
+    except ImportError:
+        raise UsageError("reading .tflite files needs ai-edge-litert: pip install ai-edge-litert") from None
+    data = Path(path).read_bytes()
+    try:
+        model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(data, 0))
+    except Exception as exc:
+        raise UsageError(f"{path} is not a valid .tflite flatbuffer ({type(exc).__name__}); re-export it") from None
+    if not model.subgraphs:
+        raise UsageError(f"{path} is not a valid .tflite flatbuffer (no subgraphs); re-export it")
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    graph = model.subgraphs[0]
+    ops, pmap, params = [], {}, 0
+    producers = {}
+    for op in graph.operators or []:
+        code = model.operatorCodes[op.opcodeIndex]
+        op_name = names.get(max(code.builtinCode, code.deprecatedBuiltinCode), f"CUSTOM:{code.customCode}")
+        ops.append(op_name)
+        for out in op.outputs if op.outputs is not None else []:
+            producers[int(out)] = (op_name, op)
+    for tensor in graph.tensors or []:
+        buf = model.buffers[tensor.buffer] if tensor.buffer < len(model.buffers) else None
+        if buf is not None and (buf.data is not None and len(buf.data) or getattr(buf, "size", 0)):
+            params += int(np.prod(tensor.shape)) if tensor.shape is not None else 0
+    for op in graph.operators or []:
+        code = model.operatorCodes[op.opcodeIndex]
+        op_name = names.get(max(code.builtinCode, code.deprecatedBuiltinCode), "")
+        index = WEIGHTED.get(op_name)
+        if index is None or op.inputs is None or len(op.inputs) <= index:
+            continue
+        t = int(op.inputs[index])
+        if t < 0:
+            continue
+        if t in producers and producers[t][0] == "DEQUANTIZE":  # fp16 / int8 weights dequantized at load
+            t = int(producers[t][1].inputs[0])
+        tensor = graph.tensors[t]
+        name = tensor.name.decode() if isinstance(tensor.name, bytes) else str(tensor.name)
+        pmap[name] = _TYPES.get(tensor.type, f"type{tensor.type}")
+    return TfliteInfo(ops, params, pmap)
