@@ -92,7 +92,7 @@ def bench_file(path: str | Path, *, runtime: str | None = None, threads: int = 1
         raise StageError("bench", f"{path.name}: {tail[0][:300]}")
     raw = json.loads(lines[-1])
     raw["cpu"] = cpu_info()
-    raw["notes"] = tuple(noise_notes(raw))
+    raw["notes"] = tuple(noise_notes(raw, requested_runs=runs))
     return BenchResult(**raw)
 
 
@@ -102,12 +102,14 @@ def summarize(times_ms: list[float]) -> dict:
             "p99_ms": float(np.percentile(t, 99)), "mean_ms": float(t.mean()), "std_ms": float(t.std())}
 
 
-def noise_notes(r: dict) -> list[str]:
+def noise_notes(r: dict, requested_runs: int | None = None) -> list[str]:
     notes = []
     cv = r["std_ms"] / r["mean_ms"] if r["mean_ms"] else 0.0
     if cv > NOISY_CV or r["p99_ms"] > 2 * r["p50_ms"]:
         notes.append(f"noisy machine: std is {cv:.0%} of the mean and p99 is {r['p99_ms'] / r['p50_ms']:.1f}x p50; "
                      "rerun on an idle machine for firm numbers")
-    if r["runs"] < 100:
-        notes.append(f"only {r['runs']} timed runs fit in the time box; p99 is rough")
+    if requested_runs is not None and r["runs"] < requested_runs:
+        notes.append(f"only {r['runs']} of {requested_runs} timed runs fit in the time box; p99 is rough")
+    elif r["runs"] < 100:
+        notes.append(f"{r['runs']} timed runs: p99 is rough")
     return notes

@@ -130,6 +130,28 @@ def validate(file, model, weights, data, task, threads, trust_pickle):
     sys.exit(3 if v.failures else 0)
 
 
+@main.command()
+@click.argument("file", type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def inspect(file, as_json):
+    """Print the ops, parameters, size and IO of an ONNX or TFLite FILE."""
+    import json
+
+    from .inspect_file import inspect_file
+
+    info = inspect_file(file)
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    rows = [("size", f"{info['bytes']} bytes"), ("parameters", f"{info['params']:,}")]
+    for kind in ("inputs", "outputs"):
+        for t in info["iospec"][kind]:
+            rows.append((kind[:-1], f"{t['name']} {t['shape']} {t['dtype']} {t['layout'] or ''}"))
+    rows += [("ops", ", ".join(f"{op}×{n}" for op, n in info["ops"].items()))]
+    rows += [(k, str(v)) for k, v in info.items() if k in ("opset", "producer", "weight_precisions")]
+    _print_pairs(f"edgekit inspect {file}", rows)
+
+
 @main.group(invoke_without_command=True)
 @click.pass_context
 def profiles(ctx):

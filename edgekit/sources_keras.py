@@ -88,6 +88,7 @@ class KerasRunner:
         feed = {t.name: np.asarray(inputs[t.name], dtype=t.dtype) for t in self.iospec.inputs}
         if isinstance(self.model.module, _SavedModelFn):
             return self.model.module.run(feed)
-        result = self.model.module([feed[n] for n in self.iospec.input_names], training=False)
+        args = [feed[n] for n in self.iospec.input_names]
+        result = self.model.module(args[0] if len(args) == 1 else args, training=False)
         result = result if isinstance(result, (list, tuple)) else [result]
         return {name: np.asarray(r) for name, r in zip(self.iospec.output_names, result)}

@@ -29,27 +29,33 @@ def read_tflite(path: str | Path) -> TfliteInfo:
     try:
         model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(data, 0))
     except Exception as exc:
-        raise UsageError(f"{path} is not a valid .tflite flatbuffer ({type(exc).__name__}); re-export it") from None
+        raise UsageError(f"{path} is not a valid .tflite flatbuffer (truncated or corrupt: {exc or type(exc).__name__}); "
+                         "re-export it") from None
     if not model.subgraphs:
         raise UsageError(f"{path} is not a valid .tflite flatbuffer (no subgraphs); re-export it")
     names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
     graph = model.subgraphs[0]
     ops, pmap, params = [], {}, 0
+    def op_name_of(code) -> str:
+        name = names.get(max(code.builtinCode, code.deprecatedBuiltinCode), "CUSTOM")
+        if name == "CUSTOM":
+            custom = code.customCode.decode() if isinstance(code.customCode, bytes) else str(code.customCode)
+            return f"CUSTOM:{custom}"
+        return name
+
     producers = {}
     for op in graph.operators or []:
-        code = model.operatorCodes[op.opcodeIndex]
-        op_name = names.get(max(code.builtinCode, code.deprecatedBuiltinCode), f"CUSTOM:{code.customCode}")
+        op_name = op_name_of(model.operatorCodes[op.opcodeIndex])
         ops.append(op_name)
         for out in op.outputs if op.outputs is not None else []:
             producers[int(out)] = (op_name, op)
     for tensor in graph.tensors or []:
         buf = model.buffers[tensor.buffer] if tensor.buffer < len(model.buffers) else None
-        if buf is not None and (buf.data is not None and len(buf.data) or getattr(buf, "size", 0)):
+        is_index = tensor.type in (2, 4)  # int32/int64 shape constants are not parameters
+        if not is_index and buf is not None and (buf.data is not None and len(buf.data) or getattr(buf, "size", 0)):
             params += int(np.prod(tensor.shape)) if tensor.shape is not None else 0
     for op in graph.operators or []:
-        code = model.operatorCodes[op.opcodeIndex]
-        op_name = names.get(max(code.builtinCode, code.deprecatedBuiltinCode), "")
-        index = WEIGHTED.get(op_name)
+        index = WEIGHTED.get(op_name_of(model.operatorCodes[op.opcodeIndex]))
         if index is None or op.inputs is None or len(op.inputs) <= index:
             continue
         t = int(op.inputs[index])

@@ -20,5 +20,10 @@ def validate_against(file, *, model=None, weights=None, data=None, task=None, th
     source, arrays, data_source = load_source(model, weights, data, trust_pickle)
     dataset = load_data(source, arrays, data_source, task, None, None)
     reference = reference_outputs(source, dataset, threads)
+    runner = None
+    if fmt.runtime == "litert":  # tie the file's tensors (names, NHWC) to the reference model's
+        from .export.tflite import map_to_source
+        from .runtimes import open_runner
+        runner = open_runner(path, fmt.runtime, threads=threads, mapping=map_to_source(path, source.iospec))
     return validate_file(path, reference, dataset, fmt.tolerance_for("fp32"), runtime=fmt.runtime, threads=threads,
-                         raise_on_failure=False)
+                         raise_on_failure=False, runner=runner)

@@ -104,7 +104,8 @@ def test_gate_miss_exits_1_and_keeps_bundle(user_models, tiny_data, tmp_path):
     prof = tmp_path / "strict.toml"
     prof.write_text('name = "strict"\nextends = "iot"\n[budget]\np90_latency_ms = 0.0001\n'
                     '[bench]\nwarmup = 2\nruns = 20\nbatch = 4\n')
-    code, out, err = run("build", f"{user_models}:make_tiny", "--data", tiny_data, "--profile", prof, "--out", tmp_path)
+    code, out, err = run("build", f"{user_models}:make_tiny", "--data", tiny_data, "--profile", prof, "--out", tmp_path,
+                         "--formats", "onnx")
     assert code == 1, err
     assert "gate missed: p90_latency gate MISSED on my_models.onnx" in err and "limit 0.0001 ms" in err
     manifest = json.loads((tmp_path / "my_models-strict" / "manifest.json").read_text())
@@ -115,7 +116,7 @@ def test_gate_miss_exits_1_and_keeps_bundle(user_models, tiny_data, tmp_path):
 @pytest.mark.slow
 def test_user_factory_with_two_inputs_one_int64(user_models, two_input_data, fast_profile, tmp_path):
     code, out, err = run("build", f"{user_models}:make_two_inputs", "--data", two_input_data, "--profile",
-                         fast_profile, "--out", tmp_path, "--json")
+                         fast_profile, "--out", tmp_path, "--json", "--formats", "onnx")
     assert code == 0, err
     report = json.loads(out)
     art = report["artifacts"][0]
@@ -143,3 +144,11 @@ def test_profiles_commands():
     code, out, _ = run("profiles", "show", "stm32h743")
     resolved = json.loads(out)
     assert resolved["budget"]["flash_kb"] == 1536 and resolved["prune"]["max_ratio"] == 0.8
+
+
+@pytest.mark.slow
+def test_tflite_that_needs_flex_ops_fails_the_stage(user_models, two_input_data, fast_profile, tmp_path):
+    code, _, err = run("build", f"{user_models}:make_two_inputs", "--data", two_input_data, "--profile",
+                       fast_profile, "--out", tmp_path, "--formats", "onnx,tflite")
+    assert_one_line_error(code, err, 3, "stage 'export tflite' failed", "LiteRT's builtin runtime cannot run", "Flex")
+    assert not (tmp_path / "my_models-fast").exists()

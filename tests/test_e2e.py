@@ -16,10 +16,16 @@ def test_example_build(profile, threads, tmp_path):
     assert result.passed, [g.describe() for g in result.failed_gates]
     bundle = tmp_path / f"digits_cnn-{profile}"
     assert result.bundle == bundle
-    assert sorted(p.name for p in bundle.iterdir()) == ["build.log", "digits_cnn.onnx", "manifest.json",
-                                                         "report.json", "report.md"]
+    expected = {"build.log", "digits_cnn.onnx", "manifest.json", "report.json", "report.md"}
+    expected |= {"iot": {"digits_cnn.tflite", "digits_cnn_fp16.tflite", "digits_cnn_model_data.cc",
+                         "digits_cnn_model_data.h"},
+                 "mobile": {"digits_cnn.tflite", "digits_cnn_fp16.tflite"}, "server": set()}[profile]
+    assert {p.name for p in bundle.iterdir()} == expected
     manifest = json.loads((bundle / "manifest.json").read_text())
     entry = manifest["files"][0]
+    assert entry["file"] == "digits_cnn.onnx"
+    for f in manifest["files"]:  # every file in the bundle is hashed as written
+        assert f["sha256"] == hashlib.sha256((bundle / f["file"]).read_bytes()).hexdigest()
     data = (bundle / "digits_cnn.onnx").read_bytes()
     assert entry["sha256"] == hashlib.sha256(data).hexdigest() and entry["bytes"] == len(data)
     assert manifest["schema_version"] == 1 and manifest["labels"] == [str(i) for i in range(10)]
@@ -37,6 +43,7 @@ def test_example_build(profile, threads, tmp_path):
     report = json.loads((bundle / "report.json").read_text())
     assert report["data"]["validation"] + report["data"]["calibration"] == 540
     assert "| digits_cnn.onnx | onnx | fp32 |" in (bundle / "report.md").read_text()
+    assert {f["file"] for f in manifest["files"]} == {a.file for a in result.artifacts}
     # the file in the bundle, run by hand in ONNX Runtime, classifies the held-out digits
     arrays = digits.load_arrays()
     logits = OrtRunner(bundle / "digits_cnn.onnx").run({"image": arrays["x"][:64]})["logits"]

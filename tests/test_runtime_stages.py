@@ -76,7 +76,8 @@ def test_noise_note():
     noisy = {"std_ms": 0.6, "mean_ms": 1.0, "p50_ms": 1.0, "p99_ms": 3.5, "runs": 200}
     assert noise_notes(quiet) == []
     assert "noisy machine" in noise_notes(noisy)[0] and "3.5x p50" in noise_notes(noisy)[0]
-    assert "only 40 timed runs" in noise_notes(dict(quiet, runs=40))[0]
+    assert "only 40 of 200 timed runs fit" in noise_notes(dict(quiet, runs=40), requested_runs=200)[0]
+    assert "40 timed runs: p99 is rough" in noise_notes(dict(quiet, runs=40))[0]
 
 
 def test_bench_corrupt_file(tmp_path):

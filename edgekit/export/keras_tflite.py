@@ -8,11 +8,10 @@ from pathlib import Path
 
 from ..errors import StageError, UsageError
 from .job import Exported, ExportJob
+from .tflite import _quiet, check_builtin_ops, import_tf, map_to_source
 
 
 def export_keras(job: ExportJob) -> list[Exported]:
-    from .tflite import _quiet, import_tf, map_to_source
-
     tf = import_tf()
     out = []
     with tempfile.TemporaryDirectory(prefix="edgekit-keras-") as tmp:
@@ -30,14 +29,13 @@ def export_keras(job: ExportJob) -> list[Exported]:
             name = f"{job.model.name}.tflite" if precision == "fp32" else f"{job.model.name}_{precision}.tflite"
             target = job.folder / name
             target.write_bytes(blob)
+            check_builtin_ops(target, "export tflite", "the TFLite converter")
             out.append(Exported(target, "tflite", precision, {"exporter": f"tf.lite.TFLiteConverter {tf.__version__}"},
                                 map_to_source(target, job.model.iospec)))
     return out
 
 
 def export_keras_onnx(job: ExportJob, out: Path) -> dict:
-    from .tflite import _quiet, import_tf
-
     tf = import_tf()
     try:
         import tf2onnx
@@ -71,8 +69,8 @@ def _saved_model_dir(job: ExportJob, tmp: str, tf) -> str:
 def _conversion_error(exc: Exception) -> Exception:
     """Unsupported ops are the user's to fix (exit 2, naming them); anything else is a stage failure."""
     text = str(exc)
-    ops = sorted(set(re.findall(r"\btf\.([A-Za-z0-9_]+)\b", text)))
-    if "not supported" in text.lower() and ops:
+    ops = sorted(set(re.findall(r'"?\btf\.([A-Z][A-Za-z0-9]*)"?\(', text)))  # TF ops left unconverted
+    if ops:
         return UsageError(f"the Keras model uses op(s) TFLite does not support: {', '.join(ops)}; "
                           "replace them with supported layers")
     first = next((line.strip() for line in text.splitlines() if "error" in line.lower()), text.splitlines()[0] if text else "")

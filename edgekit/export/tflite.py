@@ -50,9 +50,11 @@ def export_tflite(job: ExportJob) -> list[Exported]:
                          "pip install onnx2tf onnx-graphsurgeon sng4onnx sne4onnx psutil") from None
     outputs = []
     with tempfile.TemporaryDirectory(prefix="edgekit-onnx2tf-") as tmp:
+        source = Path(tmp) / job.reference_onnx.name  # onnx2tf rewrites its input in place (op names)
+        shutil.copyfile(job.reference_onnx, source)
         with _offline_samples(job), _quiet(job.log), _cwd(tmp):
             try:
-                onnx2tf.convert(input_onnx_file_path=str(job.reference_onnx), output_folder_path=tmp,
+                onnx2tf.convert(input_onnx_file_path=str(source), output_folder_path=tmp,
                                 not_use_onnxsim=True, non_verbose=False, verbosity="info")
             except SystemExit as exc:  # onnx2tf exits on conversion errors after logging them
                 raise StageError("export tflite", f"onnx2tf stopped (exit {exc.code}): {_last_error(job.log)}") from None
@@ -65,10 +67,21 @@ def export_tflite(job: ExportJob) -> list[Exported]:
             name = f"{job.model.name}.tflite" if precision == "fp32" else f"{job.model.name}_{precision}.tflite"
             target = job.folder / name
             shutil.move(str(produced), target)
+            check_builtin_ops(target, "export tflite", "onnx2tf")
             mapping = map_to_source(target, job.model.iospec)
             outputs.append(Exported(target, "tflite", precision, {"exporter": f"onnx2tf {onnx2tf.__version__}",
                                                                  "from": job.reference_onnx.name}, mapping))
     return outputs
+
+
+def check_builtin_ops(path: Path, stage: str, converter: str) -> None:
+    """A file that needs TF Select (Flex) or custom ops will not run on LiteRT's builtin runtime: say which."""
+    from ..tflite_info import read_tflite
+
+    custom = sorted({op.removeprefix("CUSTOM:") for op in read_tflite(path).ops if op.startswith("CUSTOM:")})
+    if custom:
+        raise StageError(stage, f"{converter} emitted {path.name} with ops LiteRT's builtin runtime cannot run "
+                                f"({', '.join(custom)}); the model needs layers with TFLite builtin equivalents")
 
 
 def map_to_source(path: Path, source: IOSpec) -> IOSpec:

@@ -41,6 +41,9 @@ class LiteRTRunner:
                 self.interp.allocate_tensors()
             capture_fd2(load)
         except (ValueError, RuntimeError) as exc:
+            if "Select TensorFlow op" in str(exc):
+                raise UsageError(f"{self.path}: needs TF Select (Flex) ops, which the LiteRT builtin interpreter "
+                                 "does not include; re-export with builtin ops only") from None
             raise UsageError(f"{self.path}: LiteRT cannot load it ({str(exc).splitlines()[0][:200]}); "
                              "is it a .tflite flatbuffer?") from None
         self._in = {d["name"]: d for d in self.interp.get_input_details()}

@@ -1,0 +1,228 @@
+"""TFLite export (onnx2tf, offline), Keras sources, LiteRT/TFLite-Micro validation and the C array."""
+import io
+import json
+import shutil
+import socket
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+
+import edgekit
+from edgekit.data import prepare
+from edgekit.errors import UsageError
+from edgekit.export import EXPORTERS, ExportJob
+from edgekit.export.tflite import export_tflite, map_to_source
+from edgekit.formats import format_table
+from edgekit.runtimes.litert import LiteRTRunner
+from edgekit.runtimes.ort import OrtRunner
+from edgekit.sources import load_model
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture()
+def no_network(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise OSError("network access blocked by the test")
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+
+
+class RGBNet(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.fc = torch.nn.Linear(8, 4)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.conv(x)).mean(dim=(2, 3)))
+
+
+def _static_rgb_onnx(tmp_path):
+    path = tmp_path / "rgb.onnx"  # batch fixed at 1, 3 channels: the shape onnx2tf downloads images for
+    torch.onnx.export(RGBNet().eval(), (torch.zeros(1, 3, 16, 16),), str(path), input_names=["pixels"],
+                      output_names=["scores"], dynamo=False)
+    return path
+
+
+def test_onnx2tf_alone_would_go_online(tmp_path, no_network):
+    import onnx2tf
+    with pytest.raises(Exception):  # the library itself tries to download sample images
+        onnx2tf.convert(input_onnx_file_path=str(_static_rgb_onnx(tmp_path)), output_folder_path=str(tmp_path / "o"),
+                        not_use_onnxsim=True, non_verbose=True)
+
+
+def test_offline_conversion_of_3_channel_static_batch(tmp_path, no_network):
+    src = _static_rgb_onnx(tmp_path)
+    model = load_model(str(src))
+    assert model.iospec.inputs[0].shape == (1, 3, 16, 16)
+    rng = np.random.default_rng(0)
+    data = prepare({"x": rng.standard_normal((40, 3, 16, 16)).astype(np.float32)}, model.iospec, source="t")
+    job = ExportJob(model, tmp_path, io.StringIO(), ("fp32",), reference_onnx=src, calibration=data.calibration)
+    (out,) = export_tflite(job)
+    x = data.validation.inputs["pixels"][:1]
+    want = OrtRunner(src).run({"pixels": x})["scores"]
+    got = LiteRTRunner(out.path, mapping=out.mapping).run({"pixels": x})["scores"]
+    np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-3)
+    pixels = out.mapping.inputs[0]
+    assert pixels.shape == (1, 16, 16, 3) and pixels.layout == "NHWC" and pixels.source_perm == (0, 2, 3, 1)
+
+
+def test_layout_mapping_is_recorded(user_models, tmp_path):
+    model = load_model(f"{user_models}:make_tiny")
+    from edgekit.export.onnx import export_onnx
+    export_onnx(model, tmp_path / "t.onnx")
+    job = ExportJob(model, tmp_path, io.StringIO(), ("fp32", "fp16"), reference_onnx=tmp_path / "t.onnx")
+    fp32, fp16 = export_tflite(job)
+    spec = map_to_source(fp32.path, model.iospec)
+    assert spec.inputs[0].shape == ("batch", 8, 8, 1) and spec.inputs[0].source_perm == (0, 2, 3, 1)
+    assert spec.outputs[0].source_name == "output" and spec.outputs[0].source_perm is None
+    from edgekit.tflite_info import read_tflite
+    assert set(read_tflite(fp16.path).precision_map.values()) == {"fp16"}
+    assert set(read_tflite(fp32.path).precision_map.values()) == {"fp32"}
+
+
+def test_format_table_and_exporters_match():
+    table = format_table()
+    assert set(table) == set(EXPORTERS)
+    assert table["tflite"].runtime == "litert" and table["tflite"].precisions == ("fp32", "fp16")
+    assert table["c_array"].runtime == "tflm"
+
+
+@pytest.mark.parametrize("profile", ["mobile", "iot"])
+def test_example_tflite_files_pass_on_litert(profile, tmp_path):
+    result = edgekit.build(profile=profile, out=tmp_path)
+    assert result.passed, [g.describe() for g in result.failed_gates]
+    bundle = result.bundle
+    by_file = {a.file: a for a in result.artifacts}
+    assert {"digits_cnn.onnx", "digits_cnn.tflite", "digits_cnn_fp16.tflite"} <= set(by_file)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    entry = next(f for f in manifest["files"] if f["file"] == "digits_cnn.tflite")
+    assert entry["runtime"] == "litert" and entry["iospec"]["inputs"][0]["layout"] == "NHWC"
+    assert entry["iospec"]["inputs"][0]["source_perm"] == [0, 2, 3, 1]
+    # run both files by hand on held-out digits: the .tflite agrees with the ONNX reference
+    from edgekit.examples import digits
+    x = digits.load_arrays()["x"]
+    onnx_top1 = OrtRunner(bundle / "digits_cnn.onnx").run({"image": x})["logits"].argmax(1)
+    for name in ("digits_cnn.tflite", "digits_cnn_fp16.tflite"):
+        raw = LiteRTRunner(bundle / name)  # the file's own tensors: NHWC input, its own names
+        (out,) = raw.run({raw.file_spec.inputs[0].name: x.transpose(0, 2, 3, 1)}).values()
+        assert (out.argmax(1) == onnx_top1).mean() >= 0.99, name
+        assert by_file[name].validation["metrics"]["top1_agreement"] >= 0.99
+        assert by_file[name].bench["p50_ms"] > 0 and by_file[name].bench["runtime"] == "litert"
+    if profile == "iot":
+        c = by_file["digits_cnn_model_data.cc"]
+        tflm = c.export["tflm"]
+        assert tflm["loads"] and 10_000 < tflm["arena_bytes"] < 512 * 1024
+        gates = {(g.name, g.file): g for g in result.gates}
+        assert gates[("ram", c.file)].passed and gates[("ram", c.file)].value == tflm["arena_bytes"] / 1024
+        assert gates[("tflm_ops", c.file)].passed
+        assert c.validation["metrics"]["top1_agreement"] >= 0.99
+        _compile_and_compare(bundle, tmp_path)
+
+
+def _compile_and_compare(bundle, tmp_path):
+    """The C array compiles (C++ for the array, C for the header) and holds exactly the .tflite bytes."""
+    gxx, gcc = shutil.which("g++"), shutil.which("gcc")
+    assert gxx and gcc, "the C array test needs gcc and g++"
+    (tmp_path / "main.c").write_text(
+        '#include <stdio.h>\n#include <stdint.h>\n#include "digits_cnn_model_data.h"\n'
+        "int main(void) {\n"
+        "  if (((uintptr_t)g_digits_cnn_model_data) % 16) return 2;\n"
+        "  fwrite(g_digits_cnn_model_data, 1, g_digits_cnn_model_data_len, stdout);\n  return 0;\n}\n")
+    subprocess.run([gxx, "-std=c++11", "-c", str(bundle / "digits_cnn_model_data.cc"), "-I", str(bundle),
+                    "-o", str(tmp_path / "data.o")], check=True)
+    subprocess.run([gcc, "-c", str(tmp_path / "main.c"), "-I", str(bundle), "-o", str(tmp_path / "main.o")], check=True)
+    subprocess.run([gxx, str(tmp_path / "main.o"), str(tmp_path / "data.o"), "-o", str(tmp_path / "dump")], check=True)
+    dumped = subprocess.run([str(tmp_path / "dump")], capture_output=True, check=True).stdout
+    assert dumped == (bundle / "digits_cnn.tflite").read_bytes()
+
+
+def _keras_model(path):
+    import keras
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((12, 12, 3), name="img")
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(inp)
+    x = keras.layers.DepthwiseConv2D(3, padding="same")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    out = keras.layers.Dense(4, name="probs")(x)
+    keras.Model(inp, out).save(path)
+    return path
+
+
+def test_keras_source_goes_to_tflite_and_onnx(tmp_path, fast_profile):
+    src = _keras_model(tmp_path / "small.keras")
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", img=rng.standard_normal((60, 12, 12, 3)).astype(np.float32), y=rng.integers(0, 4, 60))
+    result = edgekit.build(str(src), data=tmp_path / "d.npz", profile=fast_profile, out=tmp_path / "out")
+    by_file = {a.file: a for a in result.artifacts}
+    assert {"small.onnx", "small.tflite", "small_fp16.tflite"} <= set(by_file)
+    assert "tf2onnx" in by_file["small.onnx"].export["exporter"]
+    assert "TFLiteConverter" in by_file["small.tflite"].export["exporter"]
+    for a in by_file.values():
+        assert a.validation["metrics"]["top1_agreement"] == 1.0, a.file
+    assert by_file["small.tflite"].iospec["inputs"][0]["shape"] == ["batch", 12, 12, 3]
+    assert by_file["small.tflite"].iospec["inputs"][0].get("source_perm") is None  # Keras is NHWC already
+
+
+
+def test_keras_unsupported_op_names_it(tmp_path):
+    import tensorflow as tf
+
+    class Odd(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32, name="x")])
+        def __call__(self, x):
+            return {"y": tf.math.bessel_i1e(x)}
+    module = Odd()
+    tf.saved_model.save(module, str(tmp_path / "odd"), signatures=module.__call__.get_concrete_function())
+    np.savez(tmp_path / "d.npz", x=np.ones((20, 4), np.float32))
+    from click.testing import CliRunner
+    from edgekit.cli import main
+    r = CliRunner().invoke(main, ["build", str(tmp_path / "odd"), "--data", str(tmp_path / "d.npz"),
+                                  "--out", str(tmp_path / "out"), "--formats", "tflite"])
+    assert r.exit_code == 2, r.stderr
+    assert "TFLite does not support: BesselI1e" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_corrupt_keras_and_tflite(tmp_path):
+    (tmp_path / "bad.keras").write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(UsageError, match="bad.keras is not a loadable Keras model"):
+        load_model(str(tmp_path / "bad.keras"))
+    (tmp_path / "bad.tflite").write_bytes(b"\x00" * 64)
+    from click.testing import CliRunner
+    from edgekit.cli import main
+    for cmd in ("bench", "inspect"):
+        r = CliRunner().invoke(main, [cmd, str(tmp_path / "bad.tflite")])
+        assert r.exit_code == 2 and "bad.tflite" in r.stderr and "Traceback" not in r.stderr, (cmd, r.stderr)
+
+
+def test_missing_tensorflow_is_a_usage_error(user_models, tiny_data, tmp_path, monkeypatch):
+    import sys
+    monkeypatch.setitem(sys.modules, "tensorflow", None)
+    from click.testing import CliRunner
+    from edgekit.cli import main
+    r = CliRunner().invoke(main, ["build", f"{user_models}:make_tiny", "--data", str(tiny_data), "--out",
+                                  str(tmp_path), "--formats", "onnx,tflite"])
+    assert r.exit_code == 2 and "TFLite export needs TensorFlow: pip install" in r.stderr
+    assert not (tmp_path / "my_models-iot").exists()
+
+
+def test_inspect_tflite_and_onnx(tmp_path, user_models):
+    from click.testing import CliRunner
+    from edgekit.cli import main
+    from edgekit.export.onnx import export_onnx
+    model = load_model(f"{user_models}:make_tiny")
+    export_onnx(model, tmp_path / "t.onnx")
+    (fp32,) = export_tflite(ExportJob(model, tmp_path, io.StringIO(), ("fp32",), reference_onnx=tmp_path / "t.onnx"))
+    for path, op, params in ((tmp_path / "t.onnx", "Conv", 8 * 9 + 8 + 8 * 8 * 9 + 8 + 8 * 3 + 3),
+                             (fp32.path, "CONV_2D", None)):
+        r = CliRunner().invoke(main, ["inspect", str(path), "--json"])
+        info = json.loads(r.stdout)
+        assert info["ops"][op] == 2 and info["bytes"] == path.stat().st_size
+        if params:
+            assert info["params"] == params
