@@ -50,9 +50,13 @@ def main() -> None:
 @click.option("--calib-samples", type=int, help="Samples for calibration (default: 25%, at most 256).")
 @click.option("--val-samples", type=int, help="Samples for validation (default: the rest).")
 @click.option("--trust-pickle", is_flag=True, help="Allow loading full-model pickles (runs code from the file).")
+@click.option("--bits", type=click.Choice(["32", "16", "8", "4"]), help="Override the profile's weight bits.")
+@click.option("--calibration", type=click.Choice(["minmax", "entropy", "percentile"]),
+              help="ONNX calibration method (TFLite always uses the representative dataset).")
+@click.option("--int8-io", is_flag=True, help="Integer TFLite files take and return int8 (for MCUs).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of the table.")
 def build(model, profile, weights, data, out, force, task, formats, threads, calib_samples, val_samples,
-          trust_pickle, as_json):
+          trust_pickle, bits, calibration, int8_io, as_json):
     """Build a validated, measured bundle for MODEL (default: the built-in digits example).
 
     MODEL is FILE.py:FACTORY, package.module:FACTORY, a torch.export .pt2, a TorchScript
@@ -69,12 +73,15 @@ def build(model, profile, weights, data, out, force, task, formats, threads, cal
         result = run_build(model, profile=profile, weights=weights, data=data, out=out, force=force, task=task,
                            formats=parse_formats(formats) if formats else None, trust_pickle=trust_pickle,
                            calib_samples=calib_samples, val_samples=val_samples, threads=threads,
+                           bits=int(bits) if bits else None, calibration=calibration, int8_io=int8_io,
                            progress=lambda stage: status.update(f"[bold]{stage}[/]"))
     if as_json:
         click.echo(json.dumps(result.report, indent=2))
     else:
         _console(stderr=False).print(render_table(result.report))
-        for line in result.report["pending"]:
+        for runtime, rec in result.report["recommended"].items():
+            click.echo(f"  recommended for {runtime}: {rec['file']} ({rec['why']})")
+        for line in result.report["pending"] + result.report["notes"]:
             click.echo(f"  {line}")
         click.echo(f"bundle: {result.bundle}")
     if not result.passed:

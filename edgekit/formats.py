@@ -27,8 +27,9 @@ class Format:
     description: str
     tolerance: dict[str, Tolerance]
 
-    def tolerance_for(self, precision: str) -> Tolerance:
-        return self.tolerance.get(precision) or self.tolerance["fp32"]
+    def tolerance_for(self, precision: str) -> Tolerance | None:
+        """Element-wise tolerance; None for integer files, which the accuracy gate judges instead."""
+        return self.tolerance.get(precision)
 
 
 _KEYS = {"name", "suffix", "runtime", "precisions", "description", "tolerance"}

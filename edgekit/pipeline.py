@@ -12,7 +12,11 @@ from . import __version__
 from .artifact import Artifact
 from .bundle import check_target, staging, write_json
 from .errors import EdgekitError, UsageError
-from .export import EXPORTERS, ExportJob
+from .export import EXPORTERS, Exported, ExportJob
+from .quantize import BITS_PRECISIONS
+from .quantize.onnx_quant import check_calibration
+from .quantize.onnx_stage import quantize_onnx_stage
+from .quantize.plan import export_precisions, quantization_notes, recommend
 from .formats import get_format
 from .gates import Gate, evaluate, missed
 from .profiles import DeviceProfile, load_profile, with_overrides
@@ -45,7 +49,8 @@ class BuildResult:
 def build(model=None, *, profile: str | Path | DeviceProfile = "iot", weights=None, data=None, out="out",
           force: bool = False, task: str | None = None, formats: tuple[str, ...] | None = None,
           trust_pickle: bool = False, calib_samples: int | None = None, val_samples: int | None = None,
-          threads: int | None = None, progress: Callable[[str], None] | None = None) -> BuildResult:
+          threads: int | None = None, bits: int | None = None, calibration: str | None = None,
+          int8_io: bool = False, progress: Callable[[str], None] | None = None) -> BuildResult:
     """Build, validate, measure and gate a bundle for ``model`` on ``profile``.
 
     ``model`` is a source string (see ``load_model``), a ``Model``, or None for the built-in example.
@@ -53,7 +58,8 @@ def build(model=None, *, profile: str | Path | DeviceProfile = "iot", weights=No
     """
     log = io.StringIO()
     prof = profile if isinstance(profile, DeviceProfile) else load_profile(profile)
-    overrides = {"target.threads": threads} if threads is not None else {}
+    overrides = {key: value for key, value in (("target.threads", threads), ("quantize.weight_bits", bits),
+                                                ("quantize.calibration", calibration)) if value is not None}
     prof = with_overrides(prof, overrides) if overrides else prof
     wanted = tuple(formats) if formats else prof.target.formats
     for name in wanted:
@@ -74,19 +80,32 @@ def build(model=None, *, profile: str | Path | DeviceProfile = "iot", weights=No
     try:
         with staging(final, force) as folder:
             artifacts, produced = [], []
+            quant_notes = check_calibration(dataset.calibration) if prof.quantize.weight_bits < 32 else []
             for name in runnable:
-                job = ExportJob(source, folder, log, precisions=get_format(name).precisions,
+                job = ExportJob(source, folder, log, precisions=export_precisions(name, prof),
                                 reference_onnx=next((e.path for e in produced if e.format == "onnx"), None),
-                                calibration=dataset.calibration, produced=tuple(produced))
+                                calibration=dataset.calibration, produced=tuple(produced), int8_io=int8_io)
                 with stage(f"export {name}", log, progress):
                     exported = export_format(name, job)
                 produced += exported
                 for entry in exported:
                     with stage(f"validate+bench {entry.path.name}", log, progress):
                         artifacts.append(measure(entry, reference, dataset, prof))
+                if name == "onnx":
+                    for precision in BITS_PRECISIONS[prof.quantize.weight_bits]["onnx"]:
+                        twin = artifacts[-1]
+                        with stage(f"quantize onnx {precision}", log, progress):
+                            path, info = quantize_onnx_stage(exported[0].path, folder, source.name, precision,
+                                                             reference, dataset, prof, twin.bench.get("p50_ms"), log)
+                        entry = Exported(path, "onnx", precision, info)
+                        produced.append(entry)
+                        with stage(f"validate+bench {path.name}", log, progress):
+                            artifacts.append(measure(entry, reference, dataset, prof))
             gates = evaluate(prof, artifacts)
             report = _report(source, prof, dataset, reference, artifacts, gates, final, wanted, overrides, started)
             report["pending"] = skipped + report["pending"]
+            report["notes"] += quant_notes + quantization_notes(prof, artifacts)
+            report["recommended"] = recommend(artifacts, prof.budget.max_accuracy_drop)
             with stage("bundle", log, progress):
                 write_json(folder / "manifest.json", _manifest(source, prof, artifacts, gates, report))
                 write_reports(folder, report)
@@ -149,6 +168,7 @@ def _manifest(source, prof: DeviceProfile, artifacts, gates, report) -> dict:
                   for a in artifacts],
         "profile": prof.to_dict(),
         "gates": [g.to_dict() for g in gates],
+        "recommended": report["recommended"],
         "passed": report["passed"],
         "pending": report["pending"],
         "versions": tool_versions(USED),

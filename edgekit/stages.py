@@ -122,9 +122,6 @@ def pending_settings(profile: DeviceProfile, formats: tuple[str, ...]) -> list[s
         out.append(f"pruning ({profile.prune.method}, up to {profile.prune.max_ratio:.0%}): not applied yet")
     if profile.recover.epochs > 0 and profile.prune.method != "none":
         out.append(f"recovery by distillation ({profile.recover.epochs} epochs): not applied yet")
-    if profile.quantize.weight_bits < 32:
-        out.append(f"quantization to {profile.quantize.weight_bits}-bit weights / "
-                   f"{profile.quantize.activation_bits}-bit activations: not applied yet; the files are fp32")
     for name in formats:
         if name not in EXPORTERS:
             out.append(f"format '{name}': not applied yet (no exporter registered)")

@@ -38,8 +38,10 @@ def export_c_array(job: ExportJob) -> list[Exported]:
 
 
 def _pick_tflite(job: ExportJob) -> Exported:
-    """The .tflite the microcontroller runs: the fp32 file for now (integer files replace it later)."""
-    candidates = [e for e in job.produced if e.format == "tflite" and e.precision == "fp32"]
+    """The .tflite the microcontroller runs: the full-integer int8 file when there is one, else fp32
+    (TFLite-Micro has no fp16 or int16x8 fast path on MCUs)."""
+    tflite = {e.precision: e for e in job.produced if e.format == "tflite"}
+    candidates = [tflite[p] for p in ("int8", "fp32") if p in tflite]
     if not candidates:
         raise StageError("export c_array", "the C array embeds a .tflite file; add 'tflite' to the formats")
     return candidates[0]

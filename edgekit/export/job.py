@@ -20,6 +20,7 @@ class ExportJob:
     reference_onnx: Path | None = None  # the fp32 reference graph, for formats converted from it
     calibration: Split | None = None
     produced: tuple["Exported", ...] = ()  # files earlier formats wrote (the C array embeds the .tflite)
+    int8_io: bool = False  # integer TFLite files take and return int8 (for MCUs)
 
 
 @dataclass(frozen=True)

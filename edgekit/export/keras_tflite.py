@@ -16,7 +16,12 @@ def export_keras(job: ExportJob) -> list[Exported]:
     out = []
     with tempfile.TemporaryDirectory(prefix="edgekit-keras-") as tmp:
         saved = _saved_model_dir(job, tmp, tf)
+        float_mapping = None
         for precision in job.precisions:
+            if precision not in ("fp32", "fp16"):
+                from .tflite import integer_file
+                out.append(integer_file(job, saved, precision, float_mapping, ""))
+                continue
             converter = tf.lite.TFLiteConverter.from_saved_model(saved)
             if precision == "fp16":
                 converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -30,8 +35,10 @@ def export_keras(job: ExportJob) -> list[Exported]:
             target = job.folder / name
             target.write_bytes(blob)
             check_builtin_ops(target, "export tflite", "the TFLite converter")
+            mapping = map_to_source(target, job.model.iospec)
+            float_mapping = float_mapping or mapping
             out.append(Exported(target, "tflite", precision, {"exporter": f"tf.lite.TFLiteConverter {tf.__version__}"},
-                                map_to_source(target, job.model.iospec)))
+                                mapping))
     return out
 
 

@@ -60,7 +60,11 @@ def export_tflite(job: ExportJob) -> list[Exported]:
                 raise StageError("export tflite", f"onnx2tf stopped (exit {exc.code}): {_last_error(job.log)}") from None
             except Exception as exc:
                 raise StageError("export tflite", f"onnx2tf: {type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}") from None
+        float_mapping = None
         for precision in job.precisions:
+            if precision not in ONNX2TF_SUFFIX:
+                outputs.append(integer_file(job, tmp, precision, float_mapping, f"onnx2tf {onnx2tf.__version__} + "))
+                continue
             produced = Path(tmp) / (job.reference_onnx.stem + ONNX2TF_SUFFIX[precision])
             if not produced.is_file():
                 raise StageError("export tflite", f"onnx2tf wrote no {produced.name}: {_last_error(job.log)}")
@@ -69,9 +73,32 @@ def export_tflite(job: ExportJob) -> list[Exported]:
             shutil.move(str(produced), target)
             check_builtin_ops(target, "export tflite", "onnx2tf")
             mapping = map_to_source(target, job.model.iospec)
+            float_mapping = float_mapping or mapping
             outputs.append(Exported(target, "tflite", precision, {"exporter": f"onnx2tf {onnx2tf.__version__}",
                                                                  "from": job.reference_onnx.name}, mapping))
     return outputs
+
+
+def integer_file(job: ExportJob, saved_model: str, precision: str, float_mapping, how: str) -> Exported:
+    """An int8 / int16x8 .tflite from the SavedModel the conversion left behind."""
+    import tensorflow as tf
+
+    from ..quantize.tflite_quant import convert_integer
+
+    if float_mapping is None:
+        raise StageError("quantize tflite", "integer TFLite files need the fp32 file first")
+    if job.calibration is None:
+        raise UsageError("integer TFLite files need calibration samples: pass --data")
+    with _quiet(job.log):
+        blob = convert_integer(saved_model, precision, job.calibration, float_mapping, job.int8_io)
+    target = job.folder / f"{job.model.name}_{precision}.tflite"
+    target.write_bytes(blob)
+    check_builtin_ops(target, "quantize tflite", "the TFLite converter")
+    mapping = map_to_source(target, job.model.iospec)
+    info = {"exporter": f"{how}tf.lite.TFLiteConverter {tf.__version__}", "quantization": "full integer" if
+            precision == "int8" else "int16 activations, int8 weights", "representative_samples": len(job.calibration),
+            "int8_io": bool(job.int8_io and precision == "int8")}
+    return Exported(target, "tflite", precision, info, mapping)
 
 
 def check_builtin_ops(path: Path, stage: str, converter: str) -> None:

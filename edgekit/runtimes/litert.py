@@ -7,7 +7,7 @@ import numpy as np
 
 from ..errors import UsageError
 from ..iospec import IOSpec, TensorSpec
-from .mapping import source_view, to_file, to_source
+from .mapping import dequantize_out, quantize_in, source_view, to_file, to_source
 
 
 def import_litert():
@@ -56,7 +56,8 @@ class LiteRTRunner:
         feeds = []
         for t in self.file_spec.inputs:
             array = to_file(t, np.asarray(inputs[t.source_name or t.name]))
-            feeds.append((self._in[t.name], np.ascontiguousarray(array, dtype=self._in[t.name]["dtype"])))
+            d = self._in[t.name]
+            feeds.append((d, quantize_in(array, d["dtype"], *d["quantization"])))
         if any(tuple(d["shape"]) != a.shape for d, a in feeds):
             for d, a in feeds:
                 self.interp.resize_tensor_input(d["index"], list(a.shape))
@@ -66,5 +67,6 @@ class LiteRTRunner:
         for d, a in feeds:
             self.interp.set_tensor(d["index"], a)
         self.interp.invoke()
-        return {t.source_name or t.name: to_source(t, self.interp.get_tensor(self._out[t.name]["index"]))
+        return {t.source_name or t.name: to_source(t, dequantize_out(self.interp.get_tensor(self._out[t.name]["index"]),
+                                                                     *self._out[t.name]["quantization"]))
                 for t in self.file_spec.outputs}

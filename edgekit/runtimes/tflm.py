@@ -11,7 +11,7 @@ import numpy as np
 
 from ..errors import UsageError
 from ..iospec import IOSpec
-from .mapping import source_view, to_file, to_source
+from .mapping import dequantize_out, quantize_in, source_view, to_file, to_source
 
 PROBE_ARENA = 64 * 1024 * 1024  # generous arena for the first load; the real need is then measured
 
@@ -24,17 +24,20 @@ def import_tflm():
     return runtime
 
 
-def capture_fd2(fn) -> str:
-    """Run ``fn`` and return what native code wrote to file descriptor 2."""
+def capture_fd2(fn, fds: tuple[int, ...] = (2,)) -> str:
+    """Run ``fn`` and return what native code wrote to file descriptor 2 (and any other ``fds``)."""
+    sys.stdout.flush()
     sys.stderr.flush()
-    saved = os.dup(2)
+    saved = {fd: os.dup(fd) for fd in fds}
     with tempfile.TemporaryFile() as tmp:
-        os.dup2(tmp.fileno(), 2)
+        for fd in fds:
+            os.dup2(tmp.fileno(), fd)
         try:
             fn()
         finally:
-            os.dup2(saved, 2)
-            os.close(saved)
+            for fd, copy in saved.items():
+                os.dup2(copy, fd)
+                os.close(copy)
         tmp.seek(0)
         return tmp.read().decode(errors="replace")
 
@@ -66,13 +69,15 @@ class TflmRunner:
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         arrays = [to_file(t, np.asarray(inputs[t.source_name or t.name])) for t in self.file_spec.inputs]
+        qin = [_quant(self.interp.get_input_details(k)) for k in range(len(arrays))]
+        qout = [_quant(self.interp.get_output_details(k)) for k in range(len(self.file_spec.outputs))]
         outs: list[list[np.ndarray]] = [[] for _ in self.file_spec.outputs]
         for i in range(len(arrays[0])):
             for k, (t, a) in enumerate(zip(self.file_spec.inputs, arrays)):
-                self.interp.set_input(np.ascontiguousarray(a[i:i + 1], dtype=t.dtype), k)
+                self.interp.set_input(quantize_in(a[i:i + 1], t.dtype, *qin[k]), k)
             self.interp.invoke()
             for k in range(len(self.file_spec.outputs)):
-                outs[k].append(np.array(self.interp.get_output(k)))
+                outs[k].append(dequantize_out(np.array(self.interp.get_output(k)), *qout[k]))
         return {t.source_name or t.name: to_source(t, np.concatenate(o, axis=0))
                 for t, o in zip(self.file_spec.outputs, outs)}
 
@@ -83,6 +88,12 @@ class TflmRunner:
         if not match:
             raise RuntimeError(f"TFLM did not report its arena use: {text[:200]!r}")
         return int(match.group(1))
+
+
+def _quant(details: dict) -> tuple[float, int]:
+    q = details.get("quantization_parameters", {})
+    scales, zps = q.get("scales", []), q.get("zero_points", [])
+    return (float(scales[0]), int(zps[0])) if len(scales) else (0.0, 0)
 
 
 def _first(text: str) -> str:

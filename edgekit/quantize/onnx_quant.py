@@ -1,0 +1,122 @@
+"""ONNX quantization with ONNX Runtime's quantizer: fp16, static int8 (per-channel weights), and
+int4 weights with int8 activations. A *plan* says which layers stay at higher precision."""
+from __future__ import annotations
+
+import contextlib
+import io
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import onnx
+
+from ..data import Split
+from ..errors import StageError, UsageError
+from .calibration import SplitReader
+
+# Arrangements tried for int8 (the latency check keeps the fastest that meets the budget).
+ARRANGEMENTS = {
+    "qdq-u8s8": {"format": "QDQ", "activation": "QUInt8", "weight": "QInt8", "reduce_range": False},
+    "qoperator-u8s8": {"format": "QOperator", "activation": "QUInt8", "weight": "QInt8", "reduce_range": False},
+    "qdq-s8s8": {"format": "QDQ", "activation": "QInt8", "weight": "QInt8", "reduce_range": False},
+    "qdq-u8s8-reduce-range": {"format": "QDQ", "activation": "QUInt8", "weight": "QInt8", "reduce_range": True},
+    "qdq-u8s8-float-depthwise": {"format": "QDQ", "activation": "QUInt8", "weight": "QInt8", "reduce_range": False,
+                                 "float_depthwise": True},
+}
+CALIBRATION = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
+
+
+@dataclass(frozen=True)
+class QuantPlan:
+    bits: int  # 8 or 4 (weights); activations are 8-bit
+    arrangement: str = "qdq-u8s8"
+    calibration: str = "minmax"
+    float_nodes: frozenset[str] = field(default_factory=frozenset)  # kept in float
+    int8_nodes: frozenset[str] = field(default_factory=frozenset)  # int8 weights inside an int4 file
+
+    def describe(self) -> str:
+        parts = [f"{self.bits}-bit weights", self.arrangement, self.calibration]
+        if self.int8_nodes:
+            parts.append(f"int8: {', '.join(sorted(self.int8_nodes))}")
+        if self.float_nodes:
+            parts.append(f"float: {', '.join(sorted(self.float_nodes))}")
+        return ", ".join(parts)
+
+
+def preprocess(src: Path, out: Path) -> Path:
+    """ORT's recommended pre-processing (shape inference, graph optimisation) before quantization."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    try:
+        quant_pre_process(str(src), str(out), skip_symbolic_shape=True)
+    except Exception:  # pre-processing is an optimisation; quantize the plain graph when it fails
+        return src
+    return out
+
+
+def weighted_nodes(path: Path) -> dict[str, str]:
+    """Quantizable weighted nodes: node name -> op type ('Conv-depthwise' for grouped convs)."""
+    proto = onnx.load(str(path))
+    out = {}
+    for node in proto.graph.node:
+        if node.op_type in ("Conv", "Gemm", "MatMul", "ConvTranspose"):
+            group = next((a.i for a in node.attribute if a.name == "group"), 1)
+            out[node.name] = "Conv-depthwise" if node.op_type == "Conv" and group > 1 else node.op_type
+    return out
+
+
+def quantize_onnx(src: Path, out: Path, calibration: Split, plan: QuantPlan, log: io.StringIO | None = None) -> dict:
+    """Write a quantized copy of ``src`` (a pre-processed fp32 graph) following ``plan``."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    arr = ARRANGEMENTS[plan.arrangement]
+    nodes = weighted_nodes(src)
+    exclude = set(plan.float_nodes)
+    if arr.get("float_depthwise"):
+        exclude |= {n for n, kind in nodes.items() if kind == "Conv-depthwise"}
+    extra = {"ActivationSymmetric": False, "WeightSymmetric": True}
+    if plan.calibration == "percentile":
+        extra["CalibPercentile"] = 99.99
+    weight_type = QuantType.QInt4 if plan.bits == 4 else getattr(QuantType, arr["weight"])
+    quant_format = QuantFormat.QDQ if plan.bits == 4 else getattr(QuantFormat, arr["format"])
+    if plan.bits == 4 and plan.int8_nodes:
+        proto = onnx.load(str(src))
+        weights = {n.name: n.input[1] for n in proto.graph.node if n.name in plan.int8_nodes and len(n.input) > 1}
+        extra["TensorQuantOverrides"] = {w: [{"quant_type": QuantType.QInt8}] for w in weights.values()}
+    names = [i.name for i in onnx.load(str(src), load_external_data=False).graph.input]
+    try:
+        with contextlib.redirect_stdout(log or io.StringIO()), contextlib.redirect_stderr(log or io.StringIO()):
+            quantize_static(str(src), str(out), SplitReader(calibration, names), quant_format=quant_format,
+                            per_channel=True, reduce_range=arr["reduce_range"],
+                            activation_type=getattr(QuantType, arr["activation"]), weight_type=weight_type,
+                            nodes_to_exclude=sorted(exclude),
+                            calibrate_method=getattr(CalibrationMethod, CALIBRATION[plan.calibration]),
+                            extra_options=extra)
+    except Exception as exc:
+        raise StageError("quantize onnx", f"{plan.describe()}: {type(exc).__name__}: {str(exc)[:300]}") from None
+    return {"quantizer": "onnxruntime.quantization.quantize_static", "plan": plan.describe(),
+            "arrangement": plan.arrangement, "calibration": plan.calibration, "per_channel": True,
+            "float_nodes": sorted(exclude), "int8_nodes": sorted(plan.int8_nodes)}
+
+
+def to_fp16(src: Path, out: Path, keep_io_types: bool = True) -> dict:
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    proto = convert_float_to_float16(onnx.load(str(src)), keep_io_types=keep_io_types)
+    onnx.save(proto, str(out))
+    return {"quantizer": "onnxruntime.transformers.float16", "keep_io_types": keep_io_types}
+
+
+def check_calibration(split: Split | None) -> list[str]:
+    """Warnings about calibration data; no data at all is an error."""
+    if split is None or len(split) == 0:
+        raise UsageError("quantization needs calibration samples: pass --data (or lower --calib-samples)")
+    if len(split) < 32:
+        return [f"calibrating on only {len(split)} samples; ranges may be unstable (100+ recommended)"]
+    return []
+
+
+@contextlib.contextmanager
+def scratch():
+    with tempfile.TemporaryDirectory(prefix="edgekit-quant-") as tmp:
+        yield Path(tmp)

@@ -1,0 +1,117 @@
+"""The ONNX quantization stage: try arrangements, keep the fastest file that meets the accuracy
+budget (latency check), and repair accuracy by moving the most sensitive layers up in precision."""
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from ..bench import bench_file
+from ..data import Data
+from ..profiles import DeviceProfile
+from ..validate import Reference, validate_file
+from .onnx_quant import ARRANGEMENTS, QuantPlan, preprocess, quantize_onnx, scratch, to_fp16, weighted_nodes
+from .sensitivity import rank_layers
+
+REPAIR_SECONDS = 120.0
+QUICK_BENCH = {"warmup": 10, "runs": 80, "batch": 1, "max_seconds": 4.0}
+
+
+def choose(attempts: list[dict], float_p50: float | None, budget: float) -> tuple[dict, list[str]]:
+    """The fastest attempt within the accuracy budget; if none is, the most accurate. Pure, for tests."""
+    passing = [a for a in attempts if a["drop"] <= budget]
+    notes = []
+    if passing:
+        best = min(passing, key=lambda a: (a["p50_ms"] if a.get("p50_ms") is not None else float("inf"), a["drop"]))
+    else:
+        best = min(attempts, key=lambda a: a["drop"])
+        notes.append(f"no attempt meets the accuracy budget ({budget:.4f}); kept the most accurate "
+                     f"(drop {best['drop']:.4f}, gap {best['drop'] - budget:.4f})")
+    if float_p50 and best.get("p50_ms") and best["p50_ms"] > float_p50:
+        notes.append(f"{best['name']} is slower than its fp32 twin ({best['p50_ms']:.3f} vs {float_p50:.3f} ms p50)")
+    return best, notes
+
+
+def quantize_onnx_stage(ref: Path, folder: Path, name: str, precision: str, reference: Reference, data: Data,
+                        profile: DeviceProfile, float_p50: float | None, log) -> tuple[Path, dict]:
+    """Write ``<name>_<precision>.onnx`` to ``folder``; returns its path and info (every attempt included)."""
+    target = folder / f"{name}_{precision}.onnx"
+    if precision == "fp16":
+        return target, to_fp16(ref, target)
+    budget, threads = profile.budget.max_accuracy_drop, profile.target.resolved_threads
+    with scratch() as tmp:
+        pre = preprocess(ref, tmp / "pre.onnx")
+        layer_names = _layer_names(pre)
+        attempts: list[dict] = []
+
+        def attempt(plan: QuantPlan, label: str) -> dict:
+            path = tmp / f"a{len(attempts)}.onnx"
+            info = quantize_onnx(pre, path, data.calibration, plan, log)
+            v = validate_file(path, reference, data, None, runtime="onnxruntime", threads=threads, raise_on_failure=False)
+            p50 = bench_file(path, threads=threads, **QUICK_BENCH).p50_ms
+            entry = {"name": label, "plan": plan, "path": path, "drop": float(v.drop), "p50_ms": p50,
+                     "bytes": path.stat().st_size, "info": info}
+            attempts.append(entry)
+            return entry
+
+        bits = 4 if precision == "int4" else 8
+        calib = profile.quantize.calibration
+        if bits == 8:  # latency check: every arrangement, measured
+            for arrangement in ARRANGEMENTS:
+                attempt(QuantPlan(8, arrangement, calib), arrangement)
+        else:
+            attempt(QuantPlan(4, "qdq-u8s8", calib), "int4 qdq-u8s8")
+        best, notes = choose(attempts, float_p50, budget)
+        if best["drop"] > budget:
+            best, repair_notes = _repair(best, attempts, attempt, pre, data, budget, layer_names, tmp)
+            notes += repair_notes
+            best, more = choose([a for a in attempts if a["drop"] <= budget] or [best], float_p50, budget)
+            notes += more
+        shutil.copyfile(best["path"], target)
+    info = {**best["info"], "chosen": best["name"], "notes": notes,
+            "attempts": [{"name": a["name"], "drop": a["drop"], "p50_ms": a["p50_ms"], "bytes": a["bytes"],
+                          "plan": a["plan"].describe(), "float_layers": [layer_names.get(n, n) for n in a["plan"].float_nodes],
+                          "int8_layers": [layer_names.get(n, n) for n in a["plan"].int8_nodes]} for a in attempts]}
+    return target, info
+
+
+def _repair(best: dict, attempts: list, attempt, pre: Path, data: Data, budget: float, names: dict, tmp: Path):
+    """Move the most sensitive layers up one at a time (int4 -> int8 -> float) until the budget holds."""
+    plan: QuantPlan = best["plan"]
+    probe = best["path"]
+    if plan.arrangement.startswith("qoperator"):  # rank on the QDQ twin: same ranges, readable tensors
+        probe = tmp / "probe.onnx"
+        quantize_onnx(pre, probe, data.calibration, replace(plan, arrangement="qdq-u8s8"))
+    ranking = rank_layers(pre, probe, data.calibration)
+    notes = ["sensitivity (worst first, SNR dB): " +
+             ", ".join(f"{names.get(n, n)} {snr:.1f}" for n, snr in ranking[:5])]
+    deadline = time.perf_counter() + REPAIR_SECONDS
+    steps = [("int8", n) for n, _ in ranking] if plan.bits == 4 else []
+    steps += [("float", n) for n, _ in ranking]
+    current = plan
+    for level, node in steps:
+        if time.perf_counter() > deadline:
+            notes.append(f"repair stopped at its {REPAIR_SECONDS:.0f} s time box")
+            break
+        if level == "int8":
+            current = replace(current, int8_nodes=current.int8_nodes | {node})
+        else:
+            current = replace(current, float_nodes=current.float_nodes | {node},
+                              int8_nodes=current.int8_nodes - {node})
+        entry = attempt(current, f"repair: {names.get(node, node)} -> {level}")
+        if entry["drop"] <= budget:
+            notes.append(f"repaired: {names.get(node, node)} moved to {level}; drop {entry['drop']:.4f}")
+            return entry, notes
+    best = min(attempts, key=lambda a: a["drop"])
+    notes.append(f"repair could not meet the budget: best drop {best['drop']:.4f} (gap {best['drop'] - budget:.4f})")
+    return best, notes
+
+
+def _layer_names(path: Path) -> dict[str, str]:
+    """Node name -> layer name (its weight's name without '.weight'), for readable reports."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    nodes = weighted_nodes(path)
+    return {n.name: n.input[1].removesuffix(".weight") for n in proto.graph.node if n.name in nodes and len(n.input) > 1}

@@ -1,0 +1,48 @@
+"""Which precisions each format gets from the profile's bits, and which file to recommend."""
+from __future__ import annotations
+
+from ..artifact import Artifact
+from ..profiles import DeviceProfile
+from . import BITS_PRECISIONS
+
+
+def export_precisions(fmt: str, profile: DeviceProfile) -> tuple[str, ...]:
+    """Precisions an exporter writes itself (quantized ONNX files come from the quantize stage)."""
+    if fmt != "tflite":
+        return ("fp32",)
+    return ("fp32",) + BITS_PRECISIONS[profile.quantize.weight_bits]["tflite"]
+
+
+def quantization_notes(profile: DeviceProfile, artifacts: list[Artifact]) -> list[str]:
+    notes = []
+    if profile.quantize.weight_bits == 16:
+        notes.append("fp16 files are a size option on CPU: the runtimes insert casts and compute in fp32")
+    if profile.quantize.weight_bits == 4 and any(a.format in ("tflite", "c_array") for a in artifacts):
+        notes.append("4-bit weights are produced for ONNX only. TFLite and TFLite-Micro get full-integer int8: "
+                     "TFLite-Micro has no int4 kernels, and LiteRT's int4 path (ai-edge-quantizer) is not used here")
+    for a in artifacts:
+        for note in a.export.get("notes", []):
+            notes.append(f"{a.file}: {note}")
+    return notes
+
+
+def recommend(artifacts: list[Artifact], budget: float) -> dict[str, dict]:
+    """Per runtime, the fastest file within the accuracy budget that is not slower than its fp32 twin."""
+    out = {}
+    for runtime in sorted({a.runtime for a in artifacts}):
+        mine = [a for a in artifacts if a.runtime == runtime and a.validation]
+        twin = next((a for a in mine if a.precision == "fp32"), None)
+        twin_p50 = twin.bench.get("p50_ms") if twin and twin.bench else None
+        ok = [a for a in mine if a.validation.get("drop", 1.0) <= budget]
+        flagged = [a.file for a in ok if twin_p50 and a.bench and a.bench["p50_ms"] > twin_p50 and a is not twin]
+        fast = [a for a in ok if a.file not in flagged]
+        if not fast:
+            continue
+        if all(a.bench for a in fast):
+            best = min(fast, key=lambda a: (a.bench["p50_ms"], a.bytes))
+            why = "fastest file within the accuracy budget"
+        else:  # TFLite-Micro is not timed on the host: the smallest file that passes
+            best = min(fast, key=lambda a: a.export.get("flash_bytes", a.bytes))
+            why = "smallest file within the accuracy budget"
+        out[runtime] = {"file": best.file, "why": why, "slower_than_fp32": flagged}
+    return out
