@@ -30,7 +30,7 @@ def file_digest(path: Path) -> tuple[str, int]:
     return hashlib.sha256(data).hexdigest(), len(data)
 
 
-WEIGHTED_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul", "QLinearConv", "QLinearMatMul", "MatMulNBits",
+WEIGHTED_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul", "QLinearConv", "QLinearMatMul", "QGemm", "MatMulNBits",
                 "ConvInteger", "MatMulInteger", "Gather"}
 _BITS = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16", "int8": "int8", "uint8": "int8",
          "int4": "int4", "uint4": "int4", "int16": "int16", "uint16": "int16", "int32": "int32"}
@@ -48,7 +48,7 @@ def onnx_precision_map(path: Path) -> dict[str, str]:
         """(weight name, precision) of the initializer behind ``name``, through dequant/cast nodes."""
         if name in inits:
             precision = _BITS.get(str(onnx.helper.tensor_dtype_to_np_dtype(inits[name].data_type)), "other")
-            return name.removesuffix(".weight"), precision
+            return name.removesuffix("_quantized").removesuffix(".weight"), precision
         node = producers.get(name)
         if node is not None and node.op_type in ("DequantizeLinear", "Cast", "Transpose", "Reshape") and node.input:
             return stored(node.input[0])
@@ -58,7 +58,7 @@ def onnx_precision_map(path: Path) -> dict[str, str]:
     for i, node in enumerate(proto.graph.node):
         if node.op_type not in WEIGHTED_OPS:
             continue
-        index = {"QLinearConv": 3, "QLinearMatMul": 3, "Gather": 0}.get(node.op_type, 1)
+        index = {"QLinearConv": 3, "QLinearMatMul": 3, "QGemm": 3, "Gather": 0}.get(node.op_type, 1)
         if node.op_type == "MatMulNBits":
             bits = next((a.i for a in node.attribute if a.name == "bits"), 4)
             result[node.name or f"{node.op_type}_{i}"] = f"int{bits}"

@@ -84,6 +84,27 @@ USER_MODELS = textwrap.dedent('''
         return Noisy().eval()
 
 
+    class Outlier(nn.Module):
+        """fc1 reads one input feature 1000x larger than the rest (through a 1000x smaller weight):
+        its input's quantization range swamps every other feature."""
+        def __init__(self):
+            super().__init__()
+            g = torch.Generator().manual_seed(0)
+            self.fc1, self.fc2, self.head = nn.Linear(16, 32), nn.Linear(32, 32), nn.Linear(32, 4)
+            with torch.no_grad():
+                for layer in (self.fc1, self.fc2, self.head):
+                    layer.weight.copy_(torch.randn(layer.weight.shape, generator=g) * 0.3)
+                    layer.bias.zero_()
+                self.fc1.weight[:, 0] *= 0.001
+
+        def forward(self, x):
+            return self.head(torch.relu(self.fc2(torch.relu(self.fc1(x)))))
+
+
+    def make_outlier():
+        return Outlier().eval()
+
+
     def make_broken():
         raise ValueError("checkpoint path not configured")
 ''')

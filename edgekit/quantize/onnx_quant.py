@@ -33,6 +33,7 @@ class QuantPlan:
     calibration: str = "minmax"
     float_nodes: frozenset[str] = field(default_factory=frozenset)  # kept in float
     int8_nodes: frozenset[str] = field(default_factory=frozenset)  # int8 weights inside an int4 file
+    only_nodes: frozenset[str] = field(default_factory=frozenset)  # quantize just these (sensitivity probes)
 
     def describe(self) -> str:
         parts = [f"{self.bits}-bit weights", self.arrangement, self.calibration]
@@ -89,7 +90,7 @@ def quantize_onnx(src: Path, out: Path, calibration: Split, plan: QuantPlan, log
             quantize_static(str(src), str(out), SplitReader(calibration, names), quant_format=quant_format,
                             per_channel=True, reduce_range=arr["reduce_range"],
                             activation_type=getattr(QuantType, arr["activation"]), weight_type=weight_type,
-                            nodes_to_exclude=sorted(exclude),
+                            nodes_to_exclude=sorted(exclude), nodes_to_quantize=sorted(plan.only_nodes) or None,
                             calibrate_method=getattr(CalibrationMethod, CALIBRATION[plan.calibration]),
                             extra_options=extra)
     except Exception as exc:

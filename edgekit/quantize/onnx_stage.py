@@ -79,12 +79,9 @@ def quantize_onnx_stage(ref: Path, folder: Path, name: str, precision: str, refe
 def _repair(best: dict, attempts: list, attempt, pre: Path, data: Data, budget: float, names: dict, tmp: Path):
     """Move the most sensitive layers up one at a time (int4 -> int8 -> float) until the budget holds."""
     plan: QuantPlan = best["plan"]
-    probe = best["path"]
-    if plan.arrangement.startswith("qoperator"):  # rank on the QDQ twin: same ranges, readable tensors
-        probe = tmp / "probe.onnx"
-        quantize_onnx(pre, probe, data.calibration, replace(plan, arrangement="qdq-u8s8"))
-    ranking = rank_layers(pre, probe, data.calibration)
-    notes = ["sensitivity (worst first, SNR dB): " +
+    candidates = [n for n in weighted_nodes(pre) if n not in plan.float_nodes]
+    ranking = rank_layers(pre, plan, data.calibration, tmp, candidates)
+    notes = ["sensitivity, output SNR with only that layer quantized (worst first, dB): " +
              ", ".join(f"{names.get(n, n)} {snr:.1f}" for n, snr in ranking[:5])]
     deadline = time.perf_counter() + REPAIR_SECONDS
     steps = [("int8", n) for n, _ in ranking] if plan.bits == 4 else []

@@ -1,60 +1,45 @@
-"""Per-layer sensitivity, measured on calibration data with ONNX Runtime's qdq_loss_debug.
+"""Per-layer sensitivity, measured: quantize one layer alone and compare the graph's outputs with
+the float graph's on calibration data (output SNR in dB; lower means more sensitive).
 
-A layer's score is the worse (lower) of two signal-to-quantization-noise ratios: its weights
-(float vs dequantized) and its output activation (the same tensor before vs after its own
-quantize/dequantize pair, so the noise is the layer's own, not inherited from earlier layers).
+Weight or activation SNR alone misses the classic failure: one outlier weight per channel sets the
+scale and every other weight of that channel rounds to zero, yet the outlier's energy keeps the
+layer's own SNR high. The end-to-end output shows it.
 """
 from __future__ import annotations
 
 import math
-import tempfile
+import time
+from dataclasses import replace
 from pathlib import Path
 
-import onnx
+import numpy as np
 
 from ..data import Split
-from .calibration import SplitReader
+from ..runtimes.base import run_batched
+from ..runtimes.ort import OrtRunner
 
 
-def rank_layers(float_path: Path, qdq_path: Path, calibration: Split, limit: int = 64) -> list[tuple[str, float]]:
-    """Weighted nodes of the float graph, most sensitive first, with their SNR in dB."""
-    from onnxruntime.quantization.qdq_loss_debug import (collect_activations, compute_activation_error,
-                                                         compute_weight_error, create_activation_matching,
-                                                         create_weight_matching,
-                                                         modify_model_output_intermediate_tensors)
+def rank_layers(pre: Path, plan, calibration: Split, tmp: Path, nodes: list[str],
+                seconds: float = 60.0, limit: int = 128) -> list[tuple[str, float]]:
+    """``nodes`` ranked worst first by the output SNR when each is the only quantized layer."""
+    from .onnx_quant import quantize_onnx
 
-    proto = onnx.load(str(float_path))
-    names = [i.name for i in proto.graph.input if i.name not in {x.name for x in proto.graph.initializer}]
     sub = Split({k: v[:limit] for k, v in calibration.inputs.items()})
-    with tempfile.TemporaryDirectory(prefix="edgekit-sens-") as tmp:
-        f_aug, q_aug = str(Path(tmp) / "f.onnx"), str(Path(tmp) / "q.onnx")
-        modify_model_output_intermediate_tensors(str(float_path), f_aug)
-        modify_model_output_intermediate_tensors(str(qdq_path), q_aug)
-        f_act = collect_activations(f_aug, SplitReader(sub, names))
-        q_act = collect_activations(q_aug, SplitReader(sub, names))
-    act_err = compute_activation_error(create_activation_matching(q_act, f_act))
-    w_err = compute_weight_error(create_weight_matching(str(float_path), str(qdq_path)))
-    consumers: dict[str, list] = {}
-    for node in proto.graph.node:
-        for i in node.input:
-            consumers.setdefault(i, []).append(node)
+    want = run_batched(OrtRunner(pre), sub.inputs)
+    deadline = time.perf_counter() + seconds
     scores = []
-    for node in proto.graph.node:
-        if node.op_type not in ("Conv", "Gemm", "MatMul", "ConvTranspose"):
-            continue
-        snrs = []
-        if len(node.input) > 1 and node.input[1] in w_err:
-            snrs.append(float(w_err[node.input[1]]))
-        tensor = node.output[0]
-        for _ in range(3):  # through fused activations (Relu/Clip) to the tensor that is quantized
-            if tensor in act_err:
-                snrs.append(float(act_err[tensor]["qdq_err"]))
-                break
-            nxt = consumers.get(tensor, [])
-            if len(nxt) != 1 or nxt[0].op_type not in ("Relu", "Clip", "Add", "Sigmoid", "HardSwish"):
-                break
-            tensor = nxt[0].output[0]
-        finite = [s for s in snrs if not math.isnan(s)]
-        if finite:
-            scores.append((node.name, min(finite)))
+    for i, node in enumerate(nodes):
+        if time.perf_counter() > deadline:
+            break
+        path = tmp / f"sens{i}.onnx"
+        quantize_onnx(pre, path, sub, replace(plan, only_nodes=frozenset({node}), float_nodes=frozenset(),
+                                               int8_nodes=frozenset()))
+        got = run_batched(OrtRunner(path), sub.inputs)
+        scores.append((node, min(_snr_db(want[k], got[k]) for k in want)))
     return sorted(scores, key=lambda item: item[1])
+
+
+def _snr_db(reference, noisy) -> float:
+    ref = np.asarray(reference, dtype=np.float64).ravel()
+    noise = float(np.sum((ref - np.asarray(noisy, dtype=np.float64).ravel()) ** 2))
+    return float("inf") if noise == 0 else 10 * math.log10(max(float(np.sum(ref ** 2)), 1e-30) / noise)

@@ -1,0 +1,120 @@
+"""Quantization: real int8/int4 weights, size and accuracy in the real runtimes, repair, latency choice."""
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+import edgekit
+from edgekit.artifact import Artifact, onnx_precision_map
+from edgekit.quantize.onnx_stage import choose
+from edgekit.quantize.plan import recommend
+from edgekit.tflite_info import read_tflite
+
+
+def test_choose_prefers_the_fastest_file_within_budget():
+    attempts = [{"name": "qdq", "drop": 0.004, "p50_ms": 0.30}, {"name": "qop", "drop": 0.002, "p50_ms": 0.25},
+                {"name": "s8s8", "drop": 0.030, "p50_ms": 0.10}]
+    best, notes = choose(attempts, float_p50=0.5, budget=0.01)
+    assert best["name"] == "qop" and notes == []
+    best, notes = choose(attempts, float_p50=0.2, budget=0.01)  # every passing file is slower than float
+    assert best["name"] == "qop" and "slower than its fp32 twin (0.250 vs 0.200 ms p50)" in notes[0]
+    best, notes = choose(attempts, float_p50=0.5, budget=0.001)
+    assert best["name"] == "qop" and "no attempt meets the accuracy budget" in notes[0] and "gap 0.0010" in notes[0]
+
+
+def _artifact(file, precision, p50, drop, runtime="onnxruntime"):
+    return Artifact(file=file, format="onnx", precision=precision, runtime=runtime, sha256="", bytes=100, iospec={},
+                    precision_map={}, validation={"drop": drop}, bench={"p50_ms": p50})
+
+
+def test_recommend_never_picks_a_file_slower_than_float():
+    arts = [_artifact("m.onnx", "fp32", 1.0, 0.0), _artifact("m_int8.onnx", "int8", 1.4, 0.001)]
+    rec = recommend(arts, budget=0.01)["onnxruntime"]
+    assert rec["file"] == "m.onnx" and rec["slower_than_fp32"] == ["m_int8.onnx"]
+    arts = [_artifact("m.onnx", "fp32", 1.0, 0.0), _artifact("m_int8.onnx", "int8", 0.4, 0.001)]
+    assert recommend(arts, budget=0.01)["onnxruntime"]["file"] == "m_int8.onnx"
+    arts = [_artifact("m.onnx", "fp32", 1.0, 0.0), _artifact("m_int8.onnx", "int8", 0.4, 0.05)]
+    assert recommend(arts, budget=0.01)["onnxruntime"]["file"] == "m.onnx"  # too inaccurate
+
+
+@pytest.mark.slow
+def test_outlier_layer_is_found_and_repaired(user_models, tmp_path):
+    x = np.random.default_rng(0).standard_normal((400, 16)).astype(np.float32)
+    x[:, 0] *= 1000
+    from edgekit.sources import load_model
+    ref = load_model(f"{user_models}:make_outlier", sample_inputs={"x": x}).module
+    y = ref(torch.from_numpy(x)).argmax(1).numpy()
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    prof = tmp_path / "p.toml"
+    prof.write_text('name = "p"\nextends = "mobile"\n[target]\nthreads = 1\n[budget]\nmax_accuracy_drop = 0.02\n'
+                    '[bench]\nwarmup = 5\nruns = 30\nbatch = 8\n')
+    result = edgekit.build(f"{user_models}:make_outlier", data=tmp_path / "d.npz", profile=prof, out=tmp_path,
+                           formats=("onnx",), bits=8)
+    q = next(a for a in result.artifacts if a.precision == "int8")
+    attempts = q.export["attempts"]
+    plain = [a for a in attempts if not a["name"].startswith("repair")]
+    assert min(a["drop"] for a in plain) > 0.3  # plain int8 fails badly, in every arrangement
+    assert q.validation["drop"] <= 0.02  # the shipped file passes
+    assert q.export["float_nodes"] and attempts[len(plain)]["float_layers"] == ["fc1"]
+    notes = json.loads((result.bundle / "report.json").read_text())["notes"]
+    assert any("worst first" in n and n.split("dB): ")[1].startswith("fc1") for n in notes)
+    assert any("repaired: fc1 moved to float" in n for n in notes)
+    assert onnx_precision_map(result.bundle / q.file)["fc1"] == "fp32"
+    assert onnx_precision_map(result.bundle / q.file)["fc2"] == "int8"
+
+
+@pytest.mark.slow
+def test_example_int8_and_int4_files(tmp_path):
+    result = edgekit.build(profile="mobile", out=tmp_path, threads=1)
+    by = {a.file: a for a in result.artifacts}
+    fp32, int8 = by["digits_cnn.onnx"], by["digits_cnn_int8.onnx"]
+    # the int8 file really holds int8 weights: every weighted layer, read from the graph
+    pmap = onnx_precision_map(result.bundle / "digits_cnn_int8.onnx")
+    assert len(pmap) == 24 and set(pmap.values()) == {"int8"} and int8.precision_map == pmap
+    proto = onnx.load(str(result.bundle / "digits_cnn_int8.onnx"))
+    int8_inits = [i for i in proto.graph.initializer if i.data_type == onnx.TensorProto.INT8]
+    assert sum(int(np.prod(i.dims)) for i in int8_inits) > 240_000
+    assert fp32.bytes / int8.bytes > 3.0
+    assert int8.validation["drop"] <= 0.01 and int8.validation["metrics"]["top1_agreement"] >= 0.98
+    tfl = by["digits_cnn_int8.tflite"]
+    assert set(read_tflite(result.bundle / tfl.file).precision_map.values()) == {"int8"}
+    assert tfl.validation["drop"] <= 0.01 and by["digits_cnn.tflite"].bytes / tfl.bytes > 2.5
+    attempts = int8.export["attempts"]
+    assert {a["name"] for a in attempts} >= {"qdq-u8s8", "qoperator-u8s8", "qdq-s8s8"}
+    manifest = json.loads((result.bundle / "manifest.json").read_text())
+    for runtime, rec in manifest["recommended"].items():
+        chosen = next(f for f in manifest["files"] if f["file"] == rec["file"])
+        twin = next(f for f in manifest["files"] if f["runtime"] == runtime and f["precision"] == "fp32")
+        assert chosen["latency"]["p50_ms"] is None or chosen["latency"]["p50_ms"] <= twin["latency"]["p50_ms"]
+
+    result4 = edgekit.build(profile="iot", out=tmp_path / "iot", formats=("onnx",), bits=4)
+    q4 = next(a for a in result4.artifacts if a.precision == "int4")
+    pmap4 = onnx_precision_map(result4.bundle / q4.file)
+    assert "int4" in pmap4.values()
+    assert set(pmap4.values()) <= {"int4", "int8", "fp32"}  # repaired layers are named at their real precision
+    assert fp32.bytes / q4.bytes > 3.5 and q4.validation["drop"] <= 0.02
+    assert result4.report["overrides"] == {"quantize.weight_bits": 4}
+
+
+@pytest.mark.slow
+def test_bad_calibration_data_exits_2(user_models, tmp_path):
+    from click.testing import CliRunner
+    from edgekit.cli import main
+    x = np.ones((40, 1, 8, 8), np.float32)
+    x[5, 0, 0, 0] = np.inf
+    np.savez(tmp_path / "bad.npz", x=x)
+    r = CliRunner().invoke(main, ["build", f"{user_models}:make_tiny", "--data", str(tmp_path / "bad.npz"),
+                                  "--out", str(tmp_path), "--bits", "8"])
+    assert r.exit_code == 2 and "NaN/Inf" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_too_few_calibration_samples_warns_with_the_count():
+    from edgekit.data import Split
+    from edgekit.quantize.onnx_quant import check_calibration
+    assert check_calibration(Split({"x": np.zeros((12, 3))})) == [
+        "calibrating on only 12 samples; ranges may be unstable (100+ recommended)"]
+    with pytest.raises(edgekit.UsageError):
+        check_calibration(Split({"x": np.zeros((0, 3))}))
