@@ -105,7 +105,7 @@ def test_gate_miss_exits_1_and_keeps_bundle(user_models, tiny_data, tmp_path):
     prof.write_text('name = "strict"\nextends = "iot"\n[budget]\np90_latency_ms = 0.0001\n'
                     '[bench]\nwarmup = 2\nruns = 20\nbatch = 4\n')
     code, out, err = run("build", f"{user_models}:make_tiny", "--data", tiny_data, "--profile", prof, "--out", tmp_path,
-                         "--formats", "onnx")
+                         "--formats", "onnx", "--bits", "32")
     assert code == 1, err
     assert "gate missed: p90_latency gate MISSED on my_models.onnx" in err and "limit 0.0001 ms" in err
     manifest = json.loads((tmp_path / "my_models-strict" / "manifest.json").read_text())

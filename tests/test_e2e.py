@@ -17,9 +17,10 @@ def test_example_build(profile, threads, tmp_path):
     bundle = tmp_path / f"digits_cnn-{profile}"
     assert result.bundle == bundle
     expected = {"build.log", "digits_cnn.onnx", "manifest.json", "report.json", "report.md"}
-    expected |= {"iot": {"digits_cnn.tflite", "digits_cnn_fp16.tflite", "digits_cnn_model_data.cc",
-                         "digits_cnn_model_data.h"},
-                 "mobile": {"digits_cnn.tflite", "digits_cnn_fp16.tflite"}, "server": set()}[profile]
+    expected |= {"iot": {"digits_cnn_int4.onnx", "digits_cnn.tflite", "digits_cnn_int8.tflite",
+                         "digits_cnn_model_data.cc", "digits_cnn_model_data.h"},
+                 "mobile": {"digits_cnn_int8.onnx", "digits_cnn.tflite", "digits_cnn_int8.tflite"},
+                 "server": {"digits_cnn_fp16.onnx"}}[profile]
     assert {p.name for p in bundle.iterdir()} == expected
     manifest = json.loads((bundle / "manifest.json").read_text())
     entry = manifest["files"][0]
@@ -34,6 +35,9 @@ def test_example_build(profile, threads, tmp_path):
     assert entry["iospec"]["inputs"][0] == {"name": "image", "shape": ["batch", 1, 32, 32], "dtype": "float32",
                                             "layout": "NCHW"}
     assert set(entry["precision_map"].values()) == {"fp32"} and "classifier" in entry["precision_map"]
+    for f in manifest["files"]:  # quantized files stay within the profile's accuracy budget
+        assert f["metric_drop"] <= manifest["profile"]["budget"]["max_accuracy_drop"], f["file"]
+    assert set(manifest["recommended"]) == {f["runtime"] for f in manifest["files"]}
     # the example is a real classifier and the exported file agrees with it
     assert entry["metrics"]["top1"] > 0.97 and entry["metrics"]["top1_agreement"] == 1.0
     assert entry["metric_drop"] == pytest.approx(0.0, abs=1e-9)

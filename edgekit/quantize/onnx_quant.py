@@ -8,8 +8,6 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import onnx
-
 from ..data import Split
 from ..errors import StageError, UsageError
 from .calibration import SplitReader
@@ -57,6 +55,8 @@ def preprocess(src: Path, out: Path) -> Path:
 
 def weighted_nodes(path: Path) -> dict[str, str]:
     """Quantizable weighted nodes: node name -> op type ('Conv-depthwise' for grouped convs)."""
+    import onnx
+
     proto = onnx.load(str(path))
     out = {}
     for node in proto.graph.node:
@@ -68,6 +68,7 @@ def weighted_nodes(path: Path) -> dict[str, str]:
 
 def quantize_onnx(src: Path, out: Path, calibration: Split, plan: QuantPlan, log: io.StringIO | None = None) -> dict:
     """Write a quantized copy of ``src`` (a pre-processed fp32 graph) following ``plan``."""
+    import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     arr = ARRANGEMENTS[plan.arrangement]
@@ -101,6 +102,7 @@ def quantize_onnx(src: Path, out: Path, calibration: Split, plan: QuantPlan, log
 
 
 def to_fp16(src: Path, out: Path, keep_io_types: bool = True) -> dict:
+    import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     proto = convert_float_to_float16(onnx.load(str(src)), keep_io_types=keep_io_types)

@@ -1,0 +1,195 @@
+"""Quantization against the usual hand-made baselines, in one run (ratios, not absolute times).
+
+    python benchmarks/quantization.py [--runs 200]
+
+(a) Accuracy on the built-in example (held-out digits, the exported file run in its runtime).
+(b) Latency and size on a MobileNetV2-style CNN at 224 px defined here (random weights), batch 1,
+    median of --runs after warm-up, at 1 and 2 threads, every file timed in a fresh process.
+
+Rows: ORT fp32; ORT quantize_static with defaults; onnx2tf -oiqt (its full-integer file, calibrated
+on the same samples since its default calibration downloads images); edgekit mobile (8-bit: the
+recommended files) and edgekit iot (4-bit ONNX).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+
+def mobilenet_v2():
+    from torch import nn
+
+    def cbr(cin, cout, k=3, s=1, g=1, act=True):
+        return [nn.Conv2d(cin, cout, k, s, k // 2, groups=g, bias=False), nn.BatchNorm2d(cout)] + (
+            [nn.ReLU6(inplace=True)] if act else [])
+
+    class Block(nn.Module):
+        def __init__(self, cin, cout, s, t):
+            super().__init__()
+            h = cin * t
+            layers = (cbr(cin, h, 1) if t != 1 else []) + cbr(h, h, 3, s, h) + cbr(h, cout, 1, act=False)
+            self.body, self.res = nn.Sequential(*layers), s == 1 and cin == cout
+
+        def forward(self, x):
+            return x + self.body(x) if self.res else self.body(x)
+
+    class MobileNetV2(nn.Module):
+        input_names, output_names = ["image"], ["logits"]
+
+        def __init__(self):
+            super().__init__()
+            cfg = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]
+            layers, cin = cbr(3, 32, 3, 2), 32
+            for t, c, n, s in cfg:
+                for i in range(n):
+                    layers.append(Block(cin, c, s if i == 0 else 1, t))
+                    cin = c
+            self.features = nn.Sequential(*layers, *cbr(cin, 1280, 1))
+            self.head = nn.Linear(1280, 1000)
+
+        def forward(self, image):
+            return self.head(self.features(image).mean((2, 3)))
+
+        def example_inputs(self):
+            import torch
+            return (torch.zeros(1, 3, 224, 224),)
+
+    import torch
+    torch.manual_seed(0)
+    model = MobileNetV2().eval()
+    with torch.no_grad():  # give BatchNorm non-trivial statistics so activations have realistic ranges
+        model.train()
+        model(torch.randn(16, 3, 224, 224))
+        model.eval()
+    return model
+
+
+def ort_default_int8(src: Path, out: Path, calibration: dict[str, np.ndarray]) -> None:
+    from onnxruntime.quantization import quantize_static
+
+    from edgekit.data import Split
+    from edgekit.quantize.calibration import SplitReader
+    quantize_static(str(src), str(out), SplitReader(Split(calibration), list(calibration)))
+
+
+def onnx2tf_oiqt(src: Path, tmp: Path, calibration: np.ndarray, name: str) -> Path:
+    import onnx2tf
+
+    npy = tmp / "calib.npy"
+    np.save(npy, np.transpose(calibration, (0, 2, 3, 1)).astype(np.float32))
+    folder = tmp / "o2t"
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        onnx2tf.convert(input_onnx_file_path=str(src), output_folder_path=str(folder), not_use_onnxsim=True,
+                        output_integer_quantized_tflite=True, non_verbose=True,
+                        custom_input_op_name_np_data_path=[[name, str(npy), 0.0, 1.0]])
+    return folder / f"{src.stem}_full_integer_quant.tflite"
+
+
+def accuracy_table(tmp: Path) -> None:
+    import edgekit
+    from edgekit.examples import digits
+    from edgekit.export.tflite import map_to_source
+    from edgekit.runtimes import open_runner
+    from edgekit.stages import load_data
+    from edgekit.validate import reference_outputs, validate_file
+
+    model = digits.load_model()
+    data = load_data(model, digits.load_arrays(), "digits", None, None, None)
+    ref = reference_outputs(model, data)
+    mobile = edgekit.build(profile="mobile", out=tmp / "a", threads=1)
+    iot = edgekit.build(profile="iot", out=tmp / "a", threads=1, formats=("onnx",))
+    src = mobile.bundle / "digits_cnn.onnx"
+    ort_default_int8(src, tmp / "ort_default.onnx", data.calibration.inputs)
+    o2t = onnx2tf_oiqt(src, tmp, data.calibration.inputs["image"], "image")
+
+    def drop(path: Path, runtime: str) -> float:
+        mapping = map_to_source(path, model.iospec) if runtime == "litert" else None
+        runner = open_runner(path, runtime, mapping=mapping)
+        return validate_file(path, ref, data, None, runtime=runtime, runner=runner, raise_on_failure=False).drop
+
+    rows = [("ORT fp32", src, "onnxruntime"), ("ORT quantize_static defaults", tmp / "ort_default.onnx", "onnxruntime"),
+            ("onnx2tf -oiqt (full integer)", o2t, "litert")]
+    for rt, rec in mobile.report["recommended"].items():
+        rows.append((f"edgekit mobile, recommended for {rt}", mobile.bundle / rec["file"], rt))
+    rows.append(("edgekit mobile int8 ONNX", mobile.bundle / "digits_cnn_int8.onnx", "onnxruntime"))
+    rows.append(("edgekit mobile int8 TFLite", mobile.bundle / "digits_cnn_int8.tflite", "litert"))
+    rows.append(("edgekit iot int4 ONNX (after repair)", iot.bundle / "digits_cnn_int4.onnx", "onnxruntime"))
+    print(f"(a) accuracy on the built-in example: top-1 of the source model {ref.metrics['top1']:.4f} "
+          f"on {len(data.validation)} held-out digits")
+    print(f"{'file':<44} {'top-1 drop (pt)':>15} {'size KB':>9}")
+    for label, path, rt in rows:
+        if rt == "tflm":
+            continue
+        print(f"{label:<44} {100 * drop(path, rt):>15.2f} {path.stat().st_size / 1024:>9.1f}")
+
+
+def latency_table(tmp: Path, runs: int) -> None:
+    import edgekit
+    from edgekit.bench import bench_file
+    from edgekit.sources import torch_model
+    from edgekit.stages import sample_for
+
+    module = mobilenet_v2()
+    model = torch_model(module, name="mobilenetv2", loader="factory", origin="benchmarks/quantization.py")
+    rng = np.random.default_rng(0)
+    np.savez(tmp / "mbv2.npz", image=rng.standard_normal((96, 3, 224, 224)).astype(np.float32))
+    common = dict(data=tmp / "mbv2.npz", out=tmp / "b", calib_samples=64, val_samples=32, threads=1)
+    mobile = edgekit.build(model, profile="mobile", formats=("onnx", "tflite"), **common)
+    iot = edgekit.build(model, profile="iot", formats=("onnx",), **{**common, "out": tmp / "c"})
+    src = mobile.bundle / "mobilenetv2.onnx"
+    calib = {"image": rng.standard_normal((64, 3, 224, 224)).astype(np.float32)}
+    ort_default_int8(src, tmp / "mbv2_ort_default.onnx", calib)
+    o2t = onnx2tf_oiqt(src, tmp, calib["image"], "image")
+    one = {"image": calib["image"][:1]}
+    by = {a.file: a for a in mobile.artifacts}
+    tfl = by["mobilenetv2.tflite"]
+    rows = [("ORT fp32", src, "onnxruntime", one),
+            ("ORT quantize_static defaults", tmp / "mbv2_ort_default.onnx", "onnxruntime", one),
+            ("onnx2tf -oiqt (full integer)", o2t, "litert", {"image": one["image"].transpose(0, 2, 3, 1)}),
+            ("LiteRT fp32 (edgekit)", mobile.bundle / tfl.file, "litert", sample_for(_spec(tfl), one))]
+    for name in ("mobilenetv2_int8.onnx", "mobilenetv2_int8.tflite"):
+        a = by[name]
+        rows.append((f"edgekit mobile {name.split('_')[1]}", mobile.bundle / name, a.runtime,
+                     sample_for(_spec(a), one) if a.runtime == "litert" else one))
+    rows.append(("edgekit iot int4 ONNX", iot.bundle / "mobilenetv2_int4.onnx", "onnxruntime", one))
+    print(f"\n(b) MobileNetV2-style CNN, 224 px, random weights: batch 1, median of {runs} runs")
+    print(f"{'file':<32} {'size KB':>9} {'smaller':>8} {'p50 1t ms':>10} {'x ORT fp32':>10} {'p50 2t ms':>10} {'x ORT fp32':>10}")
+    base_size = src.stat().st_size
+    results = {}
+    for threads in (1, 2):
+        for label, path, rt, sample in rows:
+            r = bench_file(path, runtime=rt, threads=threads, warmup=20, runs=runs, batch=1, max_seconds=120, inputs=sample)
+            results[(label, threads)] = r.p50_ms
+    for label, path, rt, _ in rows:
+        b1, b2 = results[("ORT fp32", 1)], results[("ORT fp32", 2)]
+        p1, p2 = results[(label, 1)], results[(label, 2)]
+        print(f"{label:<32} {path.stat().st_size / 1024:>9.0f} {base_size / path.stat().st_size:>7.2f}x "
+              f"{p1:>10.2f} {b1 / p1:>9.2f}x {p2:>10.2f} {b2 / p2:>9.2f}x")
+    print("recommended:", {rt: r["file"] for rt, r in mobile.report["recommended"].items()})
+
+
+def _spec(artifact):
+    from edgekit.iospec import IOSpec
+    return IOSpec.from_dict(artifact.iospec)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument("--skip-accuracy", action="store_true")
+    args = parser.parse_args()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    with tempfile.TemporaryDirectory(prefix="edgekit-qbench-") as tmp:
+        if not args.skip_accuracy:
+            accuracy_table(Path(tmp))
+        latency_table(Path(tmp), args.runs)
+
+
+if __name__ == "__main__":
+    main()
