@@ -151,7 +151,7 @@ def latency_table(tmp: Path, runs: int) -> None:
     tfl = by["mobilenetv2.tflite"]
     rows = [("ORT fp32", src, "onnxruntime", one),
             ("ORT quantize_static defaults", tmp / "mbv2_ort_default.onnx", "onnxruntime", one),
-            ("onnx2tf -oiqt (full integer)", o2t, "litert", {"image": one["image"].transpose(0, 2, 3, 1)}),
+            ("onnx2tf -oiqt (full integer)", o2t, "litert", {_own_input(o2t): one["image"].transpose(0, 2, 3, 1)}),
             ("LiteRT fp32 (edgekit)", mobile.bundle / tfl.file, "litert", sample_for(_spec(tfl), one))]
     for name in ("mobilenetv2_int8.onnx", "mobilenetv2_int8.tflite"):
         a = by[name]
@@ -172,6 +172,11 @@ def latency_table(tmp: Path, runs: int) -> None:
         print(f"{label:<32} {path.stat().st_size / 1024:>9.0f} {base_size / path.stat().st_size:>7.2f}x "
               f"{p1:>10.2f} {b1 / p1:>9.2f}x {p2:>10.2f} {b2 / p2:>9.2f}x")
     print("recommended:", {rt: r["file"] for rt, r in mobile.report["recommended"].items()})
+
+
+def _own_input(path: Path) -> str:
+    from edgekit.runtimes.litert import LiteRTRunner
+    return LiteRTRunner(path).file_spec.inputs[0].name
 
 
 def _spec(artifact):

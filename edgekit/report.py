@@ -60,6 +60,16 @@ def to_markdown(report: dict[str, Any]) -> str:
               f"{report['data']['validation']} validation samples, task **{report['data']['task']}** "
               f"(detected: {report['data']['task_detected']}): "
               + ", ".join(f"{k} {v:.4f}" for k, v in ref["metrics"].items() if k in ("top1", "r2", "mae", "cosine")), ""]
+    if report.get("overrides"):
+        lines += ["## Overrides", ""] + [f"- `{k}` = {v!r} (from the command line)" for k, v in report["overrides"].items()]
+        lines.append("")
+    if report.get("recommended"):
+        lines += ["## Recommended files", ""]
+        for runtime, rec in report["recommended"].items():
+            flagged = f"; slower than the fp32 twin, not recommended: {', '.join(rec['slower_than_fp32'])}" \
+                if rec["slower_than_fp32"] else ""
+            lines.append(f"- {runtime}: `{rec['file']}` ({rec['why']}{flagged})")
+        lines.append("")
     lines += ["## Gates", ""] + [f"- {_gate_line(g)}" for g in report["gates"]]
     lines += ["", "## Files", ""]
     for a in report["artifacts"]:
@@ -98,6 +108,15 @@ def to_markdown(report: dict[str, Any]) -> str:
         if a["export"].get("symbol"):
             lines.append(f"- C array `{a['export']['symbol']}` ({a['export']['flash_bytes']} bytes, 16-byte aligned) "
                          f"in `{a['file']}` / `{a['export']['header']}`, embedding `{a['export']['embeds']}`")
+        if a["export"].get("attempts"):
+            lines.append(f"- quantization attempts (chosen: {a['export']['chosen']}):")
+            lines.append("")
+            lines.append("  | attempt | metric drop | p50 ms | bytes | float layers | int8 layers |")
+            lines.append("  |---|---|---|---|---|---|")
+            for t in a["export"]["attempts"]:
+                lines.append(f"  | {t['name']} | {t['drop']:+.4f} | {t['p50_ms']:.3f} | {t['bytes']} | "
+                             f"{', '.join(t['float_layers']) or '-'} | {', '.join(t['int8_layers']) or '-'} |")
+            lines.append("")
         layers = a["precision_map"]
         counts: dict[str, int] = {}
         for p in layers.values():

@@ -118,3 +118,33 @@ def test_too_few_calibration_samples_warns_with_the_count():
         "calibrating on only 12 samples; ranges may be unstable (100+ recommended)"]
     with pytest.raises(edgekit.UsageError):
         check_calibration(Split({"x": np.zeros((0, 3))}))
+
+
+@pytest.mark.slow
+def test_tflite_int16_activations_when_int8_misses(user_models, tmp_path):
+    x = np.random.default_rng(0).standard_normal((300, 16)).astype(np.float32)
+    x[:, 0] *= 1000
+    from edgekit.sources import load_model
+    ref = load_model(f"{user_models}:make_outlier", sample_inputs={"x": x}).module
+    np.savez(tmp_path / "d.npz", x=x, y=ref(torch.from_numpy(x)).argmax(1).numpy())
+    prof = tmp_path / "p.toml"
+    prof.write_text('name = "p"\nextends = "iot"\n[budget]\nmax_accuracy_drop = 0.02\n'
+                    '[bench]\nwarmup = 5\nruns = 30\nbatch = 8\n')
+    result = edgekit.build(f"{user_models}:make_outlier", data=tmp_path / "d.npz", profile=prof, out=tmp_path,
+                           formats=("tflite", "c_array"), bits=8)
+    by = {a.precision: a for a in result.artifacts if a.format == "tflite"}
+    assert by["int8"].validation["drop"] > 0.02  # int8 activations cannot hold the 1000x feature
+    assert "int16x8" in by and by["int16x8"].validation["drop"] < by["int8"].validation["drop"]
+    assert "missed the accuracy budget" in by["int16x8"].export["why"]
+    c = next(a for a in result.artifacts if a.format == "c_array")
+    assert c.export["embeds"] == by["int16x8"].file  # the MCU gets the file that holds accuracy
+
+
+@pytest.mark.slow
+def test_int8_io_tflite(user_models, tiny_data, tmp_path, fast_profile):
+    result = edgekit.build(f"{user_models}:make_tiny", data=tiny_data, profile=fast_profile, out=tmp_path,
+                           formats=("tflite",), bits=8, int8_io=True)
+    q = next(a for a in result.artifacts if a.precision == "int8" and a.format == "tflite")
+    assert q.export["int8_io"] is True
+    assert q.iospec["inputs"][0]["dtype"] == "int8" and q.iospec["outputs"][0]["dtype"] == "int8"
+    assert q.validation["metrics"]["top1_agreement"] >= 0.9  # fed through the file's own input scale

@@ -38,10 +38,13 @@ def export_c_array(job: ExportJob) -> list[Exported]:
 
 
 def _pick_tflite(job: ExportJob) -> Exported:
-    """The .tflite the microcontroller runs: the full-integer int8 file when there is one, else fp32
-    (TFLite-Micro has no fp16 or int16x8 fast path on MCUs)."""
+    """The .tflite the microcontroller runs: the full-integer int8 file; the int16-activation file
+    when int8 missed the accuracy budget; fp32 when the build is not quantized (TFLite-Micro has
+    no fp16 kernels)."""
     tflite = {e.precision: e for e in job.produced if e.format == "tflite"}
-    candidates = [tflite[p] for p in ("int8", "fp32") if p in tflite]
+    if "int8" in tflite and tflite["int8"].info.get("meets_budget") is False:
+        del tflite["int8"]
+    candidates = [tflite[p] for p in ("int8", "int16x8", "fp32") if p in tflite]
     if not candidates:
         raise StageError("export c_array", "the C array embeds a .tflite file; add 'tflite' to the formats")
     return candidates[0]
