@@ -15,10 +15,13 @@ from edgekit.tflite_info import read_tflite
 
 
 def test_choose_prefers_the_fastest_file_within_budget():
-    attempts = [{"name": "qdq", "drop": 0.004, "p50_ms": 0.30}, {"name": "qop", "drop": 0.002, "p50_ms": 0.25},
-                {"name": "s8s8", "drop": 0.030, "p50_ms": 0.10}]
+    attempts = [{"name": "qdq", "drop": 0.004, "p50_ms": 0.30, "bytes": 300},
+                {"name": "qop", "drop": 0.002, "p50_ms": 0.25, "bytes": 310},
+                {"name": "s8s8", "drop": 0.030, "p50_ms": 0.10, "bytes": 300}]
     best, notes = choose(attempts, float_p50=0.5, budget=0.01)
     assert best["name"] == "qop" and notes == []
+    tie = attempts + [{"name": "small", "drop": 0.003, "p50_ms": 0.26, "bytes": 200}]
+    assert choose(tie, float_p50=0.5, budget=0.01)[0]["name"] == "small"  # within 5%: the smaller file
     best, notes = choose(attempts, float_p50=0.2, budget=0.01)  # every passing file is slower than float
     assert best["name"] == "qop" and "slower than its fp32 twin (0.250 vs 0.200 ms p50)" in notes[0]
     best, notes = choose(attempts, float_p50=0.5, budget=0.001)
@@ -80,7 +83,7 @@ def test_example_int8_and_int4_files(tmp_path):
     proto = onnx.load(str(result.bundle / "digits_cnn_int8.onnx"))
     int8_inits = [i for i in proto.graph.initializer if i.data_type == onnx.TensorProto.INT8]
     assert sum(int(np.prod(i.dims)) for i in int8_inits) > 240_000
-    assert fp32.bytes / int8.bytes > 3.0
+    assert fp32.bytes / int8.bytes > 2.5  # > 3 when every layer is int8; depthwise-in-float costs some
     assert int8.validation["drop"] <= 0.01 and int8.validation["metrics"]["top1_agreement"] >= 0.98
     tfl = by["digits_cnn_int8.tflite"]
     assert set(read_tflite(result.bundle / tfl.file).precision_map.values()) == {"int8"}
