@@ -54,9 +54,10 @@ def main() -> None:
 @click.option("--calibration", type=click.Choice(["minmax", "entropy", "percentile"]),
               help="ONNX calibration method (TFLite always uses the representative dataset).")
 @click.option("--int8-io", is_flag=True, help="Integer TFLite files take and return int8 (for MCUs).")
+@click.option("--fp16-io", is_flag=True, help="fp16 ONNX files take and return fp16 (default: fp32 I/O kept).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of the table.")
 def build(model, profile, weights, data, out, force, task, formats, threads, calib_samples, val_samples,
-          trust_pickle, bits, calibration, int8_io, as_json):
+          trust_pickle, bits, calibration, int8_io, fp16_io, as_json):
     """Build a validated, measured bundle for MODEL (default: the built-in digits example).
 
     MODEL is FILE.py:FACTORY, package.module:FACTORY, a torch.export .pt2, a TorchScript
@@ -73,7 +74,7 @@ def build(model, profile, weights, data, out, force, task, formats, threads, cal
         result = run_build(model, profile=profile, weights=weights, data=data, out=out, force=force, task=task,
                            formats=parse_formats(formats) if formats else None, trust_pickle=trust_pickle,
                            calib_samples=calib_samples, val_samples=val_samples, threads=threads,
-                           bits=int(bits) if bits else None, calibration=calibration, int8_io=int8_io,
+                           bits=int(bits) if bits else None, calibration=calibration, int8_io=int8_io, fp16_io=fp16_io,
                            progress=lambda stage: status.update(f"[bold]{stage}[/]"))
     if as_json:
         click.echo(json.dumps(result.report, indent=2))

@@ -50,7 +50,8 @@ def build(model=None, *, profile: str | Path | DeviceProfile = "iot", weights=No
           force: bool = False, task: str | None = None, formats: tuple[str, ...] | None = None,
           trust_pickle: bool = False, calib_samples: int | None = None, val_samples: int | None = None,
           threads: int | None = None, bits: int | None = None, calibration: str | None = None,
-          int8_io: bool = False, progress: Callable[[str], None] | None = None) -> BuildResult:
+          int8_io: bool = False, fp16_io: bool = False,
+          progress: Callable[[str], None] | None = None) -> BuildResult:
     """Build, validate, measure and gate a bundle for ``model`` on ``profile``.
 
     ``model`` is a source string (see ``load_model``), a ``Model``, or None for the built-in example.
@@ -102,7 +103,8 @@ def build(model=None, *, profile: str | Path | DeviceProfile = "iot", weights=No
                         twin = artifacts[-1]
                         with stage(f"quantize onnx {precision}", log, progress):
                             path, info = quantize_onnx_stage(exported[0].path, folder, source.name, precision,
-                                                             reference, dataset, prof, twin.bench.get("p50_ms"), log)
+                                                             reference, dataset, prof, twin.bench.get("p50_ms"), log,
+                                                             fp16_io=fp16_io)
                         entry = Exported(path, "onnx", precision, info)
                         produced.append(entry)
                         with stage(f"validate+bench {path.name}", log, progress):

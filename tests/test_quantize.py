@@ -154,3 +154,15 @@ def test_int8_io_tflite(user_models, tiny_data, tmp_path, fast_profile):
     assert q.export["int8_io"] is True
     assert q.iospec["inputs"][0]["dtype"] == "int8" and q.iospec["outputs"][0]["dtype"] == "int8"
     assert q.validation["metrics"]["top1_agreement"] >= 0.9  # fed through the file's own input scale
+
+
+@pytest.mark.slow
+def test_fp16_onnx_keeps_fp32_io_unless_asked(user_models, tiny_data, tmp_path, fast_profile):
+    for fp16_io, want in ((False, "float32"), (True, "float16")):
+        result = edgekit.build(f"{user_models}:make_tiny", data=tiny_data, profile=fast_profile,
+                               out=tmp_path / want, formats=("onnx",), bits=16, fp16_io=fp16_io)
+        half = next(a for a in result.artifacts if a.precision == "fp16")
+        assert half.iospec["inputs"][0]["dtype"] == want and half.iospec["outputs"][0]["dtype"] == want
+        assert set(half.precision_map.values()) == {"fp16"}
+        assert half.validation["metrics"]["top1_agreement"] >= 0.99
+        assert any("size option" in n for n in result.report["notes"])

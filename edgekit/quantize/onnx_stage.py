@@ -41,11 +41,11 @@ def choose(attempts: list[dict], float_p50: float | None, budget: float) -> tupl
 
 
 def quantize_onnx_stage(ref: Path, folder: Path, name: str, precision: str, reference: Reference, data: Data,
-                        profile: DeviceProfile, float_p50: float | None, log) -> tuple[Path, dict]:
+                        profile: DeviceProfile, float_p50: float | None, log, fp16_io: bool = False) -> tuple[Path, dict]:
     """Write ``<name>_<precision>.onnx`` to ``folder``; returns its path and info (every attempt included)."""
     target = folder / f"{name}_{precision}.onnx"
     if precision == "fp16":
-        return target, to_fp16(ref, target)
+        return target, to_fp16(ref, target, keep_io_types=not fp16_io)
     budget, threads = profile.budget.max_accuracy_drop, profile.target.resolved_threads
     with scratch() as tmp:
         pre = preprocess(ref, tmp / "pre.onnx")
