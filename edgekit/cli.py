@@ -81,7 +81,9 @@ def build(model, profile, weights, data, out, force, task, formats, threads, cal
     else:
         _console(stderr=False).print(render_table(result.report))
         for runtime, rec in result.report["recommended"].items():
-            click.echo(f"  recommended for {runtime}: {rec['file']} ({rec['why']})")
+            flagged = f"; slower than fp32, not recommended: {', '.join(rec['slower_than_fp32'])}" \
+                if rec["slower_than_fp32"] else ""
+            click.echo(f"  recommended for {runtime}: {rec['file']} ({rec['why']}{flagged})")
         for line in result.report["pending"] + result.report["notes"]:
             click.echo(f"  {line}")
         click.echo(f"bundle: {result.bundle}")

@@ -122,6 +122,9 @@ def pending_settings(profile: DeviceProfile, formats: tuple[str, ...]) -> list[s
         out.append(f"pruning ({profile.prune.method}, up to {profile.prune.max_ratio:.0%}): not applied yet")
     if profile.recover.epochs > 0 and profile.prune.method != "none":
         out.append(f"recovery by distillation ({profile.recover.epochs} epochs): not applied yet")
+    if profile.target.accelerator == "gpu-if-present":
+        out.append("GPU execution (target.accelerator = gpu-if-present): not applied yet; files are run and "
+                   "timed on the CPU")
     for name in formats:
         if name not in EXPORTERS:
             out.append(f"format '{name}': not applied yet (no exporter registered)")
