@@ -74,6 +74,9 @@ def bench_file(path: str | Path, *, runtime: str | None = None, threads: int = 1
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"file {path} not found; check the path")
+    for name, value, low in (("threads", threads, 1), ("warmup", warmup, 0), ("runs", runs, 1), ("batch", batch, 1)):
+        if value < low:
+            raise UsageError(f"bench {name} must be >= {low}, got {value}")
     with tempfile.TemporaryDirectory(prefix="edgekit-bench-") as tmp:
         sample = None
         if inputs is not None:

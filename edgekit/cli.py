@@ -46,9 +46,9 @@ def main() -> None:
 @click.option("--force", is_flag=True, help="Replace an existing bundle folder.")
 @click.option("--task", type=click.Choice(["classification", "regression", "generic"]), help="Override task detection.")
 @click.option("--formats", help="Comma-separated formats, e.g. onnx,tflite (default: the profile's).")
-@click.option("--threads", type=int, help="Override the profile's thread count (0 = all cores).")
-@click.option("--calib-samples", type=int, help="Samples for calibration (default: 25%, at most 256).")
-@click.option("--val-samples", type=int, help="Samples for validation (default: the rest).")
+@click.option("--threads", type=click.IntRange(min=0), help="Override the profile's thread count (0 = all cores).")
+@click.option("--calib-samples", type=click.IntRange(min=1), help="Samples for calibration (default: 25%, at most 256).")
+@click.option("--val-samples", type=click.IntRange(min=1), help="Samples for validation (default: the rest).")
 @click.option("--trust-pickle", is_flag=True, help="Allow loading full-model pickles (runs code from the file).")
 @click.option("--bits", type=click.Choice(["32", "16", "8", "4"]), help="Override the profile's weight bits.")
 @click.option("--calibration", type=click.Choice(["minmax", "entropy", "percentile"]),
@@ -61,7 +61,8 @@ def build(model, profile, weights, data, out, force, task, formats, threads, cal
     """Build a validated, measured bundle for MODEL (default: the built-in digits example).
 
     MODEL is FILE.py:FACTORY, package.module:FACTORY, a torch.export .pt2, a TorchScript
-    .pt, or an .onnx file. Exits 1 when a profile gate is missed.
+    .pt, an .onnx file, a .keras file or a SavedModel folder. Exits 1 when a profile gate
+    is missed.
     """
     import json
 
@@ -95,10 +96,11 @@ def build(model, profile, weights, data, out, force, task, formats, threads, cal
 
 @main.command()
 @click.argument("file", type=click.Path())
-@click.option("--threads", type=int, default=1, show_default=True)
-@click.option("--runs", type=int, default=200, show_default=True)
-@click.option("--warmup", type=int, default=20, show_default=True)
-@click.option("--batch", type=int, default=32, show_default=True, help="Batch for the throughput run.")
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--runs", type=click.IntRange(min=1), default=200, show_default=True)
+@click.option("--warmup", type=click.IntRange(min=0), default=20, show_default=True)
+@click.option("--batch", type=click.IntRange(min=1), default=32, show_default=True,
+              help="Batch for the throughput run (1 skips it).")
 @click.option("--data", type=click.Path(), help=".npz whose first sample is timed (default: synthetic inputs).")
 def bench(file, threads, runs, warmup, batch, data):
     """Time FILE in its own runtime: p50/p90/p99, throughput, peak RSS."""
@@ -124,7 +126,7 @@ def bench(file, threads, runs, warmup, batch, data):
 @click.option("--weights", type=click.Path())
 @click.option("--data", type=click.Path())
 @click.option("--task", type=click.Choice(["classification", "regression", "generic"]))
-@click.option("--threads", type=int, default=1, show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--trust-pickle", is_flag=True)
 def validate(file, model, weights, data, task, threads, trust_pickle):
     """Run FILE in its runtime on the data and compare it with the reference model."""

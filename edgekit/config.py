@@ -24,7 +24,7 @@ class Config:
         try:
             self.check()
         except ValueError as exc:
-            raise UsageError(f"{type(self).__name__}: {exc}") from None
+            raise UsageError(str(exc)) from None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "", prefix: str = ""):

@@ -48,9 +48,9 @@ def read_arrays(source: str | Path) -> dict[str, np.ndarray]:
             return {"x": np.load(path, allow_pickle=False)}
         with np.load(path, allow_pickle=False) as npz:
             return {k: npz[k] for k in npz.files}
-    except Exception as exc:
-        raise UsageError(f"data file {source} cannot be read as .npz/.npy ({str(exc).splitlines()[0][:120]}); "
-                         "save it with numpy.savez") from None
+    except Exception:
+        raise UsageError(f"data file {source} is not a readable .npz/.npy of plain arrays (corrupt, or it "
+                         "holds pickled objects, which edgekit does not load); save it with numpy.savez") from None
 
 
 def prepare(arrays: dict[str, np.ndarray], iospec: IOSpec, *, source: str, task: str | None = None,
@@ -80,7 +80,10 @@ def prepare(arrays: dict[str, np.ndarray], iospec: IOSpec, *, source: str, task:
     order = np.random.default_rng(seed).permutation(n)
     n_cal = calib_samples if calib_samples is not None else min(256, max(1, n // 4))
     n_val = val_samples if val_samples is not None else n - n_cal
-    if n_cal < 1 or n_val < 1 or n_cal + n_val > n:
+    if n_cal < 1 or n_val < 1:
+        raise UsageError(f"data file {source}: calibration and validation need at least 1 sample each "
+                         f"(got {n_cal} and {n_val})")
+    if n_cal + n_val > n:
         raise UsageError(f"data file {source}: {n} samples cannot give {n_cal} for calibration and {n_val} "
                          "for validation; lower --calib-samples/--val-samples or add data")
     if n_cal < 32:

@@ -174,13 +174,33 @@ def _resolve(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
         raise UsageError(f"{path}: not valid TOML ({exc}); fix the file") from None
     if "source" in raw:
         raise UsageError(f"{path}: unknown key 'source'")
+    _check_keys(raw, DeviceProfile, path, "")
     parent = raw.get("extends", "")
     if not isinstance(parent, str):
         raise UsageError(f"{path}: 'extends' must be a profile name or path, got {parent!r}")
     if not parent:
         return raw
-    base = _resolve(_locate(parent, base=path.parent), chain + (path.resolve(),))
+    try:
+        located = _locate(parent, base=path.parent)
+    except UsageError as exc:
+        raise UsageError(f"{path}: extends = {parent!r}: {exc}") from None
+    base = _resolve(located, chain + (path.resolve(),))
     return _merge(base, raw)
+
+
+def _check_keys(raw: dict[str, Any], cls, path: Path, prefix: str) -> None:
+    """Unknown keys are reported against the file that holds them, before any merging."""
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls) if f.name != "source"]
+    for key, value in raw.items():
+        if key not in names:
+            raise UsageError(f"{path}: unknown key '{prefix}{key}'{did_you_mean(key, names)}; "
+                             f"known keys: {', '.join(prefix + n for n in names)}")
+        if isinstance(value, dict) and isinstance(hints.get(key), type) and issubclass(hints[key], Config):
+            _check_keys(value, hints[key], path, f"{prefix}{key}.")
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:

@@ -53,9 +53,13 @@ def load_model(source: str, *, weights: str | Path | None = None, trust_pickle: 
         stem = source.rsplit(":", 1)[0]
         name = Path(stem).stem if stem.endswith(".py") else stem.rsplit(".", 1)[-1]
         return torch_model(module, name=name, loader="factory", origin=source, sample_inputs=sample_inputs)
+    if path.is_dir():
+        raise UsageError(f"model {source} is a folder but not a SavedModel (no saved_model.pb in it)")
     if path.exists():
-        raise UsageError(f"model {source}: unsupported file type '{suffix}'; give .onnx, .pt2, .pt or file.py:factory")
-    raise UsageError(f"model {source} not found; give a file (.onnx/.pt2/.pt) or FILE.py:FACTORY / package.module:FACTORY")
+        raise UsageError(f"model {source}: unsupported file type '{suffix}'; give .onnx, .pt2, .pt, .keras, "
+                         "a SavedModel folder or FILE.py:FACTORY")
+    raise UsageError(f"model {source} not found; give a file (.onnx/.pt2/.pt/.keras), a SavedModel folder, "
+                     "or FILE.py:FACTORY / package.module:FACTORY")
 
 
 def _call_factory(source: str):
@@ -102,7 +106,7 @@ def _load_weights(module, path: Path, trust_pickle: bool) -> None:
     try:
         state = torch.load(path, map_location="cpu", weights_only=not trust_pickle)
     except Exception as exc:
-        if not trust_pickle and "weights_only" in str(exc):
+        if not trust_pickle and _is_pickled_objects(exc):
             raise UsageError(f"weights file {path} holds pickled Python objects, not a plain state_dict; "
                              "re-save it with torch.save(model.state_dict(), ...) or pass --trust-pickle "
                              "(this runs code from the file)") from None
@@ -124,6 +128,12 @@ def _load_weights(module, path: Path, trust_pickle: bool) -> None:
         if result.unexpected_keys:
             parts.append(f"unexpected {len(result.unexpected_keys)} keys (e.g. {', '.join(result.unexpected_keys[:3])})")
         raise UsageError(f"weights file {path} does not match the model: {'; '.join(parts)}")
+
+
+def _is_pickled_objects(exc: Exception) -> bool:
+    """torch.load(weights_only=True) refused a real pickle of Python objects (not a corrupt file)."""
+    text = str(exc)
+    return "weights_only" in text and "Unsupported global" in text  # random bytes give "Unsupported operand"
 
 
 def _from_pt2(path: Path, sample_inputs) -> Model:
@@ -168,7 +178,7 @@ def _from_torch_file(path: Path, trust_pickle: bool, sample_inputs) -> Model:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=not trust_pickle)
     except Exception as exc:
-        if not trust_pickle and "weights_only" in str(exc):
+        if not trust_pickle and _is_pickled_objects(exc):
             raise UsageError(f"{path} is a full-model pickle; loading it runs code from the file. "
                              "Pass --trust-pickle if you trust it, or export with torch.export / a factory") from None
         raise UsageError(f"{path} is not a readable torch file ({one_line(exc)})") from None

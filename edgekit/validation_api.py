@@ -20,6 +20,12 @@ def validate_against(file, *, model=None, weights=None, data=None, task=None, th
     source, arrays, data_source = load_source(model, weights, data, trust_pickle)
     dataset = load_data(source, arrays, data_source, task, None, None)
     reference = reference_outputs(source, dataset, threads)
+    if fmt.runtime == "onnxruntime":
+        from .onnx_io import iospec_from_onnx, load_onnx
+        own = iospec_from_onnx(load_onnx(path)).input_names
+        if sorted(own) != sorted(source.iospec.input_names):
+            raise UsageError(f"{file} takes input(s) {', '.join(own)} but the reference model "
+                             f"{source.origin} takes {', '.join(source.iospec.input_names)}; pass the matching --model")
     runner = None
     if fmt.runtime == "litert":  # tie the file's tensors (names, NHWC) to the reference model's
         from .export.tflite import map_to_source

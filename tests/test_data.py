@@ -27,6 +27,11 @@ def test_default_split_and_overrides():
     np.testing.assert_array_equal(d.validation.inputs["image"], again.validation.inputs["image"])
 
 
+def test_empty_split_is_refused():
+    with pytest.raises(UsageError, match="need at least 1 sample each \\(got 0 and 100\\)"):
+        prepare(_img(100), IMG, source="t", calib_samples=0)
+
+
 def test_split_too_big():
     with pytest.raises(UsageError, match="100 samples cannot give 60 for calibration and 60"):
         prepare(_img(100), IMG, source="t", calib_samples=60, val_samples=60)
@@ -100,7 +105,7 @@ def test_read_arrays_errors(tmp_path):
     with pytest.raises(UsageError, match="not found"):
         read_arrays(tmp_path / "none.npz")
     (tmp_path / "bad.npz").write_bytes(b"not a zip")
-    with pytest.raises(UsageError, match="cannot be read"):
+    with pytest.raises(UsageError, match="bad.npz is not a readable .npz/.npy of plain arrays"):
         read_arrays(tmp_path / "bad.npz")
     np.save(tmp_path / "one.npy", np.ones((3, 2)))
     assert read_arrays(tmp_path / "one.npy")["x"].shape == (3, 2)

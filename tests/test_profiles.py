@@ -79,3 +79,13 @@ def test_overrides_return_a_new_profile():
     new = with_overrides(base, {"target.threads": 2})
     assert new.target.threads == 2 and base.target.threads == 1
     assert new.to_dict()["prune"] == base.to_dict()["prune"]
+
+
+def test_errors_name_the_file_that_holds_the_key(tmp_path):
+    (tmp_path / "base.toml").write_text('name = "base"\nextends = "iot"\n[bench]\nbogus = 1\n')
+    (tmp_path / "child.toml").write_text('name = "child"\nextends = "base.toml"\n')
+    with pytest.raises(UsageError, match=r"base.toml: unknown key 'bench.bogus'"):
+        load_profile(str(tmp_path / "child.toml"))
+    (tmp_path / "orphan.toml").write_text('name = "o"\nextends = "gone.toml"\n')
+    with pytest.raises(UsageError, match=r"orphan.toml: extends = 'gone.toml': profile file gone.toml not found"):
+        load_profile(str(tmp_path / "orphan.toml"))

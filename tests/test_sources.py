@@ -109,3 +109,16 @@ def test_factory_that_raises(user_models):
 def test_missing_sources(source, needle):
     with pytest.raises(UsageError, match=needle):
         load_model(source)
+
+
+def test_corrupt_weights_are_not_called_a_pickle(user_models, tmp_path):
+    (tmp_path / "junk.pt").write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(UsageError) as err:
+        load_model(_factory(user_models, "make_tiny"), weights=tmp_path / "junk.pt")
+    assert "cannot be read" in str(err.value) and "--trust-pickle" not in str(err.value)
+
+
+def test_folder_that_is_not_a_saved_model(tmp_path):
+    (tmp_path / "models").mkdir()
+    with pytest.raises(UsageError, match="is a folder but not a SavedModel"):
+        load_model(str(tmp_path / "models"))
