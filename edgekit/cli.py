@@ -73,7 +73,7 @@ def build(model, profile, weights, data, out, force, task, formats, threads, cal
     console = _console()
     with console.status("starting", spinner="dots") as status:
         result = run_build(model, profile=profile, weights=weights, data=data, out=out, force=force, task=task,
-                           formats=parse_formats(formats) if formats else None, trust_pickle=trust_pickle,
+                           formats=parse_formats(formats) if formats is not None else None, trust_pickle=trust_pickle,
                            calib_samples=calib_samples, val_samples=val_samples, threads=threads,
                            bits=int(bits) if bits else None, calibration=calibration, int8_io=int8_io, fp16_io=fp16_io,
                            progress=lambda stage: status.update(f"[bold]{stage}[/]"))

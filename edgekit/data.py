@@ -74,6 +74,10 @@ def prepare(arrays: dict[str, np.ndarray], iospec: IOSpec, *, source: str, task:
     if chosen in ("classification", "regression") and labels is None:
         raise UsageError(f"data file {source}: task '{chosen}' needs labels in an array named 'y'")
     notes = []
+    used = set(keys.values()) | {"y", "y_train"} | {k + "_train" for k in keys.values()} | {"x_train"}
+    ignored = sorted(set(arrays) - used)
+    if ignored:
+        notes.append(f"arrays not used by the model and ignored: {', '.join(ignored)}")
     if chosen == "classification":
         labels = labels.astype(np.int64)
 

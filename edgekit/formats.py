@@ -58,7 +58,9 @@ def get_format(name: str) -> Format:
 
 def parse_formats(text: str) -> tuple[str, ...]:
     """'onnx,tflite' -> ('onnx', 'tflite'), each checked against the table."""
-    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    names = tuple(n.strip().lower() for n in text.split(",") if n.strip())
+    if not names:
+        raise UsageError(f"--formats {text!r} names no format; known formats: {', '.join(format_table())}")
     for n in names:
         get_format(n)
     return names

@@ -50,6 +50,12 @@ def test_named_arrays_and_int64():
     assert d.validation.inputs["features"].dtype == np.float32 and d.validation.inputs["tokens"].dtype == np.int64
 
 
+def test_extra_arrays_are_named_in_a_note():
+    arrays = _img(40)
+    arrays["mask"] = np.zeros(40)
+    assert "arrays not used by the model and ignored: mask" in prepare(arrays, IMG, source="t").notes
+
+
 def test_float_tokens_rejected():
     arrays = {"features": np.zeros((4, 4)), "tokens": np.zeros((4, 5), np.float32)}
     with pytest.raises(UsageError, match="array 'tokens' is float32 but model input 'tokens' takes integers"):

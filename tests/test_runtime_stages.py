@@ -92,6 +92,8 @@ def test_format_table_matches_exporters():
     table = format_table()
     assert set(EXPORTERS) <= set(table)
     assert get_format("onnx").runtime == "onnxruntime" and get_format("onnx").suffix == ".onnx"
-    assert parse_formats("onnx") == ("onnx",)
+    assert parse_formats("onnx") == ("onnx",) and parse_formats("ONNX, tflite") == ("onnx", "tflite")
+    with pytest.raises(UsageError, match="names no format"):
+        parse_formats(" , ")
     with pytest.raises(UsageError, match="unknown format 'onxx'.*did you mean 'onnx'"):
         parse_formats("onxx")
