@@ -124,8 +124,6 @@ def accuracy_table(tmp: Path) -> None:
           f"on {len(data.validation)} held-out digits")
     print(f"{'file':<44} {'top-1 drop (pt)':>15} {'size KB':>9}")
     for label, path, rt in rows:
-        if rt == "tflm":
-            continue
         print(f"{label:<44} {100 * drop(path, rt):>15.2f} {path.stat().st_size / 1024:>9.1f}")
 
 
@@ -166,7 +164,7 @@ def latency_table(tmp: Path, runs: int) -> None:
         for label, path, rt, sample in rows:
             r = bench_file(path, runtime=rt, threads=threads, warmup=20, runs=runs, batch=1, max_seconds=120, inputs=sample)
             results[(label, threads)] = r.p50_ms
-    for label, path, rt, _ in rows:
+    for label, path, _rt, _ in rows:
         b1, b2 = results[("ORT fp32", 1)], results[("ORT fp32", 2)]
         p1, p2 = results[(label, 1)], results[(label, 2)]
         print(f"{label:<32} {path.stat().st_size / 1024:>9.0f} {base_size / path.stat().st_size:>7.2f}x "

@@ -1,6 +1,5 @@
 """Quantization: real int8/int4 weights, size and accuracy in the real runtimes, repair, latency choice."""
 import json
-from pathlib import Path
 
 import numpy as np
 import onnx

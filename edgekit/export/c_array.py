@@ -34,7 +34,7 @@ def export_c_array(job: ExportJob) -> list[Exported]:
         f"const unsigned int {symbol}_len = {len(data)};\n")
     info = {"exporter": "edgekit c_array", "embeds": source.path.name, "symbol": symbol, "flash_bytes": len(data),
             "header": header.name}
-    return [Exported(body, "c_array", source.precision, info, source.mapping, extra_files=(header,))]
+    return [Exported(body, "c_array", source.precision, info, source.mapping)]
 
 
 def _pick_tflite(job: ExportJob) -> Exported:

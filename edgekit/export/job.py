@@ -30,4 +30,3 @@ class Exported:
     precision: str
     info: dict[str, Any] = field(default_factory=dict)
     mapping: IOSpec | None = None  # the file's IOSpec with source names/permutations, when they differ
-    extra_files: tuple[Path, ...] = ()

@@ -27,7 +27,7 @@ def import_tf():
     import os
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TF's C++ start-up chatter (CUDA probing) stays quiet
     try:
-        from ..runtimes.tflm import capture_fd2
+        from ..native_output import capture_fd2
         capture_fd2(lambda: __import__("tensorflow"))  # absl/CUDA probing notes go to fd 2 at import
         import tensorflow as tf
     except ImportError:

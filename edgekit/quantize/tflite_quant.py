@@ -46,7 +46,7 @@ def convert_integer(saved_model: str, precision: str, calibration: Split, mappin
         if int8_io:
             converter.inference_input_type = tf.int8
             converter.inference_output_type = tf.int8
-    from ..runtimes.tflm import capture_fd2
+    from ..native_output import capture_fd2
 
     result: list[bytes] = []
     try:

@@ -33,7 +33,7 @@ class LiteRTRunner:
     def __init__(self, path: str | Path, threads: int = 1, mapping: IOSpec | None = None):
         interpreter = import_litert()
         self.path = Path(path)
-        from .tflm import capture_fd2
+        from ..native_output import capture_fd2
 
         try:
             def load():  # LiteRT announces its XNNPACK delegate on fd 2; keep the terminal clean

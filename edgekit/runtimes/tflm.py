@@ -1,15 +1,13 @@
 """TFLite-Micro runner (the tflite-micro Python interpreter): op coverage and the measured arena."""
 from __future__ import annotations
 
-import os
 import re
-import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import UsageError
+from ..native_output import capture_fd2
 from ..iospec import IOSpec
 from .mapping import dequantize_out, quantize_in, source_view, to_file, to_source
 
@@ -22,24 +20,6 @@ def import_tflm():
     except ImportError:
         raise UsageError("TFLite-Micro checks need the interpreter: pip install tflite-micro") from None
     return runtime
-
-
-def capture_fd2(fn, fds: tuple[int, ...] = (2,)) -> str:
-    """Run ``fn`` and return what native code wrote to file descriptor 2 (and any other ``fds``)."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = {fd: os.dup(fd) for fd in fds}
-    with tempfile.TemporaryFile() as tmp:
-        for fd in fds:
-            os.dup2(tmp.fileno(), fd)
-        try:
-            fn()
-        finally:
-            for fd, copy in saved.items():
-                os.dup2(copy, fd)
-                os.close(copy)
-        tmp.seek(0)
-        return tmp.read().decode(errors="replace")
 
 
 class TflmRunner:
