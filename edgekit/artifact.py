@@ -20,6 +20,7 @@ class Artifact:
     export: dict[str, Any] = field(default_factory=dict)
     validation: dict[str, Any] = field(default_factory=dict)
     bench: dict[str, Any] = field(default_factory=dict)
+    zip_bytes: int = 0  # deflate-compressed size: what sparsity and weight sharing actually save
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

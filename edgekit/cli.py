@@ -55,9 +55,18 @@ def main() -> None:
               help="ONNX calibration method (TFLite always uses the representative dataset).")
 @click.option("--int8-io", is_flag=True, help="Integer TFLite files take and return int8 (for MCUs).")
 @click.option("--fp16-io", is_flag=True, help="fp16 ONNX files take and return fp16 (default: fp32 I/O kept).")
+@click.option("--prune-ratio", type=click.FloatRange(0.0, 1.0, max_open=True),
+              help="Pruning ceiling: the search backs off from here until the accuracy budget holds.")
+@click.option("--prune-method", type=click.Choice(["structured", "unstructured", "none"]),
+              help="Structured channel pruning (smaller, faster graph) or unstructured (zip size only).")
+@click.option("--lowrank", type=click.FloatRange(0.0, 1.0, max_open=True),
+              help="SVD energy to keep when factorizing Linear/1x1 conv layers, e.g. 0.9 (0 = off).")
+@click.option("--share-bits", type=click.IntRange(0, 8), help="k-means weight sharing into 2^K values per layer (0 = off).")
+@click.option("--keep", multiple=True, metavar="NAME", help="A layer (module name) never pruned; repeatable.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of the table.")
 def build(model, profile, weights, data, out, force, task, formats, threads, calib_samples, val_samples,
-          trust_pickle, bits, calibration, int8_io, fp16_io, as_json):
+          trust_pickle, bits, calibration, int8_io, fp16_io, prune_ratio, prune_method, lowrank, share_bits, keep,
+          as_json):
     """Build a validated, measured bundle for MODEL (default: the built-in digits example).
 
     MODEL is FILE.py:FACTORY, package.module:FACTORY, a torch.export .pt2, a TorchScript
@@ -76,7 +85,8 @@ def build(model, profile, weights, data, out, force, task, formats, threads, cal
                            formats=parse_formats(formats) if formats is not None else None, trust_pickle=trust_pickle,
                            calib_samples=calib_samples, val_samples=val_samples, threads=threads,
                            bits=int(bits) if bits else None, calibration=calibration, int8_io=int8_io, fp16_io=fp16_io,
-                           progress=lambda stage: status.update(f"[bold]{stage}[/]"))
+                           prune_ratio=prune_ratio, prune_method=prune_method, lowrank=lowrank, share_bits=share_bits,
+                           keep=keep or None, progress=lambda stage: status.update(f"[bold]{stage}[/]"))
     if as_json:
         click.echo(json.dumps(result.report, indent=2))
     else:
@@ -85,6 +95,12 @@ def build(model, profile, weights, data, out, force, task, formats, threads, cal
             flagged = f"; slower than fp32, not recommended: {', '.join(rec['slower_than_fp32'])}" \
                 if rec["slower_than_fp32"] else ""
             click.echo(f"  recommended for {runtime}: {rec['file']} ({rec['why']}{flagged})")
+        comp = result.report.get("compression")
+        if comp and comp.get("after"):
+            r = comp["ratios"]
+            click.echo(f"  compression: {comp['settings']['method']} at ratio {comp['ratio']:.2f} "
+                       f"({len(comp['attempts'])} attempts): fp32 graph {r['params']:.2f}x fewer params, "
+                       f"{r['macs']:.2f}x fewer MACs, {r['speedup_p50']:.2f}x faster (ONNX Runtime p50)")
         for line in result.report["pending"] + result.report["notes"]:
             click.echo(f"  {line}")
         click.echo(f"bundle: {result.bundle}")

@@ -19,7 +19,7 @@ class Model:
     iospec: IOSpec
     example_inputs: dict[str, np.ndarray]  # batch of 1, keyed by input name
     module: Any = None  # torch.nn.Module in eval mode (kind == "torch")
-    onnx_path: Path | None = None  # kind == "onnx"
+    onnx_path: Path | None = None  # kind == "onnx"; for torch: its fp32 export, already made and checked
     meta: dict[str, Any] = field(default_factory=dict)  # labels, preprocessing, ...
 
     def reference_runner(self, threads: int = 1):

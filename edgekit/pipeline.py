@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import os
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,10 @@ from .formats import get_format
 from .gates import Gate, evaluate, missed
 from .profiles import DeviceProfile, load_profile, with_overrides
 from .report import write_reports
-from .stages import export_format, load_data, load_source, measure, pending_settings, stage
+from .prune import compress
+from .prune.summary import compression_report, manifest_entry
+from .stages import (check_compressible, export_format, load_data, load_source, measure, pending_settings,
+                     stage)
 from .validate import reference_outputs
 from .versions import tool_versions
 
@@ -51,8 +55,9 @@ def build(model=None, *, profile: str | Path | DeviceProfile = "iot", weights=No
           force: bool = False, task: str | None = None, formats: tuple[str, ...] | None = None,
           trust_pickle: bool = False, calib_samples: int | None = None, val_samples: int | None = None,
           threads: int | None = None, bits: int | None = None, calibration: str | None = None,
-          int8_io: bool = False, fp16_io: bool = False,
-          progress: Callable[[str], None] | None = None) -> BuildResult:
+          int8_io: bool = False, fp16_io: bool = False, prune_ratio: float | None = None,
+          prune_method: str | None = None, lowrank: float | None = None, share_bits: int | None = None,
+          keep: tuple[str, ...] | None = None, progress: Callable[[str], None] | None = None) -> BuildResult:
     """Build, validate, measure and gate a bundle for ``model`` on ``profile``.
 
     ``model`` is a source string (see ``load_model``), a ``Model``, or None for the built-in example.
@@ -60,8 +65,11 @@ def build(model=None, *, profile: str | Path | DeviceProfile = "iot", weights=No
     """
     log = io.StringIO()
     prof = profile if isinstance(profile, DeviceProfile) else load_profile(profile)
+    pruning = {key: value for key, value in (("prune.max_ratio", prune_ratio), ("prune.method", prune_method),
+                                             ("prune.lowrank", lowrank), ("prune.share_bits", share_bits),
+                                             ("prune.keep", tuple(keep) if keep else None)) if value is not None}
     overrides = {key: value for key, value in (("target.threads", threads), ("quantize.weight_bits", bits),
-                                                ("quantize.calibration", calibration)) if value is not None}
+                                                ("quantize.calibration", calibration)) if value is not None} | pruning
     prof = with_overrides(prof, overrides) if overrides else prof
     wanted = tuple(formats) if formats else prof.target.formats
     for name in wanted:
@@ -74,13 +82,19 @@ def build(model=None, *, profile: str | Path | DeviceProfile = "iot", weights=No
         source, arrays, data_source = load_source(model, weights, data, trust_pickle)
     final = out / f"{source.name}-{prof.name}"
     check_target(final, force)
+    skipped_compression = check_compressible(source, prof, explicit=bool(pruning))
     with stage("data", log, progress):
         dataset = load_data(source, arrays, data_source, task, calib_samples, val_samples)
     runnable, skipped = plan_formats(source, wanted)
     with stage("reference", log, progress):
         reference = reference_outputs(source, dataset, prof.target.resolved_threads)
+    compression = None
     try:
-        with staging(final, force) as folder:
+        with staging(final, force) as folder, tempfile.TemporaryDirectory(prefix="edgekit-") as scratch:
+            if prof.prune.active and skipped_compression is None:
+                with stage("compress", log, progress):
+                    compression = compress(source, dataset, reference, prof, Path(scratch), log=log, progress=progress)
+                source, reference = compression.model, compression.reference
             artifacts, produced = [], []
             quant_notes = check_calibration(dataset.calibration) if prof.quantize.weight_bits < 32 else []
             for name in runnable:
@@ -115,6 +129,9 @@ def build(model=None, *, profile: str | Path | DeviceProfile = "iot", weights=No
             report["pending"] = skipped + report["pending"]
             report["notes"] += quant_notes + quantization_notes(prof, artifacts)
             report["recommended"] = recommend(artifacts, prof.budget.max_accuracy_drop)
+            report["notes"] += [skipped_compression] if skipped_compression else []
+            if compression is not None:
+                report["compression"] = compression_report(compression, artifacts, folder)
             with stage("bundle", log, progress):
                 write_json(folder / "manifest.json", _manifest(source, prof, artifacts, gates, report))
                 write_reports(folder, report)
@@ -178,6 +195,7 @@ def _manifest(source, prof: DeviceProfile, artifacts, gates, report) -> dict:
         "profile": prof.to_dict(),
         "gates": [g.to_dict() for g in gates],
         "recommended": report["recommended"],
+        "compression": manifest_entry(report.get("compression")),
         "passed": report["passed"],
         "pending": report["pending"],
         "versions": tool_versions(USED),

@@ -13,6 +13,7 @@ from .resources import data_dir
 
 KNOWN_RUNTIMES = ("onnxruntime", "litert", "tflm")
 PRUNE_METHODS = ("structured", "unstructured", "none")
+IMPORTANCES = ("auto", "l1", "l2", "taylor")
 CALIBRATIONS = ("minmax", "entropy", "percentile")
 
 
@@ -39,14 +40,41 @@ class Target(Config):
 
 @dataclass(frozen=True)
 class Prune(Config):
-    method: str = "none"
-    max_ratio: float = 0.0
+    method: str = "none"  # structured | unstructured | none
+    max_ratio: float = 0.0  # a ceiling: the back-off search goes down from here
+    importance: str = "auto"  # auto (taylor with labels, else l2) | l1 | l2 | taylor
+    round_to: int = 8  # kept channel counts are multiples of this
+    keep: tuple[str, ...] = ()  # module names never pruned, factorized or shared (the output layer never is)
+    lowrank: float = 0.0  # SVD energy to keep for Linear/1x1 conv factorization; 0 = off
+    share_bits: int = 0  # k-means weight sharing into 2**share_bits values per layer; 0 = off
+    step: float = 0.1  # grid of the back-off search
+    accuracy_share: float = 0.5  # share of budget.max_accuracy_drop the search may spend (the rest is quantization's)
+    time_box_s: float = 120.0  # the search stops starting attempts after this long
 
     def check(self) -> None:
         if self.method not in PRUNE_METHODS:
             raise ValueError(f"prune.method must be one of {', '.join(PRUNE_METHODS)}, got {self.method!r}")
         if not 0.0 <= self.max_ratio < 1.0:
             raise ValueError(f"prune.max_ratio must be in [0, 1), got {self.max_ratio!r}")
+        if self.importance not in IMPORTANCES:
+            raise ValueError(f"prune.importance must be one of {', '.join(IMPORTANCES)}, got {self.importance!r}")
+        if self.round_to < 1:
+            raise ValueError(f"prune.round_to must be >= 1, got {self.round_to!r}")
+        if self.lowrank != 0.0 and not 0.0 < self.lowrank < 1.0:
+            raise ValueError(f"prune.lowrank is the SVD energy to keep, in (0, 1) (0 = off), got {self.lowrank!r}")
+        if self.share_bits != 0 and not 1 <= self.share_bits <= 8:
+            raise ValueError(f"prune.share_bits must be 1..8 (0 = off), got {self.share_bits!r}")
+        if not 0.0 < self.step < 1.0:
+            raise ValueError(f"prune.step must be in (0, 1), got {self.step!r}")
+        if not 0.0 < self.accuracy_share <= 1.0:
+            raise ValueError(f"prune.accuracy_share must be in (0, 1], got {self.accuracy_share!r}")
+        if self.time_box_s <= 0:
+            raise ValueError(f"prune.time_box_s must be > 0, got {self.time_box_s!r}")
+
+    @property
+    def active(self) -> bool:
+        """Whether any model compression is asked for."""
+        return (self.method != "none" and self.max_ratio > 0) or self.lowrank > 0 or self.share_bits > 0
 
 
 @dataclass(frozen=True)
@@ -83,9 +111,11 @@ class Budget(Config):
 
 @dataclass(frozen=True)
 class Recover(Config):
-    epochs: int = 0
+    epochs: int = 0  # distillation epochs on the training split (without one: BatchNorm recalibration only)
     distill_temperature: float = 4.0
-    distill_alpha: float = 0.7
+    distill_alpha: float = 0.7  # weight of the teacher term; the rest goes to the labels when there are any
+    lr: float = 1e-3
+    batch_size: int = 64
 
     def check(self) -> None:
         if self.epochs < 0:
@@ -94,6 +124,10 @@ class Recover(Config):
             raise ValueError(f"recover.distill_temperature must be > 0, got {self.distill_temperature!r}")
         if not 0.0 <= self.distill_alpha <= 1.0:
             raise ValueError(f"recover.distill_alpha must be in [0, 1], got {self.distill_alpha!r}")
+        if self.lr <= 0:
+            raise ValueError(f"recover.lr must be > 0, got {self.lr!r}")
+        if self.batch_size < 1:
+            raise ValueError(f"recover.batch_size must be >= 1, got {self.batch_size!r}")
 
 
 @dataclass(frozen=True)

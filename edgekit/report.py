@@ -7,7 +7,7 @@ from typing import Any
 from .bundle import write_json
 from .metrics import PRIMARY
 
-COLUMNS = ("file", "format", "precision", "size", "metric", "Δ", "p50 ms", "p90 ms", "speedup", "gates")
+COLUMNS = ("file", "format", "precision", "size", "zip", "metric", "Δ", "p50 ms", "p90 ms", "speedup", "gates")
 # size: bytes on the device (for a C array, the embedded model); speedup: p50 of the fp32 ONNX
 # reference over this file's p50, both measured at the profile's threads
 
@@ -28,7 +28,8 @@ def table_rows(report: dict[str, Any]) -> list[tuple[str, ...]]:
         verdicts = [g for g in gates_by_file.get(a["file"], []) if g["passed"] is not None]
         failed = [g["name"] for g in verdicts if not g["passed"]]
         gate_text = ("FAIL: " + ", ".join(failed)) if failed else (f"pass ({len(verdicts)})" if verdicts else "-")
-        rows.append((a["file"], a["format"], a["precision"], _size(a["export"].get("flash_bytes", a["bytes"])), f"{key} {m.get(key, float('nan')):.4f}",
+        rows.append((a["file"], a["format"], a["precision"], _size(a["export"].get("flash_bytes", a["bytes"])),
+                     _size(a["zip_bytes"]) if a.get("zip_bytes") else "-", f"{key} {m.get(key, float('nan')):.4f}",
                      f"{a['validation'].get('drop', float('nan')):+.4f}", f"{b['p50_ms']:.3f}" if b else "-",
                      f"{b['p90_ms']:.3f}" if b else "-", speed, gate_text))
     return rows
@@ -70,6 +71,9 @@ def to_markdown(report: dict[str, Any]) -> str:
                 if rec["slower_than_fp32"] else ""
             lines.append(f"- {runtime}: `{rec['file']}` ({rec['why']}{flagged})")
         lines.append("")
+    if report.get("compression"):
+        from .prune.summary import markdown
+        lines += markdown(report["compression"])
     lines += ["## Gates", ""] + [f"- {_gate_line(g)}" for g in report["gates"]]
     lines += ["", "## Files", ""]
     for a in report["artifacts"]:

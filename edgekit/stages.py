@@ -13,6 +13,7 @@ from .data import Data, prepare, read_arrays
 from .errors import EdgekitError, StageError, UsageError, one_line
 from .export import EXPORTERS, Exported, ExportJob
 from .formats import get_format
+from .graph_stats import zip_bytes
 from .model import Model
 from .onnx_io import iospec_from_onnx
 from .profiles import DeviceProfile
@@ -97,7 +98,7 @@ def measure(exported: Exported, reference: Reference, data: Data, profile: Devic
     return Artifact(file=exported.path.name, format=exported.format, precision=exported.precision,
                     runtime=fmt.runtime, sha256=sha, bytes=size, iospec=iospec,
                     precision_map=precision_map(run_path), export={**exported.info, **extra},
-                    validation=validation, bench=timing)
+                    validation=validation, bench=timing, zip_bytes=zip_bytes(exported.path))
 
 
 def sample_for(file_spec, source_inputs: dict):
@@ -118,10 +119,6 @@ def precision_map(path: Path) -> dict[str, str]:
 def pending_settings(profile: DeviceProfile, formats: tuple[str, ...]) -> list[str]:
     """Profile settings that later stages will apply, said out loud instead of skipped."""
     out = []
-    if profile.prune.method != "none" and profile.prune.max_ratio > 0:
-        out.append(f"pruning ({profile.prune.method}, up to {profile.prune.max_ratio:.0%}): not applied yet")
-    if profile.recover.epochs > 0 and profile.prune.method != "none":
-        out.append(f"recovery by distillation ({profile.recover.epochs} epochs): not applied yet")
     if profile.target.accelerator == "gpu-if-present":
         out.append("GPU execution (target.accelerator = gpu-if-present): not applied yet; files are run and "
                    "timed on the CPU")
@@ -129,3 +126,19 @@ def pending_settings(profile: DeviceProfile, formats: tuple[str, ...]) -> list[s
         if name not in EXPORTERS:
             out.append(f"format '{name}': not applied yet (no exporter registered)")
     return out
+
+
+def check_compressible(model: Model, profile: DeviceProfile, explicit: bool) -> str | None:
+    """None when ``profile``'s compression can run on ``model``; else why not. Asked for on the command
+    line, that is a usage error (exit 2) before any work; asked for by the profile, a note."""
+    if not profile.prune.active:
+        return None
+    why = None
+    if model.kind != "torch":
+        why = (f"{model.origin} is a {'Keras model' if model.kind == 'keras' else 'ONNX graph'}: pruning, low-rank "
+               "and weight sharing need the torch source (file.py:factory with --weights)")
+    elif model.loader == "torchscript":
+        why = f"{model.origin} is TorchScript, whose layers cannot be restructured: pass the torch source instead"
+    if why and explicit:
+        raise UsageError(f"{why}; drop the pruning options (or pass --prune-method none) to quantize and export it as is")
+    return None if why is None else f"compression skipped: {why}; the model is quantized and exported as is"

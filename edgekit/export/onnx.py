@@ -35,6 +35,9 @@ def export_onnx(model: Model, out: Path, log: io.StringIO | None = None) -> dict
     if model.kind == "onnx":
         shutil.copyfile(model.onnx_path, out)
         return {"exporter": "copy of the source ONNX file", "dynamic_batch": model.iospec.batch_dynamic}
+    if model.onnx_path is not None and "onnx_export" in model.meta:  # exported (and checked) by the pruning search
+        shutil.copyfile(model.onnx_path, out)
+        return dict(model.meta["onnx_export"])
     log = log if log is not None else io.StringIO()
     attempts = [("torch.export", True), ("torch.export", False), ("torchscript", False)]
     if model.loader == "torchscript":

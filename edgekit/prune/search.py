@@ -1,0 +1,145 @@
+"""Accuracy-aware back-off: the profile's ratio is a ceiling; search down a grid of ratios (by
+bisection, time-boxed) for the most aggressive one whose *exported* fp32 file, after recovery,
+stays within the pruning share of the accuracy budget. Every attempt is recorded."""
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from ..data import Data
+from ..metrics import PRIMARY, metric_drop
+from ..model import Model
+from ..profiles import DeviceProfile
+from ..validate import Reference
+from .chain import Plan, evaluate, resolve_importance, run_chain
+from .layers import protected
+
+
+@dataclass(frozen=True)
+class Compression:
+    model: Model  # what the build exports: the compressed twin, or the source when nothing fit
+    reference: Reference  # re-pointed at the twin's outputs, still measuring drops from the source
+    applied: bool
+    ratio: float
+    before: dict[str, Any]  # the source's exported fp32 graph: params, MACs, bytes, zip bytes, latency
+    attempts: tuple[dict, ...]
+    details: dict[str, Any]  # the chosen attempt: layers changed, factorization, recovery, sharing
+    settings: dict[str, Any]
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"applied": self.applied, "ratio": self.ratio, "settings": self.settings, "before": self.before,
+                "attempts": list(self.attempts), "details": self.details, "notes": list(self.notes)}
+
+
+def grid(ceiling: float, step: float) -> list[float]:
+    """Ratios from the ceiling down to 0 (inclusive), ``step`` apart."""
+    out, k = [], 0
+    while ceiling - k * step > 1e-9:
+        out.append(round(ceiling - k * step, 4))
+        k += 1
+    return out + [0.0]
+
+
+def compress(model: Model, data: Data, reference: Reference, prof: DeviceProfile, scratch: Path, *,
+             log: io.StringIO | None = None, progress: Callable[[str], None] | None = None) -> Compression:
+    import torch
+
+    from ..bench import bench_file
+    from ..export.onnx import export_onnx
+    from ..graph_stats import onnx_stats
+
+    log = log if log is not None else io.StringIO()
+    cfg = prof.prune
+    threads = os.cpu_count() or 1  # training and screening run on the build machine's cores, not the device's
+    started = time.perf_counter()
+    args = tuple(torch.from_numpy(model.example_inputs[n]) for n in model.iospec.input_names)
+    heads, protect = protected(model.module, args, cfg.keep)
+    importance, notes = resolve_importance(cfg.importance, data)
+    method = cfg.method if cfg.max_ratio > 0 else "none"
+    plan = Plan(method, importance, frozenset(protect), tuple(heads), tuple(notes))
+    allowed = prof.budget.max_accuracy_drop * cfg.accuracy_share
+    primary = reference.primary_output
+    origin = reference.outputs[primary]
+    settings = {"method": method, "ceiling": cfg.max_ratio if method != "none" else 0.0, "importance": importance,
+                "round_to": cfg.round_to, "keep": list(cfg.keep), "never_pruned": sorted(protect),
+                "output_layers": heads, "lowrank_energy": cfg.lowrank, "share_bits": cfg.share_bits,
+                "allowed_drop": allowed, "budget_share": cfg.accuracy_share, "time_box_s": cfg.time_box_s}
+
+    source_onnx = scratch / "source.onnx"
+    export_onnx(model, source_onnx, log)
+    before = onnx_stats(source_onnx)
+    b = prof.bench
+    one = {k: v[:1] for k, v in data.validation.inputs.items()}
+    before["latency"] = bench_file(source_onnx, runtime="onnxruntime", threads=prof.target.resolved_threads,
+                                   warmup=b.warmup, runs=b.runs, batch=1, max_seconds=b.max_seconds,
+                                   inputs=one).to_dict()
+
+    ratios = grid(settings["ceiling"], cfg.step) if method != "none" else [0.0]
+    trivial_zero = cfg.lowrank == 0 and cfg.share_bits == 0  # ratio 0 is then the source itself
+    attempts: list[dict] = []
+    passing: dict[int, tuple] = {}
+    fail, ok = -1, (len(ratios) - 1 if trivial_zero else len(ratios))
+    index: int | None = 0 if not (trivial_zero and len(ratios) == 1) else None
+    while index is not None:
+        if attempts and time.perf_counter() - started > cfg.time_box_s:
+            notes.append(f"the search stopped at its time box ({cfg.time_box_s:g} s) after {len(attempts)} attempts")
+            break
+        ratio = ratios[index]
+        t0 = time.perf_counter()
+        if progress is not None:
+            progress(f"compress: attempt {len(attempts) + 1}, ratio {ratio:.2f}")
+        module, details = run_chain(model, data, prof, plan, ratio, origin, threads=threads, progress=progress)
+        metrics = evaluate(module, model, data, origin, threads)
+        entry = {"ratio": ratio, "metric": metrics[PRIMARY[data.task]],
+                 "torch_drop": metric_drop(data.task, reference.metrics, metrics),
+                 "params_torch": int(sum(p.numel() for p in module.parameters())), "recovery": details["recovery"]["method"]}
+        if entry["torch_drop"] <= allowed:
+            twin = dataclasses.replace(model, module=module)
+            path = scratch / f"attempt-{len(attempts) + 1}.onnx"
+            info = export_onnx(twin, path, log)
+            file_metrics = _onnx_metrics(path, data, origin, primary, threads)
+            entry.update(drop=metric_drop(data.task, reference.metrics, file_metrics),
+                         measured_in="onnxruntime, exported fp32 file",
+                         **{k: v for k, v in onnx_stats(path).items() if k != "macs_unknown_nodes"})
+            entry["passed"] = entry["drop"] <= allowed
+            if entry["passed"]:
+                passing[index] = (module, details, path, info)
+        else:
+            entry.update(drop=entry["torch_drop"], measured_in="torch (over budget before export, not exported)",
+                         passed=False)
+        entry["seconds"] = round(time.perf_counter() - t0, 2)
+        attempts.append(entry)
+        log.write(f"compress attempt: {entry}\n")
+        if entry["passed"]:
+            ok = index
+        else:
+            fail = index
+        index = (fail + ok) // 2 if ok - fail > 1 else None
+
+    settings["search_seconds"] = round(time.perf_counter() - started, 2)
+    if ok in passing:
+        module, details, path, info = passing[ok]
+        twin = dataclasses.replace(model, module=module, onnx_path=path,
+                                   meta={**model.meta, "onnx_export": {**info, "from": "the pruning search"}})
+        return Compression(twin, reference.for_model(twin, data, threads), True,
+                           ratios[ok], before, tuple(attempts), details, settings, tuple(plan.notes) + tuple(notes))
+    if attempts:
+        notes.append(f"no attempt stayed within the pruning share of the accuracy budget (drop <= {allowed:.4f}); "
+                     "the model is exported uncompressed")
+    return Compression(model, reference, False, 0.0, before, tuple(attempts), {}, settings,
+                       tuple(plan.notes) + tuple(notes))
+
+
+def _onnx_metrics(path: Path, data: Data, origin, primary: str, threads: int) -> dict[str, float]:
+    from ..metrics import task_metrics
+    from ..runtimes.base import run_batched
+    from ..runtimes.ort import OrtRunner
+
+    outputs = run_batched(OrtRunner(path, threads=threads), data.validation.inputs)
+    return task_metrics(data.task, outputs[primary], data.validation.labels, origin)
