@@ -139,7 +139,8 @@ def two_input_data(tmp_path: Path) -> Path:
 
 @pytest.fixture()
 def fast_profile(tmp_path: Path) -> Path:
-    """iot with short benchmarks, so unit-level builds stay quick."""
+    """iot with short benchmarks and no pruning, so unit-level builds stay quick (pruning has its own tests)."""
     path = tmp_path / "fast.toml"
-    path.write_text('name = "fast"\nextends = "iot"\n[bench]\nwarmup = 2\nruns = 20\nbatch = 4\nmax_seconds = 2.0\n')
+    path.write_text('name = "fast"\nextends = "iot"\n[prune]\nmethod = "none"\n'
+                    '[bench]\nwarmup = 2\nruns = 20\nbatch = 4\nmax_seconds = 2.0\n')
     return path

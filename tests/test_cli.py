@@ -103,7 +103,7 @@ def test_stage_failure_exits_3_and_names_stage(user_models, tmp_path, fast_profi
 def test_gate_miss_exits_1_and_keeps_bundle(user_models, tiny_data, tmp_path):
     prof = tmp_path / "strict.toml"
     prof.write_text('name = "strict"\nextends = "iot"\n[budget]\np90_latency_ms = 0.0001\n'
-                    '[bench]\nwarmup = 2\nruns = 20\nbatch = 4\n')
+                    '[prune]\nmethod = "none"\n[bench]\nwarmup = 2\nruns = 20\nbatch = 4\n')
     code, out, err = run("build", f"{user_models}:make_tiny", "--data", tiny_data, "--profile", prof, "--out", tmp_path,
                          "--formats", "onnx", "--bits", "32")
     assert code == 1, err

@@ -52,7 +52,7 @@ def test_outlier_layer_is_found_and_repaired(user_models, tmp_path):
     np.savez(tmp_path / "d.npz", x=x, y=y)
     prof = tmp_path / "p.toml"
     prof.write_text('name = "p"\nextends = "mobile"\n[target]\nthreads = 1\n[budget]\nmax_accuracy_drop = 0.02\n'
-                    '[bench]\nwarmup = 5\nruns = 30\nbatch = 8\n')
+                    '[prune]\nmethod = "none"\n[bench]\nwarmup = 5\nruns = 30\nbatch = 8\n')
     result = edgekit.build(f"{user_models}:make_outlier", data=tmp_path / "d.npz", profile=prof, out=tmp_path,
                            formats=("onnx",), bits=8)
     q = next(a for a in result.artifacts if a.precision == "int8")
@@ -70,7 +70,7 @@ def test_outlier_layer_is_found_and_repaired(user_models, tmp_path):
 
 @pytest.mark.slow
 def test_example_int8_and_int4_files(tmp_path):
-    result = edgekit.build(profile="mobile", out=tmp_path, threads=1)
+    result = edgekit.build(profile="mobile", out=tmp_path, threads=1, prune_method="none")
     by = {a.file: a for a in result.artifacts}
     fp32, int8 = by["digits_cnn.onnx"], by["digits_cnn_int8.onnx"]
     # the int8 file really holds int8 weights: every weighted layer, read from the graph
@@ -95,13 +95,13 @@ def test_example_int8_and_int4_files(tmp_path):
         twin = next(f for f in manifest["files"] if f["runtime"] == runtime and f["precision"] == "fp32")
         assert chosen["latency"]["p50_ms"] is None or chosen["latency"]["p50_ms"] <= twin["latency"]["p50_ms"]
 
-    result4 = edgekit.build(profile="iot", out=tmp_path / "iot", formats=("onnx",), bits=4)
+    result4 = edgekit.build(profile="iot", out=tmp_path / "iot", formats=("onnx",), bits=4, prune_method="none")
     q4 = next(a for a in result4.artifacts if a.precision == "int4")
     pmap4 = onnx_precision_map(result4.bundle / q4.file)
     assert "int4" in pmap4.values()
     assert set(pmap4.values()) <= {"int4", "int8", "fp32"}  # repaired layers are named at their real precision
     assert fp32.bytes / q4.bytes > 3.5 and q4.validation["drop"] <= 0.02
-    assert result4.report["overrides"] == {"quantize.weight_bits": 4}
+    assert result4.report["overrides"] == {"quantize.weight_bits": 4, "prune.method": "none"}
 
 
 @pytest.mark.slow
@@ -134,7 +134,7 @@ def test_tflite_int16_activations_when_int8_misses(user_models, tmp_path):
     np.savez(tmp_path / "d.npz", x=x, y=ref(torch.from_numpy(x)).argmax(1).numpy())
     prof = tmp_path / "p.toml"
     prof.write_text('name = "p"\nextends = "iot"\n[budget]\nmax_accuracy_drop = 0.02\n'
-                    '[bench]\nwarmup = 5\nruns = 30\nbatch = 8\n')
+                    '[prune]\nmethod = "none"\n[bench]\nwarmup = 5\nruns = 30\nbatch = 8\n')
     result = edgekit.build(f"{user_models}:make_outlier", data=tmp_path / "d.npz", profile=prof, out=tmp_path,
                            formats=("tflite", "c_array"), bits=8)
     by = {a.precision: a for a in result.artifacts if a.format == "tflite"}

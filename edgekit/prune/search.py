@@ -37,6 +37,14 @@ class Compression:
                 "attempts": list(self.attempts), "details": self.details, "notes": list(self.notes)}
 
 
+def prunable(module, round_to: int, protect: set[str]) -> bool:
+    """Whether any unprotected layer has channels left to prune above ``round_to``."""
+    from .layers import weighted_layers
+
+    return any((getattr(m, "out_features", None) or m.out_channels) > round_to
+               for n, m in weighted_layers(module).items() if n not in protect)
+
+
 def grid(ceiling: float, step: float) -> list[float]:
     """Ratios from the ceiling down to 0 (inclusive), ``step`` apart."""
     out, k = [], 0
@@ -62,6 +70,10 @@ def compress(model: Model, data: Data, reference: Reference, prof: DeviceProfile
     heads, protect = protected(model.module, args, cfg.keep)
     importance, notes = resolve_importance(cfg.importance, data)
     method = cfg.method if cfg.max_ratio > 0 else "none"
+    if method == "structured" and not prunable(model.module, cfg.round_to, protect):
+        notes.append(f"structured pruning: no layer has more than {cfg.round_to} output channels to prune "
+                     "(prune.round_to), so there is nothing to remove")
+        method = "none"
     plan = Plan(method, importance, frozenset(protect), tuple(heads), tuple(notes))
     allowed = prof.budget.max_accuracy_drop * cfg.accuracy_share
     primary = reference.primary_output
@@ -71,6 +83,9 @@ def compress(model: Model, data: Data, reference: Reference, prof: DeviceProfile
                 "output_layers": heads, "lowrank_energy": cfg.lowrank, "share_bits": cfg.share_bits,
                 "allowed_drop": allowed, "budget_share": cfg.accuracy_share, "time_box_s": cfg.time_box_s}
 
+    if method == "none" and cfg.lowrank == 0 and cfg.share_bits == 0:
+        return Compression(model, reference, False, 0.0, {}, (), {}, settings, tuple(notes))
+    scratch.mkdir(parents=True, exist_ok=True)
     source_onnx = scratch / "source.onnx"
     export_onnx(model, source_onnx, log)
     before = onnx_stats(source_onnx)

@@ -17,7 +17,7 @@ def compression_report(compression: Compression, artifacts: list, folder: Path) 
 
     out = compression.to_dict()
     fp32 = next((a for a in artifacts if a.format == "onnx" and a.precision == "fp32"), None)
-    if fp32 is not None:
+    if fp32 is not None and compression.before:
         after = onnx_stats(folder / fp32.file)
         after["p50_ms"] = fp32.bench.get("p50_ms")
         after["latency_threads"] = fp32.bench.get("threads")
@@ -41,7 +41,7 @@ def manifest_entry(section: dict[str, Any] | None) -> dict[str, Any] | None:
     return {"applied": section["applied"], "method": s["method"], "ratio": section["ratio"], "ceiling": s["ceiling"],
             "importance": s["importance"], "lowrank_energy": s["lowrank_energy"], "share_bits": s["share_bits"],
             "attempts": len(section["attempts"]),
-            "before": {k: section["before"][k] for k in keys},
+            "before": {k: section["before"][k] for k in keys} if section["before"] else None,
             "after": {k: section["after"][k] for k in keys} if "after" in section else None}
 
 
