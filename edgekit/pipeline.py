@@ -31,7 +31,7 @@ from .validate import reference_outputs
 from .versions import tool_versions
 
 SCHEMA_VERSION = 1
-USED = ("torch", "onnx", "onnxscript", "onnxruntime", "scikit-learn", "tensorflow", "tf-keras", "onnx2tf",
+USED = ("torch", "torch-pruning", "onnx", "onnxscript", "onnxruntime", "scikit-learn", "tensorflow", "tf-keras", "onnx2tf",
         "ai-edge-litert", "tflite-micro")
 
 
