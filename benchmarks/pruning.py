@@ -103,10 +103,24 @@ def halving_ratio(module, args, protect) -> float:
     return hi
 
 
-def prune_table(tmp: Path, runs: int, size: int) -> None:
-    import torch
+def interleaved_p50(files: list[tuple[Path, str, dict]], runs: int, rounds: int) -> list[float]:
+    """Median over ``rounds`` of each file's p50, the files timed in turn each round (a fresh process
+    per timing), so a busy spell on a shared machine hits every file alike."""
+    import statistics
 
     from edgekit.bench import bench_file
+
+    seen: list[list[float]] = [[] for _ in files]
+    for _ in range(rounds):
+        for i, (path, runtime, sample) in enumerate(files):
+            seen[i].append(bench_file(path, runtime=runtime, threads=1, warmup=20, runs=runs, batch=1,
+                                      max_seconds=600, inputs=sample).p50_ms)
+    return [statistics.median(s) for s in seen]
+
+
+def prune_table(tmp: Path, runs: int, size: int, rounds: int) -> None:
+    import torch
+
     from edgekit.export.onnx import export_onnx
     from edgekit.graph_stats import onnx_stats
     from edgekit.prune import structured, unstructured
@@ -114,7 +128,7 @@ def prune_table(tmp: Path, runs: int, size: int) -> None:
 
     sample = {"image": np.random.default_rng(0).standard_normal((1, 3, size, size)).astype(np.float32)}
     print(f"(a) structured vs unstructured pruning, ONNX Runtime fp32, 1 thread, batch 1, {size} px, "
-          f"median of {runs} runs")
+          f"p50 of {runs} runs, median of {rounds} interleaved rounds")
     print(f"{'model':<16} {'variant':<26} {'params':>10} {'MACs (M)':>9} {'size KB':>8} {'zip KB':>8} "
           f"{'p50 ms':>8} {'speedup':>8}")
     for name, make in (("MobileNetV2", mobilenet_style), ("ResNet-style", resnet_style)):
@@ -129,25 +143,22 @@ def prune_table(tmp: Path, runs: int, size: int) -> None:
         sparsity = 1 - sum(p.numel() for p in pruned.parameters()) / before
         unstructured.prune_unstructured(sparse, sparsity, protect=protect)
         unstructured.make_permanent(sparse)
-        base_p50 = None
-        for label, m in (("fp32", module), (f"structured r={ratio:.3f}", pruned),
-                         (f"unstructured {sparsity:.0%} zeros", sparse)):
-            path = tmp / f"{name}-{label.split()[0]}.onnx"
-            export_onnx(_wrap(m, name), path)
+        variants = (("fp32", module), (f"structured r={ratio:.3f}", pruned), (f"unstructured {sparsity:.0%} zeros", sparse))
+        paths = []
+        for label, m in variants:
+            paths.append(tmp / f"{name}-{label.split()[0]}.onnx")
+            export_onnx(_wrap(m, name), paths[-1])
+        timings = interleaved_p50([(path, "onnxruntime", sample) for path in paths], runs, rounds)
+        base_p50, base_macs = timings[0], onnx_stats(paths[0])["macs"]
+        for (label, _), path, p50 in zip(variants, paths, timings):
             stats = onnx_stats(path)
-            p50 = bench_file(path, runtime="onnxruntime", threads=1, warmup=20, runs=runs, batch=1,
-                             max_seconds=300, inputs=sample).p50_ms
-            base_p50 = base_p50 or p50
-            if label == "fp32":
-                base_macs = stats["macs"]
             print(f"{name:<16} {label:<26} {stats['params']:>10} {stats['macs'] / 1e6:>9.1f} "
                   f"{stats['bytes'] / 1024:>8.0f} {stats['zip_bytes'] / 1024:>8.0f} {p50:>8.3f} {base_p50 / p50:>7.2f}x"
                   + (f"   (MACs {stats['macs'] / base_macs:.2f}x of fp32)" if label != "fp32" else ""))
 
 
-def example_table(tmp: Path, runs: int) -> None:
+def example_table(tmp: Path, runs: int, rounds: int) -> None:
     import edgekit
-    from edgekit.bench import bench_file
     from edgekit.examples import digits
 
     common = dict(profile="iot", formats=("onnx", "tflite"), threads=1)
@@ -157,25 +168,23 @@ def example_table(tmp: Path, runs: int) -> None:
     ref_top1 = both.report["reference"]["metrics"]["top1"]
     sample = {"image": digits.load_arrays()["x"][:1]}
     print(f"\n(b) prune + 8-bit on the built-in example (edgekit build --profile iot --bits 8 --formats onnx,tflite "
-          f"--threads 1): batch 1, 1 thread, median of {runs} runs; 'vs source' compares with the unpruned fp32 file "
+          f"--threads 1): batch 1, 1 thread, p50 of {runs} runs, median of {rounds} interleaved rounds; 'vs source' compares with the unpruned fp32 file "
           "of the same runtime")
     print(f"pruning ratio chosen by the back-off: {comp['ratio']:.2f} (ceiling {comp['settings']['ceiling']:.2f}, "
           f"{len(comp['attempts'])} attempts); recommended: "
           + ", ".join(f"{rt} {r['file']}" for rt, r in both.report["recommended"].items()))
     print(f"{'file':<30} {'runtime':<12} {'size KB':>8} {'smaller':>8} {'p50 ms':>8} {'faster':>8} {'top-1':>7} "
           f"{'lost (pt)':>9}")
+    rows = [(label, result, a) for label, result in (("source", src), ("pruned", both))
+            for a in result.artifacts if a.format in ("onnx", "tflite")]
+    timings = interleaved_p50([(r.bundle / a.file, a.runtime, _file_sample(a, sample)) for _, r, a in rows], runs, rounds)
     base: dict[str, tuple[int, float]] = {}
-    for label, result in (("source", src), ("pruned", both)):
-        for a in result.artifacts:
-            if a.format not in ("onnx", "tflite"):
-                continue
-            p50 = bench_file(result.bundle / a.file, runtime=a.runtime, threads=1, warmup=20, runs=runs, batch=1,
-                             max_seconds=120, inputs=_file_sample(a, sample)).p50_ms
-            base.setdefault(a.runtime, (a.bytes, p50))
-            size0, p0 = base[a.runtime]
-            top1 = a.validation["metrics"]["top1"]
-            print(f"{label + ' ' + a.file:<30} {a.runtime:<12} {a.bytes / 1024:>8.1f} {size0 / a.bytes:>7.2f}x "
-                  f"{p50:>8.3f} {p0 / p50:>7.2f}x {top1:>7.4f} {100 * (ref_top1 - top1):>9.2f}")
+    for (label, _, a), p50 in zip(rows, timings):
+        base.setdefault(a.runtime, (a.bytes, p50))
+        size0, p0 = base[a.runtime]
+        top1 = a.validation["metrics"]["top1"]
+        print(f"{label + ' ' + a.file:<30} {a.runtime:<12} {a.bytes / 1024:>8.1f} {size0 / a.bytes:>7.2f}x "
+              f"{p50:>8.3f} {p0 / p50:>7.2f}x {top1:>7.4f} {100 * (ref_top1 - top1):>9.2f}")
     print("targets for the prune + 8-bit file: >= 6x smaller, >= 3x faster, <= 1.5 pt lost")
 
 
@@ -191,12 +200,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds per file")
     args = parser.parse_args()
     import torch
     torch.set_num_threads(2)
     with tempfile.TemporaryDirectory() as tmp:
-        prune_table(Path(tmp), args.runs, args.size)
-        example_table(Path(tmp), args.runs)
+        prune_table(Path(tmp), args.runs, args.size, args.rounds)
+        example_table(Path(tmp), args.runs, args.rounds)
 
 
 if __name__ == "__main__":

@@ -137,8 +137,10 @@ def check_compressible(model: Model, profile: DeviceProfile, explicit: bool) -> 
     if model.kind != "torch":
         why = (f"{model.origin} is a {'Keras model' if model.kind == 'keras' else 'ONNX graph'}: pruning, low-rank "
                "and weight sharing need the torch source (file.py:factory with --weights)")
-    elif model.loader == "torchscript":
-        why = f"{model.origin} is TorchScript, whose layers cannot be restructured: pass the torch source instead"
+    elif model.loader in ("torchscript", "torch.export"):
+        kind = "TorchScript" if model.loader == "torchscript" else "a torch.export program"
+        why = (f"{model.origin} is {kind}, a traced graph without layer modules to restructure: pass the torch "
+               "source (file.py:factory with --weights) to prune it")
     if why and explicit:
         raise UsageError(f"{why}; drop the pruning options (or pass --prune-method none) to quantize and export it as is")
     return None if why is None else f"compression skipped: {why}; the model is quantized and exported as is"

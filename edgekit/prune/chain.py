@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 from ..data import Data
@@ -17,9 +17,9 @@ class Plan:
     """What every attempt does; only the ratio changes between attempts."""
     method: str  # structured | unstructured | none
     importance: str  # l1 | l2 | taylor (resolved from "auto")
-    protect: frozenset[str]
+    protect: frozenset[str]  # never pruned: the output layer(s) and --keep
+    keep: frozenset[str]  # never factorized or shared: --keep only (a head may be factorized or shared)
     heads: tuple[str, ...]
-    notes: tuple[str, ...] = field(default_factory=tuple)
 
 
 def resolve_importance(wanted: str, data: Data) -> tuple[str, list[str]]:
@@ -55,7 +55,7 @@ def run_chain(model: Model, data: Data, prof: DeviceProfile, plan: Plan, ratio: 
         elif plan.method == "unstructured" and ratio > 0:
             details["unstructured"] = unstructured.prune_unstructured(student, ratio, protect=set(plan.protect))
         if cfg.lowrank > 0:
-            details["lowrank"] = lowrank.factorize(student, cfg.lowrank, round_to=cfg.round_to, protect=set(plan.protect))
+            details["lowrank"] = lowrank.factorize(student, cfg.lowrank, round_to=cfg.round_to, protect=set(plan.keep))
     finally:
         torch.set_num_threads(previous)
     if data.train is not None and prof.recover.epochs > 0:
@@ -72,7 +72,7 @@ def run_chain(model: Model, data: Data, prof: DeviceProfile, plan: Plan, ratio: 
     if cfg.share_bits > 0:
         details["sharing_bits"] = cfg.share_bits
         details["metrics_before_sharing"] = evaluate(student, model, data, origin, threads)
-        details["sharing"] = sharing.share_weights(student, cfg.share_bits, protect=set(plan.protect))
+        details["sharing"] = sharing.share_weights(student, cfg.share_bits, protect=set(plan.keep))
     details["seconds"] = round(time.perf_counter() - start, 2)
     return student.eval(), details
 

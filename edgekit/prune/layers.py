@@ -45,6 +45,6 @@ def resolve_keep(module, keep: tuple[str, ...]) -> set[str]:
 
 
 def protected(module, example_args: tuple, keep: tuple[str, ...]) -> tuple[list[str], set[str]]:
-    """(output layer names, every protected module name)."""
+    """(output layer names, every module name pruning must not touch: the heads and ``keep``)."""
     heads = output_layers(module, example_args)
     return heads, resolve_keep(module, keep) | set(heads)

@@ -17,7 +17,7 @@ from ..model import Model
 from ..profiles import DeviceProfile
 from ..validate import Reference
 from .chain import Plan, evaluate, resolve_importance, run_chain
-from .layers import protected
+from .layers import protected, resolve_keep
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,8 @@ def compress(model: Model, data: Data, reference: Reference, prof: DeviceProfile
         notes.append(f"structured pruning: no layer has more than {cfg.round_to} output channels to prune "
                      "(prune.round_to), so there is nothing to remove")
         method = "none"
-    plan = Plan(method, importance, frozenset(protect), tuple(heads), tuple(notes))
+    kept = resolve_keep(model.module, cfg.keep)
+    plan = Plan(method, importance, frozenset(protect), frozenset(kept), tuple(heads))
     allowed = prof.budget.max_accuracy_drop * cfg.accuracy_share
     primary = reference.primary_output
     origin = reference.outputs[primary]
@@ -101,9 +102,11 @@ def compress(model: Model, data: Data, reference: Reference, prof: DeviceProfile
     passing: dict[int, tuple] = {}
     fail, ok = -1, (len(ratios) - 1 if trivial_zero else len(ratios))
     index: int | None = 0 if not (trivial_zero and len(ratios) == 1) else None
+    timed_out = False
     while index is not None:
         if attempts and time.perf_counter() - started > cfg.time_box_s:
             notes.append(f"the search stopped at its time box ({cfg.time_box_s:g} s) after {len(attempts)} attempts")
+            timed_out = True
             break
         ratio = ratios[index]
         t0 = time.perf_counter()
@@ -143,12 +146,11 @@ def compress(model: Model, data: Data, reference: Reference, prof: DeviceProfile
         twin = dataclasses.replace(model, module=module, onnx_path=path,
                                    meta={**model.meta, "onnx_export": {**info, "from": "the pruning search"}})
         return Compression(twin, reference.for_model(twin, data, threads), True,
-                           ratios[ok], before, tuple(attempts), details, settings, tuple(plan.notes) + tuple(notes))
+                           ratios[ok], before, tuple(attempts), details, settings, tuple(notes))
     if attempts:
-        notes.append(f"no attempt stayed within the pruning share of the accuracy budget (drop <= {allowed:.4f}); "
-                     "the model is exported uncompressed")
-    return Compression(model, reference, False, 0.0, before, tuple(attempts), {}, settings,
-                       tuple(plan.notes) + tuple(notes))
+        notes.append(f"no attempt {'made before the time box ' if timed_out else ''}stayed within the pruning share "
+                     f"of the accuracy budget (drop <= {allowed:.4f}); the model is exported uncompressed")
+    return Compression(model, reference, False, 0.0, before, tuple(attempts), {}, settings, tuple(notes))
 
 
 def _onnx_metrics(path: Path, data: Data, origin, primary: str, threads: int) -> dict[str, float]:
