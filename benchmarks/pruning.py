@@ -8,9 +8,9 @@
     graph, and, as a control, by unstructured magnitude pruning at the same sparsity. Every file is
     exported by edgekit and timed in ONNX Runtime fp32 at 1 thread, batch 1, median of --runs runs,
     each in a fresh process.
-(b) Prune + 8-bit on the built-in example: `edgekit build --profile iot --bits 8 --formats onnx
-    --threads 1`, whose recommended ONNX file is compared with the unpruned fp32 export (size,
-    ONNX Runtime p50 at 1 thread, top-1 on the held-out digits).
+(b) Prune + 8-bit on the built-in example: `edgekit build --profile iot --bits 8 --formats
+    onnx,tflite --threads 1` against the same build without pruning at 32 bits; every file is
+    compared with the unpruned fp32 file of its runtime (size, p50 at 1 thread, held-out top-1).
 """
 from __future__ import annotations
 

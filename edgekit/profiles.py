@@ -44,7 +44,7 @@ class Prune(Config):
     max_ratio: float = 0.0  # a ceiling: the back-off search goes down from here
     importance: str = "auto"  # auto (taylor with labels, else l2) | l1 | l2 | taylor
     round_to: int = 8  # kept channel counts are multiples of this
-    keep: tuple[str, ...] = ()  # module names never pruned, factorized or shared (the output layer never is)
+    keep: tuple[str, ...] = ()  # module names never pruned, factorized or shared (the output layer is never pruned)
     lowrank: float = 0.0  # SVD energy to keep for Linear/1x1 conv factorization; 0 = off
     share_bits: int = 0  # k-means weight sharing into 2**share_bits values per layer; 0 = off
     step: float = 0.1  # grid of the back-off search
@@ -62,6 +62,9 @@ class Prune(Config):
             raise ValueError(f"prune.round_to must be >= 1, got {self.round_to!r}")
         if self.lowrank != 0.0 and not 0.0 < self.lowrank < 1.0:
             raise ValueError(f"prune.lowrank is the SVD energy to keep, in (0, 1) (0 = off), got {self.lowrank!r}")
+        if self.lowrank > 0 and self.method == "unstructured" and self.max_ratio > 0:
+            raise ValueError("prune.lowrank cannot be combined with unstructured pruning: factorized layers are "
+                             "dense, so the zeros would be lost; use structured pruning or drop lowrank")
         if self.share_bits != 0 and not 1 <= self.share_bits <= 8:
             raise ValueError(f"prune.share_bits must be 1..8 (0 = off), got {self.share_bits!r}")
         if not 0.0 < self.step < 1.0:

@@ -110,7 +110,8 @@ def test_unstructured_pruning_is_permanent_and_only_the_zip_shrinks(tmp_path):
     assert a["params"] == b["params"] and a["macs"] == b["macs"]
     assert abs(a["bytes"] - b["bytes"]) < 0.02 * a["bytes"]  # same dense tensors
     assert b["zip_bytes"] < 0.6 * a["zip_bytes"]  # zeros compress
-    assert zip_bytes(tmp_path / "b.onnx") == b["zip_bytes"]
+    import zlib
+    assert abs(zip_bytes(tmp_path / "b.onnx") - len(zlib.compress((tmp_path / "b.onnx").read_bytes(), 9))) < 512
 
 
 class Factorable(nn.Module):
@@ -164,6 +165,67 @@ def test_weight_sharing_leaves_2_to_the_k_values_per_layer():
     assert float(torch.nn.functional.cosine_similarity(a.flatten(), b.flatten(), dim=0)) > 0.9
 
 
+def test_sharing_keeps_pruned_zeros():
+    m = Blocks().eval()
+    unstructured.prune_unstructured(m, 0.5, protect=set())
+    unstructured.make_permanent(m)
+    zeros = int(torch.sum(m.fuse[0].weight == 0))
+    sharing.share_weights(m, 2, protect=set())
+    assert int(torch.sum(m.fuse[0].weight == 0)) == zeros > 0
+    assert torch.unique(m.fuse[0].weight).numel() <= 4
+
+
+def test_lowrank_undoes_a_swap_the_parent_cannot_run():
+    class Attn(nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.attn = nn.MultiheadAttention(64, 4, batch_first=True)
+            with torch.no_grad():  # a low-rank projection: factorizing it would save parameters
+                self.attn.out_proj.weight.copy_(torch.randn(64, 2) @ torch.randn(2, 64))
+
+        def forward(self, x):
+            return self.attn(x, x, x)[0]
+
+    m = Attn().eval()
+    x = torch.randn(2, 5, 64)
+    decisions = lowrank.factorize(m, 0.99, round_to=8, protect=set(), example_args=(x,))
+    (d,) = decisions
+    assert d["layer"] == "attn.out_proj" and not d["replaced"] and "reads the layer's weight" in d["why"]
+    assert isinstance(m.attn.out_proj, nn.Linear) and m(x).shape == (2, 5, 64)
+
+
+def test_a_second_head_whose_shape_pruning_would_change_is_refused():
+    from edgekit.prune.chain import _check_outputs
+
+    class TwoHeads(nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.body = nn.Linear(16, 64)
+            self.embed = nn.Linear(64, 32)
+            self.cls = nn.Linear(64, 4)
+
+        def forward(self, x):
+            h = torch.relu(self.body(x))
+            return self.embed(h), self.cls(h)
+
+    src = TwoHeads().eval()
+    model = torch_model(src, name="two", loader="factory", origin="test", sample_inputs={"x": np.zeros((1, 16), np.float32)})
+    args = (torch.zeros(1, 16),)
+    heads, protect = protected(src, args, ())
+    assert heads == ["cls"]
+    pruned = copy.deepcopy(src)
+    structured.prune_structured(pruned, args, 0.5, importance="l2", round_to=8, protect=protect)
+    with pytest.raises(edgekit.UsageError, match="pruning changed output .* pass --keep"):
+        _check_outputs(pruned, args, model)
+    kept = copy.deepcopy(src)
+    _, protect = protected(kept, args, ("embed",))
+    structured.prune_structured(kept, args, 0.5, importance="l2", round_to=8, protect=protect)
+    _check_outputs(kept, args, model)
+    assert kept.body.out_features < 64 and kept.embed.out_features == 32
+
+
 @pytest.fixture(scope="module")
 def example():
     model = digits.load_model()
@@ -213,13 +275,11 @@ def test_backoff_picks_a_lower_ratio_when_the_budget_is_tight(example, tmp_path)
     loose = compress(model, data, ref, with_overrides(base, {"budget.max_accuracy_drop": 0.3}), tmp_path / "a")
     tight = compress(model, data, ref, with_overrides(base, {"budget.max_accuracy_drop": 0.004}), tmp_path / "b")
     assert loose.applied and loose.ratio == 0.5 and len(loose.attempts) == 1
-    assert tight.ratio < loose.ratio and len(tight.attempts) >= 2
+    assert tight.applied and 0 < tight.ratio < loose.ratio and len(tight.attempts) >= 2, tight.attempts
     assert [a["ratio"] for a in tight.attempts][0] == 0.5 and not tight.attempts[0]["passed"]
-    assert all(a["drop"] > 0.004 for a in tight.attempts if not a["passed"])
-    if tight.applied:
-        chosen = next(a for a in tight.attempts if a["passed"] and a["ratio"] == tight.ratio)
-        assert chosen["measured_in"].startswith("onnxruntime") and chosen["drop"] <= 0.004
-        assert chosen["params"] > loose.attempts[0]["params"]
+    chosen = next(a for a in tight.attempts if a["passed"] and a["ratio"] == tight.ratio)
+    assert chosen["measured_in"].startswith("onnxruntime") and chosen["drop"] <= 0.004
+    assert chosen["params"] > loose.attempts[0]["params"]
     assert loose.before["params"] == 250890 and loose.attempts[0]["params"] < 0.3 * loose.before["params"]
     # the compressed twin's reference keeps the source's metrics and measures the twin's outputs
     assert loose.reference.metrics == ref.metrics and loose.reference.origin_outputs is ref.outputs

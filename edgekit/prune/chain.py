@@ -55,7 +55,9 @@ def run_chain(model: Model, data: Data, prof: DeviceProfile, plan: Plan, ratio: 
         elif plan.method == "unstructured" and ratio > 0:
             details["unstructured"] = unstructured.prune_unstructured(student, ratio, protect=set(plan.protect))
         if cfg.lowrank > 0:
-            details["lowrank"] = lowrank.factorize(student, cfg.lowrank, round_to=cfg.round_to, protect=set(plan.keep))
+            details["lowrank"] = lowrank.factorize(student, cfg.lowrank, round_to=cfg.round_to, protect=set(plan.keep),
+                                                  example_args=args)
+        _check_outputs(student, args, model)
     finally:
         torch.set_num_threads(previous)
     if data.train is not None and prof.recover.epochs > 0:
@@ -107,3 +109,19 @@ def evaluate(module, model: Model, data: Data, origin, threads: int) -> dict[str
 
     outputs = run_batched(TorchRunner(module, model.iospec, threads), data.validation.inputs)
     return task_metrics(data.task, outputs[model.iospec.output_names[0]], data.validation.labels, origin)
+
+
+def _check_outputs(student, args: tuple, model: Model) -> None:
+    """Every output keeps its shape (a head that is not the last layer to run is not auto-protected)."""
+    import torch
+
+    from ..errors import UsageError
+    from ..runtimes.torch_runner import flatten_outputs
+
+    with torch.no_grad():
+        got = [tuple(t.shape) for t in flatten_outputs(student(*args))]
+        want = [tuple(t.shape) for t in flatten_outputs(model.module(*args))]
+    for name, g, w in zip(model.iospec.output_names, got, want):
+        if g != w:
+            raise UsageError(f"pruning changed output '{name}' from {w} to {g}: pass --keep with the layer that "
+                             "produces it (only the last layer to run is protected automatically)")

@@ -22,8 +22,11 @@ def rank_for(singular_values, energy: float, round_to: int) -> int:
     return min(rank, len(s2))
 
 
-def factorize(module, energy: float, *, round_to: int, protect: set[str]) -> list[dict]:
-    """Replace eligible layers of ``module`` in place; one entry per layer considered, with the decision."""
+def factorize(module, energy: float, *, round_to: int, protect: set[str], example_args: tuple = ()) -> list[dict]:
+    """Replace eligible layers of ``module`` in place; one entry per layer considered, with the decision.
+
+    With ``example_args``, a swap after which the module no longer runs (a parent that reads the
+    layer's ``.weight`` directly, as attention blocks do) is undone and reported."""
     import torch
     from torch import nn
 
@@ -56,6 +59,14 @@ def factorize(module, energy: float, *, round_to: int, protect: set[str]) -> lis
                 pair[1].bias.copy_(layer.bias)
         _set_child(module, name, nn.Sequential(*pair))
         entry["replaced"] = True
+        if example_args:
+            try:
+                with torch.no_grad():
+                    module(*example_args)
+            except Exception as exc:  # the parent uses the layer's weight itself
+                _set_child(module, name, layer)
+                entry.update(replaced=False, params_after=old,
+                             why=f"its parent reads the layer's weight directly ({type(exc).__name__})")
         decisions.append(entry)
     return decisions
 

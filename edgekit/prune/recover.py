@@ -70,6 +70,8 @@ def distill(student, teacher, train: Split, names: list[str], task: str, cfg, *,
             student.train()
             total, count = 0.0, 0
             for i, (args, labels) in enumerate(batches(train, names, cfg.batch_size, shuffle=True, seed=epoch)):
+                if len(args[0]) < 2:  # BatchNorm cannot train on one sample
+                    continue
                 with torch.no_grad():
                     target = primary(teacher(*args))
                 loss = distill_loss(primary(student(*args)), target, labels, task, cfg.distill_temperature,

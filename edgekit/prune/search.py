@@ -15,7 +15,7 @@ from ..data import Data
 from ..metrics import PRIMARY, metric_drop
 from ..model import Model
 from ..profiles import DeviceProfile
-from ..validate import Reference
+from ..validate import Reference, validate_file
 from .chain import Plan, evaluate, resolve_importance, run_chain
 from .layers import protected, resolve_keep
 
@@ -121,8 +121,9 @@ def compress(model: Model, data: Data, reference: Reference, prof: DeviceProfile
             twin = dataclasses.replace(model, module=module)
             path = scratch / f"attempt-{len(attempts) + 1}.onnx"
             info = export_onnx(twin, path, log)
-            file_metrics = _onnx_metrics(path, data, origin, primary, threads)
-            entry.update(drop=metric_drop(data.task, reference.metrics, file_metrics),
+            checked = validate_file(path, reference, data, None, runtime="onnxruntime", threads=threads,
+                                    raise_on_failure=False)
+            entry.update(drop=checked.drop,
                          measured_in="onnxruntime, exported fp32 file",
                          **{k: v for k, v in onnx_stats(path).items() if k != "macs_unknown_nodes"})
             entry["passed"] = entry["drop"] <= allowed
@@ -151,12 +152,3 @@ def compress(model: Model, data: Data, reference: Reference, prof: DeviceProfile
         notes.append(f"no attempt {'made before the time box ' if timed_out else ''}stayed within the pruning share "
                      f"of the accuracy budget (drop <= {allowed:.4f}); the model is exported uncompressed")
     return Compression(model, reference, False, 0.0, before, tuple(attempts), {}, settings, tuple(notes))
-
-
-def _onnx_metrics(path: Path, data: Data, origin, primary: str, threads: int) -> dict[str, float]:
-    from ..metrics import task_metrics
-    from ..runtimes.base import run_batched
-    from ..runtimes.ort import OrtRunner
-
-    outputs = run_batched(OrtRunner(path, threads=threads), data.validation.inputs)
-    return task_metrics(data.task, outputs[primary], data.validation.labels, origin)

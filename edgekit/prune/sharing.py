@@ -27,13 +27,18 @@ def share_weights(module, bits: int, *, protect: set[str], seed: int = 0) -> lis
         if distinct <= clusters:
             done.append({"layer": name, "weights": int(w.size), "values": distinct, "shared": False})
             continue
-        fit = w[rng.choice(len(w), FIT_SAMPLES, replace=False)] if len(w) > FIT_SAMPLES else w
-        km = KMeans(n_clusters=clusters, n_init=1, random_state=seed).fit(fit)
+        zero = w[:, 0] == 0  # pruned weights stay exactly zero: zero is one of the 2**bits values
+        live = w[~zero]
+        k = clusters - 1 if zero.any() else clusters
+        fit = live[rng.choice(len(live), FIT_SAMPLES, replace=False)] if len(live) > FIT_SAMPLES else live
+        km = KMeans(n_clusters=k, n_init=1, random_state=seed).fit(fit)
         centers = km.cluster_centers_.reshape(-1)
-        shared = centers[km.predict(w)].reshape(layer.weight.shape)
+        flat = np.zeros(len(w))
+        flat[~zero] = centers[km.predict(live)]
+        shared = flat.reshape(layer.weight.shape)
         error = float(np.sqrt(np.mean((shared.reshape(-1, 1) - w) ** 2)))
         with torch.no_grad():
             layer.weight.copy_(torch.from_numpy(shared).to(layer.weight.dtype))
-        done.append({"layer": name, "weights": int(w.size), "values": int(np.unique(centers).size), "shared": True,
+        done.append({"layer": name, "weights": int(w.size), "values": int(np.unique(flat).size), "shared": True,
                      "rms_error": error})
     return done
