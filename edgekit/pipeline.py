@@ -18,7 +18,7 @@ from .quantize import BITS_PRECISIONS
 from .quantize.onnx_quant import check_calibration
 from .quantize.onnx_stage import quantize_onnx_stage
 from .quantize.plan import export_precisions, quantization_notes, recommend
-from .quantize.tflite_stage import int16_fallback
+from .quantize.tflite_stage import int16_fallback, tflite_int4_stage
 from .formats import get_format
 from .gates import Gate, evaluate, missed
 from .profiles import DeviceProfile, load_profile, with_overrides
@@ -110,6 +110,9 @@ def build(model=None, *, profile: str | Path | DeviceProfile = "iot", weights=No
                 if name == "tflite":
                     with stage("quantize tflite int16x8", log, progress):
                         extra = int16_fallback(job, artifacts, produced, prof)
+                    if prof.quantize.weight_bits == 4:
+                        with stage("quantize tflite int4", log, progress):
+                            extra.append(tflite_int4_stage(job, produced, reference, dataset, prof))
                     for entry in extra:
                         with stage(f"validate+bench {entry.path.name}", log, progress):
                             artifacts.append(measure(entry, reference, dataset, prof))

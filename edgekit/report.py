@@ -121,6 +121,9 @@ def to_markdown(report: dict[str, Any]) -> str:
                 lines.append(f"  | {t['name']} | {t['drop']:+.4f} | {t['p50_ms']:.3f} | {t['bytes']} | "
                              f"{', '.join(t['float_layers']) or '-'} | {', '.join(t['int8_layers']) or '-'} |")
             lines.append("")
+        if a["export"].get("int4_attempts"):
+            lines.append("- int4 attempts: " + "; ".join(f"{t['name']} (drop {t['drop']:+.4f})"
+                                                      for t in a["export"]["int4_attempts"]))
         layers = a["precision_map"]
         counts: dict[str, int] = {}
         for p in layers.values():

@@ -1,7 +1,7 @@
 """Reading .tflite flatbuffers (LiteRT's schema): ops, weights and their stored precision."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +18,7 @@ class TfliteInfo:
     ops: list[str]  # one entry per operator, in graph order
     params: int  # elements in constant tensors
     precision_map: dict[str, str]  # weighted op (named by its weight tensor) -> stored precision
+    scopes: dict[str, str] = field(default_factory=dict)  # weight name -> the op's output tensor name
 
 
 def read_tflite(path: str | Path) -> TfliteInfo:
@@ -35,7 +36,7 @@ def read_tflite(path: str | Path) -> TfliteInfo:
         raise UsageError(f"{path} is not a valid .tflite flatbuffer (no subgraphs); re-export it")
     names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
     graph = model.subgraphs[0]
-    ops, pmap, params = [], {}, 0
+    ops, pmap, params, scopes = [], {}, 0, {}
     def op_name_of(code) -> str:
         name = names.get(max(code.builtinCode, code.deprecatedBuiltinCode), "CUSTOM")
         if name == "CUSTOM":
@@ -66,4 +67,7 @@ def read_tflite(path: str | Path) -> TfliteInfo:
         tensor = graph.tensors[t]
         name = tensor.name.decode() if isinstance(tensor.name, bytes) else str(tensor.name)
         pmap[name] = _TYPES.get(tensor.type, f"type{tensor.type}")
-    return TfliteInfo(ops, params, pmap)
+        if op.outputs is not None and len(op.outputs):
+            out = graph.tensors[int(op.outputs[0])].name
+            scopes[name] = out.decode() if isinstance(out, bytes) else str(out)
+    return TfliteInfo(ops, params, pmap, scopes)

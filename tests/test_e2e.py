@@ -17,7 +17,7 @@ def test_example_build(profile, threads, tmp_path):
     bundle = tmp_path / f"digits_cnn-{profile}"
     assert result.bundle == bundle
     expected = {"build.log", "digits_cnn.onnx", "manifest.json", "report.json", "report.md"}
-    expected |= {"iot": {"digits_cnn_int4.onnx", "digits_cnn.tflite", "digits_cnn_int8.tflite",
+    expected |= {"iot": {"digits_cnn_int4.onnx", "digits_cnn.tflite", "digits_cnn_int8.tflite", "digits_cnn_int4.tflite",
                          "digits_cnn_model_data.cc", "digits_cnn_model_data.h"},
                  "mobile": {"digits_cnn_int8.onnx", "digits_cnn.tflite", "digits_cnn_int8.tflite"},
                  "server": {"digits_cnn_fp16.onnx"}}[profile]

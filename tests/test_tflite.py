@@ -18,6 +18,7 @@ from edgekit.formats import format_table
 from edgekit.runtimes.litert import LiteRTRunner
 from edgekit.runtimes.ort import OrtRunner
 from edgekit.sources import load_model
+from edgekit.tflite_info import read_tflite
 
 pytestmark = pytest.mark.slow
 
@@ -117,6 +118,14 @@ def test_example_tflite_files_pass_on_litert(profile, tmp_path):
         assert by_file[name].validation["metrics"]["top1_agreement"] >= 0.99
         assert by_file[name].bench["p50_ms"] > 0 and by_file[name].bench["runtime"] == "litert"
     if profile == "iot":
+        # 4 bits: LiteRT gets int4 weights where ai-edge-quantizer covers the op, and the map says which
+        q4 = by_file["digits_cnn_int4.tflite"]
+        pmap = read_tflite(bundle / q4.file).precision_map
+        assert q4.precision_map == pmap and set(pmap.values()) == {"int4", "fp32"}
+        assert sum(p == "int4" for p in pmap.values()) == 17  # 16 convs + the classifier
+        assert all(p == "fp32" for w, p in pmap.items() if "depthwise" in w)
+        assert q4.validation["drop"] <= 0.02 and q4.bytes < 0.75 * by_file["digits_cnn_int8.tflite"].bytes
+        assert q4.bytes < 0.35 * by_file["digits_cnn.tflite"].bytes
         c = by_file["digits_cnn_model_data.cc"]
         tflm = c.export["tflm"]
         assert tflm["loads"] and 10_000 < tflm["arena_bytes"] < 512 * 1024
@@ -229,3 +238,52 @@ def test_inspect_tflite_and_onnx(tmp_path, user_models):
         assert info["ops"][op] == 2 and info["bytes"] == path.stat().st_size
         if params:
             assert info["params"] == params
+
+
+SPIKY = '''
+import torch
+from torch import nn
+
+
+class Spiky(nn.Module):
+    """fc1 has one weight per row 20x larger than the rest: int4 rounds the rest to zero, int8 does not."""
+    def __init__(self):
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.fc1, self.fc2, self.head = nn.Linear(16, 64), nn.Linear(64, 64), nn.Linear(64, 4)
+        with torch.no_grad():
+            for layer in (self.fc1, self.fc2, self.head):
+                layer.weight.copy_(torch.randn(layer.weight.shape, generator=g) * 0.3)
+                layer.bias.zero_()
+            self.fc1.weight[:, 0] = 6.0
+
+    def forward(self, x):
+        return self.head(torch.relu(self.fc2(torch.relu(self.fc1(x)))))
+
+
+def make_spiky():
+    return Spiky().eval()
+'''
+
+
+@pytest.mark.slow
+def test_int4_tflite_repair_moves_the_worst_layer_to_int8(tmp_path):
+    (tmp_path / "spiky.py").write_text(SPIKY)
+    x = np.random.default_rng(0).standard_normal((400, 16)).astype(np.float32)
+    model = load_model(f"{tmp_path / 'spiky.py'}:make_spiky", sample_inputs={"x": x})
+    np.savez(tmp_path / "d.npz", x=x, y=model.module(torch.from_numpy(x)).argmax(1).numpy())
+    prof = tmp_path / "p.toml"
+    prof.write_text('name = "p"\nextends = "iot"\n[prune]\nmethod = "none"\n[budget]\nmax_accuracy_drop = 0.02\n'
+                    '[bench]\nwarmup = 5\nruns = 30\nbatch = 8\n')
+    result = edgekit.build(f"{tmp_path / 'spiky.py'}:make_spiky", data=tmp_path / "d.npz", profile=prof,
+                           out=tmp_path, formats=("tflite",), bits=4)
+    q4 = next(a for a in result.artifacts if a.file.endswith("_int4.tflite"))
+    attempts = q4.export["int4_attempts"]
+    assert attempts[0]["drop"] > 0.05  # int4 everywhere loses too much
+    ranked = q4.export["sensitivity"]  # measured in LiteRT with only that layer at int4: fc1 is the worst
+    assert ranked[0]["layer"].endswith("matmul/MatMul") and ranked[0]["drop_alone"] > 0.1 > ranked[-1]["drop_alone"]
+    assert attempts[1]["name"].endswith("matmul/MatMul -> int8") and attempts[1]["drop"] < attempts[0]["drop"]
+    assert q4.validation["drop"] <= 0.02 and q4.export["int8_layers"]  # repaired, and the shipped file passes
+    pmap = read_tflite(result.bundle / q4.file).precision_map
+    assert sorted(p for p in pmap.values()) == sorted(["int8"] * len(q4.export["int8_layers"]) +
+                                                      ["int4"] * (3 - len(q4.export["int8_layers"])))

@@ -18,8 +18,10 @@ def quantization_notes(profile: DeviceProfile, artifacts: list[Artifact]) -> lis
     if profile.quantize.weight_bits == 16:
         notes.append("fp16 files are a size option on CPU: the runtimes insert casts and compute in fp32")
     if profile.quantize.weight_bits == 4 and any(a.format in ("tflite", "c_array") for a in artifacts):
-        notes.append("4-bit weights are produced for ONNX only. TFLite and TFLite-Micro get full-integer int8: "
-                     "TFLite-Micro has no int4 kernels, and LiteRT's int4 path (ai-edge-quantizer) is not used here")
+        notes.append("4-bit TFLite is weight-only (ai-edge-quantizer: int4 weights, a DEQUANTIZE op feeds float "
+                     "compute), a size option for LiteRT, not a speed one; ops it does not cover (e.g. depthwise convs) stay "
+                     "float, as the precision map shows. TFLite-Micro has no int4 kernels, so the C array embeds "
+                     "full-integer int8")
     for a in artifacts:
         for note in a.export.get("notes", []):
             notes.append(f"{a.file}: {note}")

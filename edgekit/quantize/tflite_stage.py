@@ -1,4 +1,4 @@
-"""The TFLite quantization stage: an int16-activation file when the int8 file misses the budget."""
+"""TFLite quantization stages: an int16-activation file when the int8 file misses the budget, and the\n4-bit weight-only file for LiteRT."""
 from __future__ import annotations
 
 import dataclasses
@@ -30,3 +30,24 @@ def int16_fallback(job: ExportJob, artifacts: list[Artifact], produced: list[Exp
                                                           f"(drop {int8.validation['drop']:.4f})"})
     produced.append(fixed)
     return [fixed]
+
+
+def tflite_int4_stage(job: ExportJob, produced: list[Exported], reference, data, prof: DeviceProfile) -> Exported:
+    """``<model>_int4.tflite`` from the fp32 .tflite (ai-edge-quantizer), repaired to the accuracy budget."""
+    from ..runtimes import open_runner
+    from ..validate import validate_file
+    from .tflite_int4 import int4_file
+
+    fp32 = next(e for e in produced if e.format == "tflite" and e.precision == "fp32")
+    target = job.folder / f"{job.model.name}_int4.tflite"
+    threads = prof.target.resolved_threads
+
+    def drop_of(path: Path) -> float:
+        runner = open_runner(path, "litert", threads=threads, mapping=fp32.mapping)  # the file's own layout
+        return validate_file(path, reference, data, None, runtime="litert", threads=threads,
+                             raise_on_failure=False, runner=runner).drop
+
+    info = int4_file(fp32.path, target, drop_of, prof.budget.max_accuracy_drop)
+    entry = Exported(target, "tflite", "int4", info, fp32.mapping)
+    produced.append(entry)
+    return entry
