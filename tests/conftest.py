@@ -105,6 +105,18 @@ USER_MODELS = textwrap.dedent('''
         return Outlier().eval()
 
 
+    class Spiky(Outlier):
+        """fc1 has one weight per row 20x larger than the rest: int4 rounds the rest to zero, int8 does not."""
+        def __init__(self):
+            super().__init__()
+            with torch.no_grad():
+                self.fc1.weight[:, 0] = 6.0
+
+
+    def make_spiky():
+        return Spiky().eval()
+
+
     def make_broken():
         raise ValueError("checkpoint path not configured")
 ''')

@@ -240,42 +240,15 @@ def test_inspect_tflite_and_onnx(tmp_path, user_models):
             assert info["params"] == params
 
 
-SPIKY = '''
-import torch
-from torch import nn
-
-
-class Spiky(nn.Module):
-    """fc1 has one weight per row 20x larger than the rest: int4 rounds the rest to zero, int8 does not."""
-    def __init__(self):
-        super().__init__()
-        g = torch.Generator().manual_seed(0)
-        self.fc1, self.fc2, self.head = nn.Linear(16, 64), nn.Linear(64, 64), nn.Linear(64, 4)
-        with torch.no_grad():
-            for layer in (self.fc1, self.fc2, self.head):
-                layer.weight.copy_(torch.randn(layer.weight.shape, generator=g) * 0.3)
-                layer.bias.zero_()
-            self.fc1.weight[:, 0] = 6.0
-
-    def forward(self, x):
-        return self.head(torch.relu(self.fc2(torch.relu(self.fc1(x)))))
-
-
-def make_spiky():
-    return Spiky().eval()
-'''
-
-
 @pytest.mark.slow
-def test_int4_tflite_repair_moves_the_worst_layer_to_int8(tmp_path):
-    (tmp_path / "spiky.py").write_text(SPIKY)
+def test_int4_tflite_repair_moves_the_worst_layer_to_int8(user_models, tmp_path):
     x = np.random.default_rng(0).standard_normal((400, 16)).astype(np.float32)
-    model = load_model(f"{tmp_path / 'spiky.py'}:make_spiky", sample_inputs={"x": x})
+    model = load_model(f"{user_models}:make_spiky", sample_inputs={"x": x})
     np.savez(tmp_path / "d.npz", x=x, y=model.module(torch.from_numpy(x)).argmax(1).numpy())
     prof = tmp_path / "p.toml"
     prof.write_text('name = "p"\nextends = "iot"\n[prune]\nmethod = "none"\n[budget]\nmax_accuracy_drop = 0.02\n'
                     '[bench]\nwarmup = 5\nruns = 30\nbatch = 8\n')
-    result = edgekit.build(f"{tmp_path / 'spiky.py'}:make_spiky", data=tmp_path / "d.npz", profile=prof,
+    result = edgekit.build(f"{user_models}:make_spiky", data=tmp_path / "d.npz", profile=prof,
                            out=tmp_path, formats=("tflite",), bits=4)
     q4 = next(a for a in result.artifacts if a.file.endswith("_int4.tflite"))
     attempts = q4.export["int4_attempts"]

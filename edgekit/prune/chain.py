@@ -19,7 +19,6 @@ class Plan:
     importance: str  # l1 | l2 | taylor (resolved from "auto")
     protect: frozenset[str]  # never pruned: the output layer(s) and --keep
     keep: frozenset[str]  # never factorized or shared: --keep only (a head may be factorized or shared)
-    heads: tuple[str, ...]
 
 
 def resolve_importance(wanted: str, data: Data) -> tuple[str, list[str]]:

@@ -12,6 +12,11 @@ def weighted_layers(module) -> dict[str, object]:
     return {name: m for name, m in module.named_modules() if isinstance(m, kinds)}
 
 
+def out_channels(layer) -> int:
+    """What structured pruning removes: a Linear's output features or a conv's output channels."""
+    return layer.out_features if hasattr(layer, "out_features") else layer.out_channels
+
+
 def output_layers(module, example_args: tuple) -> list[str]:
     """The weighted layer(s) that run last: the head whose outputs are the model's outputs.
 

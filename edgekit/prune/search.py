@@ -17,7 +17,7 @@ from ..model import Model
 from ..profiles import DeviceProfile
 from ..validate import Reference, validate_file
 from .chain import Plan, evaluate, resolve_importance, run_chain
-from .layers import protected, resolve_keep
+from .layers import out_channels, output_layers, resolve_keep, weighted_layers
 
 
 @dataclass(frozen=True)
@@ -39,10 +39,7 @@ class Compression:
 
 def prunable(module, round_to: int, protect: set[str]) -> bool:
     """Whether any unprotected layer has channels left to prune above ``round_to``."""
-    from .layers import weighted_layers
-
-    return any((getattr(m, "out_features", None) or m.out_channels) > round_to
-               for n, m in weighted_layers(module).items() if n not in protect)
+    return any(out_channels(m) > round_to for n, m in weighted_layers(module).items() if n not in protect)
 
 
 def grid(ceiling: float, step: float) -> list[float]:
@@ -67,15 +64,16 @@ def compress(model: Model, data: Data, reference: Reference, prof: DeviceProfile
     threads = os.cpu_count() or 1  # training and screening run on the build machine's cores, not the device's
     started = time.perf_counter()
     args = tuple(torch.from_numpy(model.example_inputs[n]) for n in model.iospec.input_names)
-    heads, protect = protected(model.module, args, cfg.keep)
+    kept = resolve_keep(model.module, cfg.keep)
+    heads = output_layers(model.module, args)
+    protect = kept | set(heads)
     importance, notes = resolve_importance(cfg.importance, data)
     method = cfg.method if cfg.max_ratio > 0 else "none"
     if method == "structured" and not prunable(model.module, cfg.round_to, protect):
         notes.append(f"structured pruning: no layer has more than {cfg.round_to} output channels to prune "
                      "(prune.round_to), so there is nothing to remove")
         method = "none"
-    kept = resolve_keep(model.module, cfg.keep)
-    plan = Plan(method, importance, frozenset(protect), frozenset(kept), tuple(heads))
+    plan = Plan(method, importance, frozenset(protect), frozenset(kept))
     allowed = prof.budget.max_accuracy_drop * cfg.accuracy_share
     primary = reference.primary_output
     origin = reference.outputs[primary]

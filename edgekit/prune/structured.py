@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from .layers import weighted_layers
+from .layers import out_channels, weighted_layers
 
 
 def importance_for(name: str):
@@ -23,7 +23,7 @@ def capped_ratios(module, ratio: float, round_to: int, protect: set[str]) -> dic
     for name, layer in weighted_layers(module).items():
         if name in protect:
             continue
-        channels = layer.out_features if hasattr(layer, "out_features") else layer.out_channels
+        channels = out_channels(layer)
         cap = (channels - round_to) / channels if channels > round_to else 0.0
         if ratio > cap:
             caps[layer] = max(cap, 0.0)

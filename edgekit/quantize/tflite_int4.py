@@ -62,8 +62,9 @@ def int4_file(fp32: Path, target: Path, drop_of, budget: float) -> dict:
             "int4_attempts": [{"name": "int4 everywhere it applies", "drop": drop}]}
     if drop <= budget:
         return info
-    scopes = read_tflite(target).scopes
-    quantized = [w for w, p in read_tflite(target).precision_map.items() if p == "int4"]
+    first = read_tflite(target)
+    scopes = first.scopes
+    quantized = [w for w, p in first.precision_map.items() if p == "int4"]
     ranked = []
     with tempfile.TemporaryDirectory(prefix="edgekit-int4-") as tmp:
         probe = Path(tmp) / "probe.tflite"
