@@ -117,6 +117,19 @@ USER_MODELS = textwrap.dedent('''
         return Spiky().eval()
 
 
+    class Fragile(Outlier):
+        """fc1's small weights on the 1000x feature carry most of the signal, and at 1/300 of the row's
+        largest weight they round to zero at int8 as well as int4: only float keeps them."""
+        def __init__(self):
+            super().__init__()
+            with torch.no_grad():
+                self.fc1.weight[:, 0] *= 10.0
+
+
+    def make_fragile():
+        return Fragile().eval()
+
+
     def make_broken():
         raise ValueError("checkpoint path not configured")
 ''')

@@ -262,3 +262,25 @@ def test_int4_tflite_repair_moves_the_worst_layer_to_int8(user_models, tmp_path)
     pmap = read_tflite(result.bundle / q4.file).precision_map
     assert sorted(p for p in pmap.values()) == sorted(["int8"] * len(q4.export["int8_layers"]) +
                                                       ["int4"] * (3 - len(q4.export["int8_layers"])))
+
+
+@pytest.mark.slow
+def test_int4_tflite_repair_moves_a_layer_to_float_when_int8_is_not_enough(user_models, tmp_path):
+    x = np.random.default_rng(0).standard_normal((400, 16)).astype(np.float32)
+    x[:, 0] *= 1000  # the feature fc1's tiny weights read
+    model = load_model(f"{user_models}:make_fragile", sample_inputs={"x": x})
+    np.savez(tmp_path / "d.npz", x=x, y=model.module(torch.from_numpy(x)).argmax(1).numpy())
+    prof = tmp_path / "p.toml"
+    prof.write_text('name = "p"\nextends = "iot"\n[prune]\nmethod = "none"\n[budget]\nmax_accuracy_drop = 0.02\n'
+                    '[bench]\nwarmup = 5\nruns = 30\nbatch = 8\n')
+    result = edgekit.build(f"{user_models}:make_fragile", data=tmp_path / "d.npz", profile=prof,
+                           out=tmp_path, formats=("tflite",), bits=4)
+    q4 = next(a for a in result.artifacts if a.file.endswith("_int4.tflite"))
+    fc1 = q4.export["sensitivity"][0]["layer"]
+    by_name = {a["name"]: a["drop"] for a in q4.export["int4_attempts"]}
+    assert by_name[f"repair: {fc1} -> int8"] > 0.1  # int8 weights still lose fc1's small weights
+    assert q4.export["float_layers"] == [fc1] and fc1 not in q4.export["int8_layers"]
+    assert q4.export["int4_attempts"][-1]["name"] == f"repair: {fc1} -> fp32"
+    assert q4.validation["drop"] <= 0.02
+    pmap = read_tflite(result.bundle / q4.file).precision_map  # what the file stores, not what was asked
+    assert pmap[fc1] == "fp32" and sorted(p for n, p in pmap.items() if n != fc1) == ["int8", "int8"]

@@ -3,8 +3,9 @@ op, compute stays float, so the file is smaller, not faster).
 
 ai-edge-quantizer covers CONV_2D and FULLY_CONNECTED here; other weighted ops (e.g. depthwise convs)
 stay float, and the precision map read back from the file says so. When the file misses the
-accuracy budget, layers are ranked by the drop they cause alone at int4 and moved to int8, worst
-first, until it fits (time-boxed). TFLite-Micro has no int4 kernels: the C array keeps int8.
+accuracy budget, layers are ranked by the drop they cause alone at int4 and moved up one at a time,
+worst first, int4 -> int8 and then int8 -> float, until it fits (time-boxed). TFLite-Micro has no
+int4 kernels: the C array keeps int8.
 """
 from __future__ import annotations
 
@@ -21,11 +22,12 @@ from ..errors import UsageError
 TIME_BOX_S = 120.0
 
 
-def write_int4(src: Path, target: Path, int8_scopes: tuple[str, ...] = (), only: str | None = None) -> None:
-    """``src`` (fp32 .tflite) with int4 weight-only quantization; ``int8_scopes`` get int8 weights instead;
-    ``only``: quantize just that op scope (for sensitivity)."""
+def write_int4(src: Path, target: Path, int8_scopes: tuple[str, ...] = (), float_scopes: tuple[str, ...] = (),
+               only: str | None = None) -> None:
+    """``src`` (fp32 .tflite) with int4 weight-only quantization; ``int8_scopes`` get int8 weights instead,
+    ``float_scopes`` stay float; ``only``: quantize just that op scope (for sensitivity)."""
     try:
-        from ai_edge_quantizer import quantizer, recipe_manager
+        from ai_edge_quantizer import algorithm_manager, quantizer, recipe_manager
         from ai_edge_quantizer.recipe import TFLOperationName
     except ImportError:
         raise UsageError("4-bit TFLite needs ai-edge-quantizer: pip install ai-edge-quantizer") from None
@@ -36,6 +38,9 @@ def write_int4(src: Path, target: Path, int8_scopes: tuple[str, ...] = (), only:
                               num_bits=4)
     for scope in int8_scopes:
         rm.add_weight_only_config(regex=_exactly(scope), operation_name=TFLOperationName.ALL_SUPPORTED, num_bits=8)
+    for scope in float_scopes:
+        rm.add_quantization_config(regex=_exactly(scope), operation_name=TFLOperationName.ALL_SUPPORTED,
+                                   algorithm_key=algorithm_manager.AlgorithmName.NO_QUANTIZE)
     made = {}
 
     def run() -> None:
@@ -75,20 +80,30 @@ def int4_file(fp32: Path, target: Path, drop_of, budget: float) -> dict:
             ranked.append((drop_of(probe), weight))
         ranked.sort(reverse=True)
         info["sensitivity"] = [{"layer": w, "drop_alone": d} for d, w in ranked]
-        moved: list[str] = []
-        best = (drop, ())
-        for _, weight in ranked:
+        int8: list[str] = []
+        floats: list[str] = []
+        best = (drop, (), ())
+        steps = [(w, "int8") for _, w in ranked] + [(w, "fp32") for _, w in ranked]
+        for weight, level in steps:
             if time.perf_counter() - started > TIME_BOX_S:
                 info["notes"] = [f"repair stopped at its {TIME_BOX_S:g} s time box"]
                 break
-            moved.append(weight)
-            write_int4(fp32, probe, int8_scopes=tuple(scopes[w] for w in moved))
+            if level == "int8":
+                int8.append(weight)
+            else:
+                int8.remove(weight)
+                floats.append(weight)
+            write_int4(fp32, probe, int8_scopes=tuple(scopes[w] for w in int8),
+                       float_scopes=tuple(scopes[w] for w in floats))
             drop = drop_of(probe)
-            info["int4_attempts"].append({"name": f"repair: {weight} -> int8", "drop": drop})
+            info["int4_attempts"].append({"name": f"repair: {weight} -> {level}", "drop": drop})
             if drop < best[0]:
-                best = (drop, tuple(moved))
+                best = (drop, tuple(int8), tuple(floats))
                 shutil.copyfile(probe, target)
             if drop <= budget:
                 break
-    info["int8_layers"] = list(best[1])
+        else:
+            info["notes"] = [f"repair could not meet the budget: best drop {best[0]:.4f} "
+                             f"(gap {best[0] - budget:.4f})"]
+    info["int8_layers"], info["float_layers"] = list(best[1]), list(best[2])
     return info
