@@ -2,7 +2,8 @@
 
     python benchmarks/quantization.py [--runs 200]
 
-(a) Accuracy on the built-in example (held-out digits, the exported file run in its runtime).
+(a) Accuracy on the built-in example (held-out digits, the exported file run in its runtime): the
+    baselines quantize the unpruned source; edgekit's rows come with and without its pruning stage.
 (b) Latency and size on a MobileNetV2-style CNN at 224 px defined here (random weights), batch 1,
     median of --runs after warm-up, at 1 and 2 threads, every file timed in a fresh process.
 
@@ -94,6 +95,7 @@ def onnx2tf_oiqt(src: Path, tmp: Path, calibration: np.ndarray, name: str) -> Pa
 def accuracy_table(tmp: Path) -> None:
     import edgekit
     from edgekit.examples import digits
+    from edgekit.export.onnx import export_onnx
     from edgekit.export.tflite import map_to_source
     from edgekit.runtimes import open_runner
     from edgekit.stages import load_data
@@ -102,29 +104,38 @@ def accuracy_table(tmp: Path) -> None:
     model = digits.load_model()
     data = load_data(model, digits.load_arrays(), "digits", None, None, None)
     ref = reference_outputs(model, data)
-    mobile = edgekit.build(profile="mobile", out=tmp / "a", threads=1)
-    iot = edgekit.build(profile="iot", out=tmp / "a", threads=1, formats=("onnx",))
-    src = mobile.bundle / "digits_cnn.onnx"
+    builds = {(profile, prune): edgekit.build(profile=profile, out=tmp / f"a-{profile}-{prune}", threads=1,
+                                               formats=("onnx", "tflite"), prune_method=None if prune else "none")
+              for profile in ("mobile", "iot") for prune in (False, True)}
+    src = tmp / "digits_cnn.onnx"  # the unpruned source, as a user would export it by hand
+    export_onnx(model, src)
     ort_default_int8(src, tmp / "ort_default.onnx", data.calibration.inputs)
     o2t = onnx2tf_oiqt(src, tmp, data.calibration.inputs["image"], "image")
 
-    def drop(path: Path, runtime: str) -> float:
+    def check(path: Path, runtime: str):
         mapping = map_to_source(path, model.iospec) if runtime == "litert" else None
         runner = open_runner(path, runtime, mapping=mapping)
-        return validate_file(path, ref, data, None, runtime=runtime, runner=runner, raise_on_failure=False).drop
+        return validate_file(path, ref, data, None, runtime=runtime, runner=runner, raise_on_failure=False)
 
     rows = [("ORT fp32", src, "onnxruntime"), ("ORT quantize_static defaults", tmp / "ort_default.onnx", "onnxruntime"),
             ("onnx2tf -oiqt (full integer)", o2t, "litert")]
-    for rt, rec in mobile.report["recommended"].items():
-        rows.append((f"edgekit mobile, recommended for {rt}", mobile.bundle / rec["file"], rt))
-    rows.append(("edgekit mobile int8 ONNX", mobile.bundle / "digits_cnn_int8.onnx", "onnxruntime"))
-    rows.append(("edgekit mobile int8 TFLite", mobile.bundle / "digits_cnn_int8.tflite", "litert"))
-    rows.append(("edgekit iot int4 ONNX (after repair)", iot.bundle / "digits_cnn_int4.onnx", "onnxruntime"))
+    for (profile, prune), result in builds.items():
+        what = f"edgekit {profile}{', pruned' if prune else ''}"
+        bits = "int8" if profile == "mobile" else "int4"
+        for suffix, runtime in ((f"_{bits}.onnx", "onnxruntime"), (f"_{bits}.tflite", "litert")):
+            rows.append((f"{what} {bits}{suffix.rsplit('.', 1)[1].replace('onnx', ' ONNX').replace('tflite', ' TFLite')}",
+                         result.bundle / f"digits_cnn{suffix}", runtime))
+        if profile == "mobile" and prune:
+            for rt, rec in result.report["recommended"].items():
+                rows.append((f"{what}, recommended for {rt}", result.bundle / rec["file"], rt))
     print(f"(a) accuracy on the built-in example: top-1 of the source model {ref.metrics['top1']:.4f} "
-          f"on {len(data.validation)} held-out digits")
-    print(f"{'file':<44} {'top-1 drop (pt)':>15} {'size KB':>9}")
+          f"on {len(data.validation)} held-out digits; agreement and SNR against the source model's logits")
+    print(f"{'file':<46} {'top-1 drop pt':>13} {'agree %':>8} {'SNR dB':>7} {'size KB':>8} {'smaller':>8}")
     for label, path, rt in rows:
-        print(f"{label:<44} {100 * drop(path, rt):>15.2f} {path.stat().st_size / 1024:>9.1f}")
+        v = check(path, rt)
+        out = v.outputs[ref.primary_output]
+        print(f"{label:<46} {100 * v.drop:>13.2f} {100 * out['top1_agreement']:>8.2f} {out['snr_db']:>7.1f} "
+              f"{path.stat().st_size / 1024:>8.1f} {src.stat().st_size / path.stat().st_size:>7.2f}x")
 
 
 def latency_table(tmp: Path, runs: int) -> None:
@@ -186,12 +197,14 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--skip-accuracy", action="store_true")
+    parser.add_argument("--skip-latency", action="store_true")
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     with tempfile.TemporaryDirectory(prefix="edgekit-qbench-") as tmp:
         if not args.skip_accuracy:
             accuracy_table(Path(tmp))
-        latency_table(Path(tmp), args.runs)
+        if not args.skip_latency:
+            latency_table(Path(tmp), args.runs)
 
 
 if __name__ == "__main__":

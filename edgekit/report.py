@@ -115,10 +115,11 @@ def to_markdown(report: dict[str, Any]) -> str:
         if a["export"].get("attempts"):
             lines.append(f"- quantization attempts (chosen: {a['export']['chosen']}):")
             lines.append("")
-            lines.append("  | attempt | metric drop | p50 ms | bytes | float layers | int8 layers |")
-            lines.append("  |---|---|---|---|---|---|")
+            lines.append("  | attempt | metric drop | output SNR dB | p50 ms | bytes | float layers | int8 layers |")
+            lines.append("  |---|---|---|---|---|---|---|")
             for t in a["export"]["attempts"]:
-                lines.append(f"  | {t['name']} | {t['drop']:+.4f} | {t['p50_ms']:.3f} | {t['bytes']} | "
+                snr = "-" if t.get("snr_db") is None else f"{t['snr_db']:.1f}"
+                lines.append(f"  | {t['name']} | {t['drop']:+.4f} | {snr} | {t['p50_ms']:.3f} | {t['bytes']} | "
                              f"{', '.join(t['float_layers']) or '-'} | {', '.join(t['int8_layers']) or '-'} |")
             lines.append("")
         if a["export"].get("int4_attempts"):

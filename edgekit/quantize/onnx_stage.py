@@ -15,29 +15,48 @@ from .onnx_quant import ARRANGEMENTS, QuantPlan, preprocess, quantize_onnx, scra
 from .sensitivity import rank_layers
 
 REPAIR_SECONDS = 120.0
-QUICK_BENCH = {"warmup": 10, "runs": 80, "batch": 1, "max_seconds": 4.0}
+QUICK_BENCH = {"warmup": 20, "runs": 300, "batch": 1, "max_seconds": 4.0}
 
 
 SAME_SPEED = 0.05  # p50s within 5% of the fastest count as equally fast (the machine's noise)
+SAME_SNR_DB = 1.0  # output SNRs within 1 dB count as equally faithful
+UNFAITHFUL_DB, UNFAITHFUL_HANDICAP = 10.0, 1.2  # 10 dB less faithful must be 20% faster to win
 
 
 def choose(attempts: list[dict], float_p50: float | None, budget: float) -> tuple[dict, list[str]]:
-    """The fastest attempt within the accuracy budget (the smallest among those within 5% of the
-    fastest); if none is within budget, the most accurate. Pure, for tests."""
+    """The fastest attempt within the accuracy budget; among those within 5% of the fastest, the
+    smallest drop, then the most faithful output (SNR against float), then the smallest file. An
+    attempt whose output SNR is 10 dB or more below the most faithful passing one is timed with a
+    20% handicap: a large fidelity loss (e.g. int16 saturation in U8S8 kernels) must buy a real
+    speedup, not noise. If none is within budget, the most accurate. Pure, for tests."""
     passing = [a for a in attempts if a["drop"] <= budget]
     notes = []
     if passing:
         timed = [a for a in passing if a.get("p50_ms") is not None] or passing
-        fastest = min(a.get("p50_ms") or float("inf") for a in timed)
-        near = [a for a in timed if (a.get("p50_ms") or float("inf")) <= fastest * (1 + SAME_SPEED)]
-        best = min(near, key=lambda a: (a.get("bytes", 0), a["drop"]))
+        top_snr = max(_snr(a) for a in timed)
+
+        def p50(a: dict) -> float:
+            ms = a.get("p50_ms") or float("inf")
+            return ms * UNFAITHFUL_HANDICAP if _snr(a) <= top_snr - UNFAITHFUL_DB else ms
+
+        fastest = min(p50(a) for a in timed)
+        near = [a for a in timed if p50(a) <= fastest * (1 + SAME_SPEED)]
+        near = [a for a in near if a["drop"] <= min(b["drop"] for b in near)]
+        faithful = max(_snr(a) for a in near)
+        near = [a for a in near if _snr(a) >= faithful - SAME_SNR_DB]
+        best = min(near, key=lambda a: a.get("bytes", 0))
     else:
-        best = min(attempts, key=lambda a: a["drop"])
+        best = min(attempts, key=lambda a: (a["drop"], -_snr(a)))
         notes.append(f"no attempt meets the accuracy budget ({budget:.4f}); kept the most accurate "
                      f"(drop {best['drop']:.4f}, gap {best['drop'] - budget:.4f})")
     if float_p50 and best.get("p50_ms") and best["p50_ms"] > float_p50:
         notes.append(f"{best['name']} is slower than its fp32 twin ({best['p50_ms']:.3f} vs {float_p50:.3f} ms p50)")
     return best, notes
+
+
+def _snr(attempt: dict) -> float:
+    snr = attempt.get("snr_db")
+    return float("-inf") if snr is None else snr
 
 
 def quantize_onnx_stage(ref: Path, folder: Path, name: str, precision: str, reference: Reference, data: Data,
@@ -57,8 +76,9 @@ def quantize_onnx_stage(ref: Path, folder: Path, name: str, precision: str, refe
             info = quantize_onnx(pre, path, data.calibration, plan, log)
             v = validate_file(path, reference, data, None, runtime="onnxruntime", threads=threads, raise_on_failure=False)
             p50 = bench_file(path, threads=threads, **QUICK_BENCH).p50_ms
+            snr = v.outputs.get(reference.primary_output, {}).get("snr_db")
             entry = {"name": label, "plan": plan, "path": path, "drop": float(v.drop), "p50_ms": p50,
-                     "bytes": path.stat().st_size, "info": info}
+                     "snr_db": snr, "bytes": path.stat().st_size, "info": info}
             attempts.append(entry)
             return entry
 
@@ -77,7 +97,8 @@ def quantize_onnx_stage(ref: Path, folder: Path, name: str, precision: str, refe
             notes += more
         shutil.copyfile(best["path"], target)
     info = {**best["info"], "chosen": best["name"], "notes": notes,
-            "attempts": [{"name": a["name"], "drop": a["drop"], "p50_ms": a["p50_ms"], "bytes": a["bytes"],
+            "attempts": [{"name": a["name"], "drop": a["drop"], "p50_ms": a["p50_ms"], "snr_db": a["snr_db"],
+                          "bytes": a["bytes"],
                           "plan": a["plan"].describe(), "float_layers": [layer_names.get(n, n) for n in a["plan"].float_nodes],
                           "int8_layers": [layer_names.get(n, n) for n in a["plan"].int8_nodes]} for a in attempts]}
     return target, info
