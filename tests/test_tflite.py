@@ -240,25 +240,33 @@ def test_inspect_tflite_and_onnx(tmp_path, user_models):
             assert info["params"] == params
 
 
-@pytest.mark.slow
-def test_int4_tflite_repair_moves_the_worst_layer_to_int8(user_models, tmp_path):
-    x = np.random.default_rng(0).standard_normal((400, 16)).astype(np.float32)
-    model = load_model(f"{user_models}:make_spiky", sample_inputs={"x": x})
+def _int4_tflite_build(user_models, tmp_path, factory: str, x: np.ndarray):
+    """iot at 4 bits, TFLite only, on a 3-layer MLP labelled by its own predictions; returns the
+    result, the int4 file's artifact and the name of fc1 (TF's first matmul) in the .tflite."""
+    import re
+    model = load_model(f"{user_models}:{factory}", sample_inputs={"x": x})
     np.savez(tmp_path / "d.npz", x=x, y=model.module(torch.from_numpy(x)).argmax(1).numpy())
     prof = tmp_path / "p.toml"
     prof.write_text('name = "p"\nextends = "iot"\n[prune]\nmethod = "none"\n[budget]\nmax_accuracy_drop = 0.02\n'
                     '[bench]\nwarmup = 5\nruns = 30\nbatch = 8\n')
-    result = edgekit.build(f"{user_models}:make_spiky", data=tmp_path / "d.npz", profile=prof,
+    result = edgekit.build(f"{user_models}:{factory}", data=tmp_path / "d.npz", profile=prof,
                            out=tmp_path, formats=("tflite",), bits=4)
     q4 = next(a for a in result.artifacts if a.file.endswith("_int4.tflite"))
+    fc1 = min(q4.precision_map, key=lambda n: int(re.search(r"matmul(?:_(\d+))?/", n).group(1) or 0))
+    return result, q4, fc1
+
+
+@pytest.mark.slow
+def test_int4_tflite_repair_moves_the_worst_layer_to_int8(user_models, tmp_path):
+    x = np.random.default_rng(0).standard_normal((400, 16)).astype(np.float32)
+    result, q4, fc1 = _int4_tflite_build(user_models, tmp_path, "make_spiky", x)
     attempts = q4.export["int4_attempts"]
     assert attempts[0]["drop"] > 0.05  # int4 everywhere loses too much
-    import re
     ranked = q4.export["sensitivity"]  # measured in LiteRT with only that layer at int4: fc1 is the worst
-    fc1 = min(q4.precision_map, key=lambda n: int(re.search(r"matmul(?:_(\d+))?/", n).group(1) or 0))  # TF's first
     assert ranked[0]["layer"] == fc1 and ranked[0]["drop_alone"] > 0.1 > ranked[-1]["drop_alone"]
     assert attempts[1]["name"] == f"repair: {fc1} -> int8" and attempts[1]["drop"] < attempts[0]["drop"]
     assert q4.validation["drop"] <= 0.02 and q4.export["int8_layers"]  # repaired, and the shipped file passes
+    assert q4.export["float_layers"] == []
     pmap = read_tflite(result.bundle / q4.file).precision_map
     assert sorted(p for p in pmap.values()) == sorted(["int8"] * len(q4.export["int8_layers"]) +
                                                       ["int4"] * (3 - len(q4.export["int8_layers"])))
@@ -268,15 +276,8 @@ def test_int4_tflite_repair_moves_the_worst_layer_to_int8(user_models, tmp_path)
 def test_int4_tflite_repair_moves_a_layer_to_float_when_int8_is_not_enough(user_models, tmp_path):
     x = np.random.default_rng(0).standard_normal((400, 16)).astype(np.float32)
     x[:, 0] *= 1000  # the feature fc1's tiny weights read
-    model = load_model(f"{user_models}:make_fragile", sample_inputs={"x": x})
-    np.savez(tmp_path / "d.npz", x=x, y=model.module(torch.from_numpy(x)).argmax(1).numpy())
-    prof = tmp_path / "p.toml"
-    prof.write_text('name = "p"\nextends = "iot"\n[prune]\nmethod = "none"\n[budget]\nmax_accuracy_drop = 0.02\n'
-                    '[bench]\nwarmup = 5\nruns = 30\nbatch = 8\n')
-    result = edgekit.build(f"{user_models}:make_fragile", data=tmp_path / "d.npz", profile=prof,
-                           out=tmp_path, formats=("tflite",), bits=4)
-    q4 = next(a for a in result.artifacts if a.file.endswith("_int4.tflite"))
-    fc1 = q4.export["sensitivity"][0]["layer"]
+    result, q4, fc1 = _int4_tflite_build(user_models, tmp_path, "make_fragile", x)
+    assert q4.export["sensitivity"][0]["layer"] == fc1
     by_name = {a["name"]: a["drop"] for a in q4.export["int4_attempts"]}
     assert by_name[f"repair: {fc1} -> int8"] > 0.1  # int8 weights still lose fc1's small weights
     assert q4.export["float_layers"] == [fc1] and fc1 not in q4.export["int8_layers"]
