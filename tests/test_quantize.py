@@ -33,6 +33,14 @@ def test_choose_prefers_the_fastest_file_within_budget():
     slow_rr = [sat[0], {**sat[1], "p50_ms": 0.226}]
     assert choose(slow_rr, float_p50=0.5, budget=0.01)[0]["name"] == "u8s8-rr"
     assert choose([{**sat[0], "p50_ms": 0.15}, sat[1]], float_p50=0.5, budget=0.01)[0]["name"] == "u8s8"
+    # one validation sample less lost does not buy back 20 dB of output SNR; an exact file (inf dB)
+    # and one at 70 dB are equally faithful (capped at 60 dB), so the smaller wins; no SNR at all still works
+    assert choose([{**sat[0], "drop": -0.0025}, sat[1]], float_p50=0.5, budget=0.01)[0]["name"] == "u8s8-rr"
+    exact = [{"name": "exact", "drop": 0.0, "p50_ms": 0.2, "snr_db": float("inf"), "bytes": 400},
+             {"name": "close", "drop": 0.0, "p50_ms": 0.2, "snr_db": 70.0, "bytes": 300}]
+    assert choose(exact, float_p50=0.5, budget=0.01)[0]["name"] == "close"
+    blind = [{k: v for k, v in a.items() if k != "snr_db"} for a in attempts]
+    assert choose(blind, float_p50=0.5, budget=0.01)[0]["name"] == "qop"
     best, notes = choose(attempts, float_p50=0.2, budget=0.01)  # every passing file is slower than float
     assert best["name"] == "qop" and "slower than its fp32 twin (0.250 vs 0.200 ms p50)" in notes[0]
     best, notes = choose(attempts, float_p50=0.5, budget=0.001)

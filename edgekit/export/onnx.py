@@ -44,10 +44,10 @@ def export_onnx(model: Model, out: Path, log: io.StringIO | None = None, *, scre
     attempts = [("torch.export", True), ("torch.export", False), ("torchscript", False)]
     if model.loader == "torchscript":
         attempts = [("torchscript", True), ("torchscript", False)]
-    elif screening:
-        attempts = [("torchscript", True), *attempts]
     if not model.iospec.batch_dynamic:
         attempts = [a for a in attempts if not a[1]]
+    if screening:  # the TorchScript exporter first, keeping the dynamic-then-static order
+        attempts = sorted(attempts, key=lambda a: a[0] != "torchscript")
     errors = []
     for exporter, dynamic in attempts:
         try:

@@ -118,11 +118,11 @@ def compress(model: Model, data: Data, reference: Reference, prof: DeviceProfile
         if entry["torch_drop"] <= allowed:
             twin = dataclasses.replace(model, module=module)
             path = scratch / f"attempt-{len(attempts) + 1}.onnx"
-            export_onnx(twin, path, log, screening=True)
+            how = export_onnx(twin, path, log, screening=True)
             checked = validate_file(path, reference, data, None, runtime="onnxruntime", threads=threads,
                                     raise_on_failure=False)
             entry.update(drop=checked.drop,
-                         measured_in="onnxruntime, exported fp32 file (TorchScript exporter, for screening)",
+                         measured_in=f"onnxruntime, exported fp32 file ({how['exporter']}, for screening)",
                          **{k: v for k, v in onnx_stats(path).items() if k != "macs_unknown_nodes"})
             entry["passed"] = entry["drop"] <= allowed
             if entry["passed"]:

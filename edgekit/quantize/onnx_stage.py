@@ -20,15 +20,17 @@ QUICK_BENCH = {"warmup": 20, "runs": 300, "batch": 1, "max_seconds": 4.0}
 
 SAME_SPEED = 0.05  # p50s within 5% of the fastest count as equally fast (the machine's noise)
 SAME_SNR_DB = 1.0  # output SNRs within 1 dB count as equally faithful
-UNFAITHFUL_DB, UNFAITHFUL_HANDICAP = 10.0, 1.2  # 10 dB less faithful must be 20% faster to win
+UNFAITHFUL_DB, UNFAITHFUL_HANDICAP = 10.0, 1.2  # 10 dB less faithful must be >25% faster to win
+SNR_CAP_DB = 60.0  # beyond this, output noise is at float's own level: compared as equal
 
 
 def choose(attempts: list[dict], float_p50: float | None, budget: float) -> tuple[dict, list[str]]:
     """The fastest attempt within the accuracy budget; among those within 5% of the fastest, the
-    smallest drop, then the most faithful output (SNR against float), then the smallest file. An
-    attempt whose output SNR is 10 dB or more below the most faithful passing one is timed with a
-    20% handicap: a large fidelity loss (e.g. int16 saturation in U8S8 kernels) must buy a real
-    speedup, not noise. If none is within budget, the most accurate. Pure, for tests."""
+    ones within 10 dB of the most faithful output (SNR against float), then the smallest drop, then
+    the most faithful, then the smallest file. An attempt 10 dB or more below the most faithful
+    passing one is timed with a 20% handicap (so with the 5% band it must be over 25% faster): a
+    large fidelity loss (e.g. int16 saturation in U8S8 kernels) must buy a real speedup, not noise.
+    If none is within budget, the most accurate. Pure, for tests."""
     passing = [a for a in attempts if a["drop"] <= budget]
     notes = []
     if passing:
@@ -41,6 +43,8 @@ def choose(attempts: list[dict], float_p50: float | None, budget: float) -> tupl
 
         fastest = min(p50(a) for a in timed)
         near = [a for a in timed if p50(a) <= fastest * (1 + SAME_SPEED)]
+        top_near = max(_snr(a) for a in near)
+        near = [a for a in near if _snr(a) == top_near or _snr(a) > top_near - UNFAITHFUL_DB]
         near = [a for a in near if a["drop"] <= min(b["drop"] for b in near)]
         faithful = max(_snr(a) for a in near)
         near = [a for a in near if _snr(a) >= faithful - SAME_SNR_DB]
@@ -56,7 +60,7 @@ def choose(attempts: list[dict], float_p50: float | None, budget: float) -> tupl
 
 def _snr(attempt: dict) -> float:
     snr = attempt.get("snr_db")
-    return float("-inf") if snr is None else snr
+    return float("-inf") if snr is None else min(float(snr), SNR_CAP_DB)
 
 
 def quantize_onnx_stage(ref: Path, folder: Path, name: str, precision: str, reference: Reference, data: Data,

@@ -75,6 +75,8 @@ def int4_file(fp32: Path, target: Path, drop_of, budget: float) -> dict:
         probe = Path(tmp) / "probe.tflite"
         for weight in quantized:
             if time.perf_counter() - started > TIME_BOX_S:
+                info["notes"] = [f"repair stopped at its {TIME_BOX_S:g} s time box while ranking layers "
+                                 f"({len(ranked)} of {len(quantized)} measured)"]
                 break
             write_int4(fp32, probe, only=scopes[weight])
             ranked.append((drop_of(probe), weight))
@@ -86,7 +88,7 @@ def int4_file(fp32: Path, target: Path, drop_of, budget: float) -> dict:
         steps = [(w, "int8") for _, w in ranked] + [(w, "fp32") for _, w in ranked]
         for weight, level in steps:
             if time.perf_counter() - started > TIME_BOX_S:
-                info["notes"] = [f"repair stopped at its {TIME_BOX_S:g} s time box"]
+                info.setdefault("notes", []).append(f"repair stopped at its {TIME_BOX_S:g} s time box")
                 break
             if level == "int8":
                 int8.append(weight)
@@ -103,7 +105,10 @@ def int4_file(fp32: Path, target: Path, drop_of, budget: float) -> dict:
             if drop <= budget:
                 break
         else:
-            info["notes"] = [f"repair could not meet the budget: best drop {best[0]:.4f} "
-                             f"(gap {best[0] - budget:.4f})"]
+            if steps:
+                info.setdefault("notes", []).append(f"repair could not meet the budget: best drop {best[0]:.4f} "
+                                                    f"(gap {best[0] - budget:.4f})")
     info["int8_layers"], info["float_layers"] = list(best[1]), list(best[2])
+    if quantized and len(best[2]) == len(quantized):
+        info.setdefault("notes", []).append("every layer ended in float: the file holds no int4 weights")
     return info
