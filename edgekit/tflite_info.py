@@ -40,7 +40,7 @@ def read_tflite(path: str | Path) -> TfliteInfo:
     def op_name_of(code) -> str:
         name = names.get(max(code.builtinCode, code.deprecatedBuiltinCode), "CUSTOM")
         if name == "CUSTOM":
-            custom = code.customCode.decode() if isinstance(code.customCode, bytes) else str(code.customCode)
+            custom = _text(code.customCode)
             return f"CUSTOM:{custom}"
         return name
 
@@ -65,9 +65,13 @@ def read_tflite(path: str | Path) -> TfliteInfo:
         if t in producers and producers[t][0] == "DEQUANTIZE":  # fp16 / int8 weights dequantized at load
             t = int(producers[t][1].inputs[0])
         tensor = graph.tensors[t]
-        name = tensor.name.decode() if isinstance(tensor.name, bytes) else str(tensor.name)
+        name = _text(tensor.name)
         pmap[name] = _TYPES.get(tensor.type, f"type{tensor.type}")
         if op.outputs is not None and len(op.outputs):
-            out = graph.tensors[int(op.outputs[0])].name
-            scopes[name] = out.decode() if isinstance(out, bytes) else str(out)
+            scopes[name] = _text(graph.tensors[int(op.outputs[0])].name)
     return TfliteInfo(ops, params, pmap, scopes)
+
+
+def _text(name) -> str:
+    """A flatbuffer string field: bytes from the object API, str from some schema builds."""
+    return name.decode() if isinstance(name, bytes) else str(name)

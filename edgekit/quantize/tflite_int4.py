@@ -85,7 +85,8 @@ def int4_file(fp32: Path, target: Path, drop_of, budget: float) -> dict:
         int8: list[str] = []
         floats: list[str] = []
         best = (drop, (), ())
-        steps = [(w, "int8") for _, w in ranked] + [(w, "fp32") for _, w in ranked]
+        out_of_time = len(ranked) < len(quantized)  # no time left to move any layer
+        steps = [] if out_of_time else [(w, "int8") for _, w in ranked] + [(w, "fp32") for _, w in ranked]
         for weight, level in steps:
             if time.perf_counter() - started > TIME_BOX_S:
                 info.setdefault("notes", []).append(f"repair stopped at its {TIME_BOX_S:g} s time box")

@@ -1,4 +1,5 @@
-"""TFLite quantization stages: an int16-activation file when the int8 file misses the budget, and the\n4-bit weight-only file for LiteRT."""
+"""TFLite quantization stages: an int16-activation file when the int8 file misses the budget, and the
+4-bit weight-only file for LiteRT."""
 from __future__ import annotations
 
 import dataclasses
