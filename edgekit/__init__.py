@@ -1,16 +1,30 @@
 """edgekit: take a trained model and make it fit a device.
 
 The public API; everything else is internal. ``tests/test_api_surface.py`` pins these names.
+
+Layers. An import goes down this list, never up, and no modules import each other in a circle
+(``tests/test_layers.py`` walks every import, lazy ones included, and fails on either):
+
+  0 domain      errors config iospec model data results artifact: import nothing internal but each other
+  1 support     resources versions native_output tf_import metrics formats profiles onnx_io tflite_info
+                graph_stats precision bundle: domain only
+  2 runtimes/   one Runner per runtime (ORT, LiteRT, TFLM, torch, Keras) behind runtimes.base.Runner
+  3 stages      sources sources_keras examples/ export/ quantize/ prune/: make products
+  4 measure     validate bench bench_worker gates recommend report report_plot inspect_file
+  5 search/     the pruning back-off, the int8 arrangement choice and the repair ladder
+  6 pipeline    plan stages pipeline validation_api
+  7 cli
 """
 __version__ = "0.1.0"
 
-from .bench import BenchResult, bench_file
+from .bench import bench_file
 from .data import Data, Split, prepare, read_arrays
 from .errors import EdgekitError, GateFailed, StageError, UsageError, ValidationFailed
 from .iospec import IOSpec, TensorSpec
 from .model import Model
 from .pipeline import BuildResult, build
 from .profiles import DeviceProfile, list_profiles, load_profile
+from .results import BenchResult
 from .sources import load_model
 
 __all__ = [

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from .results import BenchResult, ExportInfo, ValidationResult
 
 
 @dataclass(frozen=True)
@@ -17,55 +19,28 @@ class Artifact:
     bytes: int
     iospec: dict[str, Any]
     precision_map: dict[str, str]
-    export: dict[str, Any] = field(default_factory=dict)
-    validation: dict[str, Any] = field(default_factory=dict)
-    bench: dict[str, Any] = field(default_factory=dict)
+    export: ExportInfo
+    validation: ValidationResult | None = None
+    bench: BenchResult | None = None
     zip_bytes: int = 0  # deflate-compressed size: what sparsity and weight sharing actually save
 
+    @property
+    def drop(self) -> float | None:
+        return None if self.validation is None else self.validation.drop
+
+    @property
+    def device_bytes(self) -> int:
+        """What the device stores: for a C array, the embedded model."""
+        return self.export.flash_bytes if self.export.flash_bytes is not None else self.bytes
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {"file": self.file, "format": self.format, "precision": self.precision, "runtime": self.runtime,
+                "sha256": self.sha256, "bytes": self.bytes, "iospec": self.iospec,
+                "precision_map": self.precision_map, "export": self.export.to_dict(),
+                "validation": self.validation.to_dict() if self.validation else {},
+                "bench": self.bench.to_dict() if self.bench else {}, "zip_bytes": self.zip_bytes}
 
 
 def file_digest(path: Path) -> tuple[str, int]:
     data = Path(path).read_bytes()
     return hashlib.sha256(data).hexdigest(), len(data)
-
-
-WEIGHTED_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul", "QLinearConv", "QLinearMatMul", "QGemm", "MatMulNBits",
-                "ConvInteger", "MatMulInteger", "Gather"}
-_BITS = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16", "int8": "int8", "uint8": "int8",
-         "int4": "int4", "uint4": "int4", "int16": "int16", "uint16": "int16", "int32": "int32"}
-
-
-def onnx_precision_map(path: Path) -> dict[str, str]:
-    """Per weighted layer (keyed by its weight's name), the precision its weights are *stored* at."""
-    import onnx
-
-    proto = onnx.load(str(path))
-    inits = {i.name: i for i in proto.graph.initializer}
-    producers = {o: n for n in proto.graph.node for o in n.output}
-
-    def stored(name: str) -> tuple[str, str] | None:
-        """(weight name, precision) of the initializer behind ``name``, through dequant/cast nodes."""
-        if name in inits:
-            precision = _BITS.get(str(onnx.helper.tensor_dtype_to_np_dtype(inits[name].data_type)), "other")
-            return name.removesuffix("_quantized").removesuffix(".weight"), precision
-        node = producers.get(name)
-        if node is not None and node.op_type in ("DequantizeLinear", "Cast", "Transpose", "Reshape") and node.input:
-            return stored(node.input[0])
-        return None
-
-    result = {}
-    for i, node in enumerate(proto.graph.node):
-        if node.op_type not in WEIGHTED_OPS:
-            continue
-        index = {"QLinearConv": 3, "QLinearMatMul": 3, "QGemm": 3, "Gather": 0}.get(node.op_type, 1)
-        if node.op_type == "MatMulNBits":
-            bits = next((a.i for a in node.attribute if a.name == "bits"), 4)
-            result[node.name or f"{node.op_type}_{i}"] = f"int{bits}"
-            continue
-        if len(node.input) > index:
-            found = stored(node.input[index])
-            if found is not None:
-                result[found[0]] = found[1]
-    return result

@@ -12,41 +12,14 @@ import platform
 import subprocess
 import sys
 import tempfile
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from .errors import StageError, UsageError
+from .results import BenchResult
 
 NOISY_CV = 0.25  # std/mean above this, or p99 > 2x p50, means the machine was busy
-
-
-@dataclass(frozen=True)
-class BenchResult:
-    file: str
-    runtime: str
-    threads: int
-    runs: int
-    warmup: int
-    p50_ms: float
-    p90_ms: float
-    p99_ms: float
-    mean_ms: float
-    std_ms: float
-    throughput_b1: float  # inferences per second at batch 1
-    batch: int | None  # the larger batch, None when the batch axis is fixed
-    throughput_batch: float | None  # items per second at that batch
-    peak_rss_mb: float
-    rss_growth_mb: float  # peak RSS at batch 1 minus the RSS of the process with its runtime imported
-    file_bytes: int
-    cpu: dict = field(default_factory=dict)
-    notes: tuple[str, ...] = ()
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["notes"] = list(self.notes)
-        return d
 
 
 def cpu_info() -> dict:

@@ -29,7 +29,7 @@ def main(argv: list[str]) -> int:
     from edgekit.bench import summarize
     from edgekit.errors import UsageError
     from edgekit.runtimes import import_runtime, open_runner, runtime_for
-    from edgekit.sources import synthetic_input
+    from edgekit.iospec import synthetic_input
 
     args = json.loads(argv[0])
     try:
@@ -39,7 +39,7 @@ def main(argv: list[str]) -> int:
     except UsageError as exc:
         print(str(exc), file=sys.stderr)
         return 2
-    spec = runner.iospec
+    spec = runner.file_spec  # the bench process feeds the file its own tensors
     if args["sample"]:
         with np.load(args["sample"]) as npz:
             one = {t.name: npz[t.name][:1] for t in spec.inputs}

@@ -35,6 +35,19 @@ class _Group(click.Group):
 @click.version_option(package_name="edgekit")
 def main() -> None:
     """Make a trained model fit a device: export, validate in the real runtime, measure, gate."""
+    _quiet_process()
+
+
+def _quiet_process() -> None:
+    """The CLI owns its process, so it (not the library) keeps the terminal to edgekit's own output:
+    the converters' deprecation warnings and torch.onnx's progress logging stay out of it."""
+    import logging
+    import warnings
+
+    for category in (DeprecationWarning, FutureWarning, UserWarning):
+        warnings.filterwarnings("ignore", category=category)
+    os.environ.setdefault("TORCH_LOGS", "-onnx")  # torch reads it at import, which comes later (lazily)
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
 
 
 @main.command()

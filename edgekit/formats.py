@@ -1,11 +1,13 @@
-"""The format table (exporters/*.toml): suffix, precisions, validating runtime, tolerances.
+"""The format table (exporters/*.toml): suffix, precisions, validating runtime, tolerances, and the
+data the build plan is made from (order, what a format is converted from, precisions per bit width,
+fallbacks, what a C array embeds).
 
-One table drives the CLI's --formats, the exporters and the report.
+One table drives the CLI's --formats, the exporters, the quantization passes and the report.
 """
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 from .errors import UsageError, did_you_mean
@@ -26,13 +28,23 @@ class Format:
     precisions: tuple[str, ...]
     description: str
     tolerance: dict[str, Tolerance]
+    order: int = 0  # formats run in this order (a format converted from another runs after it)
+    converted_from: str = ""  # the format whose fp32 file this one is converted from ("" = from the source)
+    bits: dict[int, tuple[str, ...]] = field(default_factory=dict)  # profile weight bits -> precisions besides fp32
+    fallback: dict[str, str] = field(default_factory=dict)  # precision -> the one added when it misses the budget
+    embeds: str = ""  # a container format (the C array): the format whose file it embeds
+    embed_preference: tuple[str, ...] = ()
 
     def tolerance_for(self, precision: str) -> Tolerance | None:
         """Element-wise tolerance; None for integer files, which the accuracy gate judges instead."""
         return self.tolerance.get(precision)
 
+    def precisions_for(self, bits: int) -> tuple[str, ...]:
+        return self.bits.get(bits, ())
 
-_KEYS = {"name", "suffix", "runtime", "precisions", "description", "tolerance"}
+
+_KEYS = {"name", "suffix", "runtime", "precisions", "description", "tolerance", "order", "converted_from", "bits",
+         "fallback", "embeds", "embed_preference"}
 
 
 @lru_cache(maxsize=1)
@@ -44,9 +56,16 @@ def format_table() -> dict[str, Format]:
         if unknown:
             raise UsageError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}")
         tol = {p: Tolerance(float(t["atol"]), float(t["rtol"])) for p, t in raw.get("tolerance", {}).items()}
+        bits = {int(b): tuple(ps) for b, ps in raw.get("bits", {}).items()}
+        for ps in list(bits.values()) + [tuple(raw.get("fallback", {}).values())]:
+            bad = [p for p in ps if p not in raw["precisions"]]
+            if bad:
+                raise UsageError(f"{path}: precision(s) {', '.join(bad)} are not in 'precisions'")
         table[raw["name"]] = Format(raw["name"], raw["suffix"], raw["runtime"], tuple(raw["precisions"]),
-                                    raw.get("description", ""), tol)
-    return table
+                                    raw.get("description", ""), tol, int(raw.get("order", 0)),
+                                    raw.get("converted_from", ""), bits, dict(raw.get("fallback", {})),
+                                    raw.get("embeds", ""), tuple(raw.get("embed_preference", ())))
+    return dict(sorted(table.items(), key=lambda item: item[1].order))
 
 
 def get_format(name: str) -> Format:

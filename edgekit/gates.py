@@ -32,25 +32,25 @@ class Gate:
 def evaluate(profile: DeviceProfile, artifacts: list[Artifact]) -> list[Gate]:
     b, gates = profile.budget, []
     for a in artifacts:
-        drop = a.validation.get("drop")
-        if a.validation:
+        if a.validation is not None:
+            drop = a.validation.drop
             gates.append(Gate("accuracy", a.file, drop, b.max_accuracy_drop, "drop", drop <= b.max_accuracy_drop))
         on_target = a.runtime in profile.target.runtimes
-        if b.p90_latency_ms is not None and on_target and a.bench:
-            p90 = a.bench["p90_ms"]
+        if b.p90_latency_ms is not None and on_target and a.bench is not None:
+            p90 = a.bench.p90_ms
             gates.append(Gate("p90_latency", a.file, p90, b.p90_latency_ms, "ms", p90 <= b.p90_latency_ms))
         if b.flash_kb is not None:
-            kb = a.export.get("flash_bytes", a.bytes) / 1024
+            kb = a.device_bytes / 1024
             gates.append(Gate("flash", a.file, kb, b.flash_kb, "KB", kb <= b.flash_kb))
-        tflm = a.export.get("tflm")
+        tflm = a.export.tflm
         if tflm is not None:
-            gates.append(Gate("tflm_ops", a.file, float(tflm["loads"]), 1.0, "loads", bool(tflm["loads"]),
-                              "" if tflm["loads"] else tflm["error"]))
-            if b.ram_kb is not None and tflm.get("arena_bytes") is not None:
-                kb = tflm["arena_bytes"] / 1024
+            gates.append(Gate("tflm_ops", a.file, float(tflm.loads), 1.0, "loads", tflm.loads,
+                              "" if tflm.loads else tflm.error))
+            if b.ram_kb is not None and tflm.arena_bytes is not None:
+                kb = tflm.arena_bytes / 1024
                 gates.append(Gate("ram", a.file, kb, b.ram_kb, "KB", kb <= b.ram_kb))
-        if b.rss_mb is not None and on_target and a.bench and a.runtime != "tflm":
-            mb = a.bench["rss_growth_mb"]
+        if b.rss_mb is not None and on_target and a.bench is not None and a.runtime != "tflm":
+            mb = a.bench.rss_growth_mb
             gates.append(Gate("rss", a.file, mb, b.rss_mb, "MB", mb <= b.rss_mb))
     if b.ram_kb is not None and "tflm" in profile.target.runtimes and not any(a.runtime == "tflm" for a in artifacts):
         gates.append(Gate("ram", "(tflm arena)", None, b.ram_kb, "KB", None,

@@ -109,3 +109,11 @@ def match_layout(file_spec: TensorSpec, source: TensorSpec) -> tuple[int, ...] |
     if channels_last and fits(channels_last):
         return channels_last
     raise ValueError(f"'{file_spec.name}' shape {file_spec.shape} does not fit source '{source.name}' {source.shape}")
+
+
+def synthetic_input(t: TensorSpec, batch: int = 1, seed: int = 0) -> np.ndarray:
+    """A stand-in input: standard normal for floats, zeros for integers (valid token ids)."""
+    shape = t.concrete_shape(batch)
+    if np.dtype(t.dtype).kind == "f":
+        return np.random.default_rng(seed).standard_normal(shape).astype(t.dtype)
+    return np.zeros(shape, dtype=t.dtype)

@@ -1,4 +1,7 @@
-"""The Model product: a torch module (or an ONNX graph) with its IOSpec and example inputs."""
+"""The Model product: a torch module (or an ONNX graph, or a Keras model) with its IOSpec and example inputs.
+
+A domain type: it imports nothing internal but other domain types. The runner that computes a
+model's own outputs is ``runtimes.reference_runner(model)``."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -21,14 +24,3 @@ class Model:
     module: Any = None  # torch.nn.Module in eval mode (kind == "torch")
     onnx_path: Path | None = None  # kind == "onnx"; for torch: its fp32 export, already made and checked
     meta: dict[str, Any] = field(default_factory=dict)  # labels, preprocessing, ...
-
-    def reference_runner(self, threads: int = 1):
-        """A runner that computes the source model's own outputs."""
-        if self.kind == "torch":
-            from .runtimes.torch_runner import TorchRunner
-            return TorchRunner(self.module, self.iospec, threads)
-        if self.kind == "keras":
-            from .sources_keras import KerasRunner
-            return KerasRunner(self)
-        from .runtimes.ort import OrtRunner
-        return OrtRunner(self.onnx_path, threads=threads)

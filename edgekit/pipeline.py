@@ -1,38 +1,41 @@
-"""build(): plan, run the stages in order, gate, and write the bundle. No format or algorithm code."""
+"""build(): make the plan, run the stages in its order, gate, and write the bundle.
+
+No format or algorithm code lives here: formats come from the plan (plan.py, from the format table),
+exporters and quantization passes from their registries.
+"""
 from __future__ import annotations
 
 import io
 import os
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
 from . import __version__
 from .artifact import Artifact
 from .bundle import check_target, staging, write_json
-from .errors import EdgekitError, UsageError
-from .export import EXPORTERS, Exported, ExportJob
-from .quantize import BITS_PRECISIONS
-from .quantize.onnx_quant import check_calibration
-from .quantize.onnx_stage import quantize_onnx_stage
-from .quantize.plan import export_precisions, quantization_notes, recommend
-from .quantize.tflite_stage import int16_fallback, tflite_int4_stage
-from .formats import get_format
+from .data import Data
+from .errors import EdgekitError
+from .export import Exported, ExportJob, PassContext, exporter_for
+from .export.tf_client import TfWorker
 from .gates import Gate, evaluate, missed
+from .model import Model
+from .plan import QUANTIZERS, BuildPlan, make_plan
 from .profiles import DeviceProfile, load_profile, with_overrides
-from .report import write_reports
-from .prune import compress
 from .prune.summary import compression_report, manifest_entry
-from .stages import (check_compressible, export_format, load_data, load_source, measure, pending_settings,
-                     stage)
-from .validate import reference_outputs
+from .quantize.onnx_quant import check_calibration
+from .recommend import quantization_notes, recommend
+from .report import write_reports
+from .search.prune import compress
+from .stages import check_compressible, load_data, load_source, measure, pending_settings, stage
+from .validate import Reference, reference_outputs
 from .versions import tool_versions
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: report.png; export info names its tool under 'exporter' for every file
 USED = ("torch", "torch-pruning", "onnx", "onnxscript", "onnxruntime", "scikit-learn", "tensorflow", "tf-keras", "onnx2tf",
-        "ai-edge-litert", "tflite-micro")
+        "ai-edge-litert", "ai-edge-quantizer", "tflite-micro", "matplotlib")
 
 
 @dataclass(frozen=True)
@@ -72,10 +75,6 @@ def build(model=None, *, profile: str | Path | DeviceProfile = "iot", weights=No
                                                 ("quantize.calibration", calibration)) if value is not None} | pruning
     prof = with_overrides(prof, overrides) if overrides else prof
     wanted = tuple(formats) if formats else prof.target.formats
-    for name in wanted:
-        get_format(name)
-    if formats and any(n not in EXPORTERS for n in formats):
-        raise UsageError(f"--formats: no exporter for {', '.join(n for n in formats if n not in EXPORTERS)} yet")
     started = time.perf_counter()
     out = Path(out)
     with stage("load", log, progress):
@@ -83,53 +82,25 @@ def build(model=None, *, profile: str | Path | DeviceProfile = "iot", weights=No
     final = out / f"{source.name}-{prof.name}"
     check_target(final, force)
     skipped_compression = check_compressible(source, prof, explicit=bool(pruning))
+    plan = make_plan(source, prof, wanted, explicit=bool(formats))
     with stage("data", log, progress):
         dataset = load_data(source, arrays, data_source, task, calib_samples, val_samples)
-    runnable, skipped = plan_formats(source, wanted)
+    quant_notes = check_calibration(dataset.calibration) if any(s.precisions for s in plan.steps) else []
     with stage("reference", log, progress):
         reference = reference_outputs(source, dataset, prof.target.resolved_threads)
     compression = None
     try:
-        with staging(final, force) as folder, tempfile.TemporaryDirectory(prefix="edgekit-") as scratch:
+        with staging(final, force) as folder, tempfile.TemporaryDirectory(prefix="edgekit-") as scratch, \
+                TfWorker(log) as tf:
             if prof.prune.active and skipped_compression is None:
                 with stage("compress", log, progress):
                     compression = compress(source, dataset, reference, prof, Path(scratch), log=log, progress=progress)
                 source, reference = compression.model, compression.reference
-            artifacts, produced = [], []
-            quant_notes = check_calibration(dataset.calibration) if prof.quantize.weight_bits < 32 else []
-            for name in runnable:
-                job = ExportJob(source, folder, log, precisions=export_precisions(name, prof),
-                                reference_onnx=next((e.path for e in produced if e.format == "onnx"), None),
-                                calibration=dataset.calibration, produced=tuple(produced), int8_io=int8_io)
-                with stage(f"export {name}", log, progress):
-                    exported = export_format(name, job)
-                produced += exported
-                for entry in exported:
-                    with stage(f"validate+bench {entry.path.name}", log, progress):
-                        artifacts.append(measure(entry, reference, dataset, prof))
-                if name == "tflite":
-                    with stage("quantize tflite int16x8", log, progress):
-                        extra = int16_fallback(job, artifacts, produced, prof)
-                    if prof.quantize.weight_bits == 4:
-                        with stage("quantize tflite int4", log, progress):
-                            extra.append(tflite_int4_stage(job, produced, reference, dataset, prof))
-                    for entry in extra:
-                        with stage(f"validate+bench {entry.path.name}", log, progress):
-                            artifacts.append(measure(entry, reference, dataset, prof))
-                if name == "onnx":
-                    for precision in BITS_PRECISIONS[prof.quantize.weight_bits]["onnx"]:
-                        twin = artifacts[-1]
-                        with stage(f"quantize onnx {precision}", log, progress):
-                            path, info = quantize_onnx_stage(exported[0].path, folder, source.name, precision,
-                                                             reference, dataset, prof, twin.bench.get("p50_ms"), log,
-                                                             fp16_io=fp16_io)
-                        entry = Exported(path, "onnx", precision, info)
-                        produced.append(entry)
-                        with stage(f"validate+bench {path.name}", log, progress):
-                            artifacts.append(measure(entry, reference, dataset, prof))
+            artifacts = run_plan(plan, source, reference, dataset, prof, folder, Path(scratch), tf, log, progress,
+                                 {"int8_io": int8_io, "fp16_io": fp16_io})
             gates = evaluate(prof, artifacts)
             report = _report(source, prof, dataset, reference, artifacts, gates, final, wanted, overrides, started)
-            report["pending"] = skipped + report["pending"]
+            report["pending"] = list(plan.skipped) + report["pending"]
             report["notes"] += quant_notes + quantization_notes(prof, artifacts)
             report["recommended"] = recommend(artifacts, prof.budget.max_accuracy_drop)
             report["notes"] += [skipped_compression] if skipped_compression else []
@@ -147,19 +118,49 @@ def build(model=None, *, profile: str | Path | DeviceProfile = "iot", weights=No
     return BuildResult(final, artifacts, gates, report)
 
 
-def plan_formats(source, wanted: tuple[str, ...]) -> tuple[tuple[str, ...], list[str]]:
-    """The formats to run, in exporter order, and what cannot run for this source (said, not skipped)."""
-    skipped = []
-    names = set(wanted)
-    if source.kind == "keras":
-        import importlib.util
-        if "onnx" in names and importlib.util.find_spec("tf2onnx") is None:
-            skipped.append("ONNX: not available for Keras sources here: tf2onnx is not installed (pip install tf2onnx)")
-            names.discard("onnx")
-        names.add("tflite")  # Keras goes to TFLite directly, not through ONNX
-    else:
-        names.add("onnx")  # the reference graph every other format is converted from
-    return tuple(n for n in EXPORTERS if n in names), skipped
+def run_plan(plan: BuildPlan, source: Model, reference: Reference, data: Data, prof: DeviceProfile, folder: Path,
+             scratch: Path, tf: TfWorker, log: io.StringIO, progress, options: dict) -> list[Artifact]:
+    """Each step: export the format's fp32 file, then its quantization passes (and a pass's fallback
+    when its file misses the accuracy budget); every file is validated and measured as it is made."""
+    produced: list[Exported] = []
+    artifacts: list[Artifact] = []
+    missed_budget: set[str] = set()
+    budget = prof.budget.max_accuracy_drop
+
+    def keep(entry: Exported) -> Artifact:
+        with stage(f"validate+bench {entry.path.name}", log, progress):
+            artifact = measure(entry, reference, data, prof)
+        produced.append(entry)
+        artifacts.append(artifact)
+        if artifact.drop is not None and artifact.drop > budget and entry.precision != "fp32":
+            missed_budget.add(entry.path.name)
+        return artifact
+
+    for step in plan.steps:
+        name = step.format.name
+        source_file = next((e.path for e in produced if e.format == step.format.converted_from
+                            and e.precision == "fp32"), None)
+        job = ExportJob(source, folder, scratch, log, tf, reference_onnx=source_file, calibration=data.calibration,
+                        produced=tuple(produced), missed_budget=frozenset(missed_budget))
+        with stage(f"export {name}", log, progress):
+            made = exporter_for(name, source.kind)(job)
+        fp32 = {e.path.name: keep(e) for e in made}
+        base, twin = made[0], fp32[made[0].path.name]
+        queue = list(step.precisions)
+        while queue:
+            precision = queue.pop(0)
+            ctx = PassContext(folder, scratch, source.name, source.iospec, log, tf, data, reference, prof,
+                              twin.bench.p50_ms if twin.bench else None, options)
+            with stage(f"quantize {name} {precision}", log, progress):
+                entry = QUANTIZERS[(name, precision)](base, ctx)
+            artifact = keep(entry)
+            fallback = step.fallback.get(precision)
+            if fallback and artifact.drop is not None and artifact.drop > budget:
+                with stage(f"quantize {name} {fallback}", log, progress):
+                    extra = QUANTIZERS[(name, fallback)](base, ctx)
+                why = f"{artifact.file} missed the accuracy budget (drop {artifact.drop:.4f})"
+                keep(replace(extra, info=extra.info.with_details(why=why)))
+    return artifacts
 
 
 def _report(source, prof: DeviceProfile, dataset, reference, artifacts, gates, final, wanted, overrides, started) -> dict:
@@ -183,7 +184,11 @@ def _machine_notes(prof: DeviceProfile) -> list[str]:
     return []
 
 
-def _manifest(source, prof: DeviceProfile, artifacts, gates, report) -> dict:
+def _manifest(source, prof: DeviceProfile, artifacts: list[Artifact], gates, report) -> dict:
+    def latency(a: Artifact) -> dict:
+        b = a.bench.to_dict() if a.bench else {}
+        return {k: b.get(k) for k in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "threads", "runs", "cpu")}
+
     return {
         "schema_version": SCHEMA_VERSION,
         "model": source.name,
@@ -191,10 +196,8 @@ def _manifest(source, prof: DeviceProfile, artifacts, gates, report) -> dict:
         "preprocessing": source.meta.get("preprocessing"),
         "files": [{"file": a.file, "format": a.format, "runtime": a.runtime, "precision": a.precision,
                    "sha256": a.sha256, "bytes": a.bytes, "iospec": a.iospec, "precision_map": a.precision_map,
-                   "metrics": a.validation.get("metrics"), "metric_drop": a.validation.get("drop"),
-                   "latency": {k: a.bench.get(k) for k in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms",
-                                                           "threads", "runs")} | {"cpu": a.bench.get("cpu")}}
-                  for a in artifacts],
+                   "metrics": a.validation.metrics if a.validation else None, "metric_drop": a.drop,
+                   "latency": latency(a)} for a in artifacts],
         "profile": prof.to_dict(),
         "gates": [g.to_dict() for g in gates],
         "recommended": report["recommended"],

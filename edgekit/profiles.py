@@ -85,8 +85,11 @@ class Quantize(Config):
     weight_bits: int = 32
     activation_bits: int = 32
     calibration: str = "minmax"
+    repair_time_box_s: float = 180.0  # the accuracy repair of one quantized file (layer ranking included)
 
     def check(self) -> None:
+        if self.repair_time_box_s <= 0:
+            raise ValueError(f"quantize.repair_time_box_s must be > 0, got {self.repair_time_box_s!r}")
         if self.weight_bits not in (4, 8, 16, 32):
             raise ValueError(f"quantize.weight_bits must be 4, 8, 16 or 32, got {self.weight_bits!r}")
         if self.activation_bits not in (8, 16, 32):
@@ -138,14 +141,17 @@ class Bench(Config):
     warmup: int = 20
     runs: int = 200
     batch: int = 32
-    max_seconds: float = 10.0
+    max_seconds: float = 10.0  # time box of one file's timed runs
+    attempt_runs: int = 300  # timed runs of each quantization attempt (the latency check), at batch 1
+    attempt_max_seconds: float = 4.0  # time box of one attempt's timed runs
 
     def check(self) -> None:
-        for name in ("warmup", "runs", "batch"):
+        for name in ("warmup", "runs", "batch", "attempt_runs"):
             if getattr(self, name) < (0 if name == "warmup" else 1):
                 raise ValueError(f"bench.{name} is too small: {getattr(self, name)!r}")
-        if self.max_seconds <= 0:
-            raise ValueError(f"bench.max_seconds must be > 0, got {self.max_seconds!r}")
+        for name in ("max_seconds", "attempt_max_seconds"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"bench.{name} must be > 0, got {getattr(self, name)!r}")
 
 
 @dataclass(frozen=True)

@@ -56,6 +56,8 @@ def to_markdown(report: dict[str, Any]) -> str:
              f"**Verdict: {'PASS' if report['passed'] else 'FAIL'}**  ", f"Bundle: `{report['bundle']}`", "",
              "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(r) + " |" for r in table_rows(report)]
+    lines += ["", "![accuracy drop vs p90 latency per file; area = file size; recommended files ringed; "
+              "dashed lines: the profile's budgets](report.png)"]
     ref = report["reference"]
     lines += ["", "## Reference", f"Source model `{report['model']['origin']}` ({report['model']['loader']}) on "
               f"{report['data']['validation']} validation samples, task **{report['data']['task']}** "
@@ -148,5 +150,8 @@ def _gate_line(g: dict) -> str:
 
 
 def write_reports(folder: Path, report: dict[str, Any]) -> None:
+    from .report_plot import write_plot
+
     write_json(folder / "report.json", report)
+    write_plot(folder / "report.png", report)
     (folder / "report.md").write_text(to_markdown(report))

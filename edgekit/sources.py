@@ -9,6 +9,7 @@ import importlib
 import importlib.util
 import inspect
 import sys
+import threading
 import zipfile
 from dataclasses import replace
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from .errors import UsageError, one_line
-from .iospec import IOSpec, TensorSpec, spec_from_array
+from .iospec import IOSpec, spec_from_array, synthetic_input
 from .model import Model
 from .onnx_io import iospec_from_onnx, load_onnx
 
@@ -70,17 +71,7 @@ def _call_factory(source: str):
         file = Path(target)
         if not file.is_file():
             raise UsageError(f"model factory file {target} not found; check the path")
-        mod_name = f"_edgekit_user_{abs(hash(str(file.resolve())))}"
-        spec = importlib.util.spec_from_file_location(mod_name, file)
-        mod = importlib.util.module_from_spec(spec)
-        sys.path.insert(0, str(file.resolve().parent))
-        try:
-            sys.modules[mod_name] = mod
-            spec.loader.exec_module(mod)
-        except Exception as exc:
-            raise UsageError(f"model file {target} failed to import ({one_line(exc)}); fix the file") from None
-        finally:
-            sys.path.pop(0)
+        mod = _load_user_file(file, target)
     else:
         try:
             mod = importlib.import_module(target)
@@ -96,6 +87,33 @@ def _call_factory(source: str):
     if not isinstance(module, torch.nn.Module):
         raise UsageError(f"model factory {source} returned {type(module).__name__}, not a torch.nn.Module")
     return module.eval()
+
+
+_IMPORTS = threading.Lock()
+
+
+def _load_user_file(file: Path, target: str):
+    """Import the user's file as a private module. Its folder is on ``sys.path`` only while it runs (so it
+    can import its siblings), and neither it nor the siblings it imported stay in ``sys.modules``."""
+    folder = str(file.resolve().parent)
+    name = f"_edgekit_user_{abs(hash(str(file.resolve())))}"
+    spec = importlib.util.spec_from_file_location(name, file)
+    mod = importlib.util.module_from_spec(spec)
+    with _IMPORTS:
+        before = set(sys.modules)
+        sys.path.insert(0, folder)
+        sys.modules[name] = mod  # while it runs: dataclasses and typing look their module up by name
+        try:
+            spec.loader.exec_module(mod)
+        except Exception as exc:
+            raise UsageError(f"model file {target} failed to import ({one_line(exc)}); fix the file") from None
+        finally:
+            sys.path.remove(folder)
+            for key in set(sys.modules) - before:
+                origin = getattr(sys.modules[key], "__file__", None) or ""
+                if key == name or str(Path(origin).resolve()).startswith(folder + "/"):
+                    del sys.modules[key]
+    return mod
 
 
 def _load_weights(module, path: Path, trust_pickle: bool) -> None:
@@ -204,14 +222,6 @@ def _from_onnx(path: Path, sample_inputs) -> Model:
         examples = {t.name: synthetic_input(t) for t in spec.inputs}
     return Model(name=path.stem, kind="onnx", loader="onnx", origin=str(path), iospec=spec,
                  example_inputs=examples, onnx_path=path)
-
-
-def synthetic_input(t: TensorSpec, batch: int = 1, seed: int = 0) -> np.ndarray:
-    """A stand-in input: standard normal for floats, zeros for integers (valid token ids)."""
-    shape = t.concrete_shape(batch)
-    if np.dtype(t.dtype).kind == "f":
-        return np.random.default_rng(seed).standard_normal(shape).astype(t.dtype)
-    return np.zeros(shape, dtype=t.dtype)
 
 
 def torch_model(module, *, name: str, loader: str, origin: str, sample_inputs=None,

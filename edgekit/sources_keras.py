@@ -9,15 +9,16 @@ from pathlib import Path
 import numpy as np
 
 from .errors import UsageError, one_line
-from .iospec import IOSpec, TensorSpec, default_layout
+from .iospec import IOSpec, TensorSpec, default_layout, synthetic_input
 from .model import Model
+from .runtimes.keras import SavedModelFn
 
 def is_keras_source(path: Path) -> bool:
     return path.suffix in (".keras", ".h5") or (path.is_dir() and (path / "saved_model.pb").is_file())
 
 
 def load_keras(path: Path, sample_inputs: dict | None = None) -> Model:
-    from .export.tflite import import_tf
+    from .tf_import import import_tf
 
     tf = import_tf()
     if path.is_dir():
@@ -30,7 +31,7 @@ def load_keras(path: Path, sample_inputs: dict | None = None) -> Model:
         outs = fn.structured_outputs
         inputs = tuple(_spec(name, s.shape, s.dtype.name) for name, s in ins.items())
         outputs = tuple(_spec(name, s.shape, s.dtype.name) for name, s in outs.items())
-        module = _SavedModelFn(fn, loaded)
+        module = SavedModelFn(fn, loaded)
         loader = "saved_model"
     else:
         if not path.is_file():
@@ -61,34 +62,4 @@ def _example(t: TensorSpec, samples: dict | None) -> np.ndarray:
         return np.asarray(samples[t.name][:1])
     if samples and "x" in samples:
         return np.asarray(samples["x"][:1])
-    from .sources import synthetic_input
     return synthetic_input(t)
-
-
-class _SavedModelFn:
-    """A SavedModel signature called like a Keras model: list of arrays in, dict out."""
-
-    def __init__(self, fn, keep_alive):
-        self.fn, self._keep = fn, keep_alive
-
-    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        import tensorflow as tf
-        return {k: v.numpy() for k, v in self.fn(**{k: tf.constant(v) for k, v in inputs.items()}).items()}
-
-
-class KerasRunner:
-    """The reference for Keras sources: the Keras model (or SavedModel signature) itself."""
-
-    runtime = "tensorflow"
-
-    def __init__(self, model: Model):
-        self.model, self.iospec = model, model.iospec
-
-    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        feed = {t.name: np.asarray(inputs[t.name], dtype=t.dtype) for t in self.iospec.inputs}
-        if isinstance(self.model.module, _SavedModelFn):
-            return self.model.module.run(feed)
-        args = [feed[n] for n in self.iospec.input_names]
-        result = self.model.module(args[0] if len(args) == 1 else args, training=False)
-        result = result if isinstance(result, (list, tuple)) else [result]
-        return {name: np.asarray(r) for name, r in zip(self.iospec.output_names, result)}

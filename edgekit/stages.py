@@ -4,19 +4,21 @@ from __future__ import annotations
 import contextlib
 import io
 import traceback
-from pathlib import Path
+from dataclasses import replace
 from typing import Iterator
 
-from .artifact import Artifact, file_digest, onnx_precision_map
+from .artifact import Artifact, file_digest
 from .bench import bench_file
 from .data import Data, prepare, read_arrays
 from .errors import EdgekitError, StageError, UsageError, one_line
-from .export import EXPORTERS, Exported, ExportJob
+from .export import Exported, formats_with_exporters
 from .formats import get_format
 from .graph_stats import zip_bytes
 from .model import Model
 from .onnx_io import iospec_from_onnx
+from .precision import precision_map
 from .profiles import DeviceProfile
+from .results import TflmCheck
 from .runtimes import open_runner
 from .sources import load_model
 from .validate import Reference, validate_file
@@ -59,61 +61,44 @@ def load_data(model: Model, arrays: dict | None, source: str, task, calib_sample
     return prepare(arrays, model.iospec, source=source, task=task, calib_samples=calib_samples, val_samples=val_samples)
 
 
-def export_format(fmt_name: str, job: ExportJob) -> list[Exported]:
-    return EXPORTERS[fmt_name](job)
-
-
 def measure(exported: Exported, reference: Reference, data: Data, profile: DeviceProfile) -> Artifact:
-    """Validate a file in its runtime against the reference, then time it; an Artifact."""
+    """Validate a file in its runtime against the reference (once: a file a search already validated keeps
+    that result), then time it; an Artifact."""
     fmt = get_format(exported.format)
     threads = profile.target.resolved_threads
-    run_path = exported.path.parent / exported.info["embeds"] if "embeds" in exported.info else exported.path
-    extra: dict = {}
+    run_path = exported.path.parent / exported.info.embeds if exported.info.embeds else exported.path
+    info = exported.info
     try:
         runner = open_runner(run_path, fmt.runtime, threads=threads, mapping=exported.mapping)
     except UsageError as exc:
         if fmt.runtime != "tflm":
             raise
-        runner, extra["tflm"] = None, {"loads": False, "error": str(exc)}
-    validation = {}
-    if runner is not None:
+        runner, info = None, replace(info, tflm=TflmCheck(False, error=str(exc)))
+    validation = exported.validation
+    if runner is not None and validation is None:
         validation = validate_file(run_path, reference, data, fmt.tolerance_for(exported.precision),
-                                   runtime=fmt.runtime, threads=threads, runner=runner).to_dict()
-    timing = {}
+                                   runtime=fmt.runtime, threads=threads, runner=runner)
+    timing = None
     if fmt.runtime == "tflm" and runner is not None:
-        extra["tflm"] = {"loads": True, "arena_bytes": runner.arena_used_bytes(),
-                         "note": "TFLite-Micro runs reference kernels on this host; its latency here says "
-                                 "nothing about an MCU, so it is not timed"}
+        info = replace(info, tflm=TflmCheck(True, runner.arena_used_bytes(), note=(
+            "TFLite-Micro runs reference kernels on this host; its latency here says nothing about an MCU, "
+            "so it is not timed")))
     elif fmt.runtime != "tflm":
         b = profile.bench
-        one = sample_for(runner.file_spec if hasattr(runner, "file_spec") else None,
-                         {k: v[:1] for k, v in data.validation.inputs.items()})
+        one = sample_for(runner.file_spec, {k: v[:1] for k, v in data.validation.inputs.items()})
         timing = bench_file(run_path, runtime=fmt.runtime, threads=threads, warmup=b.warmup, runs=b.runs,
-                            batch=b.batch, max_seconds=b.max_seconds, inputs=one).to_dict()
+                            batch=b.batch, max_seconds=b.max_seconds, inputs=one)
     sha, size = file_digest(exported.path)
-    if exported.mapping is not None:
-        iospec = exported.mapping.to_dict()
-    else:
-        iospec = iospec_from_onnx(exported.path).to_dict()
+    iospec = (exported.mapping or iospec_from_onnx(exported.path)).to_dict()
     return Artifact(file=exported.path.name, format=exported.format, precision=exported.precision,
-                    runtime=fmt.runtime, sha256=sha, bytes=size, iospec=iospec,
-                    precision_map=precision_map(run_path), export={**exported.info, **extra},
-                    validation=validation, bench=timing, zip_bytes=zip_bytes(exported.path))
+                    runtime=fmt.runtime, sha256=sha, bytes=size, iospec=iospec, precision_map=precision_map(run_path),
+                    export=info, validation=validation, bench=timing, zip_bytes=zip_bytes(exported.path))
 
 
 def sample_for(file_spec, source_inputs: dict):
     """One sample keyed and laid out the way the file itself takes it (for the bench process)."""
-    if file_spec is None:
-        return source_inputs
     from .runtimes.mapping import to_file
     return {t.name: to_file(t, source_inputs[t.source_name or t.name]) for t in file_spec.inputs}
-
-
-def precision_map(path: Path) -> dict[str, str]:
-    if path.suffix == ".tflite":
-        from .tflite_info import read_tflite
-        return read_tflite(path).precision_map
-    return onnx_precision_map(path)
 
 
 def pending_settings(profile: DeviceProfile, formats: tuple[str, ...]) -> list[str]:
@@ -123,7 +108,7 @@ def pending_settings(profile: DeviceProfile, formats: tuple[str, ...]) -> list[s
         out.append("GPU execution (target.accelerator = gpu-if-present): not applied yet; files are run and "
                    "timed on the CPU")
     for name in formats:
-        if name not in EXPORTERS:
+        if name not in formats_with_exporters():
             out.append(f"format '{name}': not applied yet (no exporter registered)")
     return out
 

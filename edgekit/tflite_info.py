@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import UsageError
+from .tf_import import missing
 
 WEIGHTED = {"CONV_2D": 1, "DEPTHWISE_CONV_2D": 1, "FULLY_CONNECTED": 1, "TRANSPOSE_CONV": 1, "BATCH_MATMUL": 1,
             "EMBEDDING_LOOKUP": 1}
@@ -24,8 +25,8 @@ class TfliteInfo:
 def read_tflite(path: str | Path) -> TfliteInfo:
     try:
         from ai_edge_litert import schema_py_generated as schema
-    except ImportError:
-        raise UsageError("reading .tflite files needs ai-edge-litert: pip install ai-edge-litert") from None
+    except ImportError as exc:
+        raise missing("reading .tflite files (ai-edge-litert)", exc.name) from None
     data = Path(path).read_bytes()
     try:
         model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(data, 0))

@@ -2,7 +2,7 @@
 with the source model, per named output (shape, then tolerance), collecting every failure."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +12,8 @@ from .errors import ValidationFailed
 from .formats import Tolerance
 from .metrics import PRIMARY, agreement, metric_drop, task_metrics
 from .model import Model
-from .runtimes import open_runner
+from .results import ValidationResult
+from .runtimes import open_runner, reference_runner
 from .runtimes.base import run_batched
 
 
@@ -30,26 +31,12 @@ class Reference:
 
     def for_model(self, model: Model, data: Data, threads: int = 1) -> "Reference":
         """This reference re-pointed at ``model``'s outputs, keeping the source's metrics."""
-        twin = run_batched(model.reference_runner(threads), data.validation.inputs)
+        twin = run_batched(reference_runner(model, threads), data.validation.inputs)
         return Reference(twin, self.metrics, self.task, self.primary_output, self.origin_outputs or self.outputs)
 
 
-@dataclass(frozen=True)
-class Validation:
-    file: str
-    runtime: str
-    metrics: dict[str, float]
-    drop: float
-    outputs: dict[str, dict] = field(default_factory=dict)  # per output: shape, max_abs_diff, within tolerance
-    failures: tuple[str, ...] = ()
-
-    def to_dict(self) -> dict:
-        return {"file": self.file, "runtime": self.runtime, "metrics": self.metrics, "drop": self.drop,
-                "outputs": self.outputs, "failures": list(self.failures)}
-
-
 def reference_outputs(model: Model, data: Data, threads: int = 1) -> Reference:
-    runner = model.reference_runner(threads)
+    runner = reference_runner(model, threads)
     outputs = run_batched(runner, data.validation.inputs)
     primary = model.iospec.output_names[0]
     metrics = task_metrics(data.task, outputs[primary], data.validation.labels, outputs[primary])
@@ -58,7 +45,7 @@ def reference_outputs(model: Model, data: Data, threads: int = 1) -> Reference:
 
 def validate_file(path: str | Path, reference: Reference, data: Data, tolerance: Tolerance | None,
                   *, runtime: str | None = None, threads: int = 1, raise_on_failure: bool = True,
-                  runner=None) -> Validation:
+                  runner=None) -> ValidationResult:
     """Run ``path`` on the validation split; compare each named output with the reference.
 
     With a ``tolerance`` every element must satisfy |file - ref| <= atol + rtol * |ref|. All
@@ -92,7 +79,7 @@ def validate_file(path: str | Path, reference: Reference, data: Data, tolerance:
         metrics = task_metrics(reference.task, outputs[reference.primary_output], data.validation.labels,
                                origin[reference.primary_output])
     drop = metric_drop(reference.task, reference.metrics, metrics) if PRIMARY[reference.task] in metrics else float("nan")
-    result = Validation(str(path), runner.runtime, metrics, drop, per_output, tuple(failures))
+    result = ValidationResult(str(path), runner.runtime, metrics, drop, per_output, tuple(failures))
     if failures and raise_on_failure:
         raise ValidationFailed(Path(path).name, failures)
     return result

@@ -6,11 +6,12 @@ from pathlib import Path
 from .formats import format_table
 from .errors import UsageError
 from .stages import load_data, load_source
-from .validate import Validation, reference_outputs, validate_file
+from .results import ValidationResult
+from .validate import reference_outputs, validate_file
 
 
 def validate_against(file, *, model=None, weights=None, data=None, task=None, threads: int = 1,
-                     trust_pickle: bool = False) -> Validation:
+                     trust_pickle: bool = False) -> ValidationResult:
     path = Path(file)
     if not path.is_file():
         raise UsageError(f"file {file} not found; check the path")

@@ -1,16 +1,35 @@
-"""Exporters, one module per format, registered by format name (the table is exporters/*.toml).
-
-Each takes an ExportJob and returns the files it wrote as Exported entries. Formats run in the
-order of this table: ONNX first (the reference graph), then TFLite (converted from it), then
-the C array (which embeds the TFLite file).
+"""Exporters, one module per format, registered by (format, source kind); the format table is
+exporters/*.toml. Each takes an ExportJob and returns the fp32 file(s) it wrote as Exported entries;
+quantized files come from the quantization passes (quantize/, search/).
 """
 from __future__ import annotations
 
+from typing import Callable
+
 from .c_array import export_c_array
-from .job import Exported, ExportJob
-from .onnx import export_onnx_job
-from .tflite import export_tflite
+from .job import Exported, ExportJob, PassContext
+from .keras_tflite import export_keras_onnx, export_keras_tflite
+from .onnx import copy_onnx, export_onnx_torch
+from .tflite import export_tflite_onnx2tf
 
-EXPORTERS = {"onnx": export_onnx_job, "tflite": export_tflite, "c_array": export_c_array}
+ANY = "*"
+EXPORTERS: dict[tuple[str, str], Callable[[ExportJob], list[Exported]]] = {
+    ("onnx", "torch"): export_onnx_torch,
+    ("onnx", "onnx"): copy_onnx,
+    ("onnx", "keras"): export_keras_onnx,
+    ("tflite", "torch"): export_tflite_onnx2tf,
+    ("tflite", "onnx"): export_tflite_onnx2tf,
+    ("tflite", "keras"): export_keras_tflite,
+    ("c_array", ANY): export_c_array,
+}
 
-__all__ = ["EXPORTERS", "ExportJob", "Exported"]
+
+def exporter_for(fmt: str, kind: str) -> Callable[[ExportJob], list[Exported]] | None:
+    return EXPORTERS.get((fmt, kind)) or EXPORTERS.get((fmt, ANY))
+
+
+def formats_with_exporters() -> set[str]:
+    return {fmt for fmt, _ in EXPORTERS}
+
+
+__all__ = ["EXPORTERS", "ExportJob", "Exported", "PassContext", "exporter_for", "formats_with_exporters"]

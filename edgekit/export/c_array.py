@@ -1,18 +1,20 @@
 """C array for microcontroller firmware: <model>_model_data.h/.cc holding the .tflite bytes.
 
 The array is 16-byte aligned (TFLite-Micro reads the flatbuffer in place) and const, so the
-linker keeps it in flash.
+linker keeps it in flash. Which .tflite it embeds follows the format table's ``embed_preference``.
 """
 from __future__ import annotations
 
 import re
 
 from ..errors import StageError
+from ..formats import get_format
+from ..results import ExportInfo
 from .job import Exported, ExportJob
 
 
 def export_c_array(job: ExportJob) -> list[Exported]:
-    source = _pick_tflite(job)
+    source = pick_embedded(job)
     symbol = "g_" + re.sub(r"[^0-9a-zA-Z_]", "_", job.model.name).lower() + "_model_data"
     stem = f"{job.model.name}_model_data"
     guard = f"EDGEKIT_{stem.upper()}_H_"
@@ -32,19 +34,17 @@ def export_c_array(job: ExportJob) -> list[Exported]:
         f"#include \"{header.name}\"\n\n"
         f"alignas(16) const unsigned char {symbol}[] = {{\n  " + ",\n  ".join(rows) + "\n};\n"
         f"const unsigned int {symbol}_len = {len(data)};\n")
-    info = {"exporter": "edgekit c_array", "embeds": source.path.name, "symbol": symbol, "flash_bytes": len(data),
-            "header": header.name}
+    info = ExportInfo("edgekit c_array", embeds=source.path.name, flash_bytes=len(data),
+                      details={"symbol": symbol, "header": header.name})
     return [Exported(body, "c_array", source.precision, info, source.mapping)]
 
 
-def _pick_tflite(job: ExportJob) -> Exported:
-    """The .tflite the microcontroller runs: the full-integer int8 file; the int16-activation file
-    when int8 missed the accuracy budget; fp32 when the build is not quantized (TFLite-Micro has
-    no fp16 kernels)."""
-    tflite = {e.precision: e for e in job.produced if e.format == "tflite"}
-    if "int8" in tflite and tflite["int8"].info.get("meets_budget") is False:
-        del tflite["int8"]
-    candidates = [tflite[p] for p in ("int8", "int16x8", "fp32") if p in tflite]
-    if not candidates:
-        raise StageError("export c_array", "the C array embeds a .tflite file; add 'tflite' to the formats")
-    return candidates[0]
+def pick_embedded(job: ExportJob) -> Exported:
+    """The .tflite the microcontroller runs: the first of the table's ``embed_preference`` (int8, then
+    int16x8 when int8 missed the accuracy budget, then fp32: TFLite-Micro has no fp16 or int4 kernels)."""
+    fmt = get_format("c_array")
+    made = {e.precision: e for e in job.produced if e.format == fmt.embeds and e.path.name not in job.missed_budget}
+    for precision in fmt.embed_preference:
+        if precision in made:
+            return made[precision]
+    raise StageError("export c_array", f"the C array embeds a .{fmt.embeds} file; add '{fmt.embeds}' to the formats")

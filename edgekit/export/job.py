@@ -1,4 +1,4 @@
-"""What an exporter gets and what it returns."""
+"""What an exporter or a quantization pass gets, and what it returns."""
 from __future__ import annotations
 
 import io
@@ -6,21 +6,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..data import Split
+from ..data import Data, Split
 from ..iospec import IOSpec
 from ..model import Model
-
-
-@dataclass(frozen=True)
-class ExportJob:
-    model: Model
-    folder: Path  # the bundle's staging folder
-    log: io.StringIO
-    precisions: tuple[str, ...] = ("fp32",)
-    reference_onnx: Path | None = None  # the fp32 reference graph, for formats converted from it
-    calibration: Split | None = None
-    produced: tuple["Exported", ...] = ()  # files earlier formats wrote (the C array embeds the .tflite)
-    int8_io: bool = False  # integer TFLite files take and return int8 (for MCUs)
+from ..profiles import DeviceProfile
+from ..results import ExportInfo, ValidationResult
 
 
 @dataclass(frozen=True)
@@ -28,5 +18,36 @@ class Exported:
     path: Path
     format: str
     precision: str
-    info: dict[str, Any] = field(default_factory=dict)
+    info: ExportInfo
     mapping: IOSpec | None = None  # the file's IOSpec with source names/permutations, when they differ
+    saved_model: Path | None = None  # TFLite: the SavedModel it came from, which quantization passes convert
+    validation: ValidationResult | None = None  # set when a search already validated this very file
+
+
+@dataclass(frozen=True)
+class ExportJob:
+    model: Model
+    folder: Path  # the bundle's staging folder
+    scratch: Path  # the build's scratch folder (SavedModels and other intermediates live here)
+    log: io.StringIO
+    tf: Any = None  # the build's converter worker (export.tf_client.TfWorker)
+    reference_onnx: Path | None = None  # the fp32 reference graph, for formats converted from it
+    calibration: Split | None = None
+    produced: tuple[Exported, ...] = ()  # files earlier formats wrote (the C array embeds a .tflite)
+    missed_budget: frozenset[str] = frozenset()  # files among ``produced`` that missed the accuracy budget
+
+
+@dataclass(frozen=True)
+class PassContext:
+    """Everything a quantization pass ``Exported -> Exported`` may use."""
+    folder: Path
+    scratch: Path
+    name: str  # the model's name: files are <name>_<precision><suffix>
+    iospec: IOSpec  # the source model's
+    log: io.StringIO
+    tf: Any  # the converter worker
+    data: Data
+    reference: Any  # validate.Reference: the outputs and metrics a file is judged against
+    profile: DeviceProfile
+    float_p50_ms: float | None = None  # the fp32 twin's measured p50, for the latency check
+    options: dict[str, Any] = field(default_factory=dict)  # int8_io, fp16_io

@@ -1,42 +1,45 @@
 """Export the reference graph: fp32 ONNX with named inputs/outputs and a dynamic batch axis."""
 from __future__ import annotations
 
-import contextlib
 import io
-import logging
 import shutil
 from pathlib import Path
 
 from ..errors import StageError, one_line
 from ..model import Model
+from ..results import ExportInfo
 from .job import Exported, ExportJob
 
 OPSET = 18
 
 
-def export_onnx_job(job: ExportJob) -> list[Exported]:
-    """The format-table entry point: the fp32 reference graph."""
+def export_onnx_torch(job: ExportJob) -> list[Exported]:
+    """The exporter for torch sources: torch.onnx (torch.export-based, TorchScript as the fallback)."""
     out = job.folder / f"{job.model.name}.onnx"
-    if job.model.kind == "keras":
-        from .keras_tflite import export_keras_onnx
-        return [Exported(out, "onnx", "fp32", export_keras_onnx(job, out))]
-    return [Exported(out, "onnx", "fp32", export_onnx(job.model, out, job.log))]
+    info = export_onnx(job.model, out, job.log)
+    exporter = info.pop("exporter")
+    return [Exported(out, "onnx", "fp32", ExportInfo(exporter, details=info))]
+
+
+def copy_onnx(job: ExportJob) -> list[Exported]:
+    """The exporter for ONNX sources: the file itself is the reference graph."""
+    out = job.folder / f"{job.model.name}.onnx"
+    shutil.copyfile(job.model.onnx_path, out)
+    return [Exported(out, "onnx", "fp32", ExportInfo("copy of the source ONNX file",
+                                                     details={"dynamic_batch": job.model.iospec.batch_dynamic}))]
 
 
 def export_onnx(model: Model, out: Path, log: io.StringIO | None = None, *, screening: bool = False) -> dict:
-    """Write ``model`` to ``out`` as fp32 ONNX; returns how it was exported.
+    """Write the torch ``model`` to ``out`` as fp32 ONNX; returns how it was exported.
 
-    torch sources go through the torch.export-based exporter with a dynamic batch axis; a model
-    whose batch axis cannot be dynamic is exported with a static batch, and a model torch.export
-    cannot capture falls back to the TorchScript exporter. Each choice is recorded.
+    The torch.export-based exporter goes first, with a dynamic batch axis; a model whose batch axis
+    cannot be dynamic is exported with a static batch, and a model torch.export cannot capture
+    falls back to the TorchScript exporter. Each choice is recorded.
     ``screening``: a graph that is measured, not shipped (pruning attempts): the TorchScript
     exporter goes first, as it takes ~0.3 s where torch.export takes ~7 s on the example.
     """
     import onnx
 
-    if model.kind == "onnx":
-        shutil.copyfile(model.onnx_path, out)
-        return {"exporter": "copy of the source ONNX file", "dynamic_batch": model.iospec.batch_dynamic}
     if model.onnx_path is not None and "onnx_export" in model.meta:  # exported (and checked) by the pruning search
         shutil.copyfile(model.onnx_path, out)
         return dict(model.meta["onnx_export"])
@@ -51,7 +54,7 @@ def export_onnx(model: Model, out: Path, log: io.StringIO | None = None, *, scre
     errors = []
     for exporter, dynamic in attempts:
         try:
-            _export(model, out, exporter, dynamic, log)
+            _export(model, out, exporter, dynamic)
             _strip_debug_metadata(out)
             onnx.checker.check_model(str(out))
             return {"exporter": f"torch.onnx ({exporter})", "opset": OPSET, "dynamic_batch": dynamic}
@@ -74,7 +77,7 @@ def _strip_debug_metadata(path: Path) -> None:
     onnx.save(proto, str(path))
 
 
-def _export(model: Model, out: Path, exporter: str, dynamic: bool, log: io.StringIO) -> None:
+def _export(model: Model, out: Path, exporter: str, dynamic: bool) -> None:
     import torch
 
     args = tuple(torch.from_numpy(model.example_inputs[n]) for n in model.iospec.input_names)
@@ -89,11 +92,4 @@ def _export(model: Model, out: Path, exporter: str, dynamic: bool, log: io.Strin
         if dynamic:
             kwargs["dynamic_axes"] = {n: {0: "batch"} for n in names_in + names_out}
         kwargs.update(dynamo=False)
-    quiet = logging.getLogger("torch.onnx")
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)
-    try:
-        with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
-            torch.onnx.export(model.module, args, str(out), **kwargs)
-    finally:
-        quiet.setLevel(level)
+    torch.onnx.export(model.module, args, str(out), **kwargs)

@@ -1,5 +1,6 @@
-"""Model compression before export: structured/unstructured pruning, low-rank factorization,
-weight sharing, recovery by distillation, and the accuracy-aware back-off that picks the ratio."""
-from .search import Compression, compress, grid
+"""Model compression before export: structured/unstructured pruning, low-rank factorization, weight
+sharing and recovery by distillation. The accuracy-aware back-off that picks the ratio is
+search/prune.py."""
+from .compression import Compression, grid
 
-__all__ = ["Compression", "compress", "grid"]
+__all__ = ["Compression", "grid"]

@@ -9,6 +9,7 @@ from typing import Callable
 from ..data import Data
 from ..model import Model
 from ..profiles import DeviceProfile
+from ..runtimes.torch_runner import torch_threads
 from . import lowrank, recover, sharing, structured, unstructured
 
 
@@ -44,9 +45,7 @@ def run_chain(model: Model, data: Data, prof: DeviceProfile, plan: Plan, ratio: 
     args = tuple(torch.from_numpy(model.example_inputs[n]) for n in names)
     cfg, details = prof.prune, {"ratio": ratio}
     start = time.perf_counter()
-    previous = torch.get_num_threads()
-    torch.set_num_threads(max(1, threads))
-    try:
+    with torch_threads(threads):
         if plan.method == "structured" and ratio > 0:
             details["structured"] = structured.prune_structured(
                 student, args, ratio, importance=plan.importance, round_to=cfg.round_to, protect=set(plan.protect),
@@ -57,8 +56,6 @@ def run_chain(model: Model, data: Data, prof: DeviceProfile, plan: Plan, ratio: 
             details["lowrank"] = lowrank.factorize(student, cfg.lowrank, round_to=cfg.round_to, protect=set(plan.keep),
                                                   example_args=args)
         _check_outputs(student, args, model)
-    finally:
-        torch.set_num_threads(previous)
     if data.train is not None and prof.recover.epochs > 0:
         details["recovery"] = recover.distill(student, teacher, data.train, names, data.task, prof.recover,
                                               threads=threads, progress=progress,

@@ -56,38 +56,37 @@ def distill(student, teacher, train: Split, names: list[str], task: str, cfg, *,
     """Fine-tune ``student`` in place for ``cfg.epochs`` epochs; returns the per-epoch losses."""
     import torch
 
-    previous = torch.get_num_threads()
-    torch.set_num_threads(max(1, threads))
-    torch.manual_seed(0)
+    from ..runtimes.torch_runner import torch_threads
+
     teacher.eval()
     opt = torch.optim.AdamW([p for p in student.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=1e-4)
     steps = cfg.epochs * -(-len(train) // cfg.batch_size)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1))
     losses, start = [], time.perf_counter()
     per_epoch = -(-len(train) // cfg.batch_size)
-    try:
-        for epoch in range(cfg.epochs):
-            student.train()
-            total, count = 0.0, 0
-            for i, (args, labels) in enumerate(batches(train, names, cfg.batch_size, shuffle=True, seed=epoch)):
-                if len(args[0]) < 2:  # BatchNorm cannot train on one sample
-                    continue
-                with torch.no_grad():
-                    target = primary(teacher(*args))
-                loss = distill_loss(primary(student(*args)), target, labels, task, cfg.distill_temperature,
-                                    cfg.distill_alpha)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                sched.step()
-                total += float(loss.detach()) * len(args[0])
-                count += len(args[0])
-                if progress is not None and (i % 5 == 0 or i == per_epoch - 1):
-                    progress(f"{label}: epoch {epoch + 1}/{cfg.epochs} {bar(i + 1, per_epoch)} loss {total / count:.4f}")
-            losses.append(round(total / max(count, 1), 6))
-    finally:
-        student.eval()
-        torch.set_num_threads(previous)
+    with torch_threads(threads, seed=0):  # a forked, seeded RNG: dropout draws leave the caller's alone
+        try:
+            for epoch in range(cfg.epochs):
+                student.train()
+                total, count = 0.0, 0
+                for i, (args, labels) in enumerate(batches(train, names, cfg.batch_size, shuffle=True, seed=epoch)):
+                    if len(args[0]) < 2:  # BatchNorm cannot train on one sample
+                        continue
+                    with torch.no_grad():
+                        target = primary(teacher(*args))
+                    loss = distill_loss(primary(student(*args)), target, labels, task, cfg.distill_temperature,
+                                        cfg.distill_alpha)
+                    opt.zero_grad()
+                    loss.backward()
+                    opt.step()
+                    sched.step()
+                    total += float(loss.detach()) * len(args[0])
+                    count += len(args[0])
+                    if progress is not None and (i % 5 == 0 or i == per_epoch - 1):
+                        progress(f"{label}: epoch {epoch + 1}/{cfg.epochs} {bar(i + 1, per_epoch)} loss {total / count:.4f}")
+                losses.append(round(total / max(count, 1), 6))
+        finally:
+            student.eval()
     return {"method": "distillation", "epochs": cfg.epochs, "samples": len(train), "losses": losses,
             "labels_used": train.labels is not None and cfg.distill_alpha < 1.0,
             "temperature": cfg.distill_temperature, "alpha": cfg.distill_alpha,

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .search import Compression
+from .compression import Compression
 
 UNSTRUCTURED_NOTE = ("unstructured sparsity leaves every tensor its full size: dense runtimes (ONNX Runtime, "
                      "LiteRT, TFLite-Micro) run the zeros at full cost, so expect no speedup; the gain is the "
@@ -19,8 +19,8 @@ def compression_report(compression: Compression, artifacts: list, folder: Path) 
     fp32 = next((a for a in artifacts if a.format == "onnx" and a.precision == "fp32"), None)
     if fp32 is not None and compression.before:
         after = onnx_stats(folder / fp32.file)
-        after["p50_ms"] = fp32.bench.get("p50_ms")
-        after["latency_threads"] = fp32.bench.get("threads")
+        after["p50_ms"] = fp32.bench.p50_ms if fp32.bench else None
+        after["latency_threads"] = fp32.bench.threads if fp32.bench else None
         out["after"] = after
         before = out["before"]
         out["ratios"] = {"params": _ratio(before["params"], after["params"]), "macs": _ratio(before["macs"], after["macs"]),

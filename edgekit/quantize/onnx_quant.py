@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -121,9 +120,3 @@ def check_calibration(split: Split | None) -> list[str]:
     if len(split) < 32:
         return [f"calibrating on only {len(split)} samples; ranges may be unstable (100+ recommended)"]
     return []
-
-
-@contextlib.contextmanager
-def scratch():
-    with tempfile.TemporaryDirectory(prefix="edgekit-quant-") as tmp:
-        yield Path(tmp)

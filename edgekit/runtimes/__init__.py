@@ -1,4 +1,4 @@
-"""Runners: ``run(inputs) -> outputs`` over one runtime, keyed by tensor name.
+"""Runners: ``run(inputs) -> outputs`` over one runtime, keyed by tensor name (``base.Runner``).
 
 Validation, benchmarking and apps all go through these. A runner built with a *mapping* (the
 file's IOSpec tied to the source model's tensors) takes and returns the source's tensors.
@@ -9,6 +9,8 @@ from pathlib import Path
 
 from ..errors import UsageError
 from ..iospec import IOSpec
+from ..model import Model
+from .base import Runner
 
 SUFFIX_RUNTIME = {".onnx": "onnxruntime", ".tflite": "litert"}
 RUNTIMES = ("onnxruntime", "litert", "tflm")
@@ -34,7 +36,7 @@ def import_runtime(runtime: str) -> None:
         import_tflm()
 
 
-def open_runner(path: str | Path, runtime: str | None = None, threads: int = 1, mapping: IOSpec | None = None):
+def open_runner(path: str | Path, runtime: str | None = None, threads: int = 1, mapping: IOSpec | None = None) -> Runner:
     """The runner for a deployable file, chosen by its runtime (or its suffix)."""
     path = Path(path)
     if not path.is_file():
@@ -50,3 +52,15 @@ def open_runner(path: str | Path, runtime: str | None = None, threads: int = 1, 
         from .tflm import TflmRunner
         return TflmRunner(path, mapping=mapping)
     raise UsageError(f"{path}: unknown runtime '{runtime}'; known: {', '.join(RUNTIMES)}")
+
+
+def reference_runner(model: Model, threads: int = 1) -> Runner:
+    """The runner that computes the source model's own outputs, by the model's kind."""
+    if model.kind == "torch":
+        from .torch_runner import TorchRunner
+        return TorchRunner(model.module, model.iospec, threads)
+    if model.kind == "keras":
+        from .keras import KerasRunner
+        return KerasRunner(model.module, model.iospec, threads)
+    from .ort import OrtRunner
+    return OrtRunner(model.onnx_path, threads=threads)

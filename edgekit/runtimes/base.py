@@ -1,10 +1,31 @@
-"""Shared batching for runners."""
+"""The one Runner protocol every runtime implements, and batching over a whole split."""
 from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from ..iospec import IOSpec
 
-def run_batched(runner, inputs: dict[str, np.ndarray], batch: int = 64) -> dict[str, np.ndarray]:
+
+@runtime_checkable
+class Runner(Protocol):
+    """``run(inputs) -> outputs`` over one runtime, keyed by tensor name.
+
+    ``iospec`` is what ``run`` takes and returns: the source model's tensors for a runner built with
+    a mapping (names and NCHW layout restored), else the file's own. ``file_spec`` is the file's own
+    tensors (names, layout, ``source_name``/``source_perm``): what a process that feeds the file
+    directly, like the bench worker, must use.
+    """
+    runtime: str
+    iospec: IOSpec
+    file_spec: IOSpec
+    threads: int
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+
+def run_batched(runner: Runner, inputs: dict[str, np.ndarray], batch: int = 64) -> dict[str, np.ndarray]:
     """Run ``runner`` over a whole split; chunks when the batch axis is dynamic, else one by one."""
     n = len(next(iter(inputs.values())))
     step = batch if runner.iospec.batch_dynamic else 1

@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UsageError
+from ..tf_import import missing
 from ..iospec import IOSpec, TensorSpec
 from .mapping import dequantize_out, quantize_in, source_view, to_file, to_source
 
@@ -13,8 +14,8 @@ from .mapping import dequantize_out, quantize_in, source_view, to_file, to_sourc
 def import_litert():
     try:
         from ai_edge_litert import interpreter
-    except ImportError:
-        raise UsageError("running .tflite files needs the LiteRT interpreter: pip install ai-edge-litert") from None
+    except ImportError as exc:
+        raise missing("running .tflite files (the LiteRT interpreter)", exc.name) from None
     return interpreter
 
 

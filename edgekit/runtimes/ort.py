@@ -27,7 +27,7 @@ class OrtRunner:
         except Exception as exc:  # ORT raises its own Fail/InvalidGraph types
             raise UsageError(f"{self.path}: ONNX Runtime cannot load it ({str(exc).splitlines()[0][:200]}); "
                              "re-export the model") from None
-        self.iospec = iospec_from_onnx(self.path)
+        self.iospec = self.file_spec = iospec_from_onnx(self.path)
         self.threads = threads
         self.providers = self.session.get_providers()
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UsageError
+from ..tf_import import missing
 from ..native_output import capture_fd2
 from ..iospec import IOSpec
 from .mapping import dequantize_out, quantize_in, source_view, to_file, to_source
@@ -17,8 +18,8 @@ PROBE_ARENA = 64 * 1024 * 1024  # generous arena for the first load; the real ne
 def import_tflm():
     try:
         from tflite_micro.python.tflite_micro import runtime
-    except ImportError:
-        raise UsageError("TFLite-Micro checks need the interpreter: pip install tflite-micro") from None
+    except ImportError as exc:
+        raise missing("TFLite-Micro checks", exc.name) from None
     return runtime
 
 

@@ -1,22 +1,20 @@
-"""The ONNX quantization stage: try arrangements, keep the fastest file that meets the accuracy
-budget (latency check), and repair accuracy by moving the most sensitive layers up in precision."""
+"""The int8/int4 ONNX passes: try arrangements, keep the fastest file that meets the accuracy budget
+(latency check), and repair accuracy with the ladder, moving the most sensitive layers up in precision."""
 from __future__ import annotations
 
 import shutil
+import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
 
 from ..bench import bench_file
-from ..data import Data
-from ..profiles import DeviceProfile
-from ..validate import Reference, validate_file
-from .onnx_quant import ARRANGEMENTS, QuantPlan, preprocess, quantize_onnx, scratch, to_fp16, weighted_nodes
-from .sensitivity import rank_layers
-
-REPAIR_SECONDS = 120.0
-QUICK_BENCH = {"warmup": 20, "runs": 300, "batch": 1, "max_seconds": 4.0}
-
+from ..export.job import Exported, PassContext
+from ..quantize.onnx_quant import ARRANGEMENTS, QuantPlan, preprocess, quantize_onnx, weighted_nodes
+from ..quantize.sensitivity import rank_layers
+from ..results import ExportInfo
+from ..validate import validate_file
+from .ladder import climb
 
 SAME_SPEED = 0.05  # p50s within 5% of the fastest count as equally fast (the machine's noise)
 SAME_SNR_DB = 1.0  # output SNRs within 1 dB count as equally faithful
@@ -63,78 +61,80 @@ def _snr(attempt: dict) -> float:
     return float("-inf") if snr is None else min(float(snr), SNR_CAP_DB)
 
 
-def quantize_onnx_stage(ref: Path, folder: Path, name: str, precision: str, reference: Reference, data: Data,
-                        profile: DeviceProfile, float_p50: float | None, log, fp16_io: bool = False) -> tuple[Path, dict]:
-    """Write ``<name>_<precision>.onnx`` to ``folder``; returns its path and info (every attempt included)."""
-    target = folder / f"{name}_{precision}.onnx"
-    if precision == "fp16":
-        return target, to_fp16(ref, target, keep_io_types=not fp16_io)
-    budget, threads = profile.budget.max_accuracy_drop, profile.target.resolved_threads
-    with scratch() as tmp:
-        pre = preprocess(ref, tmp / "pre.onnx")
+def onnx_quantized(precision: str):
+    """The pass that writes ``<name>_<precision>.onnx`` (int8 or int4) from the fp32 file."""
+    def run(src: Exported, ctx: PassContext) -> Exported:
+        return _quantize(src, ctx, precision)
+    return run
+
+
+def _quantize(src: Exported, ctx: PassContext, precision: str) -> Exported:
+    target = ctx.folder / f"{ctx.name}_{precision}.onnx"
+    prof = ctx.profile
+    budget, threads = prof.budget.max_accuracy_drop, prof.target.resolved_threads
+    quick = {"warmup": prof.bench.warmup, "runs": prof.bench.attempt_runs, "batch": 1,
+             "max_seconds": prof.bench.attempt_max_seconds}
+    with tempfile.TemporaryDirectory(prefix="edgekit-quant-", dir=ctx.scratch) as tmp_name:
+        tmp = Path(tmp_name)
+        pre = preprocess(src.path, tmp / "pre.onnx")
         layer_names = _layer_names(pre)
         attempts: list[dict] = []
 
         def attempt(plan: QuantPlan, label: str) -> dict:
             path = tmp / f"a{len(attempts)}.onnx"
-            info = quantize_onnx(pre, path, data.calibration, plan, log)
-            v = validate_file(path, reference, data, None, runtime="onnxruntime", threads=threads, raise_on_failure=False)
-            p50 = bench_file(path, threads=threads, **QUICK_BENCH).p50_ms
-            snr = v.outputs.get(reference.primary_output, {}).get("snr_db")
+            info = quantize_onnx(pre, path, ctx.data.calibration, plan, ctx.log)
+            v = validate_file(path, ctx.reference, ctx.data, None, runtime="onnxruntime", threads=threads,
+                              raise_on_failure=False)
+            p50 = bench_file(path, threads=threads, **quick).p50_ms
             entry = {"name": label, "plan": plan, "path": path, "drop": float(v.drop), "p50_ms": p50,
-                     "snr_db": snr, "bytes": path.stat().st_size, "info": info}
+                     "snr_db": v.output_snr(ctx.reference.primary_output), "bytes": path.stat().st_size,
+                     "info": info, "validation": v}
             attempts.append(entry)
             return entry
 
         bits = 4 if precision == "int4" else 8
-        calib = profile.quantize.calibration
+        calib = prof.quantize.calibration
         if bits == 8:  # latency check: every arrangement, measured
             for arrangement in ARRANGEMENTS:
                 attempt(QuantPlan(8, arrangement, calib), arrangement)
         else:
             attempt(QuantPlan(4, "qdq-u8s8", calib), "int4 qdq-u8s8")
-        best, notes = choose(attempts, float_p50, budget)
+        best, notes = choose(attempts, ctx.float_p50_ms, budget)
         if best["drop"] > budget:
-            best, repair_notes = _repair(best, attempts, attempt, pre, data, budget, layer_names, tmp)
+            best, repair_notes = _repair(best, attempt, pre, ctx, layer_names, tmp)
             notes += repair_notes
-            best, more = choose([a for a in attempts if a["drop"] <= budget] or [best], float_p50, budget)
+            best, more = choose([a for a in attempts if a["drop"] <= budget] or [best], ctx.float_p50_ms, budget)
             notes += more
         shutil.copyfile(best["path"], target)
-    info = {**best["info"], "chosen": best["name"], "notes": notes,
-            "attempts": [{"name": a["name"], "drop": a["drop"], "p50_ms": a["p50_ms"], "snr_db": a["snr_db"],
-                          "bytes": a["bytes"],
-                          "plan": a["plan"].describe(), "float_layers": [layer_names.get(n, n) for n in a["plan"].float_nodes],
-                          "int8_layers": [layer_names.get(n, n) for n in a["plan"].int8_nodes]} for a in attempts]}
-    return target, info
+    details = {k: v for k, v in best["info"].items() if k != "quantizer"}
+    details["chosen"] = best["name"]
+    details["attempts"] = [{"name": a["name"], "drop": a["drop"], "p50_ms": a["p50_ms"], "snr_db": a["snr_db"],
+                            "bytes": a["bytes"], "plan": a["plan"].describe(),
+                            "float_layers": [layer_names.get(n, n) for n in a["plan"].float_nodes],
+                            "int8_layers": [layer_names.get(n, n) for n in a["plan"].int8_nodes]} for a in attempts]
+    info = ExportInfo(best["info"]["quantizer"], made_from=src.path.name, notes=tuple(notes), details=details)
+    return Exported(target, "onnx", precision, info, validation=replace(best["validation"], file=str(target)))
 
 
-def _repair(best: dict, attempts: list, attempt, pre: Path, data: Data, budget: float, names: dict, tmp: Path):
-    """Move the most sensitive layers up one at a time (int4 -> int8 -> float) until the budget holds."""
+def _repair(best: dict, attempt, pre: Path, ctx: PassContext, names: dict, tmp: Path) -> tuple[dict, list[str]]:
+    """Rank layers by output SNR with only that layer quantized, then climb the ladder."""
+    started = time.perf_counter()
+    box = ctx.profile.quantize.repair_time_box_s
     plan: QuantPlan = best["plan"]
     candidates = [n for n in weighted_nodes(pre) if n not in plan.float_nodes]
-    ranking = rank_layers(pre, plan, data.calibration, tmp, candidates)
+    ranking = rank_layers(pre, plan, ctx.data.calibration, tmp, candidates, seconds=box / 2)
     notes = ["sensitivity, output SNR with only that layer quantized (worst first, dB): " +
              ", ".join(f"{names.get(n, n)} {snr:.1f}" for n, snr in ranking[:5])]
-    deadline = time.perf_counter() + REPAIR_SECONDS
-    steps = [("int8", n) for n, _ in ranking] if plan.bits == 4 else []
-    steps += [("float", n) for n, _ in ranking]
-    current = plan
-    for level, node in steps:
-        if time.perf_counter() > deadline:
-            notes.append(f"repair stopped at its {REPAIR_SECONDS:.0f} s time box")
-            break
+    levels = ["int8", "float"] if plan.bits == 4 else ["float"]
+
+    def promote(current: QuantPlan, node: str, level: str) -> QuantPlan:
         if level == "int8":
-            current = replace(current, int8_nodes=current.int8_nodes | {node})
-        else:
-            current = replace(current, float_nodes=current.float_nodes | {node},
-                              int8_nodes=current.int8_nodes - {node})
-        entry = attempt(current, f"repair: {names.get(node, node)} -> {level}")
-        if entry["drop"] <= budget:
-            notes.append(f"repaired: {names.get(node, node)} moved to {level}; drop {entry['drop']:.4f}")
-            return entry, notes
-    best = min(attempts, key=lambda a: a["drop"])
-    notes.append(f"repair could not meet the budget: best drop {best['drop']:.4f} (gap {best['drop'] - budget:.4f})")
-    return best, notes
+            return replace(current, int8_nodes=current.int8_nodes | {node})
+        return replace(current, float_nodes=current.float_nodes | {node}, int8_nodes=current.int8_nodes - {node})
+
+    chosen, more = climb(plan, [n for n, _ in ranking], levels, promote, attempt, ctx.profile.budget.max_accuracy_drop,
+                         best=best, started=started, time_box_s=box, name=lambda n: names.get(n, n))
+    return chosen, notes + more
 
 
 def _layer_names(path: Path) -> dict[str, str]:

@@ -1,0 +1,101 @@
+"""The build's handle on its converter worker (tf_worker.py): started on the first call, one per build,
+closed with the build. Calls from several threads of one build are serialised."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+from ..errors import StageError, UsageError
+from ..tf_import import missing
+
+WHAT = {"onnx2tf": "TFLite export (onnx2tf)", "keras_saved_model": "Keras export", "convert": "TFLite conversion",
+        "int4": "4-bit TFLite (ai-edge-quantizer)", "tf2onnx": "ONNX export of Keras models (tf2onnx)"}
+
+
+class TfWorker:
+    def __init__(self, log: io.StringIO | None = None):
+        self.log = log
+        self._proc: subprocess.Popen | None = None
+        self._lock = threading.Lock()
+        self._logfile = None
+
+    def __enter__(self) -> "TfWorker":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def call(self, op: str, stage: str, **args) -> dict:
+        """Run ``op`` in the worker. A missing package or an input it cannot convert is a UsageError (exit 2);
+        a converter failure a StageError naming ``stage``."""
+        with self._lock:
+            proc = self._start()
+            proc.stdin.write(json.dumps({"op": op, "args": args}) + "\n")
+            proc.stdin.flush()
+            line = proc.stdout.readline()
+            printed = self._drain()
+        if not line:
+            raise StageError(stage, f"the converter worker died during {op}: {_last_error(printed)}")
+        answer = json.loads(line)
+        if answer.pop("ok"):
+            return answer
+        if answer["kind"] == "missing":
+            raise missing(WHAT.get(op, op), answer["module"])
+        if answer["kind"] == "usage":
+            raise UsageError(answer["message"])
+        raise StageError(stage, f"{answer['message']} ({_last_error(printed)})"
+                         if "stopped" in answer["message"] or "wrote no" in answer["message"] else answer["message"])
+
+    def close(self) -> None:
+        with self._lock:
+            if self._proc is not None:
+                self._proc.stdin.close()
+                try:
+                    self._proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    self._proc.kill()
+                    self._proc.wait()
+                self._proc.stdout.close()
+                self._proc = None
+                self._drain()
+            if self._logfile is not None:
+                self._logfile.close()
+                self._logfile = None
+
+    def _start(self) -> subprocess.Popen:
+        if self._proc is not None and self._proc.poll() is None:
+            return self._proc
+        if self._logfile is None:
+            self._logfile = tempfile.NamedTemporaryFile(prefix="edgekit-tf-", suffix=".log")
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONWARNINGS="ignore")
+        self._proc = subprocess.Popen([sys.executable, "-m", "edgekit.export.tf_worker", self._logfile.name],
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+        self._offset = 0
+        return self._proc
+
+    def _drain(self) -> str:
+        """What the worker printed since the last call; appended to the build log."""
+        if self._logfile is None:
+            return ""
+        path = Path(self._logfile.name)
+        with path.open("rb") as f:
+            f.seek(getattr(self, "_offset", 0))
+            text = f.read().decode(errors="replace")
+            self._offset = f.tell()
+        if self.log is not None and text:
+            self.log.write(text)
+        return text
+
+
+def _last_error(text: str) -> str:
+    text = re.sub(r"\x1b\[[0-9;]*m", "", text)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    errors = [line for line in lines if "ERROR" in line or "Error" in line]
+    return (errors[-1] if errors else (lines[-1] if lines else "no message"))[:300]

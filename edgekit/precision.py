@@ -1,0 +1,51 @@
+"""The precision map of a file: per weighted layer, the precision its weights are *stored* at."""
+from __future__ import annotations
+
+from pathlib import Path
+
+WEIGHTED_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul", "QLinearConv", "QLinearMatMul", "QGemm", "MatMulNBits",
+                "ConvInteger", "MatMulInteger", "Gather"}
+_BITS = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16", "int8": "int8", "uint8": "int8",
+         "int4": "int4", "uint4": "int4", "int16": "int16", "uint16": "int16", "int32": "int32"}
+
+
+def precision_map(path: Path) -> dict[str, str]:
+    """Read back from the file itself (.onnx or .tflite)."""
+    if Path(path).suffix == ".tflite":
+        from .tflite_info import read_tflite
+        return read_tflite(path).precision_map
+    return onnx_precision_map(path)
+
+
+def onnx_precision_map(path: Path) -> dict[str, str]:
+    """Per weighted layer (keyed by its weight's name), the precision its weights are *stored* at."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    inits = {i.name: i for i in proto.graph.initializer}
+    producers = {o: n for n in proto.graph.node for o in n.output}
+
+    def stored(name: str) -> tuple[str, str] | None:
+        """(weight name, precision) of the initializer behind ``name``, through dequant/cast nodes."""
+        if name in inits:
+            precision = _BITS.get(str(onnx.helper.tensor_dtype_to_np_dtype(inits[name].data_type)), "other")
+            return name.removesuffix("_quantized").removesuffix(".weight"), precision
+        node = producers.get(name)
+        if node is not None and node.op_type in ("DequantizeLinear", "Cast", "Transpose", "Reshape") and node.input:
+            return stored(node.input[0])
+        return None
+
+    result = {}
+    for i, node in enumerate(proto.graph.node):
+        if node.op_type not in WEIGHTED_OPS:
+            continue
+        index = {"QLinearConv": 3, "QLinearMatMul": 3, "QGemm": 3, "Gather": 0}.get(node.op_type, 1)
+        if node.op_type == "MatMulNBits":
+            bits = next((a.i for a in node.attribute if a.name == "bits"), 4)
+            result[node.name or f"{node.op_type}_{i}"] = f"int{bits}"
+            continue
+        if len(node.input) > index:
+            found = stored(node.input[index])
+            if found is not None:
+                result[found[0]] = found[1]
+    return result

@@ -1,0 +1,94 @@
+"""The int4 TFLite pass: ai-edge-quantizer's weight-only int4 file, repaired with the ladder when it
+misses the accuracy budget. Layers are ranked by the drop each causes alone at int4 (measured in
+LiteRT), then moved up worst first, int4 -> int8 weights and then int8 -> float (NO_QUANTIZE)."""
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from ..export.job import Exported, PassContext
+from ..quantize.tflite_int4 import write_int4
+from ..results import ExportInfo
+from ..runtimes import open_runner
+from ..tflite_info import read_tflite
+from ..validate import validate_file
+from .ladder import climb, out_of_time
+
+EXPORTER = "ai-edge-quantizer (weight-only int4, float compute)"
+
+
+def tflite_int4(src: Exported, ctx: PassContext) -> Exported:
+    """``<name>_int4.tflite`` from the fp32 .tflite ``src``, repaired to the accuracy budget."""
+    target = ctx.folder / f"{ctx.name}_int4.tflite"
+    prof = ctx.profile
+    threads, budget, box = prof.target.resolved_threads, prof.budget.max_accuracy_drop, prof.quantize.repair_time_box_s
+    started = time.perf_counter()
+
+    def check(path: Path):
+        runner = open_runner(path, "litert", threads=threads, mapping=src.mapping)  # the file's own layout
+        return validate_file(path, ctx.reference, ctx.data, None, runtime="litert", threads=threads,
+                             raise_on_failure=False, runner=runner)
+
+    write_int4(ctx.tf, src.path, target)
+    first = check(target)
+    details: dict = {"int4_attempts": [{"name": "int4 everywhere it applies", "drop": first.drop}]}
+    notes: list[str] = []
+    result = first
+    best = {"drop": first.drop, "int8": (), "float": (), "validation": first, "path": target}
+    if first.drop > budget:
+        with tempfile.TemporaryDirectory(prefix="edgekit-int4-", dir=ctx.scratch) as tmp:
+            best, more = _repair(src, ctx, target, best, check, Path(tmp), details, started, box, budget)
+            notes += more
+            if best["path"] != target:
+                shutil.copyfile(best["path"], target)
+        result = best["validation"]
+    details["int8_layers"], details["float_layers"] = list(best["int8"]), list(best["float"])
+    quantized = details.pop("_quantized", None)
+    if quantized and len(best["float"]) == quantized:
+        notes.append("every layer ended in float: the file holds no int4 weights")
+    from dataclasses import replace
+    info = ExportInfo(EXPORTER, made_from=src.path.name, notes=tuple(notes), details=details)
+    return Exported(target, "tflite", "int4", info, src.mapping, validation=replace(result, file=str(target)))
+
+
+def _repair(src, ctx, target, best, check, tmp: Path, details: dict, started: float, box: float, budget: float):
+    first = read_tflite(target)
+    scopes = first.scopes
+    quantized = [w for w, p in first.precision_map.items() if p == "int4"]
+    details["_quantized"] = len(quantized)
+    ranked, notes = [], []
+    probe = tmp / "probe.tflite"
+    for weight in quantized:
+        if out_of_time(started, box):
+            notes.append(f"repair stopped at its {box:g} s time box while ranking layers "
+                         f"({len(ranked)} of {len(quantized)} measured)")
+            break
+        write_int4(ctx.tf, src.path, probe, only=scopes[weight])
+        ranked.append((check(probe).drop, weight))
+    ranked.sort(reverse=True)
+    details["sensitivity"] = [{"layer": w, "drop_alone": d} for d, w in ranked]
+    if len(ranked) < len(quantized):  # no time left to move any layer
+        return best, notes
+    count = [0]
+
+    def promote(plan: tuple, weight: str, level: str) -> tuple:
+        int8, floats = plan
+        if level == "int8":
+            return int8 + (weight,), floats
+        return tuple(w for w in int8 if w != weight), floats + (weight,)
+
+    def attempt(plan: tuple, label: str) -> dict:
+        int8, floats = plan
+        count[0] += 1
+        path = tmp / f"attempt{count[0]}.tflite"
+        write_int4(ctx.tf, src.path, path, int8_scopes=tuple(scopes[w] for w in int8),
+                   float_scopes=tuple(scopes[w] for w in floats))
+        v = check(path)
+        details["int4_attempts"].append({"name": label, "drop": v.drop})
+        return {"drop": v.drop, "int8": int8, "float": floats, "validation": v, "path": path}
+
+    chosen, more = climb(((), ()), [w for _, w in ranked], ["int8", "fp32"], promote, attempt, budget,
+                         best=best, started=started, time_box_s=box)
+    return chosen, notes + more

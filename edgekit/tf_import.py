@@ -1,0 +1,30 @@
+"""The one place TensorFlow is imported from (a leaf module: it imports nothing internal but errors).
+
+The converter worker (export/tf_worker.py) sets TF's log level in its own environment; library code
+never edits ``os.environ``.
+"""
+from __future__ import annotations
+
+from .errors import UsageError
+
+TFLITE_EXTRA = "pip install 'edgekit[tflite]'"
+
+
+def missing(what: str, module: str | None = None) -> UsageError:
+    """The exit-2 error for a missing optional dependency, with the line that installs it."""
+    name = f" ({module} is not installed)" if module else ""
+    return UsageError(f"{what} needs the TFLite extra{name}: {TFLITE_EXTRA}")
+
+
+def import_tf():
+    """``tensorflow``, or a UsageError naming the install line. Its start-up chatter on fd 2 is captured."""
+    import sys
+
+    if "tensorflow" not in sys.modules:
+        from .native_output import capture_fd2
+        try:
+            capture_fd2(lambda: __import__("tensorflow"))
+        except ImportError as exc:
+            raise missing("this step", exc.name) from None
+    import tensorflow as tf
+    return tf
