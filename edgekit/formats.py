@@ -34,6 +34,7 @@ class Format:
     fallback: dict[str, str] = field(default_factory=dict)  # precision -> the one added when it misses the budget
     embeds: str = ""  # a container format (the C array): the format whose file it embeds
     embed_preference: tuple[str, ...] = ()
+    requires: tuple[str, ...] = ()  # importable modules the format's exporter, passes and runtime need
 
     def tolerance_for(self, precision: str) -> Tolerance | None:
         """Element-wise tolerance; None for integer files, which the accuracy gate judges instead."""
@@ -44,7 +45,7 @@ class Format:
 
 
 _KEYS = {"name", "suffix", "runtime", "precisions", "description", "tolerance", "order", "converted_from", "bits",
-         "fallback", "embeds", "embed_preference"}
+         "fallback", "embeds", "embed_preference", "requires"}
 
 
 @lru_cache(maxsize=1)
@@ -64,7 +65,8 @@ def format_table() -> dict[str, Format]:
         table[raw["name"]] = Format(raw["name"], raw["suffix"], raw["runtime"], tuple(raw["precisions"]),
                                     raw.get("description", ""), tol, int(raw.get("order", 0)),
                                     raw.get("converted_from", ""), bits, dict(raw.get("fallback", {})),
-                                    raw.get("embeds", ""), tuple(raw.get("embed_preference", ())))
+                                    raw.get("embeds", ""), tuple(raw.get("embed_preference", ())),
+                                    tuple(raw.get("requires", ())))
     return dict(sorted(table.items(), key=lambda item: item[1].order))
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from .errors import UsageError
+from .tf_import import missing
 from .export import Exported, PassContext, exporter_for, formats_with_exporters
 from .formats import Format, format_table, get_format
 from .model import Model
@@ -73,6 +74,11 @@ def make_plan(source: Model, profile: DeviceProfile, wanted: tuple[str, ...], ex
         names.add(next(f.name for f in format_table().values() if not f.converted_from and not f.embeds))
     steps = []
     bits = profile.quantize.weight_bits
+    for name in sorted(names):
+        fmt = get_format(name)
+        absent = [m for m in fmt.requires if importlib.util.find_spec(m) is None]
+        if absent:
+            raise missing(f"the {name} format", ", ".join(absent))
     for fmt in format_table().values():  # in table order
         if fmt.name not in names:
             continue

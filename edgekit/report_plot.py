@@ -22,13 +22,14 @@ def write_plot(path: Path, report: dict[str, Any]) -> list[str]:
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     largest = max((a["bytes"] for a in timed), default=1)
-    for a in timed:
+    for i, a in enumerate(sorted(timed, key=lambda a: a["bench"]["p90_ms"])):
         x, y = a["bench"]["p90_ms"], a["validation"]["drop"]
         size = 60 + 900 * a["bytes"] / largest
         ax.scatter([x], [y], s=size, color=COLORS.get(a["runtime"], "#7f7f7f"), alpha=0.55, edgecolors="none")
         if a["file"] in recommended:
             ax.scatter([x], [y], s=size + 220, facecolors="none", edgecolors="#d62728", linewidths=2)
-        ax.annotate(f"{a['file']}\n{a['bytes'] / 1024:.0f} KB", (x, y), textcoords="offset points", xytext=(8, 6),
+        ax.annotate(f"{a['file']}\n{a['bytes'] / 1024:.0f} KB", (x, y), textcoords="offset points",
+                    xytext=(10, 8 + 14 * (i % 3)),
                     fontsize=7)
     ax.axhline(budget["max_accuracy_drop"], color="#d62728", linestyle="--", linewidth=1,
                label=f"accuracy budget: drop {budget['max_accuracy_drop']:g}")

@@ -80,8 +80,11 @@ def _call_factory(source: str):
     factory = getattr(mod, attr, None)
     if factory is None or not callable(factory):
         raise UsageError(f"model factory {source}: '{attr}' is not a callable in {target}")
+    from .runtimes.torch_runner import caller_rng_kept
+
     try:
-        module = factory()
+        with caller_rng_kept():
+            module = factory()
     except Exception as exc:
         raise UsageError(f"model factory {source} raised {one_line(exc)}; fix the factory") from None
     if not isinstance(module, torch.nn.Module):

@@ -5,12 +5,20 @@ from edgekit.bundle import staging
 from edgekit.errors import UsageError
 from edgekit.gates import evaluate, missed
 from edgekit.profiles import load_profile, with_overrides
+from edgekit.results import BenchResult, ExportInfo, ValidationResult
+
+
+def bench_result(p50=1.0, p90=1.0, rss=10.0) -> BenchResult:
+    return BenchResult(file="m", runtime="onnxruntime", threads=1, runs=100, warmup=10, p50_ms=p50, p90_ms=p90,
+                       p99_ms=p90, mean_ms=p50, std_ms=0.0, throughput_b1=1000 / p50, batch=None,
+                       throughput_batch=None, peak_rss_mb=100.0, rss_growth_mb=rss, file_bytes=1)
 
 
 def _artifact(drop=0.0, p90=1.0, size=1000 * 1024, rss=10.0):
     return Artifact(file="m.onnx", format="onnx", precision="fp32", runtime="onnxruntime", sha256="0", bytes=size,
-                    iospec={}, precision_map={}, validation={"drop": drop},
-                    bench={"p90_ms": p90, "rss_growth_mb": rss})
+                    iospec={}, precision_map={}, export=ExportInfo("test"),
+                    validation=ValidationResult("m.onnx", "onnxruntime", {}, drop),
+                    bench=bench_result(p90=p90, rss=rss))
 
 
 def test_gates_pass_and_miss_with_numbers():

@@ -13,7 +13,8 @@ from edgekit.examples import digits
 from edgekit.export.onnx import export_onnx
 from edgekit.graph_stats import onnx_stats, zip_bytes
 from edgekit.profiles import load_profile, with_overrides
-from edgekit.prune import compress, grid
+from edgekit.prune import grid
+from edgekit.search.prune import compress
 from edgekit.prune import lowrank, recover, sharing, structured, unstructured
 from edgekit.prune.chain import evaluate
 from edgekit.prune.layers import protected

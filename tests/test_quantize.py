@@ -7,9 +7,10 @@ import pytest
 import torch
 
 import edgekit
-from edgekit.artifact import Artifact, onnx_precision_map
-from edgekit.quantize.onnx_stage import choose
-from edgekit.quantize.plan import recommend
+from edgekit.artifact import Artifact
+from edgekit.precision import onnx_precision_map
+from edgekit.search.onnx_quant import choose
+from edgekit.recommend import recommend
 from edgekit.tflite_info import read_tflite
 
 
@@ -48,8 +49,11 @@ def test_choose_prefers_the_fastest_file_within_budget():
 
 
 def _artifact(file, precision, p50, drop, runtime="onnxruntime"):
+    from edgekit.results import ExportInfo, ValidationResult
+    from test_gates_bundle import bench_result
     return Artifact(file=file, format="onnx", precision=precision, runtime=runtime, sha256="", bytes=100, iospec={},
-                    precision_map={}, validation={"drop": drop}, bench={"p50_ms": p50})
+                    precision_map={}, export=ExportInfo("test"), validation=ValidationResult(file, runtime, {}, drop),
+                    bench=bench_result(p50=p50, p90=p50))
 
 
 def test_recommend_never_picks_a_file_slower_than_float():
@@ -76,11 +80,11 @@ def test_outlier_layer_is_found_and_repaired(user_models, tmp_path):
     result = edgekit.build(f"{user_models}:make_outlier", data=tmp_path / "d.npz", profile=prof, out=tmp_path,
                            formats=("onnx",), bits=8)
     q = next(a for a in result.artifacts if a.precision == "int8")
-    attempts = q.export["attempts"]
+    attempts = q.export.to_dict()["attempts"]
     plain = [a for a in attempts if not a["name"].startswith("repair")]
     assert min(a["drop"] for a in plain) > 0.3  # plain int8 fails badly, in every arrangement
-    assert q.validation["drop"] <= 0.02  # the shipped file passes
-    assert q.export["float_nodes"] and attempts[len(plain)]["float_layers"] == ["fc1"]
+    assert q.validation.drop <= 0.02  # the shipped file passes
+    assert q.export.to_dict()["float_nodes"] and attempts[len(plain)]["float_layers"] == ["fc1"]
     notes = json.loads((result.bundle / "report.json").read_text())["notes"]
     assert any("worst first" in n and n.split("dB): ")[1].startswith("fc1") for n in notes)
     assert any("repaired: fc1 moved to float" in n for n in notes)
@@ -97,20 +101,20 @@ def test_example_int8_and_int4_files(tmp_path):
     pmap = onnx_precision_map(result.bundle / "digits_cnn_int8.onnx")
     assert len(pmap) == 24 and int8.precision_map == pmap
     # layers the chosen arrangement keeps in float (e.g. depthwise convs) are stated as fp32, the rest int8
-    assert sorted(pmap.values()).count("fp32") == len(int8.export["float_nodes"])
+    assert sorted(pmap.values()).count("fp32") == len(int8.export.to_dict()["float_nodes"])
     assert set(pmap.values()) <= {"int8", "fp32"} and list(pmap.values()).count("int8") >= 17
     proto = onnx.load(str(result.bundle / "digits_cnn_int8.onnx"))
     int8_inits = [i for i in proto.graph.initializer if i.data_type == onnx.TensorProto.INT8]
     assert sum(int(np.prod(i.dims)) for i in int8_inits) > 240_000
     assert fp32.bytes / int8.bytes > 2.5  # > 3 when every layer is int8; depthwise-in-float costs some
-    assert int8.validation["drop"] <= 0.01 and int8.validation["metrics"]["top1_agreement"] >= 0.98
+    assert int8.validation.drop <= 0.01 and int8.validation.metrics["top1_agreement"] >= 0.98
     # the chosen arrangement is the most faithful of the equally fast ones (no int16 saturation)
-    chosen = next(a for a in int8.export["attempts"] if a["name"] == int8.export["chosen"])
-    assert int8.validation["outputs"]["logits"]["snr_db"] > 30 and chosen["snr_db"] > 30
+    chosen = next(a for a in int8.export.to_dict()["attempts"] if a["name"] == int8.export.to_dict()["chosen"])
+    assert int8.validation.outputs["logits"]["snr_db"] > 30 and chosen["snr_db"] > 30
     tfl = by["digits_cnn_int8.tflite"]
     assert set(read_tflite(result.bundle / tfl.file).precision_map.values()) == {"int8"}
-    assert tfl.validation["drop"] <= 0.01 and by["digits_cnn.tflite"].bytes / tfl.bytes > 2.5
-    attempts = int8.export["attempts"]
+    assert tfl.validation.drop <= 0.01 and by["digits_cnn.tflite"].bytes / tfl.bytes > 2.5
+    attempts = int8.export.to_dict()["attempts"]
     assert {a["name"] for a in attempts} >= {"qdq-u8s8", "qoperator-u8s8", "qdq-s8s8"}
     manifest = json.loads((result.bundle / "manifest.json").read_text())
     for runtime, rec in manifest["recommended"].items():
@@ -123,7 +127,7 @@ def test_example_int8_and_int4_files(tmp_path):
     pmap4 = onnx_precision_map(result4.bundle / q4.file)
     assert "int4" in pmap4.values()
     assert set(pmap4.values()) <= {"int4", "int8", "fp32"}  # repaired layers are named at their real precision
-    assert fp32.bytes / q4.bytes > 3.5 and q4.validation["drop"] <= 0.02
+    assert fp32.bytes / q4.bytes > 3.5 and q4.validation.drop <= 0.02
     assert result4.report["overrides"] == {"quantize.weight_bits": 4, "prune.method": "none"}
 
 
@@ -161,11 +165,11 @@ def test_tflite_int16_activations_when_int8_misses(user_models, tmp_path):
     result = edgekit.build(f"{user_models}:make_outlier", data=tmp_path / "d.npz", profile=prof, out=tmp_path,
                            formats=("tflite", "c_array"), bits=8)
     by = {a.precision: a for a in result.artifacts if a.format == "tflite"}
-    assert by["int8"].validation["drop"] > 0.02  # int8 activations cannot hold the 1000x feature
-    assert "int16x8" in by and by["int16x8"].validation["drop"] < by["int8"].validation["drop"]
-    assert "missed the accuracy budget" in by["int16x8"].export["why"]
+    assert by["int8"].validation.drop > 0.02  # int8 activations cannot hold the 1000x feature
+    assert "int16x8" in by and by["int16x8"].validation.drop < by["int8"].validation.drop
+    assert "missed the accuracy budget" in by["int16x8"].export.to_dict()["why"]
     c = next(a for a in result.artifacts if a.format == "c_array")
-    assert c.export["embeds"] == by["int16x8"].file  # the MCU gets the file that holds accuracy
+    assert c.export.to_dict()["embeds"] == by["int16x8"].file  # the MCU gets the file that holds accuracy
 
 
 @pytest.mark.slow
@@ -173,9 +177,9 @@ def test_int8_io_tflite(user_models, tiny_data, tmp_path, fast_profile):
     result = edgekit.build(f"{user_models}:make_tiny", data=tiny_data, profile=fast_profile, out=tmp_path,
                            formats=("tflite",), bits=8, int8_io=True)
     q = next(a for a in result.artifacts if a.precision == "int8" and a.format == "tflite")
-    assert q.export["int8_io"] is True
+    assert q.export.to_dict()["int8_io"] is True
     assert q.iospec["inputs"][0]["dtype"] == "int8" and q.iospec["outputs"][0]["dtype"] == "int8"
-    assert q.validation["metrics"]["top1_agreement"] >= 0.9  # fed through the file's own input scale
+    assert q.validation.metrics["top1_agreement"] >= 0.9  # fed through the file's own input scale
 
 
 @pytest.mark.slow
@@ -186,5 +190,5 @@ def test_fp16_onnx_keeps_fp32_io_unless_asked(user_models, tiny_data, tmp_path, 
         half = next(a for a in result.artifacts if a.precision == "fp16")
         assert half.iospec["inputs"][0]["dtype"] == want and half.iospec["outputs"][0]["dtype"] == want
         assert set(half.precision_map.values()) == {"fp16"}
-        assert half.validation["metrics"]["top1_agreement"] >= 0.99
+        assert half.validation.metrics["top1_agreement"] >= 0.99
         assert any("size option" in n for n in result.report["notes"])

@@ -6,7 +6,7 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from edgekit.artifact import onnx_precision_map
+from edgekit.precision import onnx_precision_map
 from edgekit.bench import bench_file, noise_notes
 from edgekit.data import prepare
 from edgekit.errors import UsageError, ValidationFailed
@@ -90,7 +90,7 @@ def test_format_table_matches_exporters():
     from edgekit.export import EXPORTERS
 
     table = format_table()
-    assert set(EXPORTERS) <= set(table)
+    assert {fmt for fmt, _ in EXPORTERS} <= set(table)
     assert get_format("onnx").runtime == "onnxruntime" and get_format("onnx").suffix == ".onnx"
     assert parse_formats("onnx") == ("onnx",) and parse_formats("ONNX, tflite") == ("onnx", "tflite")
     with pytest.raises(UsageError, match="names no format"):

@@ -1,7 +1,10 @@
+import sys
+
 import numpy as np
 import pytest
 import torch
 
+from edgekit.runtimes import reference_runner
 from edgekit.errors import UsageError
 from edgekit.sources import load_model
 
@@ -29,8 +32,9 @@ def test_weights_with_wrong_keys(user_models, tmp_path):
 
 
 def test_pickled_weights_need_trust(user_models, tmp_path):
-    m = load_model(_factory(user_models, "make_tiny"))
-    torch.save(m.module, tmp_path / "full.pt")
+    # a full-model pickle (torch.save of a module object, not its state_dict); edgekit leaves no entry in
+    # sys.modules for a user's file, so the pickled module is one whose class is importable
+    torch.save(torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3, padding=1)), tmp_path / "full.pt")
     with pytest.raises(UsageError, match="--trust-pickle"):
         load_model(_factory(user_models, "make_tiny"), weights=tmp_path / "full.pt")
 
@@ -64,7 +68,7 @@ def test_torch_export_pt2(user_models, tmp_path, dynamic):
     assert m.iospec.batch_dynamic is dynamic
     x = np.random.default_rng(0).standard_normal((2 if dynamic else 1, 1, 8, 8)).astype(np.float32)
     expected = module(torch.from_numpy(x)).detach().numpy()
-    got = m.reference_runner().run({m.iospec.input_names[0]: x})[m.iospec.output_names[0]]
+    got = reference_runner(m).run({m.iospec.input_names[0]: x})[m.iospec.output_names[0]]
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
 
 
@@ -75,9 +79,11 @@ def test_torchscript(user_models, tmp_path):
     assert m.loader == "torchscript" and m.iospec.inputs[0].shape == ("batch", 1, 8, 8)
 
 
-def test_full_pickle_needs_flag(user_models, tmp_path):
-    module = load_model(_factory(user_models, "make_tiny")).module
-    torch.save(module, tmp_path / "full.pt")
+def test_full_pickle_needs_flag(user_models, tmp_path, monkeypatch):
+    import importlib
+    monkeypatch.syspath_prepend(str(user_models.parent))  # a pickle names its class: it must be importable
+    monkeypatch.delitem(sys.modules, "my_models", raising=False)
+    torch.save(importlib.import_module("my_models").make_tiny(), tmp_path / "full.pt")
     with pytest.raises(UsageError, match="full-model pickle.*--trust-pickle"):
         load_model(str(tmp_path / "full.pt"))
     m = load_model(str(tmp_path / "full.pt"), trust_pickle=True)
@@ -122,3 +128,17 @@ def test_folder_that_is_not_a_saved_model(tmp_path):
     (tmp_path / "models").mkdir()
     with pytest.raises(UsageError, match="is a folder but not a SavedModel"):
         load_model(str(tmp_path / "models"))
+
+
+def test_user_files_leave_no_modules_behind(tmp_path):
+    """A factory file and the sibling it imports run, and neither stays in sys.modules or on sys.path."""
+    (tmp_path / "blocks_for_edgekit_test.py").write_text(
+        "import torch\nclass Block(torch.nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+        "        self.lin = torch.nn.Linear(4, 2)\n    def forward(self, x):\n        return self.lin(x)\n")
+    (tmp_path / "net.py").write_text("from blocks_for_edgekit_test import Block\n\ndef make():\n    return Block()\n")
+    before_modules, before_path = set(sys.modules), list(sys.path)
+    m = load_model(f"{tmp_path / 'net.py'}:make", sample_inputs={"x": np.zeros((3, 4), np.float32)})
+    assert m.iospec.outputs[0].shape == ("batch", 2)
+    assert set(sys.modules) - before_modules == set() and sys.path == before_path
+    out = reference_runner(m).run({"x": np.ones((2, 4), np.float32)})["output"]  # the loaded classes still work
+    assert out.shape == (2, 2)

@@ -1,9 +1,11 @@
 """TFLite export (onnx2tf, offline), Keras sources, LiteRT/TFLite-Micro validation and the C array."""
 import io
 import json
+import os
 import shutil
 import socket
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -12,9 +14,12 @@ import torch
 import edgekit
 from edgekit.data import prepare
 from edgekit.errors import UsageError
-from edgekit.export import EXPORTERS, ExportJob
-from edgekit.export.tflite import export_tflite, map_to_source
+from edgekit.export import EXPORTERS, ExportJob, PassContext
+from edgekit.export.tf_client import TfWorker
+from edgekit.export.tflite import export_tflite_onnx2tf, map_to_source
+from edgekit.quantize.passes import tflite_converted
 from edgekit.formats import format_table
+from edgekit.profiles import load_profile
 from edgekit.runtimes.litert import LiteRTRunner
 from edgekit.runtimes.ort import OrtRunner
 from edgekit.sources import load_model
@@ -23,14 +28,41 @@ from edgekit.tflite_info import read_tflite
 pytestmark = pytest.mark.slow
 
 
+BLOCK = """
+import socket
+def refuse(*args, **kwargs):
+    raise OSError("network access blocked by the test")
+socket.socket.connect = socket.socket.connect_ex = refuse
+socket.create_connection = socket.getaddrinfo = refuse
+"""
+
+
 @pytest.fixture()
-def no_network(monkeypatch):
+def no_network(monkeypatch, tmp_path):
+    """Sockets refuse to connect, in this process and in every Python process it starts (the converter
+    worker): a sitecustomize on PYTHONPATH installs the same block there."""
     def refuse(*args, **kwargs):
         raise OSError("network access blocked by the test")
     monkeypatch.setattr(socket.socket, "connect", refuse)
     monkeypatch.setattr(socket.socket, "connect_ex", refuse)
     monkeypatch.setattr(socket, "create_connection", refuse)
     monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    site = tmp_path / "netblock"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(BLOCK)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")])))
+    child = subprocess.run([sys.executable, "-c", "import socket; socket.create_connection(('127.0.0.1', 9))"],
+                           capture_output=True, text=True)
+    assert "network access blocked by the test" in child.stderr  # the block holds in child processes
+
+
+def tflite_fp32(model, tmp_path, reference_onnx, calibration=None):
+    """The fp32 .tflite of ``model`` through the exporter (onnx2tf in the converter worker)."""
+    with TfWorker() as tf:
+        job = ExportJob(model, tmp_path, tmp_path, io.StringIO(), tf, reference_onnx=reference_onnx,
+                        calibration=calibration)
+        (out,) = export_tflite_onnx2tf(job)
+    return out
 
 
 class RGBNet(torch.nn.Module):
@@ -65,8 +97,7 @@ def test_offline_conversion_of_3_channel_static_batch(tmp_path, no_network):
     assert model.iospec.inputs[0].shape == (1, 3, 16, 16)
     rng = np.random.default_rng(0)
     data = prepare({"x": rng.standard_normal((40, 3, 16, 16)).astype(np.float32)}, model.iospec, source="t")
-    job = ExportJob(model, tmp_path, io.StringIO(), ("fp32",), reference_onnx=src, calibration=data.calibration)
-    (out,) = export_tflite(job)
+    out = tflite_fp32(model, tmp_path, src, data.calibration)
     x = data.validation.inputs["pixels"][:1]
     want = OrtRunner(src).run({"pixels": x})["scores"]
     got = LiteRTRunner(out.path, mapping=out.mapping).run({"pixels": x})["scores"]
@@ -79,8 +110,12 @@ def test_layout_mapping_is_recorded(user_models, tmp_path):
     model = load_model(f"{user_models}:make_tiny")
     from edgekit.export.onnx import export_onnx
     export_onnx(model, tmp_path / "t.onnx")
-    job = ExportJob(model, tmp_path, io.StringIO(), ("fp32", "fp16"), reference_onnx=tmp_path / "t.onnx")
-    fp32, fp16 = export_tflite(job)
+    with TfWorker() as tf:
+        job = ExportJob(model, tmp_path, tmp_path, io.StringIO(), tf, reference_onnx=tmp_path / "t.onnx")
+        (fp32,) = export_tflite_onnx2tf(job)
+        ctx = PassContext(tmp_path, tmp_path, "t", model.iospec, io.StringIO(), tf, None, None, load_profile("iot"))
+        fp16 = tflite_converted("fp16")(fp32, ctx)  # a pass on the exporter's SavedModel: no second conversion
+    assert fp16.path.name == "t_fp16.tflite" and fp16.saved_model == fp32.saved_model
     spec = map_to_source(fp32.path, model.iospec)
     assert spec.inputs[0].shape == ("batch", 8, 8, 1) and spec.inputs[0].source_perm == (0, 2, 3, 1)
     assert spec.outputs[0].source_name == "output" and spec.outputs[0].source_perm is None
@@ -91,7 +126,7 @@ def test_layout_mapping_is_recorded(user_models, tmp_path):
 
 def test_format_table_and_exporters_match():
     table = format_table()
-    assert set(table) == set(EXPORTERS)
+    assert set(table) == {fmt for fmt, _ in EXPORTERS}
     assert table["tflite"].runtime == "litert" and table["tflite"].precisions == ("fp32", "fp16", "int8", "int16x8", "int4")
     assert table["c_array"].runtime == "tflm"
 
@@ -115,8 +150,8 @@ def test_example_tflite_files_pass_on_litert(profile, tmp_path):
         raw = LiteRTRunner(bundle / name)  # the file's own tensors: NHWC input, its own names
         (out,) = raw.run({raw.file_spec.inputs[0].name: x.transpose(0, 2, 3, 1)}).values()
         assert (out.argmax(1) == onnx_top1).mean() >= 0.99, name
-        assert by_file[name].validation["metrics"]["top1_agreement"] >= 0.99
-        assert by_file[name].bench["p50_ms"] > 0 and by_file[name].bench["runtime"] == "litert"
+        assert by_file[name].validation.metrics["top1_agreement"] >= 0.99
+        assert by_file[name].bench.p50_ms > 0 and by_file[name].bench.runtime == "litert"
     if profile == "iot":
         # 4 bits: LiteRT gets int4 weights where ai-edge-quantizer covers the op, and the map says which
         q4 = by_file["digits_cnn_int4.tflite"]
@@ -124,16 +159,16 @@ def test_example_tflite_files_pass_on_litert(profile, tmp_path):
         assert q4.precision_map == pmap and set(pmap.values()) == {"int4", "fp32"}
         assert sum(p == "int4" for p in pmap.values()) == 17  # 16 convs + the classifier
         assert all(p == "fp32" for w, p in pmap.items() if "depthwise" in w)
-        assert q4.validation["drop"] <= 0.02 and q4.bytes < 0.75 * by_file["digits_cnn_int8.tflite"].bytes
+        assert q4.validation.drop <= 0.02 and q4.bytes < 0.75 * by_file["digits_cnn_int8.tflite"].bytes
         assert q4.bytes < 0.35 * by_file["digits_cnn.tflite"].bytes
         c = by_file["digits_cnn_model_data.cc"]
-        tflm = c.export["tflm"]
+        tflm = c.export.to_dict()["tflm"]
         assert tflm["loads"] and 10_000 < tflm["arena_bytes"] < 512 * 1024
-        assert c.precision == "int8" and c.export["embeds"] == "digits_cnn_int8.tflite"
+        assert c.precision == "int8" and c.export.to_dict()["embeds"] == "digits_cnn_int8.tflite"
         gates = {(g.name, g.file): g for g in result.gates}
         assert gates[("ram", c.file)].passed and gates[("ram", c.file)].value == tflm["arena_bytes"] / 1024
         assert gates[("tflm_ops", c.file)].passed
-        assert c.validation["metrics"]["top1_agreement"] >= 0.99
+        assert c.validation.metrics["top1_agreement"] >= 0.99
         _compile_and_compare(bundle, tmp_path)
 
 
@@ -173,11 +208,11 @@ def test_keras_source_goes_to_tflite_and_onnx(tmp_path, fast_profile):
     result = edgekit.build(str(src), data=tmp_path / "d.npz", profile=fast_profile, out=tmp_path / "out")
     by_file = {a.file: a for a in result.artifacts}
     assert {"small.onnx", "small_int4.onnx", "small.tflite", "small_int8.tflite"} <= set(by_file)
-    assert "tf2onnx" in by_file["small.onnx"].export["exporter"]
-    assert "TFLiteConverter" in by_file["small.tflite"].export["exporter"]
+    assert "tf2onnx" in by_file["small.onnx"].export.to_dict()["exporter"]
+    assert "TFLiteConverter" in by_file["small.tflite"].export.to_dict()["exporter"]
     for a in by_file.values():
         floor = 1.0 if a.precision == "fp32" else 0.9
-        assert a.validation["metrics"]["top1_agreement"] >= floor, a.file
+        assert a.validation.metrics["top1_agreement"] >= floor, a.file
     assert by_file["small.tflite"].iospec["inputs"][0]["shape"] == ["batch", 12, 12, 3]
     assert by_file["small.tflite"].iospec["inputs"][0].get("source_perm") is None  # Keras is NHWC already
 
@@ -220,7 +255,7 @@ def test_missing_tensorflow_is_a_usage_error(user_models, tiny_data, tmp_path, m
     from edgekit.cli import main
     r = CliRunner().invoke(main, ["build", f"{user_models}:make_tiny", "--data", str(tiny_data), "--out",
                                   str(tmp_path), "--formats", "onnx,tflite"])
-    assert r.exit_code == 2 and "TFLite export needs TensorFlow: pip install" in r.stderr
+    assert r.exit_code == 2 and "tensorflow is not installed): pip install 'edgekit[tflite]'" in r.stderr
     assert not (tmp_path / "my_models-iot").exists()
 
 
@@ -230,7 +265,7 @@ def test_inspect_tflite_and_onnx(tmp_path, user_models):
     from edgekit.export.onnx import export_onnx
     model = load_model(f"{user_models}:make_tiny")
     export_onnx(model, tmp_path / "t.onnx")
-    (fp32,) = export_tflite(ExportJob(model, tmp_path, io.StringIO(), ("fp32",), reference_onnx=tmp_path / "t.onnx"))
+    fp32 = tflite_fp32(model, tmp_path, tmp_path / "t.onnx")
     for path, op, params in ((tmp_path / "t.onnx", "Conv", 8 * 9 + 8 + 8 * 8 * 9 + 8 + 8 * 3 + 3),
                              (fp32.path, "CONV_2D", None)):
         r = CliRunner().invoke(main, ["inspect", str(path), "--json"])
@@ -260,16 +295,16 @@ def _int4_tflite_build(user_models, tmp_path, factory: str, x: np.ndarray):
 def test_int4_tflite_repair_moves_the_worst_layer_to_int8(user_models, tmp_path):
     x = np.random.default_rng(0).standard_normal((400, 16)).astype(np.float32)
     result, q4, fc1 = _int4_tflite_build(user_models, tmp_path, "make_spiky", x)
-    attempts = q4.export["int4_attempts"]
+    attempts = q4.export.to_dict()["int4_attempts"]
     assert attempts[0]["drop"] > 0.05  # int4 everywhere loses too much
-    ranked = q4.export["sensitivity"]  # measured in LiteRT with only that layer at int4: fc1 is the worst
+    ranked = q4.export.to_dict()["sensitivity"]  # measured in LiteRT with only that layer at int4: fc1 is the worst
     assert ranked[0]["layer"] == fc1 and ranked[0]["drop_alone"] > 0.1 > ranked[-1]["drop_alone"]
     assert attempts[1]["name"] == f"repair: {fc1} -> int8" and attempts[1]["drop"] < attempts[0]["drop"]
-    assert q4.validation["drop"] <= 0.02 and q4.export["int8_layers"]  # repaired, and the shipped file passes
-    assert q4.export["float_layers"] == []
+    assert q4.validation.drop <= 0.02 and q4.export.to_dict()["int8_layers"]  # repaired, and the shipped file passes
+    assert q4.export.to_dict()["float_layers"] == []
     pmap = read_tflite(result.bundle / q4.file).precision_map
-    assert sorted(p for p in pmap.values()) == sorted(["int8"] * len(q4.export["int8_layers"]) +
-                                                      ["int4"] * (3 - len(q4.export["int8_layers"])))
+    assert sorted(p for p in pmap.values()) == sorted(["int8"] * len(q4.export.to_dict()["int8_layers"]) +
+                                                      ["int4"] * (3 - len(q4.export.to_dict()["int8_layers"])))
 
 
 @pytest.mark.slow
@@ -277,11 +312,11 @@ def test_int4_tflite_repair_moves_a_layer_to_float_when_int8_is_not_enough(user_
     x = np.random.default_rng(0).standard_normal((400, 16)).astype(np.float32)
     x[:, 0] *= 1000  # the feature fc1's tiny weights read
     result, q4, fc1 = _int4_tflite_build(user_models, tmp_path, "make_fragile", x)
-    assert q4.export["sensitivity"][0]["layer"] == fc1
-    by_name = {a["name"]: a["drop"] for a in q4.export["int4_attempts"]}
+    assert q4.export.to_dict()["sensitivity"][0]["layer"] == fc1
+    by_name = {a["name"]: a["drop"] for a in q4.export.to_dict()["int4_attempts"]}
     assert by_name[f"repair: {fc1} -> int8"] > 0.1  # int8 weights still lose fc1's small weights
-    assert q4.export["float_layers"] == [fc1] and fc1 not in q4.export["int8_layers"]
-    assert q4.export["int4_attempts"][-1]["name"] == f"repair: {fc1} -> fp32"
-    assert q4.validation["drop"] <= 0.02
+    assert q4.export.to_dict()["float_layers"] == [fc1] and fc1 not in q4.export.to_dict()["int8_layers"]
+    assert q4.export.to_dict()["int4_attempts"][-1]["name"] == f"repair: {fc1} -> fp32"
+    assert q4.validation.drop <= 0.02
     pmap = read_tflite(result.bundle / q4.file).precision_map  # what the file stores, not what was asked
     assert pmap[fc1] == "fp32" and sorted(p for n, p in pmap.items() if n != fc1) == ["int8", "int8"]

@@ -116,7 +116,10 @@ def load_model():
 
     from ..sources import torch_model
 
-    module = make_model()
+    from ..runtimes.torch_runner import caller_rng_kept
+
+    with caller_rng_kept():  # building the layers draws initial weights: not from the caller's RNG
+        module = make_model()
     module.load_state_dict(torch.load(WEIGHTS, map_location="cpu", weights_only=True))
     return torch_model(module.eval(), name="digits_cnn", loader="example", origin="built-in example (digits_cnn)",
                        meta={"labels": LABELS, "preprocessing": PREPROCESSING})

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import io
+import os
 import shutil
 from pathlib import Path
 
 from ..errors import StageError, one_line
 from ..model import Model
 from ..results import ExportInfo
+from ..runtimes.torch_runner import torch_threads
 from .job import Exported, ExportJob
 
 OPSET = 18
@@ -92,4 +94,5 @@ def _export(model: Model, out: Path, exporter: str, dynamic: bool) -> None:
         if dynamic:
             kwargs["dynamic_axes"] = {n: {0: "batch"} for n in names_in + names_out}
         kwargs.update(dynamo=False)
-    torch.onnx.export(model.module, args, str(out), **kwargs)
+    with torch_threads(os.cpu_count() or 1):  # torch.export's tracing state is the process's: one export at a time
+        torch.onnx.export(model.module, args, str(out), **kwargs)

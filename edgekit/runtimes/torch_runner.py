@@ -36,6 +36,16 @@ def torch_threads(threads: int, seed: int | None = None) -> Iterator[None]:
             torch.set_num_threads(previous)
 
 
+@contextlib.contextmanager
+def caller_rng_kept() -> Iterator[None]:
+    """Run the block (e.g. a user's factory, which may seed torch or draw initial weights) on a fork of
+    torch's default RNG, so the caller's RNG state is the same afterwards."""
+    import torch
+
+    with _TORCH, torch.random.fork_rng(devices=[]):
+        yield
+
+
 def flatten_outputs(result, names: list[str] | None = None) -> list:
     """A module's return value as a flat list of tensors (tensor, tuple/list, or dict)."""
     if isinstance(result, dict):

@@ -1,0 +1,114 @@
+"""The package's structure: every internal import (lazy ones inside functions included) goes down the
+layer list in edgekit/__init__.py, no modules import each other in a circle, no module is over 400 lines."""
+import ast
+from pathlib import Path
+
+import edgekit
+
+ROOT = Path(edgekit.__file__).parent
+LAYERS = [
+    ("domain", {"errors", "config", "iospec", "model", "data", "results", "artifact"}),
+    ("support", {"resources", "versions", "native_output", "tf_import", "metrics", "formats", "profiles", "onnx_io",
+                 "tflite_info", "graph_stats", "precision", "bundle"}),
+    ("runtimes", {"runtimes"}),
+    ("stages", {"sources", "sources_keras", "examples", "export", "quantize", "prune"}),
+    ("measure", {"validate", "bench", "bench_worker", "gates", "recommend", "report", "report_plot", "inspect_file"}),
+    ("search", {"search"}),
+    ("pipeline", {"plan", "stages", "pipeline", "validation_api"}),
+    ("cli", {"cli"}),
+]
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def layer_of(module: str) -> int | None:
+    """The layer of ``edgekit.x.y`` by its first part below the package; None for the package root."""
+    parts = module.split(".")
+    if len(parts) == 1:
+        return None
+    for index, (_, names) in enumerate(LAYERS):
+        if parts[1] in names:
+            return index
+    raise AssertionError(f"{module} is in no layer: add it to edgekit/__init__.py's list and LAYERS")
+
+
+def imports_of(path: Path) -> set[str]:
+    """Every edgekit module ``path`` imports, at any depth of the file."""
+    me = module_name(path)
+    package = me if path.name == "__init__.py" else me.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("edgekit")}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[:len(base) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            if not target.startswith("edgekit"):
+                continue
+            for alias in node.names:  # 'from . import x' may name a submodule
+                sub = f"{target}.{alias.name}"
+                found.add(sub if (ROOT.parent / Path(*sub.split("."))).with_suffix(".py").is_file()
+                          or (ROOT.parent / Path(*sub.split("."))).is_dir() else target)
+    return found - {me}
+
+
+def graph() -> dict[str, set[str]]:
+    return {module_name(p): imports_of(p) for p in ROOT.rglob("*.py")}
+
+
+def test_every_module_has_a_layer_and_imports_go_down():
+    upward = []
+    for module, targets in graph().items():
+        mine = layer_of(module)
+        for target in targets:
+            theirs = layer_of(target)
+            if mine is not None and theirs is not None and theirs > mine:
+                upward.append(f"{module} ({LAYERS[mine][0]}) imports {target} ({LAYERS[theirs][0]})")
+    assert not upward, "\n".join(sorted(upward))
+
+
+def test_no_import_cycles():
+    edges = graph()
+    edges = {m: {t for t in ts if t in edges and t != "edgekit"} for m, ts in edges.items() if m != "edgekit"}
+    cycles, state = [], {}
+
+    def visit(node: str, stack: list[str]) -> None:
+        state[node] = "open"
+        for nxt in sorted(edges.get(node, ())):
+            if state.get(nxt) == "open":
+                cycles.append(" -> ".join(stack[stack.index(nxt):] + [nxt]))
+            elif nxt not in state:
+                visit(nxt, stack + [nxt])
+        state[node] = "done"
+
+    for node in sorted(edges):
+        if node not in state:
+            visit(node, [node])
+    assert not cycles, "\n".join(cycles)
+
+
+def test_domain_imports_only_domain():
+    domain = {f"edgekit.{n}" for n in LAYERS[0][1]}
+    for module in domain:
+        assert imports_of(ROOT / (module.split(".")[1] + ".py")) <= domain, module
+
+
+def test_the_walker_sees_lazy_and_relative_imports(tmp_path):
+    """The checks above can fail: an import inside a function, written relatively, is found."""
+    found = imports_of(ROOT / "plan.py")
+    assert "edgekit.search.onnx_quant" in found and "edgekit.export" in found
+    lazy = imports_of(ROOT / "runtimes" / "__init__.py")
+    assert "edgekit.runtimes.torch_runner" in lazy  # imported inside reference_runner()
+    assert layer_of("edgekit.cli") > layer_of("edgekit.pipeline") > layer_of("edgekit.search.prune")
+
+
+def test_modules_stay_small():
+    big = {str(p.relative_to(ROOT)): n for p in ROOT.rglob("*.py") if (n := len(p.read_text().splitlines())) > 400}
+    assert not big, big
