@@ -182,7 +182,7 @@ def example_table(tmp: Path, runs: int, rounds: int) -> None:
     for (label, _, a), p50 in zip(rows, timings):
         base.setdefault(a.runtime, (a.bytes, p50))
         size0, p0 = base[a.runtime]
-        top1 = a.validation["metrics"]["top1"]
+        top1 = a.validation.metrics["top1"]
         print(f"{label + ' ' + a.file:<30} {a.runtime:<12} {a.bytes / 1024:>8.1f} {size0 / a.bytes:>7.2f}x "
               f"{p50:>8.3f} {p0 / p50:>7.2f}x {top1:>7.4f} {100 * (ref_top1 - top1):>9.2f}")
     print("targets for the prune + 8-bit file: >= 6x smaller, >= 3x faster, <= 1.5 pt lost")

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import os
 import tempfile
 from pathlib import Path
 
@@ -187,8 +186,8 @@ def latency_table(tmp: Path, runs: int, rounds: int) -> None:
               f"{p1:>10.2f} {b1 / p1:>9.2f}x {p2:>10.2f} {b2 / p2:>9.2f}x")
     print("recommended:", {rt: r["file"] for rt, r in mobile.report["recommended"].items()})
     q = by["mobilenetv2_int8.onnx"]
-    snr = {a["name"]: round(float(a["snr_db"]), 1) for a in q.export["attempts"]}
-    print(f"edgekit int8.onnx arrangement: {q.export['chosen']}; output SNR of each attempt against fp32 (dB): {snr}")
+    snr = {a["name"]: round(float(a["snr_db"]), 1) for a in q.export.details["attempts"]}
+    print(f"edgekit int8.onnx arrangement: {q.export.details['chosen']}; output SNR of each attempt against fp32 (dB): {snr}")
 
 
 def _own_input(path: Path) -> str:
@@ -208,7 +207,6 @@ def main() -> None:
     parser.add_argument("--skip-accuracy", action="store_true")
     parser.add_argument("--skip-latency", action="store_true")
     args = parser.parse_args()
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     with tempfile.TemporaryDirectory(prefix="edgekit-qbench-") as tmp:
         if not args.skip_accuracy:
             accuracy_table(Path(tmp))

@@ -22,19 +22,25 @@ def main() -> None:
     from edgekit.bench import bench_file
     from edgekit.data import prepare
     from edgekit.examples import digits
-    from edgekit.export import ExportJob
+    from edgekit.export import ExportJob, PassContext
     from edgekit.export.onnx import export_onnx
-    from edgekit.export.tflite import export_tflite
+    from edgekit.export.tf_client import TfWorker
+    from edgekit.export.tflite import export_tflite_onnx2tf
+    from edgekit.profiles import load_profile
+    from edgekit.quantize.passes import tflite_converted
     from edgekit.stages import sample_for
 
     model = digits.load_model()
     data = prepare(digits.load_arrays(), model.iospec, source="digits")
     one = {k: v[:1] for k, v in data.validation.inputs.items()}
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, TfWorker() as tf:
         ref = Path(tmp) / "digits_cnn.onnx"
         export_onnx(model, ref)
-        tfl = export_tflite(ExportJob(model, Path(tmp), io.StringIO(), ("fp32", "fp16"), reference_onnx=ref,
-                                      calibration=data.calibration))
+        (fp32,) = export_tflite_onnx2tf(ExportJob(model, Path(tmp), Path(tmp), io.StringIO(), tf, reference_onnx=ref,
+                                                  calibration=data.calibration))
+        ctx = PassContext(Path(tmp), Path(tmp), model.name, model.iospec, io.StringIO(), tf, data, None,
+                          load_profile("mobile"))
+        tfl = [fp32, tflite_converted("fp16")(fp32, ctx)]
         files = [("onnxruntime", "fp32", ref, one)] + [("litert", e.precision, e.path, sample_for(e.mapping, one))
                                                          for e in tfl]
         print(f"model: built-in digits_cnn (1x1x32x32), batch 1, {args.runs} timed runs after 30 warm-up")

@@ -48,6 +48,7 @@ def _quiet_process() -> None:
         warnings.filterwarnings("ignore", category=category)
     os.environ.setdefault("TORCH_LOGS", "-onnx")  # torch reads it at import, which comes later (lazily)
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    logging.getLogger().addHandler(logging.NullHandler())  # ORT's quantizer warns on the root logger
 
 
 @main.command()

@@ -53,10 +53,10 @@ def make_plan(source: Model, profile: DeviceProfile, wanted: tuple[str, ...], ex
     error rather than a note). A format another is converted from is added, and runs first."""
     for name in wanted:
         get_format(name)
-    missing = [n for n in wanted if n not in formats_with_exporters()]
-    if explicit and missing:
-        raise UsageError(f"--formats: no exporter for {', '.join(missing)} yet")
-    names, skipped = set(wanted) - set(missing), []
+    unexported = [n for n in wanted if n not in formats_with_exporters()]
+    if explicit and unexported:
+        raise UsageError(f"--formats: no exporter for {', '.join(unexported)} yet")
+    names, skipped = set(wanted) - set(unexported), []
     if source.kind == "keras" and "onnx" in names and importlib.util.find_spec("tf2onnx") is None:
         skipped.append("ONNX: not available for Keras sources here: tf2onnx is not installed "
                        "(pip install 'edgekit[tflite]')")

@@ -96,8 +96,12 @@ def measure(exported: Exported, reference: Reference, data: Data, profile: Devic
 
 
 def sample_for(file_spec, source_inputs: dict):
-    """One sample keyed and laid out the way the file itself takes it (for the bench process)."""
+    """One sample keyed and laid out the way the file itself takes it (for the bench process); ``None``:
+    the file takes the source's tensors as they are."""
     from .runtimes.mapping import to_file
+
+    if file_spec is None:
+        return source_inputs
     return {t.name: to_file(t, source_inputs[t.source_name or t.name]) for t in file_spec.inputs}
 
 

@@ -16,7 +16,7 @@ def test_example_build(profile, threads, tmp_path):
     assert result.passed, [g.describe() for g in result.failed_gates]
     bundle = tmp_path / f"digits_cnn-{profile}"
     assert result.bundle == bundle
-    expected = {"build.log", "digits_cnn.onnx", "manifest.json", "report.json", "report.md"}
+    expected = {"build.log", "digits_cnn.onnx", "manifest.json", "report.json", "report.md", "report.png"}
     expected |= {"iot": {"digits_cnn_int4.onnx", "digits_cnn.tflite", "digits_cnn_int8.tflite", "digits_cnn_int4.tflite",
                          "digits_cnn_model_data.cc", "digits_cnn_model_data.h"},
                  "mobile": {"digits_cnn_int8.onnx", "digits_cnn.tflite", "digits_cnn_int8.tflite"},
@@ -29,7 +29,7 @@ def test_example_build(profile, threads, tmp_path):
         assert f["sha256"] == hashlib.sha256((bundle / f["file"]).read_bytes()).hexdigest()
     data = (bundle / "digits_cnn.onnx").read_bytes()
     assert entry["sha256"] == hashlib.sha256(data).hexdigest() and entry["bytes"] == len(data)
-    assert manifest["schema_version"] == 1 and manifest["labels"] == [str(i) for i in range(10)]
+    assert manifest["schema_version"] == 2 and manifest["labels"] == [str(i) for i in range(10)]
     assert manifest["profile"]["name"] == profile and manifest["profile"]["target"]["threads"] == threads
     assert {"edgekit", "torch", "onnx", "onnxruntime", "numpy"} <= set(manifest["versions"])
     assert entry["iospec"]["inputs"][0] == {"name": "image", "shape": ["batch", 1, 32, 32], "dtype": "float32",
@@ -55,6 +55,9 @@ def test_example_build(profile, threads, tmp_path):
     assert any("not applied yet" in p for p in manifest["pending"]) == (profile == "server")  # GPU path
     assert report["data"]["validation"] + report["data"]["calibration"] == 540
     assert "| digits_cnn.onnx | onnx | fp32 |" in (bundle / "report.md").read_text()
+    assert "![accuracy drop vs p90 latency" in (bundle / "report.md").read_text()
+    png = (bundle / "report.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000  # a drawn plot, not an empty canvas
     assert {f["file"] for f in manifest["files"]} == {a.file for a in result.artifacts}
     # the file in the bundle, run by hand in ONNX Runtime, classifies the held-out digits
     arrays = digits.load_arrays()

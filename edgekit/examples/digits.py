@@ -84,10 +84,15 @@ def load_arrays() -> dict[str, np.ndarray]:
 
 def train(epochs: int = 12, seed: int = 0, threads: int = 2):
     """Train from scratch, deterministically; returns (module, held-out top-1)."""
+    from ..runtimes.torch_runner import torch_threads
+
+    with torch_threads(threads, seed=seed):
+        return _train(epochs, seed)
+
+
+def _train(epochs: int, seed: int):
     import torch
 
-    torch.manual_seed(seed)
-    torch.set_num_threads(threads)
     arrays = load_arrays()
     x, y = torch.from_numpy(arrays["x_train"]), torch.from_numpy(arrays["y_train"])
     model = make_model().train()

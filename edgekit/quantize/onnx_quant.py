@@ -2,7 +2,6 @@
 int4 weights with int8 activations. A *plan* says which layers stay at higher precision."""
 from __future__ import annotations
 
-import contextlib
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,13 +89,13 @@ def quantize_onnx(src: Path, out: Path, calibration: Split, plan: QuantPlan, log
         extra["TensorQuantOverrides"] = {w: [{"quant_type": QuantType.QInt8}] for w in weights.values()}
     names = [i.name for i in onnx.load(str(src), load_external_data=False).graph.input]
     try:
-        with contextlib.redirect_stdout(log or io.StringIO()), contextlib.redirect_stderr(log or io.StringIO()):
-            quantize_static(str(src), str(out), SplitReader(calibration, names), quant_format=quant_format,
-                            per_channel=True, reduce_range=arr["reduce_range"],
-                            activation_type=getattr(QuantType, arr["activation"]), weight_type=weight_type,
-                            nodes_to_exclude=sorted(exclude), nodes_to_quantize=sorted(plan.only_nodes) or None,
-                            calibrate_method=getattr(CalibrationMethod, CALIBRATION[plan.calibration]),
-                            extra_options=extra)
+        # ORT's quantizer reports through logging (the CLI quiets it); nothing redirects the process's streams
+        quantize_static(str(src), str(out), SplitReader(calibration, names), quant_format=quant_format,
+                        per_channel=True, reduce_range=arr["reduce_range"],
+                        activation_type=getattr(QuantType, arr["activation"]), weight_type=weight_type,
+                        nodes_to_exclude=sorted(exclude), nodes_to_quantize=sorted(plan.only_nodes) or None,
+                        calibrate_method=getattr(CalibrationMethod, CALIBRATION[plan.calibration]),
+                        extra_options=extra)
     except Exception as exc:
         raise StageError("quantize onnx", f"{plan.describe()}: {type(exc).__name__}: {str(exc)[:300]}") from None
     return {"quantizer": "onnxruntime.quantization.quantize_static", "plan": plan.describe(),
