@@ -142,8 +142,8 @@ def run_plan(plan: BuildPlan, source: Model, reference: Reference, data: Data, p
                         produced=tuple(produced), missed_budget=frozenset(missed_budget))
         with stage(f"export {name}", log, progress):
             made = exporter_for(name, source.kind)(job)
-        fp32 = {e.path.name: keep(e) for e in made}
-        base, twin = made[0], fp32[made[0].path.name]
+        measured = [keep(e) for e in made]
+        base, twin = made[0], measured[0]  # the fp32 file the passes start from, and its measurement
         queue = list(step.precisions)
         while queue:
             precision = queue.pop(0)

@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from .errors import UsageError
-from .tf_import import missing
 from .export import Exported, PassContext, exporter_for, formats_with_exporters
 from .formats import Format, format_table, get_format
 from .model import Model
@@ -16,6 +15,7 @@ from .profiles import DeviceProfile
 from .quantize.passes import onnx_fp16, tflite_converted
 from .search.onnx_quant import onnx_quantized
 from .search.tflite_int4 import tflite_int4
+from .tf_import import missing
 
 Pass = Callable[[Exported, PassContext], Exported]
 
@@ -42,10 +42,6 @@ class Step:
 class BuildPlan:
     steps: tuple[Step, ...]
     skipped: tuple[str, ...] = ()  # what was asked for and cannot run here, said in the report
-
-    @property
-    def formats(self) -> tuple[str, ...]:
-        return tuple(s.format.name for s in self.steps)
 
 
 def make_plan(source: Model, profile: DeviceProfile, wanted: tuple[str, ...], explicit: bool) -> BuildPlan:
@@ -74,14 +70,12 @@ def make_plan(source: Model, profile: DeviceProfile, wanted: tuple[str, ...], ex
         names.add(next(f.name for f in format_table().values() if not f.converted_from and not f.embeds))
     steps = []
     bits = profile.quantize.weight_bits
-    for name in sorted(names):
-        fmt = get_format(name)
-        absent = [m for m in fmt.requires if importlib.util.find_spec(m) is None]
-        if absent:
-            raise missing(f"the {name} format", ", ".join(absent))
     for fmt in format_table().values():  # in table order
         if fmt.name not in names:
             continue
+        absent = [m for m in fmt.requires if importlib.util.find_spec(m) is None]
+        if absent:
+            raise missing(f"the {fmt.name} format", ", ".join(absent))
         if exporter_for(fmt.name, source.kind) is None:
             raise UsageError(f"{source.origin}: no {fmt.name} exporter for {source.kind} sources")
         precisions = fmt.precisions_for(bits)

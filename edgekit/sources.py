@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import inspect
+import os
 import sys
 import threading
 import zipfile
@@ -113,8 +114,8 @@ def _load_user_file(file: Path, target: str):
         finally:
             sys.path.remove(folder)
             for key in set(sys.modules) - before:
-                origin = getattr(sys.modules[key], "__file__", None) or ""
-                if key == name or str(Path(origin).resolve()).startswith(folder + "/"):
+                origin = getattr(sys.modules[key], "__file__", None)
+                if key == name or (origin and str(Path(origin).resolve()).startswith(folder + os.sep)):
                     del sys.modules[key]
     return mod
 

@@ -16,8 +16,9 @@ def missing(what: str, module: str | None = None) -> UsageError:
     return UsageError(f"{what} needs the TFLite extra{name}: {TFLITE_EXTRA}")
 
 
-def import_tf():
-    """``tensorflow``, or a UsageError naming the install line. Its start-up chatter on fd 2 is captured."""
+def import_tf(what: str = "loading a Keras or SavedModel source"):
+    """``tensorflow``, or a UsageError naming ``what`` needs it and the install line. Its start-up
+    chatter on fd 2 is captured."""
     import sys
 
     if "tensorflow" not in sys.modules:
@@ -25,6 +26,6 @@ def import_tf():
         try:
             capture_fd2(lambda: __import__("tensorflow"))
         except ImportError as exc:
-            raise missing("this step", exc.name) from None
+            raise missing(what, exc.name) from None
     import tensorflow as tf
     return tf

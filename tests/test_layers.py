@@ -100,7 +100,7 @@ def test_domain_imports_only_domain():
         assert imports_of(ROOT / (module.split(".")[1] + ".py")) <= domain, module
 
 
-def test_the_walker_sees_lazy_and_relative_imports(tmp_path):
+def test_the_walker_sees_lazy_and_relative_imports():
     """The checks above can fail: an import inside a function, written relatively, is found."""
     found = imports_of(ROOT / "plan.py")
     assert "edgekit.search.onnx_quant" in found and "edgekit.export" in found

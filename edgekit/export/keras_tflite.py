@@ -23,7 +23,8 @@ def saved_model_of(job: ExportJob) -> Path:
 def export_keras_tflite(job: ExportJob) -> list[Exported]:
     saved = saved_model_of(job)
     target = job.folder / f"{job.model.name}.tflite"
-    made = job.tf.call("convert", "export tflite", saved_model=str(saved), precision="fp32", out=str(target.resolve()))
+    made = job.tf.call("convert", "export tflite", saved_model=str(saved), precision="fp32", out=str(target.resolve()),
+                       users_graph=True)
     check_builtin_ops(target, "export tflite", "the TFLite converter")
     info = ExportInfo(f"tf.lite.TFLiteConverter {made['version']}")
     return [Exported(target, "tflite", "fp32", info, map_to_source(target, job.model.iospec), saved_model=saved)]

@@ -25,6 +25,7 @@ class TfWorker:
         self._proc: subprocess.Popen | None = None
         self._lock = threading.Lock()
         self._logfile = None
+        self._offset = 0  # how much of the worker's log has been copied to ``log``
 
     def __enter__(self) -> "TfWorker":
         return self
@@ -50,8 +51,8 @@ class TfWorker:
             raise missing(WHAT.get(op, op), answer["module"])
         if answer["kind"] == "usage":
             raise UsageError(answer["message"])
-        raise StageError(stage, f"{answer['message']} ({_last_error(printed)})"
-                         if "stopped" in answer["message"] or "wrote no" in answer["message"] else answer["message"])
+        # onnx2tf states its reason in its log, not in the exception: add the log's last error line
+        raise StageError(stage, f"{answer['message']} ({_last_error(printed)})" if op == "onnx2tf" else answer["message"])
 
     def close(self) -> None:
         with self._lock:
@@ -86,7 +87,7 @@ class TfWorker:
             return ""
         path = Path(self._logfile.name)
         with path.open("rb") as f:
-            f.seek(getattr(self, "_offset", 0))
+            f.seek(self._offset)
             text = f.read().decode(errors="replace")
             self._offset = f.tell()
         if self.log is not None and text:

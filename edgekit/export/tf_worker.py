@@ -70,9 +70,11 @@ def op_keras_saved_model(keras_path: str, out_dir: str) -> dict:
 
 
 def op_convert(saved_model: str, precision: str, out: str, calibration: str | None = None,
-               int8_io: bool = False) -> dict:
+               int8_io: bool = False, users_graph: bool = False) -> dict:
     """The TFLite converter on a SavedModel. Integer files calibrate on ``calibration`` (an .npz keyed
-    by the file's input names, in the file's layout)."""
+    by the file's input names, in the file's layout). ``users_graph``: the SavedModel is the user's
+    own (a Keras source), so TF ops TFLite lacks are the user's to replace (exit 2); in a graph
+    onnx2tf made they are edgekit's failure (exit 3)."""
     import numpy as np
     import tensorflow as tf
 
@@ -110,12 +112,14 @@ def op_convert(saved_model: str, precision: str, out: str, calibration: str | No
         blob = converter.convert()
     except Exception as exc:
         ops = sorted(set(re.findall(r'"?\btf\.([A-Z][A-Za-z0-9]*)"?\(', str(exc))))  # TF ops left unconverted
-        if ops:
+        if ops and users_graph:
             raise Refused(f"the model uses op(s) TFLite does not support: {', '.join(ops)}; "
                           "replace them with supported layers") from None
         text = str(exc)
         first = next((line.strip() for line in text.splitlines() if "error" in line.lower()),
                      text.splitlines()[0] if text else type(exc).__name__)
+        if ops:
+            first = f"op(s) TFLite does not support: {', '.join(ops)}"
         raise RuntimeError(f"TFLite converter ({precision}): {first[:300]}") from None
     Path(out).write_bytes(blob)
     return {"version": tf.__version__}

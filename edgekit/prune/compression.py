@@ -37,5 +37,3 @@ def grid(ceiling: float, step: float) -> list[float]:
         out.append(round(ceiling - k * step, 4))
         k += 1
     return out + [0.0]
-
-

@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from ..export.job import Exported, PassContext
@@ -35,29 +36,21 @@ def tflite_int4(src: Exported, ctx: PassContext) -> Exported:
     first = check(target)
     details: dict = {"int4_attempts": [{"name": "int4 everywhere it applies", "drop": first.drop}]}
     notes: list[str] = []
-    result = first
     best = {"drop": first.drop, "int8": (), "float": (), "validation": first, "path": target}
     if first.drop > budget:
         with tempfile.TemporaryDirectory(prefix="edgekit-int4-", dir=ctx.scratch) as tmp:
-            best, more = _repair(src, ctx, target, best, check, Path(tmp), details, started, box, budget)
-            notes += more
+            best, notes = _repair(src, ctx, target, best, check, Path(tmp), details, started, box, budget)
             if best["path"] != target:
                 shutil.copyfile(best["path"], target)
-        result = best["validation"]
     details["int8_layers"], details["float_layers"] = list(best["int8"]), list(best["float"])
-    quantized = details.pop("_quantized", None)
-    if quantized and len(best["float"]) == quantized:
-        notes.append("every layer ended in float: the file holds no int4 weights")
-    from dataclasses import replace
     info = ExportInfo(EXPORTER, made_from=src.path.name, notes=tuple(notes), details=details)
-    return Exported(target, "tflite", "int4", info, src.mapping, validation=replace(result, file=str(target)))
+    return Exported(target, "tflite", "int4", info, src.mapping, validation=replace(best["validation"], file=str(target)))
 
 
 def _repair(src, ctx, target, best, check, tmp: Path, details: dict, started: float, box: float, budget: float):
     first = read_tflite(target)
     scopes = first.scopes
     quantized = [w for w, p in first.precision_map.items() if p == "int4"]
-    details["_quantized"] = len(quantized)
     ranked, notes = [], []
     probe = tmp / "probe.tflite"
     for weight in quantized:
@@ -91,4 +84,6 @@ def _repair(src, ctx, target, best, check, tmp: Path, details: dict, started: fl
 
     chosen, more = climb(((), ()), [w for _, w in ranked], ["int8", "fp32"], promote, attempt, budget,
                          best=best, started=started, time_box_s=box)
+    if quantized and len(chosen["float"]) == len(quantized):
+        more.append("every layer ended in float: the file holds no int4 weights")
     return chosen, notes + more
