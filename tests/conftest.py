@@ -130,6 +130,25 @@ USER_MODELS = textwrap.dedent('''
         return Fragile().eval()
 
 
+    class Recommender(nn.Module):
+        """Two int64 id inputs through embeddings to a click probability."""
+        input_names = ["user_id", "item_id"]
+        output_names = ["click"]
+
+        def __init__(self):
+            super().__init__()
+            self.users, self.items = nn.Embedding(100, 8), nn.Embedding(200, 8)
+            self.mlp = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 1))
+
+        def forward(self, user_id, item_id):
+            return torch.sigmoid(self.mlp(torch.cat([self.users(user_id), self.items(item_id)], dim=1)))
+
+
+    def make_recommender():
+        torch.manual_seed(0)
+        return Recommender().eval()
+
+
     def make_broken():
         raise ValueError("checkpoint path not configured")
 ''')

@@ -201,6 +201,20 @@ def _keras_model(path):
     return path
 
 
+def test_int8_tflite_calibrates_integer_id_inputs(user_models, fast_profile, tmp_path):
+    """A recommender with two int64 id inputs: the representative dataset keeps the ids integers (the
+    converter refused float ids), and the full-integer file still tracks the source model."""
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "ids.npz", user_id=rng.integers(0, 100, 200), item_id=rng.integers(0, 200, 200))
+    result = edgekit.build(f"{user_models}:make_recommender", data=tmp_path / "ids.npz", profile=fast_profile,
+                           out=tmp_path, formats=("onnx", "tflite"))
+    by_file = {a.file: a for a in result.artifacts}
+    q = by_file["my_models_int8.tflite"]
+    ids = [t for t in q.iospec["inputs"] if (t.get("source_name") or t["name"]) in ("user_id", "item_id")]
+    assert len(ids) == 2 and all(t["dtype"].startswith("int") for t in ids)
+    assert q.validation.metrics["cosine"] > 0.95 and q.validation.drop < 0.05
+
+
 def test_keras_source_goes_to_tflite_and_onnx(tmp_path, fast_profile):
     src = _keras_model(tmp_path / "small.keras")
     rng = np.random.default_rng(0)

@@ -97,7 +97,7 @@ def op_convert(saved_model: str, precision: str, out: str, calibration: str | No
         def gen():
             n = len(next(iter(arrays.values())))
             for i in range(n):
-                yield {s: np.ascontiguousarray(arrays[by_clean.get(s, order[j])][i:i + 1], dtype=np.float32)
+                yield {s: np.ascontiguousarray(arrays[by_clean.get(s, order[j])][i:i + 1])  # in the file's dtype
                        for j, s in enumerate(names)}
 
         converter.representative_dataset = gen

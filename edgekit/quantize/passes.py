@@ -26,8 +26,9 @@ def onnx_fp16(src: Exported, ctx: PassContext) -> Exported:
 
 
 def calibration_npz(calibration: Split, mapping: IOSpec, path: Path) -> Path:
-    """The calibration split keyed by the file's input names, in the file's layout (e.g. NHWC)."""
-    arrays = {t.name: np.ascontiguousarray(to_file(t, calibration.inputs[t.source_name or t.name]), dtype=np.float32)
+    """The calibration split keyed by the file's input names, in the file's layout (e.g. NHWC) and dtype
+    (token ids stay integers)."""
+    arrays = {t.name: np.ascontiguousarray(to_file(t, calibration.inputs[t.source_name or t.name]), dtype=t.dtype)
               for t in mapping.inputs}
     np.savez(path, **arrays)
     return path
