@@ -68,7 +68,7 @@ def bench_file(path: str | Path, *, runtime: str | None = None, threads: int = 1
         raise StageError("bench", f"{path.name}: {tail[0][:300]}")
     raw = json.loads(lines[-1])
     raw["cpu"] = cpu_info()
-    raw["notes"] = tuple(noise_notes(raw, requested_runs=runs))
+    raw["notes"] = tuple(raw.pop("runner_notes", ())) + tuple(noise_notes(raw, requested_runs=runs))
     return BenchResult(**raw)
 
 

@@ -69,7 +69,8 @@ def main(argv: list[str]) -> int:
     result = {"file": args["path"], "runtime": runner.runtime, "threads": args["threads"], "runs": len(times),
               "warmup": args["warmup"], **stats, "throughput_b1": 1000.0 / stats["mean_ms"], "batch": batch,
               "throughput_batch": throughput, "peak_rss_mb": peak, "rss_growth_mb": max(0.0, peak_b1 - rss_before),
-              "file_bytes": Path(args["path"]).stat().st_size}
+              "file_bytes": Path(args["path"]).stat().st_size,
+              "runner_notes": list(getattr(runner, "notes", ()))}
     print(json.dumps(result))
     return 0
 

@@ -13,6 +13,18 @@ from typing import Any, Iterator
 from .errors import UsageError
 
 
+def check_writable(out: Path) -> None:
+    """Refuse up front (before any model loads) an ``--out`` that cannot hold a bundle."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file, not a folder; choose another --out")
+    probe = out
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {out}: {probe} is not writable; choose a folder you can write to")
+
+
 def check_target(final: Path, force: bool) -> None:
     """Refuse up front when the bundle folder exists and ``force`` is not given."""
     if final.exists() and not force:

@@ -77,10 +77,16 @@ def _quiet_process() -> None:
               help="SVD energy to keep when factorizing Linear/1x1 conv layers, e.g. 0.9 (0 = off).")
 @click.option("--share-bits", type=click.IntRange(0, 8), help="k-means weight sharing into 2^K values per layer (0 = off).")
 @click.option("--keep", multiple=True, metavar="NAME", help="A layer (module name) never pruned; repeatable.")
+@click.option("--output-task", "output_task", metavar="NAME=TASK[,NAME=TASK]",
+              help="How an output is judged: distribution, probability[:THRESHOLD] or regression "
+                   "(default: inferred from the source's outputs), e.g. prob=probability:0.6,box=regression.")
+@click.option("--dynamic", metavar="INPUT=AXES[;INPUT=AXES]",
+              help="Input axes that stay dynamic in the ONNX file, e.g. image=batch,2,3 (TFLite and the C "
+                   "array fix them to the data's size).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of the table.")
 def build(model, profile, weights, data, out, force, task, formats, threads, calib_samples, val_samples,
           trust_pickle, bits, calibration, int8_io, fp16_io, prune_ratio, prune_method, lowrank, share_bits, keep,
-          as_json):
+          output_task, dynamic, as_json):
     """Build a validated, measured bundle for MODEL (default: the built-in digits example).
 
     MODEL is FILE.py:FACTORY, package.module:FACTORY, a torch.export .pt2, a TorchScript
@@ -100,7 +106,8 @@ def build(model, profile, weights, data, out, force, task, formats, threads, cal
                            calib_samples=calib_samples, val_samples=val_samples, threads=threads,
                            bits=int(bits) if bits else None, calibration=calibration, int8_io=int8_io, fp16_io=fp16_io,
                            prune_ratio=prune_ratio, prune_method=prune_method, lowrank=lowrank, share_bits=share_bits,
-                           keep=keep or None, progress=lambda stage: status.update(f"[bold]{stage}[/]"))
+                           keep=keep or None, output_tasks=_output_tasks(output_task),
+                           dynamic=_dynamic_axes(dynamic), progress=lambda stage: status.update(f"[bold]{stage}[/]"))
     if as_json:
         click.echo(json.dumps(result.report, indent=2))
     else:
@@ -110,11 +117,15 @@ def build(model, profile, weights, data, out, force, task, formats, threads, cal
                 if rec["slower_than_fp32"] else ""
             click.echo(f"  recommended for {runtime}: {rec['file']} ({rec['why']}{flagged})")
         comp = result.report.get("compression")
-        if comp and comp.get("after"):
+        if comp and comp.get("after") and comp.get("applied") is False:
+            click.echo(f"  compression: nothing applied ({len(comp['attempts'])} attempts); the graph is unchanged")
+        elif comp and comp.get("after"):
             r = comp["ratios"]
             click.echo(f"  compression: {comp['settings']['method']} at ratio {comp['ratio']:.2f} "
                        f"({len(comp['attempts'])} attempts): fp32 graph {r['params']:.2f}x fewer params, "
                        f"{r['macs']:.2f}x fewer MACs, {r['speedup_p50']:.2f}x faster (ONNX Runtime p50)")
+        for f in result.report.get("failed", []):
+            click.echo(f"  not made: {f['format']} {f['precision']} ({f['stage']}): {f['reason']}")
         for line in result.report["pending"] + result.report["notes"]:
             click.echo(f"  {line}")
         click.echo(f"bundle: {result.bundle}")
@@ -215,6 +226,45 @@ def profiles_show(name):
     from .profiles import load_profile
 
     click.echo(json.dumps(load_profile(name).to_dict(), indent=2))
+
+
+def _output_tasks(text: str | None) -> dict[str, str] | None:
+    """'prob=probability:0.6,box=regression' -> {'prob': 'probability:0.6', 'box': 'regression'}."""
+    from .errors import UsageError
+    from .metrics import parse_output_task
+
+    if not text:
+        return None
+    out = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, task = part.partition("=")
+        if not sep or not name:
+            raise UsageError(f"--output-task {part!r}: write NAME=TASK, e.g. prob=probability:0.6")
+        try:
+            parse_output_task(task)
+        except ValueError as exc:
+            raise UsageError(f"--output-task {name}: {exc}") from None
+        out[name] = task
+    return out
+
+
+def _dynamic_axes(text: str | None) -> dict | None:
+    """'image=batch,2,3' -> {'image': {0: 'batch', 2: 'image_dim2', 3: 'image_dim3'}}."""
+    from .errors import UsageError
+
+    if not text:
+        return None
+    out = {}
+    for part in filter(None, (p.strip() for p in text.split(";"))):
+        name, sep, axes = part.partition("=")
+        try:
+            out[name] = {0 if a.strip() == "batch" else int(a): "batch" if a.strip() in ("batch", "0")
+                         else f"{name}_dim{int(a)}" for a in axes.split(",") if a.strip()}
+        except ValueError:
+            raise UsageError(f"--dynamic {part!r}: write INPUT=AXES with axis numbers, e.g. image=batch,2,3") from None
+        if not sep or not out[name]:
+            raise UsageError(f"--dynamic {part!r}: write INPUT=AXES, e.g. image=batch,2,3")
+    return out
 
 
 def _console(stderr: bool = True):

@@ -31,11 +31,14 @@ class Data:
     source: str
     task_detected: str
     notes: tuple[str, ...] = field(default_factory=tuple)
+    train_kind: str = "given"  # "transfer": set aside from the samples (no training split was given)
 
     def summary(self) -> dict[str, Any]:
         return {"source": self.source, "task": self.task, "task_detected": self.task_detected,
                 "calibration": len(self.calibration), "validation": len(self.validation),
-                "train": len(self.train) if self.train else 0, "notes": list(self.notes)}
+                "train": len(self.train) if self.train else 0,
+                "train_kind": self.train_kind if self.train else None,
+                "labels": self.validation.labels is not None, "notes": list(self.notes)}
 
 
 def read_arrays(source: str | Path) -> dict[str, np.ndarray]:
@@ -54,11 +57,14 @@ def read_arrays(source: str | Path) -> dict[str, np.ndarray]:
 
 
 def prepare(arrays: dict[str, np.ndarray], iospec: IOSpec, *, source: str, task: str | None = None,
-            calib_samples: int | None = None, val_samples: int | None = None, seed: int = 0) -> Data:
+            calib_samples: int | None = None, val_samples: int | None = None, seed: int = 0,
+            transfer: float = 0.0) -> Data:
     """Check the arrays against the IOSpec and split them into calibration and validation.
 
     Arrays are named after the model inputs (or ``x`` for a single input), with optional labels
-    ``y``. ``<input>_train``/``x_train`` and ``y_train`` form an optional training split.
+    ``y``. ``<input>_train``/``x_train`` and ``y_train`` form an optional training split. Without
+    one, ``transfer`` > 0 sets that share of the samples after calibration aside as a transfer split
+    (for distillation, whose targets are the source model's outputs): validation never sees it.
     """
     keys = _match_inputs(arrays, iospec, source, suffix="")
     labels = arrays.get("y")
@@ -83,13 +89,21 @@ def prepare(arrays: dict[str, np.ndarray], iospec: IOSpec, *, source: str, task:
 
     order = np.random.default_rng(seed).permutation(n)
     n_cal = calib_samples if calib_samples is not None else min(256, max(1, n // 4))
-    n_val = val_samples if val_samples is not None else n - n_cal
+    if n_cal >= n:
+        raise UsageError(f"data file {source}: {n} samples cannot give {n_cal} for calibration and leave any for "
+                         "validation; lower --calib-samples or add data")
+    has_train = bool(_match_inputs(arrays, iospec, source, suffix="_train", required=False))
+    n_transfer = int((n - n_cal) * transfer) if transfer > 0 and not has_train and n - n_cal >= 20 else 0
+    if val_samples is not None:
+        n_transfer = max(0, min(n_transfer, n - n_cal - val_samples))
+    n_val = val_samples if val_samples is not None else n - n_cal - n_transfer
     if n_cal < 1 or n_val < 1:
         raise UsageError(f"data file {source}: calibration and validation need at least 1 sample each "
                          f"(got {n_cal} and {n_val})")
-    if n_cal + n_val > n:
-        raise UsageError(f"data file {source}: {n} samples cannot give {n_cal} for calibration and {n_val} "
-                         "for validation; lower --calib-samples/--val-samples or add data")
+    if n_cal + n_transfer + n_val > n:
+        raise UsageError(f"data file {source}: {n} samples cannot give {n_cal} for calibration"
+                         + (f", {n_transfer} for transfer" if n_transfer else "")
+                         + f" and {n_val} for validation; lower --calib-samples/--val-samples or add data")
     if n_cal < 32:
         notes.append(f"only {n_cal} calibration samples; 100+ give steadier quantization ranges")
     if n_val < 100:
@@ -99,13 +113,20 @@ def prepare(arrays: dict[str, np.ndarray], iospec: IOSpec, *, source: str, task:
         return Split({k: v[idx] for k, v in inputs.items()}, None if labels is None else labels[idx])
 
     train = None
+    if n_transfer:
+        train = take(order[n_cal + n_val:n_cal + n_val + n_transfer])
+        notes.append(f"no training split: {n_transfer} of the {n} samples are set aside as a transfer split for "
+                     f"distillation (targets: the source model's outputs"
+                     f"{'' if labels is None else ', and the labels'}); validation uses {n_val} others, "
+                     f"calibration {n_cal}")
     train_keys = _match_inputs(arrays, iospec, source, suffix="_train", required=False)
     if train_keys:
         train_labels = arrays.get("y_train")
         _check_batch(train_keys, arrays, train_labels, source)
         train = Split({name: _check_array(arrays[key], iospec.input(name), source, key) for name, key in train_keys.items()},
                       None if train_labels is None else _check_finite(np.asarray(train_labels), source, "y_train"))
-    return Data(take(order[:n_cal]), take(order[n_cal:n_cal + n_val]), train, chosen, source, detected, tuple(notes))
+    return Data(take(order[:n_cal]), take(order[n_cal:n_cal + n_val]), train, chosen, source, detected, tuple(notes),
+                "transfer" if n_transfer and not train_keys else "given")
 
 
 def detect_task(labels: np.ndarray | None, iospec: IOSpec) -> str:

@@ -5,6 +5,7 @@ from dataclasses import asdict, dataclass
 
 from .artifact import Artifact
 from .profiles import DeviceProfile
+from .results import FormatFailure
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,10 @@ class Gate:
         return asdict(self)
 
     def describe(self) -> str:
+        if self.name == "formats":
+            verdict = "passed" if self.passed else "MISSED"
+            return (f"formats gate {verdict} on {self.file}: {self.value:g} of {self.limit:g} files made"
+                    + (f" ({self.note})" if self.note else ""))
         if self.name == "tflm_ops" and not self.passed:
             return f"tflm_ops gate MISSED on {self.file}: {self.note}"
         if self.passed is None:
@@ -29,8 +34,18 @@ class Gate:
         return f"{self.name} gate {verdict} on {self.file}: {self.value:.6g} {self.unit} vs limit {self.limit:.6g} {self.unit}"
 
 
-def evaluate(profile: DeviceProfile, artifacts: list[Artifact]) -> list[Gate]:
+def evaluate(profile: DeviceProfile, artifacts: list[Artifact], *, failures: list[FormatFailure] = (),
+             planned: dict[str, dict[str, str | None]] | None = None) -> list[Gate]:
     b, gates = profile.budget, []
+    for name, precisions in (planned or {}).items():  # every planned file was made, or its fallback was
+        made = {a.precision for a in artifacts if a.format == name}
+        if list(precisions) == ["fp32"]:  # a format without passes (the C array) takes its file's precision
+            missing = [] if made else ["fp32"]
+        else:
+            missing = [p for p, fallback in precisions.items() if p not in made and fallback not in made]
+        note = "; ".join(f.describe() for f in failures if f.format == name)
+        gates.append(Gate("formats", name, float(len(precisions) - len(missing)), float(len(precisions)), "files",
+                          not missing, note))
     for a in artifacts:
         if a.validation is not None:
             drop = a.validation.drop

@@ -94,21 +94,31 @@ def spec_from_array(name: str, array: np.ndarray, batch_axis: str = "batch") -> 
 
 def match_layout(file_spec: TensorSpec, source: TensorSpec) -> tuple[int, ...] | None:
     """The permutation that turns ``source`` into ``file_spec`` (None if identical, ValueError if none fits)."""
+    return layout_fit(file_spec, source)[0]
+
+
+def layout_fit(file_spec: TensorSpec, source: TensorSpec) -> tuple[tuple[int, ...] | None, int]:
+    """The best-fitting permutation (identity or channels-last) and how many fixed axes it matches exactly.
+
+    A dynamic axis fits any axis, so a dynamic map ``(batch, h, w, 2)`` "fits" ``(batch, 2, h, w)`` as is; the
+    permutation that matches more fixed sizes wins (channels-last here: the 2 channels line up)."""
     if len(file_spec.shape) != len(source.shape):
         raise ValueError(f"'{file_spec.name}' has rank {len(file_spec.shape)}, source '{source.name}' rank {len(source.shape)}")
 
-    def fits(perm) -> bool:
-        return all(isinstance(f, str) or isinstance(source.shape[p], str) or f == source.shape[p]
-                   for f, p in zip(file_spec.shape, perm))
+    def score(perm) -> int:
+        pairs = [(f, source.shape[p]) for f, p in zip(file_spec.shape, perm)]
+        if any(isinstance(f, int) and isinstance(g, int) and f != g for f, g in pairs):
+            return -1
+        return sum(isinstance(f, int) and isinstance(g, int) for f, g in pairs)
 
-    identity = tuple(range(len(source.shape)))
-    if fits(identity):
-        return None
     rank = len(source.shape)
-    channels_last = (0, *range(2, rank), 1) if rank >= 3 else None
-    if channels_last and fits(channels_last):
-        return channels_last
-    raise ValueError(f"'{file_spec.name}' shape {file_spec.shape} does not fit source '{source.name}' {source.shape}")
+    identity = tuple(range(rank))
+    perms = [identity] + ([(0, *range(2, rank), 1)] if rank >= 3 else [])
+    nhwc = file_spec.layout == "NHWC" and source.layout == "NCHW"  # on a tie, what the file says it holds
+    best = max(perms, key=lambda perm: (score(perm), (perm != identity) if nhwc else (perm == identity)))
+    if score(best) < 0:
+        raise ValueError(f"'{file_spec.name}' shape {file_spec.shape} does not fit source '{source.name}' {source.shape}")
+    return (None if best == identity else best), score(best)
 
 
 def synthetic_input(t: TensorSpec, batch: int = 1, seed: int = 0) -> np.ndarray:

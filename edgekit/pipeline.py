@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field, replace
@@ -15,14 +16,15 @@ from typing import Any, Callable
 
 from . import __version__
 from .artifact import Artifact
-from .bundle import check_target, staging, write_json
+from .bundle import check_target, check_writable, staging, write_json
 from .data import Data
-from .errors import EdgekitError
+from .errors import EdgekitError, StageError
 from .export import Exported, ExportJob, PassContext, exporter_for
 from .export.tf_client import TfWorker
 from .gates import Gate, evaluate, missed
+from .results import FormatFailure
 from .model import Model
-from .plan import QUANTIZERS, BuildPlan, make_plan
+from .plan import QUANTIZERS, BuildPlan, make_plan, planned_files
 from .profiles import DeviceProfile, load_profile, with_overrides
 from .prune.summary import compression_report, manifest_entry
 from .quantize.onnx_quant import check_calibration
@@ -34,6 +36,7 @@ from .validate import Reference, reference_outputs
 from .versions import tool_versions
 
 SCHEMA_VERSION = 2  # 2: report.png; export info names its tool under 'exporter' for every file
+TRANSFER_SHARE = 0.4  # of the samples after calibration, set aside for distillation when no train split is given
 USED = ("torch", "torch-pruning", "onnx", "onnxscript", "onnxruntime", "scikit-learn", "tensorflow", "tf-keras", "onnx2tf",
         "ai-edge-litert", "ai-edge-quantizer", "tflite-micro", "matplotlib")
 
@@ -60,10 +63,13 @@ def build(model=None, *, profile: str | Path | DeviceProfile = "iot", weights=No
           threads: int | None = None, bits: int | None = None, calibration: str | None = None,
           int8_io: bool = False, fp16_io: bool = False, prune_ratio: float | None = None,
           prune_method: str | None = None, lowrank: float | None = None, share_bits: int | None = None,
-          keep: tuple[str, ...] | None = None, progress: Callable[[str], None] | None = None) -> BuildResult:
+          keep: tuple[str, ...] | None = None, output_tasks: dict[str, str] | None = None,
+          dynamic: dict | None = None, progress: Callable[[str], None] | None = None) -> BuildResult:
     """Build, validate, measure and gate a bundle for ``model`` on ``profile``.
 
     ``model`` is a source string (see ``load_model``), a ``Model``, or None for the built-in example.
+    ``output_tasks``: output name -> what it is judged by ('distribution', 'probability:0.6',
+    'regression'); ``dynamic``: {input: {axis: name}} axes that stay dynamic in the ONNX file.
     Returns a BuildResult; check ``result.passed`` (the CLI exits 1 when it is False).
     """
     log = io.StringIO()
@@ -77,17 +83,22 @@ def build(model=None, *, profile: str | Path | DeviceProfile = "iot", weights=No
     wanted = tuple(formats) if formats else prof.target.formats
     started = time.perf_counter()
     out = Path(out)
+    check_writable(out)
     with stage("load", log, progress):
-        source, arrays, data_source = load_source(model, weights, data, trust_pickle)
-    final = out / f"{source.name}-{prof.name}"
+        source, arrays, data_source = load_source(model, weights, data, trust_pickle, dynamic)
+    factory = source.meta.get("factory")
+    final = out / f"{source.name}-{factory + '-' if factory else ''}{prof.name}"
     check_target(final, force)
     skipped_compression = check_compressible(source, prof, explicit=bool(pruning))
     plan = make_plan(source, prof, wanted, explicit=bool(formats))
     with stage("data", log, progress):
-        dataset = load_data(source, arrays, data_source, task, calib_samples, val_samples)
+        distils = prof.prune.active and skipped_compression is None and prof.recover.epochs > 0
+        dataset = load_data(source, arrays, data_source, task, calib_samples, val_samples,
+                            transfer=TRANSFER_SHARE if distils else 0.0)
     quant_notes = check_calibration(dataset.calibration) if any(s.precisions for s in plan.steps) else []
     with stage("reference", log, progress):
-        reference = reference_outputs(source, dataset, prof.target.resolved_threads)
+        reference = reference_outputs(source, dataset, prof.target.resolved_threads,
+                                      {**prof.outputs, **dict(output_tasks or {})})
     compression = None
     try:
         with staging(final, force) as folder, tempfile.TemporaryDirectory(prefix="edgekit-") as scratch, \
@@ -96,12 +107,15 @@ def build(model=None, *, profile: str | Path | DeviceProfile = "iot", weights=No
                 with stage("compress", log, progress):
                     compression = compress(source, dataset, reference, prof, Path(scratch), log=log, progress=progress)
                 source, reference = compression.model, compression.reference
-            artifacts = run_plan(plan, source, reference, dataset, prof, folder, Path(scratch), tf, log, progress,
-                                 {"int8_io": int8_io, "fp16_io": fp16_io})
-            gates = evaluate(prof, artifacts)
+            artifacts, failures = run_plan(plan, source, reference, dataset, prof, folder, Path(scratch), tf, log,
+                                           progress, {"int8_io": int8_io, "fp16_io": fp16_io})
+            gates = evaluate(prof, artifacts, failures=failures, planned=planned_files(plan))
             report = _report(source, prof, dataset, reference, artifacts, gates, final, wanted, overrides, started)
             report["pending"] = list(plan.skipped) + report["pending"]
             report["notes"] += quant_notes + quantization_notes(prof, artifacts)
+            report["failed"] = [f.to_dict() for f in failures]
+            report["notes"] += [f"{a.file}: {n}" for a in artifacts for n in a.export.notes
+                                if n.startswith(("exporter fallback", "axes fixed", "XNNPACK"))]
             report["recommended"] = recommend(artifacts, prof.budget.max_accuracy_drop)
             report["notes"] += [skipped_compression] if skipped_compression else []
             if compression is not None:
@@ -110,6 +124,7 @@ def build(model=None, *, profile: str | Path | DeviceProfile = "iot", weights=No
                 write_json(folder / "manifest.json", _manifest(source, prof, artifacts, gates, report))
                 write_reports(folder, report)
                 (folder / "build.log").write_text(log.getvalue())
+        (out / f"{final.name}.failed.log").unlink(missing_ok=True)  # an earlier failure's log is stale now
     except EdgekitError:
         failed_log = out / f"{final.name}.failed.log"
         out.mkdir(parents=True, exist_ok=True)
@@ -119,47 +134,79 @@ def build(model=None, *, profile: str | Path | DeviceProfile = "iot", weights=No
 
 
 def run_plan(plan: BuildPlan, source: Model, reference: Reference, data: Data, prof: DeviceProfile, folder: Path,
-             scratch: Path, tf: TfWorker, log: io.StringIO, progress, options: dict) -> list[Artifact]:
+             scratch: Path, tf: TfWorker, log: io.StringIO, progress, options: dict
+             ) -> tuple[list[Artifact], list[FormatFailure]]:
     """Each step: export the format's fp32 file, then its quantization passes (and a pass's fallback
-    when its file misses the accuracy budget); every file is validated and measured as it is made."""
+    when its file fails or misses the accuracy budget); every file is validated and measured as it is
+    made. A file that fails (its stage, or its validation) is removed and listed: the others still ship."""
     produced: list[Exported] = []
     artifacts: list[Artifact] = []
+    failures: list[FormatFailure] = []
     missed_budget: set[str] = set()
     budget = prof.budget.max_accuracy_drop
 
-    def keep(entry: Exported) -> Artifact:
-        with stage(f"validate+bench {entry.path.name}", log, progress):
-            artifact = measure(entry, reference, data, prof)
-        produced.append(entry)
-        artifacts.append(artifact)
-        return artifact
+    def attempt(name: str, precision: str, title: str, make: Callable[[], list[Exported]]) -> list[Artifact] | None:
+        before = set(folder.iterdir())
+        try:
+            with stage(title, log, progress):
+                made = make()
+            measured = []
+            for entry in made:
+                with stage(f"validate+bench {entry.path.name}", log, progress):
+                    measured.append((entry, measure(entry, reference, data, prof, source)))
+        except StageError as exc:
+            for path in set(folder.iterdir()) - before:  # nothing half-made stays in the bundle
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+            failures.append(FormatFailure(name, precision, exc.stage, str(exc).split(": ", 1)[-1]))
+            log.write(f"format {name} {precision} failed and is left out: {exc}\n")
+            return None
+        for entry, artifact in measured:
+            produced.append(entry)
+            artifacts.append(artifact)
+        return [a for _, a in measured]
 
     for step in plan.steps:
         name = step.format.name
+        needs = step.format.converted_from or step.format.embeds
         source_file = next((e.path for e in produced if e.format == step.format.converted_from
                             and e.precision == "fp32"), None)
+        if needs and not any(e.format == needs for e in produced):
+            failures.append(FormatFailure(name, "fp32", f"export {name}", f"not made: it is made from the {needs} "
+                                          f"files, and none was made"))
+            continue
         job = ExportJob(source, folder, scratch, log, tf, reference_onnx=source_file, calibration=data.calibration,
                         produced=tuple(produced), missed_budget=frozenset(missed_budget))
-        with stage(f"export {name}", log, progress):
-            made = exporter_for(name, source.kind)(job)
-        measured = [keep(e) for e in made]
-        base, twin = made[0], measured[0]  # the fp32 file the passes start from, and its measurement
-        queue = list(step.precisions)
-        while queue:
-            precision = queue.pop(0)
+        exporter = exporter_for(name, source.kind)
+        measured = attempt(name, "fp32", f"export {name}", lambda: exporter(job))
+        if measured is None:
+            continue
+        base = next(e for e in produced if e.path.name == measured[0].file)  # the fp32 file the passes start from
+        twin = measured[0]
+        for precision in step.precisions:
             ctx = PassContext(folder, scratch, source.name, source.iospec, log, tf, data, reference, prof,
                               twin.bench.p50_ms if twin.bench else None, options)
-            with stage(f"quantize {name} {precision}", log, progress):
-                entry = QUANTIZERS[(name, precision)](base, ctx)
-            artifact = keep(entry)
+            made = attempt(name, precision, f"quantize {name} {precision}",
+                           lambda: [QUANTIZERS[(name, precision)](base, ctx)])
             fallback = step.fallback.get(precision)
-            if fallback and artifact.drop is not None and artifact.drop > budget:
-                missed_budget.add(entry.path.name)  # a container (the C array) embeds the fallback instead
-                with stage(f"quantize {name} {fallback}", log, progress):
-                    extra = QUANTIZERS[(name, fallback)](base, ctx)
-                why = f"{artifact.file} missed the accuracy budget (drop {artifact.drop:.4f})"
-                keep(replace(extra, info=extra.info.with_details(why=why)))
-    return artifacts
+            if not fallback:
+                continue
+            if made is None:
+                why = f"{precision} failed ({failures[-1].reason[:160]})"
+            elif made[0].drop is not None and made[0].drop > budget:
+                why = f"{made[0].file} missed the accuracy budget (drop {made[0].drop:.4f})"
+                missed_budget.add(made[0].file)  # a container (the C array) embeds the fallback instead
+            else:
+                continue
+            attempt(name, fallback, f"quantize {name} {fallback}",
+                    lambda: [_with_why(QUANTIZERS[(name, fallback)](base, ctx), why)])
+    if not artifacts and failures:
+        first = failures[0]
+        raise StageError(first.stage, first.reason)
+    return artifacts, failures
+
+
+def _with_why(entry: Exported, why: str) -> Exported:
+    return replace(entry, info=entry.info.with_details(why=why))
 
 
 def _report(source, prof: DeviceProfile, dataset, reference, artifacts, gates, final, wanted, overrides, started) -> dict:
@@ -200,6 +247,7 @@ def _manifest(source, prof: DeviceProfile, artifacts: list[Artifact], gates, rep
         "profile": prof.to_dict(),
         "gates": [g.to_dict() for g in gates],
         "recommended": report["recommended"],
+        "failed": report["failed"],
         "compression": manifest_entry(report.get("compression")),
         "passed": report["passed"],
         "pending": report["pending"],

@@ -85,3 +85,9 @@ def make_plan(source: Model, profile: DeviceProfile, wanted: tuple[str, ...], ex
                                  f"{', '.join(f'{f}/{q}' for f, q in QUANTIZERS)}")
         steps.append(Step(fmt, precisions, {p: fb for p, fb in fmt.fallback.items() if p in precisions}))
     return BuildPlan(tuple(steps), tuple(skipped))
+
+
+def planned_files(plan: BuildPlan) -> dict[str, dict[str, str | None]]:
+    """Format -> {precision the plan makes of it (fp32 first): the fallback that stands in for it}, for the
+    ``formats`` gate."""
+    return {step.format.name: {p: step.fallback.get(p) for p in ("fp32",) + step.precisions} for step in plan.steps}

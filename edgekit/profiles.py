@@ -165,11 +165,21 @@ class DeviceProfile(Config):
     budget: Budget = field(default_factory=Budget)
     recover: Recover = field(default_factory=Recover)
     bench: Bench = field(default_factory=Bench)
+    outputs: dict = field(default_factory=dict)  # output name -> its task: distribution | probability:T | regression
     source: str = ""  # the file it was loaded from
 
     def check(self) -> None:
+        from .metrics import parse_output_task
+
         if not self.name:
             raise ValueError("a profile needs a 'name'")
+        if not isinstance(self.outputs, dict):
+            raise ValueError(f"[outputs] must be a table of output name = task, got {self.outputs!r}")
+        for name, task in self.outputs.items():
+            try:
+                parse_output_task(task)
+            except ValueError as exc:
+                raise ValueError(f"outputs.{name}: {exc}") from None
 
 
 def builtin_dir() -> Path:

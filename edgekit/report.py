@@ -93,7 +93,8 @@ def to_markdown(report: dict[str, Any]) -> str:
                 lines.append(f"- {kind[:-1]} `{t['name']}`: {t['shape']} {t['dtype']} {t['layout'] or ''}{how}")
         lines.append("- metrics: " + ", ".join(f"{k} {val:.4g}" for k, val in v.get("metrics", {}).items()))
         for name, o in v.get("outputs", {}).items():
-            lines.append(f"- output `{name}`: shape {o.get('shape')}, max |diff| {o.get('max_abs_diff', float('nan')):.3g}, "
+            lines.append(f"- output `{name}`{' (decides the drop)' if name == v.get('decided_by') else ''}: "
+                         f"shape {o.get('shape')}, judged as {o.get('task', '-')}: {_fidelity(o)}; "
                          f"within tolerance: {o.get('within_tolerance', 'n/a')}")
         if b:
             lines.append(f"- latency at {b['threads']} thread(s), {b['runs']} runs after {b['warmup']} warm-up: "
@@ -121,6 +122,9 @@ def to_markdown(report: dict[str, Any]) -> str:
             lines.append("  |---|---|---|---|---|---|---|")
             for t in a["export"]["attempts"]:
                 snr = "-" if t.get("snr_db") is None else f"{t['snr_db']:.1f}"
+                if t.get("error"):
+                    lines.append(f"  | {t['name']} | failed: {t['error'][:120]} | - | - | - | - | - |")
+                    continue
                 lines.append(f"  | {t['name']} | {t['drop']:+.4f} | {snr} | {t['p50_ms']:.3f} | {t['bytes']} | "
                              f"{', '.join(t['float_layers']) or '-'} | {', '.join(t['int8_layers']) or '-'} |")
             lines.append("")
@@ -133,6 +137,9 @@ def to_markdown(report: dict[str, Any]) -> str:
             counts[p] = counts.get(p, 0) + 1
         lines.append("- precision map: " + ", ".join(f"{n} layers at {p}" for p, n in counts.items()))
         lines.append("")
+    if report.get("failed"):
+        lines += ["## Files not made (the other formats ship)", ""] + [
+            f"- {f['format']} {f['precision']}: {f['stage']}: {f['reason']}" for f in report["failed"]] + [""]
     if report["pending"]:
         lines += ["## Not applied yet", ""] + [f"- {p}" for p in report["pending"]] + [""]
     if report["notes"]:
@@ -140,7 +147,21 @@ def to_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _fidelity(o: dict) -> str:
+    keys = [("drop", "drop", "+.4f"), ("top1_agreement", "argmax agreement", ".4f"),
+            ("threshold_agreement", "agreement at threshold", ".4f"), ("cosine", "cosine", ".4f"),
+            ("snr_db", "SNR dB", ".1f"), ("mae", "MAE", ".3g"), ("max_abs_diff", "max |diff|", ".3g")]
+    parts = [f"{label} {o[k]:{fmt}}" for k, label, fmt in keys if isinstance(o.get(k), (int, float))]
+    if "above_threshold" in o:
+        parts.append(f"{o['above_threshold']} values above {o['threshold']:g} (source {o['above_threshold_reference']})")
+    return ", ".join(parts) or "-"
+
+
 def _gate_line(g: dict) -> str:
+    if g["name"] == "formats":
+        mark = "pass" if g["passed"] else "**MISSED**"
+        return f"formats ({g['file']}): {mark}, {g['value']:g} of {g['limit']:g} files made" + (
+            f" — {g['note']}" if g["note"] else "")
     if g["name"] == "tflm_ops":
         return f"tflm_ops ({g['file']}): " + ("pass, every op is supported" if g["passed"] else f"**MISSED**: {g['note']}")
     if g["passed"] is None:

@@ -17,13 +17,14 @@ class ValidationResult:
     drop: float
     outputs: dict[str, dict] = field(default_factory=dict)  # per output: shape, max_abs_diff, within tolerance
     failures: tuple[str, ...] = ()
+    decided_by: str = ""  # the output whose drop is the file's drop (the worst one)
 
     def output_snr(self, name: str) -> float | None:
         return self.outputs.get(name, {}).get("snr_db")
 
     def to_dict(self) -> dict[str, Any]:
         return {"file": self.file, "runtime": self.runtime, "metrics": self.metrics, "drop": self.drop,
-                "outputs": self.outputs, "failures": list(self.failures)}
+                "decided_by": self.decided_by, "outputs": self.outputs, "failures": list(self.failures)}
 
 
 @dataclass(frozen=True)
@@ -99,3 +100,18 @@ class ExportInfo:
         if self.tflm is not None:
             out["tflm"] = self.tflm.to_dict()
         return out
+
+
+@dataclass(frozen=True)
+class FormatFailure:
+    """A file of the plan that was not made or did not validate: the other formats still ship."""
+    format: str
+    precision: str  # "fp32" when the format's export itself failed (and so every precision of it)
+    stage: str
+    reason: str
+
+    def describe(self) -> str:
+        return f"{self.format} {self.precision}: {self.stage}: {self.reason}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

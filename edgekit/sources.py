@@ -25,7 +25,7 @@ from .onnx_io import iospec_from_onnx, load_onnx
 
 
 def load_model(source: str, *, weights: str | Path | None = None, trust_pickle: bool = False,
-               sample_inputs: dict[str, np.ndarray] | None = None) -> Model:
+               sample_inputs: dict[str, np.ndarray] | None = None, dynamic: dict | None = None) -> Model:
     """A Model from ``source``.
 
     ``source`` is ``file.py:factory``, ``package.module:factory``, a ``.pt2`` torch.export file,
@@ -54,7 +54,8 @@ def load_model(source: str, *, weights: str | Path | None = None, trust_pickle: 
             _load_weights(module, Path(weights), trust_pickle)
         stem = source.rsplit(":", 1)[0]
         name = Path(stem).stem if stem.endswith(".py") else stem.rsplit(".", 1)[-1]
-        return torch_model(module, name=name, loader="factory", origin=source, sample_inputs=sample_inputs)
+        return torch_model(module, name=name, loader="factory", origin=source, sample_inputs=sample_inputs,
+                           dynamic=dynamic, meta={"factory": source.rpartition(":")[2]})
     if path.is_dir():
         raise UsageError(f"model {source} is a folder but not a SavedModel (no saved_model.pb in it)")
     if path.exists():
@@ -230,7 +231,7 @@ def _from_onnx(path: Path, sample_inputs) -> Model:
 
 def torch_model(module, *, name: str, loader: str, origin: str, sample_inputs=None,
                 input_names: list[str] | None = None, input_shapes: dict[str, tuple] | None = None,
-                meta: dict[str, Any] | None = None) -> Model:
+                meta: dict[str, Any] | None = None, dynamic: dict | None = None) -> Model:
     """Wrap a torch module: find its input names and example inputs, run it once for the outputs."""
     import torch
 
@@ -247,6 +248,9 @@ def torch_model(module, *, name: str, loader: str, origin: str, sample_inputs=No
     inputs = tuple(spec_from_array(n, a) for n, a in examples.items())
     if input_shapes:  # the source states which axes are dynamic (torch.export programs do)
         inputs = tuple(replace(t, shape=input_shapes.get(t.name, t.shape)) for t in inputs)
+    marked = dynamic if dynamic is not None else getattr(module, "dynamic_axes", None)
+    if marked:
+        inputs = mark_dynamic(inputs, marked, origin)
     static_batch = not all(isinstance(t.shape[0], str) for t in inputs if t.shape)
     try:
         with torch.no_grad():
@@ -263,6 +267,27 @@ def torch_model(module, *, name: str, loader: str, origin: str, sample_inputs=No
         outputs = tuple(replace(t, shape=(1,) + t.shape[1:]) for t in outputs)  # fixed batch is always 1
     return Model(name=name, kind="torch", loader=loader, origin=origin, iospec=IOSpec(inputs, outputs),
                  example_inputs=examples, module=module, meta=meta or {})
+
+
+def mark_dynamic(inputs: tuple, marked: dict, origin: str) -> tuple:
+    """Input specs with the axes ``marked`` ({input: {axis: name}} or {input: [axis, ...]}) made dynamic."""
+    by_name = {t.name: t for t in inputs}
+    unknown = sorted(set(marked) - set(by_name))
+    if unknown:
+        raise UsageError(f"model {origin}: dynamic axes name input(s) {', '.join(unknown)}, which the model does "
+                         f"not have (its inputs: {', '.join(by_name)})")
+    out = []
+    for t in inputs:
+        axes = marked.get(t.name) or {}
+        axes = axes if isinstance(axes, dict) else {int(a): f"{t.name}_dim{int(a)}" for a in axes}
+        shape = list(t.shape)
+        for axis, name in axes.items():
+            axis = int(axis)
+            if not 0 <= axis < len(shape):
+                raise UsageError(f"model {origin}: input '{t.name}' has {len(shape)} axes; axis {axis} cannot be dynamic")
+            shape[axis] = "batch" if axis == 0 else str(name)
+        out.append(replace(t, shape=tuple(shape)))
+    return tuple(out)
 
 
 def _forward_params(module) -> list[str]:

@@ -21,7 +21,7 @@ from .profiles import DeviceProfile
 from .results import TflmCheck
 from .runtimes import open_runner
 from .sources import load_model
-from .validate import Reference, validate_file
+from .validate import Reference, other_size_check, validate_file
 
 
 @contextlib.contextmanager
@@ -40,7 +40,7 @@ def stage(name: str, log: io.StringIO, progress=None) -> Iterator[None]:
         raise StageError(name, one_line(exc)) from exc
 
 
-def load_source(model, weights, data_path, trust_pickle) -> tuple[Model, dict | None, str]:
+def load_source(model, weights, data_path, trust_pickle, dynamic=None) -> tuple[Model, dict | None, str]:
     """The Model and the raw data arrays (the built-in example when ``model`` is None)."""
     arrays = read_arrays(data_path) if data_path is not None else None
     if isinstance(model, Model):
@@ -50,18 +50,21 @@ def load_source(model, weights, data_path, trust_pickle) -> tuple[Model, dict | 
         if weights is not None:
             raise UsageError("--weights needs a MODEL; the built-in example ships its own weights")
         return digits.load_model(), arrays if arrays is not None else digits.load_arrays(), str(data_path or "built-in digits (held-out 30%)")
-    loaded = load_model(str(model), weights=weights, trust_pickle=trust_pickle, sample_inputs=arrays)
+    loaded = load_model(str(model), weights=weights, trust_pickle=trust_pickle, sample_inputs=arrays, dynamic=dynamic)
     return loaded, arrays, str(data_path or "")
 
 
-def load_data(model: Model, arrays: dict | None, source: str, task, calib_samples, val_samples) -> Data:
+def load_data(model: Model, arrays: dict | None, source: str, task, calib_samples, val_samples,
+              transfer: float = 0.0) -> Data:
     if arrays is None:
-        raise UsageError(f"model {model.origin}: pass --data samples.npz (arrays named after the inputs "
+        raise UsageError(f"model {model.origin} has no validation data: pass --data samples.npz (arrays named after the inputs "
                          f"{', '.join(model.iospec.input_names)} or 'x', labels in 'y') to validate the build")
-    return prepare(arrays, model.iospec, source=source, task=task, calib_samples=calib_samples, val_samples=val_samples)
+    return prepare(arrays, model.iospec, source=source, task=task, calib_samples=calib_samples, val_samples=val_samples,
+                   transfer=transfer)
 
 
-def measure(exported: Exported, reference: Reference, data: Data, profile: DeviceProfile) -> Artifact:
+def measure(exported: Exported, reference: Reference, data: Data, profile: DeviceProfile,
+            model: Model | None = None) -> Artifact:
     """Validate a file in its runtime against the reference (once: a file a search already validated keeps
     that result), then time it; an Artifact."""
     fmt = get_format(exported.format)
@@ -71,13 +74,22 @@ def measure(exported: Exported, reference: Reference, data: Data, profile: Devic
     try:
         runner = open_runner(run_path, fmt.runtime, threads=threads, mapping=exported.mapping)
     except UsageError as exc:
-        if fmt.runtime != "tflm":
-            raise
+        if fmt.runtime != "tflm":  # edgekit wrote this file: its runtime refusing it is edgekit's failure
+            raise StageError(f"load {exported.path.name}", str(exc).replace(str(run_path), run_path.name)) from None
         runner, info = None, replace(info, tflm=TflmCheck(False, error=str(exc)))
+    if getattr(runner, "notes", ()):
+        info = replace(info, notes=info.notes + tuple(runner.notes))
     validation = exported.validation
     if runner is not None and validation is None:
         validation = validate_file(run_path, reference, data, fmt.tolerance_for(exported.precision),
                                    runtime=fmt.runtime, threads=threads, runner=runner)
+    if model is not None and fmt.runtime == "onnxruntime" and runner is not None:
+        check = other_size_check(run_path, model, data, runtime=fmt.runtime, threads=threads, runner=runner)
+        if check is not None:
+            info = info.with_details(other_size=check)
+            if check["checked"] and not check["runs"]:
+                raise StageError(f"validate {exported.path.name}", f"the file does not run at {check['shapes']}, "
+                                 f"a size its dynamic axes allow: {check.get('error', 'outputs missing')}")
     timing = None
     if fmt.runtime == "tflm" and runner is not None:
         info = replace(info, tflm=TflmCheck(True, runner.arena_used_bytes(), note=(

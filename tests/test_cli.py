@@ -85,9 +85,9 @@ def test_unknown_format(tmp_path):
 
 
 def test_existing_output_without_force(tmp_path, user_models, tiny_data):
-    (tmp_path / "my_models-iot").mkdir()
+    (tmp_path / "my_models-make_tiny-iot").mkdir()
     code, _, err = run("build", f"{user_models}:make_tiny", "--data", tiny_data, "--out", tmp_path)
-    assert_one_line_error(code, err, 2, "my_models-iot already exists; pass --force")
+    assert_one_line_error(code, err, 2, "my_models-make_tiny-iot already exists; pass --force")
 
 
 def test_stage_failure_exits_3_and_names_stage(user_models, tmp_path, fast_profile):
@@ -96,7 +96,7 @@ def test_stage_failure_exits_3_and_names_stage(user_models, tmp_path, fast_profi
                        "--out", tmp_path / "out")
     assert_one_line_error(code, err, 3, "stage 'validate' failed", "output 'output'")
     # nothing half-written: only the failure log is left
-    assert [p.name for p in (tmp_path / "out").iterdir()] == ["my_models-fast.failed.log"]
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["my_models-make_noisy-fast.failed.log"]
 
 
 @pytest.mark.slow
@@ -108,7 +108,7 @@ def test_gate_miss_exits_1_and_keeps_bundle(user_models, tiny_data, tmp_path):
                          "--formats", "onnx", "--bits", "32")
     assert code == 1, err
     assert "gate missed: p90_latency gate MISSED on my_models.onnx" in err and "limit 0.0001 ms" in err
-    manifest = json.loads((tmp_path / "my_models-strict" / "manifest.json").read_text())
+    manifest = json.loads((tmp_path / "my_models-make_tiny-strict" / "manifest.json").read_text())
     assert manifest["passed"] is False
     assert [g["passed"] for g in manifest["gates"] if g["name"] == "p90_latency"] == [False]
 
@@ -147,8 +147,20 @@ def test_profiles_commands():
 
 
 @pytest.mark.slow
-def test_tflite_that_needs_flex_ops_fails_the_stage(user_models, two_input_data, fast_profile, tmp_path):
+def test_a_failing_format_is_listed_and_the_others_ship(user_models, two_input_data, fast_profile, tmp_path):
+    """onnx2tf emits a Flex op for this model: the TFLite format fails, the ONNX files ship, exit 1 names
+    the formats gate and the cause."""
     code, _, err = run("build", f"{user_models}:make_two_inputs", "--data", two_input_data, "--profile",
                        fast_profile, "--out", tmp_path, "--formats", "onnx,tflite")
-    assert_one_line_error(code, err, 3, "stage 'export tflite' failed", "LiteRT's builtin runtime cannot run", "Flex")
-    assert not (tmp_path / "my_models-fast").exists()
+    assert code == 1, err
+    assert "formats gate MISSED on tflite: 0 of" in err and "FlexMean" in err and "Traceback" not in err
+    bundle = tmp_path / "my_models-make_two_inputs-fast"
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert {f["format"] for f in manifest["files"]} == {"onnx"}
+    assert all((bundle / f["file"]).is_file() for f in manifest["files"])
+    assert not list(bundle.glob("*.tflite"))  # nothing half-made of the failed format
+    failed = manifest["failed"]
+    assert failed[0]["format"] == "tflite" and failed[0]["stage"] == "export tflite" and "Flex" in failed[0]["reason"]
+    gates = {(g["name"], g["file"]): g["passed"] for g in manifest["gates"]}
+    assert gates[("formats", "onnx")] is True and gates[("formats", "tflite")] is False
+    assert "Files not made" in (bundle / "report.md").read_text()

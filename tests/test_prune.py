@@ -314,7 +314,7 @@ def test_cli_overrides_on_a_user_model_are_reported(user_models, tmp_path):
                                   "--profile", str(prof), "--out", str(tmp_path), "--formats", "onnx", "--bits", "32",
                                   "--prune-method", "unstructured", "--prune-ratio", "0.6", "--share-bits", "2"])
     assert r.exit_code == 0, r.output + r.stderr
-    bundle = tmp_path / "my_models-p"
+    bundle = tmp_path / "my_models-make_regressor-p"
     report = json.loads((bundle / "report.json").read_text())
     assert report["overrides"] == {"quantize.weight_bits": 32, "prune.max_ratio": 0.6,
                                    "prune.method": "unstructured", "prune.share_bits": 2}

@@ -270,7 +270,7 @@ def test_missing_tensorflow_is_a_usage_error(user_models, tiny_data, tmp_path, m
     r = CliRunner().invoke(main, ["build", f"{user_models}:make_tiny", "--data", str(tiny_data), "--out",
                                   str(tmp_path), "--formats", "onnx,tflite"])
     assert r.exit_code == 2 and "tensorflow is not installed): pip install 'edgekit[tflite]'" in r.stderr
-    assert not (tmp_path / "my_models-iot").exists()
+    assert not (tmp_path / "my_models-make_tiny-iot").exists()
 
 
 def test_inspect_tflite_and_onnx(tmp_path, user_models):

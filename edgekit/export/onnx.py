@@ -20,7 +20,8 @@ def export_onnx_torch(job: ExportJob) -> list[Exported]:
     out = job.folder / f"{job.model.name}.onnx"
     info = export_onnx(job.model, out, job.log)
     exporter = info.pop("exporter")
-    return [Exported(out, "onnx", "fp32", ExportInfo(exporter, details=info))]
+    notes = (info.pop("fallback"),) if "fallback" in info else ()
+    return [Exported(out, "onnx", "fp32", ExportInfo(exporter, notes=notes, details=info))]
 
 
 def copy_onnx(job: ExportJob) -> list[Exported]:
@@ -57,9 +58,14 @@ def export_onnx(model: Model, out: Path, log: io.StringIO | None = None, *, scre
     for exporter, dynamic in attempts:
         try:
             _export(model, out, exporter, dynamic)
-            _strip_debug_metadata(out)
+            _finish(out, model.iospec.output_names)
             onnx.checker.check_model(str(out))
-            return {"exporter": f"torch.onnx ({exporter})", "opset": OPSET, "dynamic_batch": dynamic}
+            info = {"exporter": f"torch.onnx ({exporter})", "opset": OPSET, "dynamic_batch": dynamic}
+            if errors:
+                lost = " (dynamic batch lost: the file takes batch 1 only)" if model.iospec.batch_dynamic and not dynamic else ""
+                info["fallback"] = (f"exporter fallback: {errors[0]}; exported with {exporter}"
+                                    f"{' and a dynamic batch' if dynamic else ''}{lost}")
+            return info
         except Exception as exc:  # each exporter fails in its own way; all are logged
             errors.append(f"{exporter}{' dynamic batch' if dynamic else ''}: {one_line(exc)}")
             log.write(f"export attempt failed: {errors[-1]}\n")
@@ -67,15 +73,30 @@ def export_onnx(model: Model, out: Path, log: io.StringIO | None = None, *, scre
     raise StageError("export onnx", " | ".join(errors))
 
 
-def _strip_debug_metadata(path: Path) -> None:
-    """Drop per-node stack traces and scopes the exporter records: they are for debugging, and in a
-    deployable file they cost ~10% of a small model's bytes (more after quantization)."""
+_OUT = "edgekit_output_{}"  # exported under these names, renamed after: a user's name may collide with the exporter's
+
+
+def _finish(path: Path, names: list[str]) -> None:
+    """Name the outputs as the source does, and drop per-node stack traces and scopes the exporter records:
+    they are for debugging, and in a deployable file they cost ~10% of a small model's bytes."""
     import onnx
 
     proto = onnx.load(str(path))
-    for node in proto.graph.node:
+    g = proto.graph
+    for node in g.node:
         del node.metadata_props[:]
         node.doc_string = ""
+    renames = {o.name: want for o, want in zip(g.output, names) if o.name != want}
+    taken = {v for n in g.node for v in list(n.input) + list(n.output)} | {i.name for i in g.input} \
+        | {t.name for t in g.initializer}
+    for want in renames.values():  # an internal value already called ``want`` steps aside first
+        if want in taken and want not in renames:
+            renames[want] = f"{want}__internal"
+    for node in g.node:
+        node.input[:] = [renames.get(v, v) for v in node.input]
+        node.output[:] = [renames.get(v, v) for v in node.output]
+    for v in list(g.output) + list(g.value_info):
+        v.name = renames.get(v.name, v.name)
     onnx.save(proto, str(path))
 
 
@@ -83,16 +104,28 @@ def _export(model: Model, out: Path, exporter: str, dynamic: bool) -> None:
     import torch
 
     args = tuple(torch.from_numpy(model.example_inputs[n]) for n in model.iospec.input_names)
-    names_in, names_out = model.iospec.input_names, model.iospec.output_names
+    names_in = model.iospec.input_names
+    names_out = [_OUT.format(i) for i in range(len(model.iospec.output_names))]
     kwargs = dict(input_names=names_in, output_names=names_out, opset_version=OPSET)
+    specs = [model.iospec.input(n) for n in names_in]
+    others = [{i: d for i, d in t.dynamic_axes.items() if i > 0} for t in specs]  # non-batch dynamic axes
     if exporter == "torch.export":
-        if dynamic:
-            batch = torch.export.Dim("batch", min=1, max=4096)
-            kwargs["dynamic_shapes"] = tuple({0: batch} for _ in args)
+        dims: dict[str, object] = {}
+
+        def dim(name: str):
+            if name not in dims:  # one Dim per name: axes that share a name share a size
+                dims[name] = torch.export.Dim.AUTO if name != "batch" else torch.export.Dim("batch", min=1, max=4096)
+            return dims[name]
+        shapes = tuple({**({0: dim("batch")} if dynamic else {}), **{i: dim(d) for i, d in o.items()}} or None
+                       for o in others)
+        if any(shapes):
+            kwargs["dynamic_shapes"] = shapes
         kwargs.update(dynamo=True, external_data=False, optimize=True, verbose=False)
     else:
+        axes = {n: {**({0: "batch"} if dynamic else {}), **o} for n, o in zip(names_in, others)}
         if dynamic:
-            kwargs["dynamic_axes"] = {n: {0: "batch"} for n in names_in + names_out}
+            axes.update({n: {0: "batch"} for n in names_out})
+        kwargs["dynamic_axes"] = {n: a for n, a in axes.items() if a} or None
         kwargs.update(dynamo=False)
     with torch_threads(os.cpu_count() or 1):  # torch.export's tracing state is the process's: one export at a time
         torch.onnx.export(model.module, args, str(out), **kwargs)

@@ -51,8 +51,9 @@ class TfWorker:
             raise missing(WHAT.get(op, op), answer["module"])
         if answer["kind"] == "usage":
             raise UsageError(answer["message"])
-        # onnx2tf states its reason in its log, not in the exception: add the log's last error line
-        raise StageError(stage, f"{answer['message']} ({_last_error(printed)})" if op == "onnx2tf" else answer["message"])
+        if op == "onnx2tf":  # onnx2tf states its reason in its log: name the op, not the tensor it dumps
+            raise StageError(stage, onnx2tf_reason(answer["message"], printed))
+        raise StageError(stage, answer["message"])
 
     def close(self) -> None:
         with self._lock:
@@ -100,3 +101,15 @@ def _last_error(text: str) -> str:
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     errors = [line for line in lines if "ERROR" in line or "Error" in line]
     return (errors[-1] if errors else (lines[-1] if lines else "no message"))[:300]
+
+
+def onnx2tf_reason(message: str, printed: str) -> str:
+    """One line: the ONNX op onnx2tf stopped at, and its error without array dumps."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", printed)
+    ops = re.findall(r"onnx_op_name:\s*(\S+)", text)
+    kinds = re.findall(r"onnx_op_type:\s*(\S+)", text)
+    short = re.sub(r"\[\[?[-0-9.e ,\n]*(\]\]?)?.*", "[...]", " ".join(message.split()), flags=re.S)[:200]
+    if ops:
+        kind = f" ({kinds[-1]})" if kinds else ""
+        return f"onnx2tf cannot convert the graph at op {ops[-1]}{kind}: {short}"
+    return f"{short} ({_last_error(printed)})"

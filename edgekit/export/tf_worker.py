@@ -21,7 +21,7 @@ class Refused(Exception):
     """The input cannot be converted (exit 2 for the user), as opposed to a converter failure."""
 
 
-def op_onnx2tf(onnx: str, out_dir: str, samples: str | None = None) -> dict:
+def op_onnx2tf(onnx: str, out_dir: str, samples: str | None = None, batch_size: int | None = None) -> dict:
     """onnx2tf: a SavedModel and the fp32 .tflite in ``out_dir``. Its sample-image download (for 4-D,
     3-channel inputs with a static batch <= 20) is replaced by the build's calibration samples."""
     import shutil
@@ -48,7 +48,7 @@ def op_onnx2tf(onnx: str, out_dir: str, samples: str | None = None) -> dict:
     os.chdir(out)
     try:
         onnx2tf.convert(input_onnx_file_path=str(source), output_folder_path=str(out), not_use_onnxsim=True,
-                        non_verbose=False, verbosity="info")
+                        non_verbose=False, verbosity="info", batch_size=batch_size)
     except SystemExit as exc:
         raise RuntimeError(f"onnx2tf stopped (exit {exc.code})") from None
     fp32 = out / (source.stem + "_float32.tflite")

@@ -8,6 +8,7 @@ SavedModel onnx2tf leaves behind is kept for the quantization passes, so the mod
 """
 from __future__ import annotations
 
+import itertools
 import re
 import shutil
 from dataclasses import replace
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import StageError
-from ..iospec import IOSpec, match_layout
+from ..iospec import IOSpec, layout_fit
 from ..results import ExportInfo
 from .job import Exported, ExportJob
 
@@ -27,14 +28,55 @@ def export_tflite_onnx2tf(job: ExportJob) -> list[Exported]:
         raise StageError("export tflite", "no reference ONNX graph to convert")
     work = job.scratch / f"onnx2tf-{job.model.name}"
     samples = _offline_samples(job, work.with_suffix(".npz"))
-    made = job.tf.call("onnx2tf", "export tflite", onnx=str(job.reference_onnx.resolve()), out_dir=str(work.resolve()),
-                       samples=samples)
+    graph, fixed = fix_dynamic_axes(job.reference_onnx, job.model.iospec, job.calibration,
+                                    job.scratch / f"{job.model.name}-static.onnx")
+    try:
+        made = job.tf.call("onnx2tf", "export tflite", onnx=str(graph.resolve()), out_dir=str(work.resolve()),
+                           samples=samples)
+    except StageError as exc:  # a dynamic batch is onnx2tf's most common stumbling block: fix it to 1 and retry
+        if not job.model.iospec.batch_dynamic:
+            raise
+        job.log.write(f"onnx2tf failed with a dynamic batch ({exc}); retrying with batch 1\n")
+        shutil.rmtree(work, ignore_errors=True)
+        try:
+            made = job.tf.call("onnx2tf", "export tflite", onnx=str(graph.resolve()), out_dir=str(work.resolve()),
+                               samples=samples, batch_size=1)
+        except StageError as again:
+            raise StageError("export tflite", f"{str(again).split(': ', 1)[-1]} (with a dynamic batch and with "
+                                              "batch 1)") from None
+        fixed = ", ".join(x for x in (fixed, "batch = 1 (onnx2tf cannot convert it with a dynamic batch: "
+                                             f"{str(exc).split(': ', 1)[-1][:160]})") if x)
     target = job.folder / f"{job.model.name}.tflite"
     shutil.copyfile(made["fp32"], target)
     check_builtin_ops(target, "export tflite", "onnx2tf")
-    info = ExportInfo(f"onnx2tf {made['version']}", made_from=job.reference_onnx.name)
+    notes = (f"axes fixed for TFLite (it plans memory for one shape): {fixed}",) if fixed else ()
+    info = ExportInfo(f"onnx2tf {made['version']}", made_from=job.reference_onnx.name, notes=notes,
+                      details={"fixed_axes": fixed} if fixed else {})
     return [Exported(target, "tflite", "fp32", info, map_to_source(target, job.model.iospec),
                      saved_model=Path(made["saved_model"]))]
+
+
+def fix_dynamic_axes(path: Path, spec: IOSpec, calibration, out: Path) -> tuple[Path, str]:
+    """``path`` with every dynamic non-batch input axis fixed to the calibration data's size (TFLite and
+    the C array plan memory for one shape), and what was fixed; ``path`` itself when nothing is dynamic."""
+    import onnx
+
+    fixed = {}
+    for t in spec.inputs:
+        for axis, name in t.dynamic_axes.items():
+            if axis > 0 and calibration is not None and t.name in calibration.inputs:
+                fixed[(t.name, axis)] = (name, int(calibration.inputs[t.name].shape[axis]))
+    if not fixed:
+        return path, ""
+    proto = onnx.load(str(path))
+    for graph_input in proto.graph.input:
+        for (name, axis), (_, size) in fixed.items():
+            if graph_input.name == name:
+                graph_input.type.tensor_type.shape.dim[axis].dim_value = size
+    del proto.graph.value_info[:]
+    proto = onnx.shape_inference.infer_shapes(proto)
+    onnx.save(proto, str(out))
+    return out, ", ".join(f"{n} axis {a} ({label}) = {size}" for (n, a), (label, size) in fixed.items())
 
 
 def check_builtin_ops(path: Path, stage: str, converter: str) -> None:
@@ -48,42 +90,77 @@ def check_builtin_ops(path: Path, stage: str, converter: str) -> None:
 
 
 def map_to_source(path: Path, source: IOSpec) -> IOSpec:
-    """The .tflite file's IOSpec with each tensor tied to the source tensor it carries (name, NCHW->NHWC)."""
+    """The .tflite file's IOSpec with each tensor tied to the source tensor it carries (name, NCHW->NHWC).
+
+    Tensors pair by name (the signature's keys, then the tensor names), else by the one assignment whose
+    shapes fit the source's best after the layout change; anything else is ambiguous and fails."""
     from ..runtimes.litert import LiteRTRunner
 
-    own = LiteRTRunner(path).file_spec
-    ins = _pair(list(own.inputs), list(source.inputs), by_name=True)
-    outs = _pair(list(own.outputs), list(source.outputs), by_name=False)
+    runner = LiteRTRunner(path)
+    own, names = runner.file_spec, runner.signature_names
+    ins = pair_tensors(list(own.inputs), list(source.inputs), names, path.name, "inputs")
+    outs = pair_tensors(list(own.outputs), list(source.outputs), names, path.name, "outputs")
 
     def tie(pairs):
         tied = []
         for f, s in pairs:
-            try:
-                perm = match_layout(f, s)
-            except ValueError as exc:
-                raise StageError("export tflite", f"cannot match {path.name} to the source model: {exc}") from None
+            perm = layout_fit(f, s)[0]
             tied.append(replace(f, source_name=s.name if s.name != f.name else None, source_perm=perm,
                                 layout="NHWC" if perm and len(perm) == 4 else (s.layout if perm is None else None)))
         return tuple(tied)
     return IOSpec(tie(ins), tie(outs))
 
 
-def _pair(file_tensors, source_tensors, by_name: bool):
+def _clean(name: str) -> str:
+    return re.sub(r"[^0-9a-zA-Z]", "_", name.split(":")[0]).removeprefix("serving_default_").lower()
+
+
+def pair_tensors(file_tensors, source_tensors, names: dict[str, str], file: str, what: str):
+    """[(file tensor, source tensor)] in the source's order; StageError when no pairing is certain."""
     if len(file_tensors) != len(source_tensors):
-        raise StageError("export tflite", f"the file has {len(file_tensors)} tensors where the source has {len(source_tensors)}")
+        raise StageError("export tflite", f"{file} has {len(file_tensors)} {what} where the source has "
+                                          f"{len(source_tensors)}")
+    for key in (lambda f: names.get(f.name, f.name), lambda f: f.name):
+        lookup = {_clean(key(f)): f for f in file_tensors}
+        if len(lookup) == len(file_tensors) and all(_clean(s.name) in lookup for s in source_tensors):
+            return [(lookup[_clean(s.name)], s) for s in source_tensors]
+    scores = [[_fit_score(f, s) for f in file_tensors] for s in source_tensors]
+    best, tied = _best_assignment(scores)
+    if best is None or tied:
+        shown = ", ".join(f"{names.get(f.name, f.name)} {f.shape}" for f in file_tensors)
+        wanted = ", ".join(f"{s.name} {s.shape}" for s in source_tensors)
+        why = "no pairing fits every shape" if best is None else "more than one pairing fits the shapes equally"
+        raise StageError("export tflite", f"cannot pair the {what} of {file} with the source's: {why} "
+                                          f"(file: {shown}; source: {wanted}); give the outputs distinct names "
+                                          "or shapes")
+    return [(file_tensors[j], s) for s, j in zip(source_tensors, best)]
 
-    def clean(name: str) -> str:
-        return re.sub(r"[^0-9a-zA-Z]", "_", name.split(":")[0]).removeprefix("serving_default_").lower()
-    if by_name:
-        lookup = {clean(f.name): f for f in file_tensors}
-        if all(clean(s.name) in lookup for s in source_tensors):
-            return [(lookup[clean(s.name)], s) for s in source_tensors]
 
-    def index(f) -> int:  # TF names outputs Identity, Identity_1, ... in the source's order
-        m = re.search(r"_(\d+)$", f.name.split(":")[0])
-        return int(m.group(1)) if m and f.name.startswith(("Identity", "StatefulPartitionedCall")) else 0
-    ordered = sorted(file_tensors, key=index) if not by_name else file_tensors
-    return list(zip(ordered, source_tensors))
+def _fit_score(f, s) -> int:
+    if np.dtype(f.dtype).kind != np.dtype(s.dtype).kind and not (np.dtype(f.dtype).kind in "iu"
+                                                                  and np.dtype(s.dtype).kind == "f"):
+        return -1  # an int8-I/O file carries float tensors as integers
+    try:
+        return layout_fit(f, s)[1]
+    except ValueError:
+        return -1
+
+
+def _best_assignment(scores: list[list[int]]) -> tuple[tuple[int, ...] | None, bool]:
+    """The permutation with the highest total score (every pair must fit), and whether another ties it."""
+    n = len(scores)
+    if n > 8:
+        return None, False
+    best, best_total, tied = None, -1, False
+    for perm in itertools.permutations(range(n)):
+        if any(scores[i][j] < 0 for i, j in enumerate(perm)):
+            continue
+        total = sum(scores[i][j] for i, j in enumerate(perm))
+        if total > best_total:
+            best, best_total, tied = perm, total, False
+        elif total == best_total:
+            tied = True
+    return best, tied
 
 
 def _offline_samples(job: ExportJob, path: Path) -> str | None:

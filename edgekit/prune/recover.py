@@ -55,8 +55,9 @@ def distill(student, teacher, train: Split, names: list[str], task: str, cfg, *,
             progress: Callable[[str], None] | None = None, label: str = "recover") -> dict:
     """Fine-tune ``student`` in place for ``cfg.epochs`` epochs; returns the per-epoch losses."""
     import torch
+    import torch.nn.functional as F
 
-    from ..runtimes.torch_runner import torch_threads
+    from ..runtimes.torch_runner import flatten_outputs, torch_threads
 
     teacher.eval()
     opt = torch.optim.AdamW([p for p in student.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=1e-4)
@@ -73,9 +74,11 @@ def distill(student, teacher, train: Split, names: list[str], task: str, cfg, *,
                     if len(args[0]) < 2:  # BatchNorm cannot train on one sample
                         continue
                     with torch.no_grad():
-                        target = primary(teacher(*args))
-                    loss = distill_loss(primary(student(*args)), target, labels, task, cfg.distill_temperature,
-                                        cfg.distill_alpha)
+                        targets = flatten_outputs(teacher(*args))
+                    outs = flatten_outputs(student(*args))
+                    loss = distill_loss(outs[0], targets[0], labels, task, cfg.distill_temperature, cfg.distill_alpha)
+                    for out, target in zip(outs[1:], targets[1:]):  # every other head: MSE scaled to its spread
+                        loss = loss + F.mse_loss(out, target) / (target.var() + 1e-6)
                     opt.zero_grad()
                     loss.backward()
                     opt.step()
@@ -88,6 +91,7 @@ def distill(student, teacher, train: Split, names: list[str], task: str, cfg, *,
         finally:
             student.eval()
     return {"method": "distillation", "epochs": cfg.epochs, "samples": len(train), "losses": losses,
+            "outputs_distilled": "all",
             "labels_used": train.labels is not None and cfg.distill_alpha < 1.0,
             "temperature": cfg.distill_temperature, "alpha": cfg.distill_alpha,
             "seconds": round(time.perf_counter() - start, 2)}

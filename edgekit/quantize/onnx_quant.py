@@ -22,7 +22,15 @@ ARRANGEMENTS = {
                                     "reduce_range": True},
     "qdq-u8s8-float-depthwise": {"format": "QDQ", "activation": "QUInt8", "weight": "QInt8", "reduce_range": False,
                                  "float_depthwise": True},
+    # Transformers: the attention mask path (a -3.4e38 additive constant) and the softmax stay float, as do
+    # the activation-by-activation matmuls (Q.K^T, attention.V); the weighted layers are int8.
+    "qdq-u8s8-float-attention": {"format": "QDQ", "activation": "QUInt8", "weight": "QInt8", "reduce_range": False,
+                                 "float_attention": True},
+    # Dynamic: int8 weights, activations quantized at run time from each input's own range (no calibration
+    # ranges to be wrecked by outliers); ORT's choice for transformers.
+    "dynamic-u8s8": {"format": "dynamic", "activation": "QUInt8", "weight": "QInt8", "reduce_range": False},
 }
+ATTENTION_ONLY = ("qdq-u8s8-float-attention",)  # tried only on graphs that have attention (a Softmax)
 CALIBRATION = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
 
 
@@ -78,6 +86,10 @@ def quantize_onnx(src: Path, out: Path, calibration: Split, plan: QuantPlan, log
     exclude = set(plan.float_nodes)
     if arr.get("float_depthwise"):
         exclude |= {n for n, kind in nodes.items() if kind == "Conv-depthwise"}
+    if arr.get("float_attention"):
+        exclude |= attention_path(src)
+    if arr["format"] == "dynamic":
+        return _quantize_dynamic(src, out, plan, exclude)
     extra = {"ActivationSymmetric": False, "WeightSymmetric": True}
     if plan.calibration == "percentile":
         extra["CalibPercentile"] = 99.99
@@ -101,6 +113,47 @@ def quantize_onnx(src: Path, out: Path, calibration: Split, plan: QuantPlan, log
     return {"quantizer": "onnxruntime.quantization.quantize_static", "plan": plan.describe(),
             "arrangement": plan.arrangement, "calibration": plan.calibration, "per_channel": True,
             "float_nodes": sorted(exclude), "int8_nodes": sorted(plan.int8_nodes)}
+
+
+def _quantize_dynamic(src: Path, out: Path, plan: QuantPlan, exclude: set[str]) -> dict:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    try:
+        quantize_dynamic(str(src), str(out), per_channel=True, weight_type=QuantType.QInt8,
+                         nodes_to_exclude=sorted(exclude), nodes_to_quantize=sorted(plan.only_nodes) or None,
+                         extra_options={"MatMulConstBOnly": True})
+    except Exception as exc:
+        raise StageError("quantize onnx", f"{plan.describe()}: {type(exc).__name__}: {str(exc)[:300]}") from None
+    return {"quantizer": "onnxruntime.quantization.quantize_dynamic", "plan": plan.describe(),
+            "arrangement": plan.arrangement, "calibration": "none (activations quantized at run time)",
+            "per_channel": True, "float_nodes": sorted(exclude), "int8_nodes": []}
+
+
+def attention_path(path: Path) -> set[str]:
+    """Nodes an attention block needs in float: every Softmax, every MatMul of two activations, and every
+    node computed from an integer graph input (the mask) other than the embedding lookups."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    g = proto.graph
+    constants = {t.name for t in g.initializer} | {o for n in g.node if n.op_type == "Constant" for o in n.output}
+    tainted = {i.name for i in g.input if i.type.tensor_type.elem_type in (onnx.TensorProto.INT64, onnx.TensorProto.INT32)}
+    keep = set()
+    for node in g.node:  # graph order is topological
+        if node.op_type == "Gather" and node.input and node.input[0] in constants:
+            continue  # an embedding lookup: ids in, float rows out, nothing to keep in float
+        if any(i in tainted for i in node.input):
+            tainted.update(node.output)
+            keep.add(node.name)
+        if node.op_type == "Softmax" or (node.op_type == "MatMul" and not any(i in constants for i in node.input)):
+            keep.add(node.name)
+    return {n for n in keep if n}
+
+
+def has_attention(path: Path) -> bool:
+    import onnx
+
+    return any(n.op_type == "Softmax" for n in onnx.load(str(path)).graph.node)
 
 
 def to_fp16(src: Path, out: Path, keep_io_types: bool = True) -> dict:

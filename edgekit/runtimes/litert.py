@@ -34,24 +34,58 @@ class LiteRTRunner:
     def __init__(self, path: str | Path, threads: int = 1, mapping: IOSpec | None = None):
         interpreter = import_litert()
         self.path = Path(path)
-        from ..native_output import capture_fd2
-
+        self._interpreter = interpreter
+        self.notes: tuple[str, ...] = ()
         try:
-            def load():  # LiteRT announces its XNNPACK delegate on fd 2; keep the terminal clean
-                self.interp = interpreter.Interpreter(model_path=str(self.path), num_threads=max(1, threads))
-                self.interp.allocate_tensors()
-            capture_fd2(load)
+            self._load(interpreter, threads, delegates=True)
         except (ValueError, RuntimeError) as exc:
+            first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
             if "Select TensorFlow op" in str(exc):
                 raise UsageError(f"{self.path}: needs TF Select (Flex) ops, which the LiteRT builtin interpreter "
                                  "does not include; re-export with builtin ops only") from None
-            raise UsageError(f"{self.path}: LiteRT cannot load it ({str(exc).splitlines()[0][:200]}); "
-                             "is it a .tflite flatbuffer?") from None
+            if "delegate" not in str(exc).lower() and "xnnpack" not in str(exc).lower():
+                raise UsageError(f"{self.path}: LiteRT cannot load it ({first}); is it a .tflite flatbuffer?") from None
+            try:  # XNNPACK refused a node: LiteRT's builtin kernels run the whole graph instead
+                self._load(interpreter, threads, delegates=False)
+            except (ValueError, RuntimeError) as again:
+                raise UsageError(f"{self.path}: LiteRT cannot prepare it, with XNNPACK ({first}) or without "
+                                 f"({str(again).splitlines()[0][:200]})") from None
+            self.notes = (f"XNNPACK cannot prepare this file ({first}); it runs on LiteRT's builtin kernels "
+                          "without the delegate, and its latency is measured that way",)
         self._in = {d["name"]: d for d in self.interp.get_input_details()}
         self._out = {d["name"]: d for d in self.interp.get_output_details()}
         self.file_spec = mapping or tflite_iospec(list(self._in.values()), list(self._out.values()))
+        self.signature_names = self._signature_names()
         self.iospec = source_view(self.file_spec)
         self.threads = threads
+
+    def _load(self, interpreter, threads: int, delegates: bool) -> None:
+        from ..native_output import capture_fd2
+
+        kwargs = {} if delegates else {
+            "experimental_op_resolver_type": interpreter.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES}
+
+        def load():  # LiteRT announces its XNNPACK delegate on fd 2; keep the terminal clean
+            self.interp = interpreter.Interpreter(model_path=str(self.path), num_threads=max(1, threads), **kwargs)
+            self.interp.allocate_tensors()
+        capture_fd2(load)
+
+    def _signature_names(self) -> dict[str, str]:
+        """Tensor name -> the name the file's first signature gives it (TF names a signature's tensors by
+        key, and orders them by name, not by the source's order)."""
+        try:
+            sigs = self.interp._get_full_signature_list() or {}
+        except AttributeError:
+            return {}
+        sig = sigs.get("serving_default") or next(iter(sigs.values()), {})
+        by_index = {d["index"]: d["name"] for d in list(self._in.values()) + list(self._out.values())}
+        return {by_index[i]: key for part in ("inputs", "outputs") for key, i in sig.get(part, {}).items()
+                if i in by_index}
+
+    def _resize(self, feeds) -> None:
+        for d, a in feeds:
+            self.interp.resize_tensor_input(d["index"], list(a.shape))
+        self.interp.allocate_tensors()
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         feeds = []
@@ -60,9 +94,15 @@ class LiteRTRunner:
             d = self._in[t.name]
             feeds.append((d, quantize_in(array, d["dtype"], *d["quantization"])))
         if any(tuple(d["shape"]) != a.shape for d, a in feeds):
-            for d, a in feeds:
-                self.interp.resize_tensor_input(d["index"], list(a.shape))
-            self.interp.allocate_tensors()
+            try:
+                self._resize(feeds)
+            except RuntimeError as exc:
+                if self.notes:
+                    raise
+                self._load(self._interpreter, self.threads, delegates=False)  # XNNPACK cannot take this shape
+                self.notes = (f"XNNPACK cannot reshape this file ({str(exc).splitlines()[0][:160]}); it runs on "
+                              "LiteRT's builtin kernels without the delegate, and its latency is measured that way",)
+                self._resize(feeds)
             self._in = {d["name"]: d for d in self.interp.get_input_details()}
             feeds = [(self._in[d["name"]], a) for d, a in feeds]
         for d, a in feeds:

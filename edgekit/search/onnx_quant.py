@@ -10,7 +10,9 @@ from pathlib import Path
 
 from ..bench import bench_file
 from ..export.job import Exported, PassContext
-from ..quantize.onnx_quant import ARRANGEMENTS, QuantPlan, preprocess, quantize_onnx, weighted_nodes
+from ..errors import EdgekitError, StageError
+from ..quantize.onnx_quant import (ARRANGEMENTS, ATTENTION_ONLY, QuantPlan, has_attention, preprocess,
+                                     quantize_onnx, weighted_nodes)
 from ..quantize.sensitivity import rank_layers
 from ..results import ExportInfo
 from ..validate import validate_file
@@ -56,6 +58,12 @@ def choose(attempts: list[dict], float_p50: float | None, budget: float) -> tupl
     return best, notes
 
 
+def _worst_snr(v) -> float | None:
+    """The lowest output SNR of a validation (every output counts, not only the first)."""
+    snrs = [o["snr_db"] for o in v.outputs.values() if o.get("snr_db") is not None]
+    return min(snrs) if snrs else None
+
+
 def _snr(attempt: dict) -> float:
     snr = attempt.get("snr_db")
     return float("-inf") if snr is None else min(float(snr), SNR_CAP_DB)
@@ -82,33 +90,49 @@ def _quantize(src: Exported, ctx: PassContext, precision: str) -> Exported:
 
         def attempt(plan: QuantPlan, label: str) -> dict:
             path = tmp / f"a{len(attempts)}.onnx"
-            info = quantize_onnx(pre, path, ctx.data.calibration, plan, ctx.log)
-            v = validate_file(path, ctx.reference, ctx.data, None, runtime="onnxruntime", threads=threads,
-                              raise_on_failure=False)
-            p50 = bench_file(path, threads=threads, **quick).p50_ms
+            try:
+                info = quantize_onnx(pre, path, ctx.data.calibration, plan, ctx.log)
+                v = validate_file(path, ctx.reference, ctx.data, None, runtime="onnxruntime", threads=threads,
+                                  raise_on_failure=False)
+                p50 = bench_file(path, threads=threads, **quick).p50_ms
+            except EdgekitError as exc:  # ORT wrote a graph it cannot load or run: this arrangement fails
+                ctx.log.write(f"quantization attempt {label} failed: {exc}\n")
+                entry = {"name": label, "plan": plan, "path": path, "drop": float("inf"), "p50_ms": None,
+                         "snr_db": None, "bytes": 0, "info": {}, "validation": None, "error": str(exc)[:300]}
+                attempts.append(entry)
+                return entry
             entry = {"name": label, "plan": plan, "path": path, "drop": float(v.drop), "p50_ms": p50,
-                     "snr_db": v.output_snr(ctx.reference.primary_output), "bytes": path.stat().st_size,
-                     "info": info, "validation": v}
+                     "snr_db": _worst_snr(v), "bytes": path.stat().st_size, "info": info, "validation": v}
             attempts.append(entry)
             return entry
 
         bits = 4 if precision == "int4" else 8
         calib = prof.quantize.calibration
+        attention = has_attention(pre)
         if bits == 8:  # latency check: every arrangement, measured
             for arrangement in ARRANGEMENTS:
-                attempt(QuantPlan(8, arrangement, calib), arrangement)
+                if arrangement not in ATTENTION_ONLY or attention:
+                    attempt(QuantPlan(8, arrangement, calib), arrangement)
         else:
             attempt(QuantPlan(4, "qdq-u8s8", calib), "int4 qdq-u8s8")
-        best, notes = choose(attempts, ctx.float_p50_ms, budget)
+            if attention:
+                attempt(QuantPlan(4, "qdq-u8s8-float-attention", calib), "int4 qdq-u8s8-float-attention")
+        made = [a for a in attempts if a["validation"] is not None]
+        if not made:
+            raise StageError(f"quantize onnx {precision}", "every arrangement failed: "
+                             + "; ".join(f"{a['name']}: {a['error']}" for a in attempts))
+        best, notes = choose(made, ctx.float_p50_ms, budget)
         if best["drop"] > budget:
             best, repair_notes = _repair(best, attempt, pre, ctx, layer_names, tmp)
             notes += repair_notes
             best, more = choose([a for a in attempts if a["drop"] <= budget] or [best], ctx.float_p50_ms, budget)
-            notes += more
+            notes = ([f"repaired: {best['name']} meets the accuracy budget (drop {best['drop']:.4f})"]
+                     if best["drop"] <= budget else []) + more + notes  # the final state first, then the history
         shutil.copyfile(best["path"], target)
     details = {k: v for k, v in best["info"].items() if k != "quantizer"}
     details["chosen"] = best["name"]
-    details["attempts"] = [{"name": a["name"], "drop": a["drop"], "p50_ms": a["p50_ms"], "snr_db": a["snr_db"],
+    details["attempts"] = [{"name": a["name"], "drop": a["drop"] if a["validation"] is not None else None, "p50_ms": a["p50_ms"], "snr_db": a["snr_db"],
+                            **({"error": a["error"]} if "error" in a else {}),
                             "bytes": a["bytes"], "plan": a["plan"].describe(),
                             "float_layers": [layer_names.get(n, n) for n in a["plan"].float_nodes],
                             "int8_layers": [layer_names.get(n, n) for n in a["plan"].int8_nodes]} for a in attempts]

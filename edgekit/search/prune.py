@@ -7,17 +7,53 @@ import dataclasses
 import io
 import os
 import time
+import traceback
 from pathlib import Path
 from typing import Callable
 
 from ..data import Data
-from ..metrics import PRIMARY, metric_drop
+from ..errors import UsageError, one_line
+from ..metrics import PRIMARY
 from ..model import Model
 from ..profiles import DeviceProfile
-from ..prune.chain import Plan, evaluate, resolve_importance, run_chain
+from ..prune.chain import Plan, resolve_importance, run_chain
 from ..prune.compression import Compression, grid, prunable
-from ..prune.layers import output_layers, resolve_keep
-from ..validate import Reference, validate_file
+from ..prune.layers import attention_layers, output_layers, resolve_keep
+from ..validate import Reference, judge, validate_file
+
+
+def _attempt(model: Model, data: Data, reference: Reference, prof: DeviceProfile, plan: Plan, ratio: float, origin,
+             allowed: float, threads: int, scratch: Path, number: int, log, progress, passing: dict, index: int) -> dict:
+    """One ratio: compress, judge in torch (every output), then export and judge the fp32 file in ONNX Runtime."""
+    from ..export.onnx import export_onnx
+    from ..graph_stats import onnx_stats
+    from ..runtimes.base import run_batched
+    from ..runtimes.torch_runner import TorchRunner
+
+    module, details = run_chain(model, data, prof, plan, ratio, origin, threads=threads, progress=progress)
+    outputs = run_batched(TorchRunner(module, model.iospec, threads), data.validation.inputs)
+    metrics, torch_drop, _, decided = judge(outputs, reference, data.validation.labels)
+    params = int(sum(p.numel() for p in module.parameters()))
+    entry = {"ratio": ratio, "metric": metrics.get(PRIMARY[data.task]), "torch_drop": torch_drop,
+             "decided_by": decided, "params_torch": params,
+             "ratio_reached": round(1 - params / max(1, sum(p.numel() for p in model.module.parameters())), 4),
+             "recovery": details["recovery"]["method"]}
+    if entry["torch_drop"] <= allowed:
+        twin = dataclasses.replace(model, module=module)
+        path = scratch / f"attempt-{number}.onnx"
+        how = export_onnx(twin, path, log, screening=True)
+        checked = validate_file(path, reference, data, None, runtime="onnxruntime", threads=threads,
+                                raise_on_failure=False)
+        entry.update(drop=checked.drop, decided_by=checked.decided_by,
+                     measured_in=f"onnxruntime, exported fp32 file ({how['exporter']}, for screening)",
+                     **{k: v for k, v in onnx_stats(path).items() if k != "macs_unknown_nodes"})
+        entry["passed"] = entry["drop"] <= allowed
+        if entry["passed"]:
+            passing[index] = (module, details)
+    else:
+        entry.update(drop=entry["torch_drop"], measured_in="torch (over budget before export, not exported)",
+                     passed=False)
+    return entry
 
 
 def compress(model: Model, data: Data, reference: Reference, prof: DeviceProfile, scratch: Path, *,
@@ -35,8 +71,12 @@ def compress(model: Model, data: Data, reference: Reference, prof: DeviceProfile
     args = tuple(torch.from_numpy(model.example_inputs[n]) for n in model.iospec.input_names)
     kept = resolve_keep(model.module, cfg.keep)
     heads = output_layers(model.module, args)
-    protect = kept | set(heads)
+    attention, blocks = attention_layers(model.module)
+    protect = kept | set(heads) | attention
     importance, notes = resolve_importance(cfg.importance, data)
+    if blocks and cfg.method == "structured":
+        notes.append(f"structured pruning leaves the {len(blocks)} attention block(s) whole ({blocks[0]}, ...): "
+                     "their projections split into heads by reshapes; feed-forward channels are pruned")
     method = cfg.method if cfg.max_ratio > 0 else "none"
     if method == "structured" and not prunable(model.module, cfg.round_to, protect):
         notes.append(f"structured pruning: no layer has more than {cfg.round_to} output channels to prune "
@@ -79,26 +119,15 @@ def compress(model: Model, data: Data, reference: Reference, prof: DeviceProfile
         t0 = time.perf_counter()
         if progress is not None:
             progress(f"compress: attempt {len(attempts) + 1}, ratio {ratio:.2f}")
-        module, details = run_chain(model, data, prof, plan, ratio, origin, threads=threads, progress=progress)
-        metrics = evaluate(module, model, data, origin, threads)
-        entry = {"ratio": ratio, "metric": metrics[PRIMARY[data.task]],
-                 "torch_drop": metric_drop(data.task, reference.metrics, metrics),
-                 "params_torch": int(sum(p.numel() for p in module.parameters())), "recovery": details["recovery"]["method"]}
-        if entry["torch_drop"] <= allowed:
-            twin = dataclasses.replace(model, module=module)
-            path = scratch / f"attempt-{len(attempts) + 1}.onnx"
-            how = export_onnx(twin, path, log, screening=True)
-            checked = validate_file(path, reference, data, None, runtime="onnxruntime", threads=threads,
-                                    raise_on_failure=False)
-            entry.update(drop=checked.drop,
-                         measured_in=f"onnxruntime, exported fp32 file ({how['exporter']}, for screening)",
-                         **{k: v for k, v in onnx_stats(path).items() if k != "macs_unknown_nodes"})
-            entry["passed"] = entry["drop"] <= allowed
-            if entry["passed"]:
-                passing[index] = (module, details)
-        else:
-            entry.update(drop=entry["torch_drop"], measured_in="torch (over budget before export, not exported)",
-                         passed=False)
+        try:
+            entry = _attempt(model, data, reference, prof, plan, ratio, origin, allowed, threads, scratch,
+                             len(attempts) + 1, log, progress, passing, index)
+        except UsageError:
+            raise
+        except Exception as exc:  # the pruned graph no longer runs or exports: a failed attempt, back off
+            log.write(f"compress attempt at ratio {ratio:.2f} failed:\n{traceback.format_exc()}")
+            entry = {"ratio": ratio, "passed": False, "drop": None, "error": one_line(exc),
+                     "measured_in": "failed: the pruned model does not run or export"}
         entry["seconds"] = round(time.perf_counter() - t0, 2)
         attempts.append(entry)
         log.write(f"compress attempt: {entry}\n")
