@@ -10,7 +10,7 @@ Layers. An import goes down this list, never up, and no modules import each othe
                 graph_stats precision bundle: domain only
   2 runtimes/   one Runner per runtime (ORT, LiteRT, TFLM, torch, Keras) behind runtimes.base.Runner
   3 stages      sources sources_keras examples/ export/ quantize/ prune/: make products
-  4 measure     validate bench bench_worker gates recommend report report_plot inspect_file
+  4 measure     validate bench bench_worker compare gates recommend report report_plot inspect_file
   5 search/     the pruning back-off, the int8 arrangement choice and the repair ladder
   6 pipeline    plan stages pipeline validation_api
   7 cli

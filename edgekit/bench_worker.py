@@ -32,6 +32,8 @@ def main(argv: list[str]) -> int:
     from edgekit.iospec import synthetic_input
 
     args = json.loads(argv[0])
+    if "compare" in args:
+        return _compare(args)
     try:
         import_runtime(runtime_for(args["path"], args["runtime"]))
         rss_before = _status_mb("VmRSS")
@@ -72,6 +74,40 @@ def main(argv: list[str]) -> int:
               "file_bytes": Path(args["path"]).stat().st_size,
               "runner_notes": list(getattr(runner, "notes", ()))}
     print(json.dumps(result))
+    return 0
+
+
+def _compare(args: dict) -> int:
+    """Interleaved rounds over several files in one process: each round times every file in turn, so a
+    busy spell of the machine slows every file alike. Prints the p50 of each file in each round."""
+    import numpy as np
+
+    from edgekit.errors import UsageError
+    from edgekit.runtimes import open_runner
+
+    runners, samples = [], []
+    try:
+        for f in args["compare"]:
+            runner = open_runner(f["path"], f["runtime"], threads=args["threads"])
+            with np.load(f["sample"]) as npz:
+                samples.append({t.name: npz[t.name][:1] for t in runner.file_spec.inputs})
+            runners.append(runner)
+    except UsageError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    for runner, one in zip(runners, samples):
+        for _ in range(args["warmup"]):
+            runner.run(one)
+    rounds = [[] for _ in runners]
+    for _ in range(args["rounds"]):
+        for i, (runner, one) in enumerate(zip(runners, samples)):
+            times, deadline = [], time.perf_counter() + args["round_seconds"]
+            while len(times) < args["runs"] and (time.perf_counter() < deadline or len(times) < 5):
+                start = time.perf_counter()
+                runner.run(one)
+                times.append((time.perf_counter() - start) * 1000)
+            rounds[i].append(float(np.median(times)))
+    print(json.dumps({"p50_by_round": rounds}))
     return 0
 
 

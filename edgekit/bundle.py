@@ -21,8 +21,13 @@ def check_writable(out: Path) -> None:
     probe = out
     while not probe.exists():
         probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-        raise UsageError(f"--out {out}: {probe} is not writable; choose a folder you can write to")
+    if not probe.is_dir():
+        raise UsageError(f"--out {out}: {probe} is a file, not a folder; choose another --out")
+    try:  # a real write: permission bits, read-only filesystems and root's exceptions all answer the same way
+        os.rmdir(tempfile.mkdtemp(prefix=".edgekit-probe-", dir=probe))
+    except OSError as exc:
+        raise UsageError(f"--out {out}: {probe} is not writable ({exc.strerror}); choose a folder you can "
+                         "write to") from None
 
 
 def check_target(final: Path, force: bool) -> None:

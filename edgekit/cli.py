@@ -121,11 +121,12 @@ def build(model, profile, weights, data, out, force, task, formats, threads, cal
             click.echo(f"  compression: nothing applied ({len(comp['attempts'])} attempts); the graph is unchanged")
         elif comp and comp.get("after"):
             r = comp["ratios"]
+            macs = f"{r['macs']:.2f}x fewer MACs" if r["macs"] == r["macs"] else "MACs not counted (ops without a MAC rule)"
             click.echo(f"  compression: {comp['settings']['method']} at ratio {comp['ratio']:.2f} "
                        f"({len(comp['attempts'])} attempts): fp32 graph {r['params']:.2f}x fewer params, "
-                       f"{r['macs']:.2f}x fewer MACs, {r['speedup_p50']:.2f}x faster (ONNX Runtime p50)")
+                       f"{macs}, {r['speedup_p50']:.2f}x the speed (ONNX Runtime p50, one run each)")
         for f in result.report.get("failed", []):
-            click.echo(f"  not made: {f['format']} {f['precision']} ({f['stage']}): {f['reason']}")
+            click.echo(f"  not made: {f['format']} {f['precision']} ({f['stage']}): {f['reason'][:300]}")
         for line in result.report["pending"] + result.report["notes"]:
             click.echo(f"  {line}")
         click.echo(f"bundle: {result.bundle}")

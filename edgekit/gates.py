@@ -43,7 +43,7 @@ def evaluate(profile: DeviceProfile, artifacts: list[Artifact], *, failures: lis
             missing = [] if made else ["fp32"]
         else:
             missing = [p for p, fallback in precisions.items() if p not in made and fallback not in made]
-        note = "; ".join(f.describe() for f in failures if f.format == name)
+        note = "; ".join(f.describe()[:240] for f in failures if f.format == name)
         gates.append(Gate("formats", name, float(len(precisions) - len(missing)), float(len(precisions)), "files",
                           not missing, note))
     for a in artifacts:

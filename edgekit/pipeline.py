@@ -31,7 +31,8 @@ from .quantize.onnx_quant import check_calibration
 from .recommend import quantization_notes, recommend
 from .report import write_reports
 from .search.prune import compress
-from .stages import check_compressible, load_data, load_source, measure, pending_settings, stage
+from .stages import (check_compressible, load_data, load_source, measure, pending_settings, speed_verdicts,
+                     stage)
 from .validate import Reference, reference_outputs
 from .versions import tool_versions
 
@@ -95,7 +96,9 @@ def build(model=None, *, profile: str | Path | DeviceProfile = "iot", weights=No
         distils = prof.prune.active and skipped_compression is None and prof.recover.epochs > 0
         dataset = load_data(source, arrays, data_source, task, calib_samples, val_samples,
                             transfer=TRANSFER_SHARE if distils else 0.0)
-    quant_notes = check_calibration(dataset.calibration) if any(s.precisions for s in plan.steps) else []
+    if any(s.precisions for s in plan.steps):
+        check_calibration(dataset.calibration)  # its small-sample warning is already among the data's notes
+    quant_notes: list[str] = []
     with stage("reference", log, progress):
         reference = reference_outputs(source, dataset, prof.target.resolved_threads,
                                       {**prof.outputs, **dict(output_tasks or {})})
@@ -109,15 +112,17 @@ def build(model=None, *, profile: str | Path | DeviceProfile = "iot", weights=No
                 source, reference = compression.model, compression.reference
             artifacts, failures = run_plan(plan, source, reference, dataset, prof, folder, Path(scratch), tf, log,
                                            progress, {"int8_io": int8_io, "fp16_io": fp16_io})
+            with stage("compare speed", log, progress):
+                speed = speed_verdicts(artifacts, folder, dataset, prof)
             gates = evaluate(prof, artifacts, failures=failures, planned=planned_files(plan))
             report = _report(source, prof, dataset, reference, artifacts, gates, final, wanted, overrides, started)
             report["pending"] = list(plan.skipped) + report["pending"]
             report["notes"] += quant_notes + quantization_notes(prof, artifacts)
             report["failed"] = [f.to_dict() for f in failures]
-            report["notes"] += [f"{a.file}: {n}" for a in artifacts for n in a.export.notes
-                                if n.startswith(("exporter fallback", "axes fixed", "XNNPACK"))]
-            report["recommended"] = recommend(artifacts, prof.budget.max_accuracy_drop)
+            report["speed"] = speed
+            report["recommended"] = recommend(artifacts, prof.budget.max_accuracy_drop, speed)
             report["notes"] += [skipped_compression] if skipped_compression else []
+            report["notes"] = list(dict.fromkeys(report["notes"]))
             if compression is not None:
                 report["compression"] = compression_report(compression, artifacts, folder)
             with stage("bundle", log, progress):

@@ -5,20 +5,28 @@ from .artifact import Artifact
 from .profiles import DeviceProfile
 
 
-def recommend(artifacts: list[Artifact], budget: float) -> dict[str, dict]:
-    """Per runtime, the fastest file within the accuracy budget that is not slower than its fp32 twin."""
+def recommend(artifacts: list[Artifact], budget: float, speed: dict[str, dict] | None = None) -> dict[str, dict]:
+    """Per runtime, the fastest file within the accuracy budget that is not slower than its fp32 twin.
+    With ``speed`` (interleaved verdicts, stages.speed_verdicts) a file is slower only when every round
+    says so; within the noise it is tied and stays a candidate."""
     out = {}
     for runtime in sorted({a.runtime for a in artifacts}):
         mine = [a for a in artifacts if a.runtime == runtime and a.validation is not None]
         twin = next((a for a in mine if a.precision == "fp32"), None)
         twin_p50 = twin.bench.p50_ms if twin is not None and twin.bench is not None else None
         ok = [a for a in mine if a.validation.drop <= budget]
-        flagged = [a.file for a in ok if twin_p50 and a.bench and a.bench.p50_ms > twin_p50 and a is not twin]
+        if speed:
+            flagged = [a.file for a in ok if speed.get(a.file, {}).get("vs_fp32_twin", {}).get("verdict") == "slower"]
+        else:
+            flagged = [a.file for a in ok if twin_p50 and a.bench and a.bench.p50_ms > twin_p50 and a is not twin]
         fast = [a for a in ok if a.file not in flagged]
         if not fast:
             continue
         if all(a.bench is not None for a in fast):
-            best = min(fast, key=lambda a: (a.bench.p50_ms, a.bytes))
+            def p50(a: Artifact) -> float:  # the median over the interleaved rounds when there are any
+                rounds = (speed or {}).get(a.file, {}).get("p50_by_round")
+                return sorted(rounds)[len(rounds) // 2] if rounds else a.bench.p50_ms
+            best = min(fast, key=lambda a: (p50(a), a.bytes))
             why = "fastest file within the accuracy budget"
         else:  # TFLite-Micro is not timed on the host: the smallest file that passes
             best = min(fast, key=lambda a: a.device_bytes)
@@ -39,4 +47,8 @@ def quantization_notes(profile: DeviceProfile, artifacts: list[Artifact]) -> lis
     for a in artifacts:
         for note in a.export.notes:
             notes.append(f"{a.file}: {note}")
-    return notes
+        twin = next((t for t in artifacts if t.format == a.format and t.precision == "fp32"), None)
+        if twin is not None and a.precision != "fp32" and a.format != "c_array" and a.bytes > twin.bytes:
+            notes.append(f"{a.file} is larger than its fp32 twin {twin.file} ({a.bytes} vs {twin.bytes} bytes): "
+                         "quantization adds scales and casts that outweigh the weights it shrinks on a model this small")
+    return list(dict.fromkeys(notes))

@@ -24,15 +24,39 @@ def table_rows(report: dict[str, Any]) -> list[tuple[str, ...]]:
     for a in report["artifacts"]:
         m = a["validation"].get("metrics", {})
         b = a["bench"]
-        speed = f"{base / b['p50_ms']:.2f}x" if b and base else "-"
+        versus = report.get("speed", {}).get(a["file"], {}).get("vs_onnx_fp32")
+        if versus:  # interleaved rounds: within the noise, the file is tied with the fp32 ONNX file
+            baseline = a["format"] == "onnx" and a["precision"] == "fp32"
+            speed = f"{versus['speedup']:.2f}x" + (" ≈" if versus["verdict"] == "tied" and not baseline else "")
+        else:
+            speed = f"{base / b['p50_ms']:.2f}x" if b and base else "-"
         verdicts = [g for g in gates_by_file.get(a["file"], []) if g["passed"] is not None]
         failed = [g["name"] for g in verdicts if not g["passed"]]
         gate_text = ("FAIL: " + ", ".join(failed)) if failed else (f"pass ({len(verdicts)})" if verdicts else "-")
         rows.append((a["file"], a["format"], a["precision"], _size(a["export"].get("flash_bytes", a["bytes"])),
-                     _size(a["zip_bytes"]) if a.get("zip_bytes") else "-", f"{key} {m.get(key, float('nan')):.4f}",
-                     f"{a['validation'].get('drop', float('nan')):+.4f}", f"{b['p50_ms']:.3f}" if b else "-",
+                     _size(a["zip_bytes"]) if a.get("zip_bytes") else "-", _metric(a["validation"], key, m),
+                     f"{a['validation'].get('drop', float('nan')):+.4f}", f"{b['p50_ms']:.3f}" if b else _arena(a),
                      f"{b['p90_ms']:.3f}" if b else "-", speed, gate_text))
     return rows
+
+
+def _arena(a: dict) -> str:
+    """An untimed TFLite-Micro file: its measured arena where the latency would be."""
+    tflm = a["export"].get("tflm") or {}
+    return f"arena {tflm['arena_bytes'] / 1024:.1f} KB" if tflm.get("arena_bytes") else "-"
+
+
+def _metric(v: dict, key: str, primary: dict) -> str:
+    """The figure behind the file's drop: the labelled metric, or the deciding output's own."""
+    decided, outputs = v.get("decided_by"), v.get("outputs", {})
+    o = outputs.get(decided, {})
+    if not decided or "(labels)" in str(o.get("task", "")) or "task" not in o:
+        return f"{key} {primary.get(key, float('nan')):.4f}"
+    kind = str(o["task"]).split(":")[0]
+    label, figure = {"distribution": ("argmax", "top1_agreement"), "probability": ("agree@thr", "threshold_agreement")
+                     }.get(kind, ("cosine", "cosine"))
+    prefix = f"{decided}: " if len(outputs) > 1 else ""
+    return f"{prefix}{label} {o.get(figure, float('nan')):.4f}"
 
 
 def _size(n: int) -> str:

@@ -241,6 +241,10 @@ def torch_model(module, *, name: str, loader: str, origin: str, sample_inputs=No
     examples = _module_examples(module, names, origin)
     if examples is None:
         examples = _pick_samples(names, sample_inputs, origin)
+    if examples is None and sample_inputs:
+        raise UsageError(f"model {origin}: the data has arrays {', '.join(sorted(sample_inputs))} but the model's "
+                         f"inputs are {', '.join(names) or '(unknown)'}; name the arrays after the inputs (or 'x' "
+                         "for one input)")
     if examples is None:
         raise UsageError(f"model {origin}: cannot tell its input shapes; give it an example_inputs() method "
                          "or pass --data with one array per input")
@@ -256,6 +260,10 @@ def torch_model(module, *, name: str, loader: str, origin: str, sample_inputs=No
         with torch.no_grad():
             result = module(*[torch.from_numpy(a) for a in examples.values()])
     except Exception as exc:
+        floats = [n for n, a in examples.items() if a.dtype.kind == "f"]
+        if floats and any(w in str(exc) for w in ("Long", "indices", "Int", "integer")):
+            raise UsageError(f"model {origin}: input {floats[0]} is {examples[floats[0]].dtype} in the data, and the "
+                             f"model takes integers there ({one_line(exc)[:120]}); save the array as int64") from None
         raise UsageError(f"model {origin} fails on inputs of shape "
                          f"{', '.join(f'{n}={tuple(a.shape)}' for n, a in examples.items())}: {one_line(exc)}") from None
     outs = flatten_outputs(result)

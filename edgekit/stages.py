@@ -145,3 +145,34 @@ def check_compressible(model: Model, profile: DeviceProfile, explicit: bool) -> 
     if why and explicit:
         raise UsageError(f"{why}; drop the pruning options (or pass --prune-method none) to quantize and export it as is")
     return None if why is None else f"compression skipped: {why}; the model is quantized and exported as is"
+
+
+def speed_verdicts(artifacts: list[Artifact], folder, data: Data, profile: DeviceProfile) -> dict[str, dict]:
+    """Each timed file against its fp32 twin and against the fp32 ONNX file, from interleaved rounds in
+    one process (compare.py): a speedup or slowdown is stated only when every round agrees."""
+    from .compare import interleaved, verdict
+    from .iospec import IOSpec
+
+    timed = [a for a in artifacts if a.bench is not None]
+    if len(timed) < 2:
+        return {}
+    one = {k: v[:1] for k, v in data.validation.inputs.items()}
+    files = []
+    for a in timed:
+        spec = IOSpec.from_dict(a.iospec)
+        sample = sample_for(spec, one) if any(t.source_name or t.source_perm for t in spec.inputs) else \
+            {t.name: one[t.name] for t in spec.inputs}
+        files.append((folder / a.file, a.runtime, sample))
+    rounds = interleaved(files, threads=profile.target.resolved_threads)
+    by_file = dict(zip((a.file for a in timed), rounds))
+    onnx = next((a.file for a in timed if a.format == "onnx" and a.precision == "fp32"), None)
+    out = {}
+    for a in timed:
+        twin = next((t.file for t in timed if t.format == a.format and t.precision == "fp32"), None)
+        entry = {"p50_by_round": by_file[a.file]}
+        if twin and twin != a.file:
+            entry["vs_fp32_twin"] = {"twin": twin, **verdict(by_file[twin], by_file[a.file])}
+        if onnx:
+            entry["vs_onnx_fp32"] = verdict(by_file[onnx], by_file[a.file])
+        out[a.file] = entry
+    return out

@@ -12,7 +12,7 @@ LAYERS = [
                  "tflite_info", "graph_stats", "precision", "bundle"}),
     ("runtimes", {"runtimes"}),
     ("stages", {"sources", "sources_keras", "examples", "export", "quantize", "prune"}),
-    ("measure", {"validate", "bench", "bench_worker", "gates", "recommend", "report", "report_plot", "inspect_file"}),
+    ("measure", {"validate", "bench", "bench_worker", "compare", "gates", "recommend", "report", "report_plot", "inspect_file"}),
     ("search", {"search"}),
     ("pipeline", {"plan", "stages", "pipeline", "validation_api"}),
     ("cli", {"cli"}),

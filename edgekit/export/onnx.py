@@ -47,7 +47,7 @@ def export_onnx(model: Model, out: Path, log: io.StringIO | None = None, *, scre
         shutil.copyfile(model.onnx_path, out)
         return dict(model.meta["onnx_export"])
     log = log if log is not None else io.StringIO()
-    attempts = [("torch.export", True), ("torch.export", False), ("torchscript", False)]
+    attempts = [("torch.export", True), ("torch.export", False), ("torchscript", True), ("torchscript", False)]
     if model.loader == "torchscript":
         attempts = [("torchscript", True), ("torchscript", False)]
     if not model.iospec.batch_dynamic:
@@ -89,7 +89,7 @@ def _finish(path: Path, names: list[str]) -> None:
     renames = {o.name: want for o, want in zip(g.output, names) if o.name != want}
     taken = {v for n in g.node for v in list(n.input) + list(n.output)} | {i.name for i in g.input} \
         | {t.name for t in g.initializer}
-    for want in renames.values():  # an internal value already called ``want`` steps aside first
+    for want in list(renames.values()):  # an internal value already called ``want`` steps aside first
         if want in taken and want not in renames:
             renames[want] = f"{want}__internal"
     for node in g.node:
@@ -120,6 +120,8 @@ def _export(model: Model, out: Path, exporter: str, dynamic: bool) -> None:
                        for o in others)
         if any(shapes):
             kwargs["dynamic_shapes"] = shapes
+        if dynamic:  # traced at batch 1, torch specialises the batch to the constant 1 (its 0/1 rule): trace at 2
+            args = tuple(torch.cat([a, a]) for a in args)
         kwargs.update(dynamo=True, external_data=False, optimize=True, verbose=False)
     else:
         axes = {n: {**({0: "batch"} if dynamic else {}), **o} for n, o in zip(names_in, others)}

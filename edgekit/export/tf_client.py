@@ -43,7 +43,12 @@ class TfWorker:
             line = proc.stdout.readline()
             printed = self._drain()
         if not line:
-            raise StageError(stage, f"the converter worker died during {op}: {_last_error(printed)}")
+            code = self._proc.wait() if self._proc is not None else None
+            how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit {code}"
+            found = [x for x in re.sub(r"\x1b\[[0-9;]*m", "", printed).splitlines()
+                     if re.search(r"ERROR|Error|Check failed|Fatal|Segmentation", x)]
+            raise StageError(stage, f"the TensorFlow converter process crashed during {op} ({how})"
+                             + (f": {found[-1].strip()[:240]}" if found else ""))
         answer = json.loads(line)
         if answer.pop("ok"):
             return answer

@@ -26,8 +26,8 @@ class Compression:
 
 
 def prunable(module, round_to: int, protect: set[str]) -> bool:
-    """Whether any unprotected layer has channels left to prune above ``round_to``."""
-    return any(out_channels(m) > round_to for n, m in weighted_layers(module).items() if n not in protect)
+    """Whether any unprotected layer has channels left to prune (more than one)."""
+    return any(out_channels(m) > 1 for n, m in weighted_layers(module).items() if n not in protect)
 
 
 def grid(ceiling: float, step: float) -> list[float]:

@@ -53,7 +53,7 @@ def choose(attempts: list[dict], float_p50: float | None, budget: float) -> tupl
         best = min(attempts, key=lambda a: (a["drop"], -_snr(a)))
         notes.append(f"no attempt meets the accuracy budget ({budget:.4f}); kept the most accurate "
                      f"(drop {best['drop']:.4f}, gap {best['drop'] - budget:.4f})")
-    if float_p50 and best.get("p50_ms") and best["p50_ms"] > float_p50:
+    if float_p50 and best.get("p50_ms") and best["p50_ms"] > float_p50 * 1.2:  # beyond the latency check's noise
         notes.append(f"{best['name']} is slower than its fp32 twin ({best['p50_ms']:.3f} vs {float_p50:.3f} ms p50)")
     return best, notes
 
@@ -87,6 +87,7 @@ def _quantize(src: Exported, ctx: PassContext, precision: str) -> Exported:
         pre = preprocess(src.path, tmp / "pre.onnx")
         layer_names = _layer_names(pre)
         attempts: list[dict] = []
+        one = {k: v[:1] for k, v in ctx.data.validation.inputs.items()}  # a real sample: dynamic axes at their size
 
         def attempt(plan: QuantPlan, label: str) -> dict:
             path = tmp / f"a{len(attempts)}.onnx"
@@ -94,7 +95,7 @@ def _quantize(src: Exported, ctx: PassContext, precision: str) -> Exported:
                 info = quantize_onnx(pre, path, ctx.data.calibration, plan, ctx.log)
                 v = validate_file(path, ctx.reference, ctx.data, None, runtime="onnxruntime", threads=threads,
                                   raise_on_failure=False)
-                p50 = bench_file(path, threads=threads, **quick).p50_ms
+                p50 = bench_file(path, threads=threads, inputs=one, **quick).p50_ms
             except EdgekitError as exc:  # ORT wrote a graph it cannot load or run: this arrangement fails
                 ctx.log.write(f"quantization attempt {label} failed: {exc}\n")
                 entry = {"name": label, "plan": plan, "path": path, "drop": float("inf"), "p50_ms": None,
@@ -119,8 +120,8 @@ def _quantize(src: Exported, ctx: PassContext, precision: str) -> Exported:
                 attempt(QuantPlan(4, "qdq-u8s8-float-attention", calib), "int4 qdq-u8s8-float-attention")
         made = [a for a in attempts if a["validation"] is not None]
         if not made:
-            raise StageError(f"quantize onnx {precision}", "every arrangement failed: "
-                             + "; ".join(f"{a['name']}: {a['error']}" for a in attempts))
+            raise StageError(f"quantize onnx {precision}", f"every arrangement failed ({len(attempts)}); the first, "
+                             f"{attempts[0]['name']}: {attempts[0]['error'][:240]}")
         best, notes = choose(made, ctx.float_p50_ms, budget)
         if best["drop"] > budget:
             best, repair_notes = _repair(best, attempt, pre, ctx, layer_names, tmp)

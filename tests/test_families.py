@@ -1,0 +1,196 @@
+"""The model-family conformance suite: every family a user brings, built from a factory file in its own
+folder through the mobile, iot and server profiles (lightened: shorter benchmarks and time boxes).
+
+Every (family, profile, format) cell ends validated in its runtime or listed as failed with a one-line
+reason; no build exits 2 or 3. Family checks assert the numbers that make each file usable.
+"""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from edgekit.cli import main
+from edgekit.examples import families
+
+PROFILES = ("mobile", "iot", "server")
+LIGHT = """name = "{name}"
+extends = "{name}"
+[bench]
+warmup = 3
+runs = 30
+batch = 4
+max_seconds = 1.0
+attempt_runs = 30
+attempt_max_seconds = 0.5
+[prune]
+time_box_s = 12.0
+[recover]
+epochs = 1
+[quantize]
+repair_time_box_s = 20.0
+"""
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory) -> Path:
+    """A user's folder: nets.py with the factories, a .keras file, and one .npz of samples per family."""
+    folder = tmp_path_factory.mktemp("zoo")
+    families.write_nets(folder, "tiny")
+    for family in families.FAMILIES:
+        families.write_data(folder, family, "tiny")
+    families.write_keras(folder)
+    for name in PROFILES:
+        light = folder / "profiles" / name
+        light.mkdir(parents=True)
+        (light / f"{name}.toml").write_text(LIGHT.format(name=name))
+    return folder
+
+
+def build(zoo: Path, family: str, profile: str, *extra) -> tuple[int, str, dict | None, Path]:
+    out = zoo / "out" / f"{family}-{profile}"
+    args = ["build", families.source_for(zoo, family), "--data", str(zoo / f"{family}.npz"),
+            "--profile", str(zoo / "profiles" / profile / f"{profile}.toml"), "--out", str(out), *extra]
+    result = CliRunner().invoke(main, args, catch_exceptions=False)
+    bundles = [p for p in out.iterdir() if p.is_dir()] if out.exists() else []
+    manifest = json.loads((bundles[0] / "manifest.json").read_text()) if bundles else None
+    return result.exit_code, result.stderr, manifest, (bundles[0] if bundles else out)
+
+
+def assert_every_cell_accounted(code: int, err: str, manifest: dict, bundle: Path, formats: tuple[str, ...]):
+    assert code in (0, 1), err  # never 2 (the user's input is fine) or 3 (a library crash)
+    assert "Traceback" not in err
+    assert manifest is not None, err
+    made = {f["format"] for f in manifest["files"]}
+    failed = {f["format"] for f in manifest["failed"]}
+    for fmt in formats:
+        assert fmt in made or fmt in failed, (fmt, made, failed)
+    for f in manifest["files"]:
+        assert (bundle / f["file"]).is_file()
+        if f["format"] != "c_array":
+            assert f["metrics"] and np.isfinite(f["metric_drop"]), f["file"]
+    for f in manifest["failed"]:
+        assert "\n" not in f["reason"] and 0 < len(f["reason"]) < 600 and "Traceback" not in f["reason"], f
+
+
+FORMATS = {"mobile": ("onnx", "tflite"), "iot": ("onnx", "tflite", "c_array"), "server": ("onnx",)}
+
+
+def _file(manifest: dict, name: str) -> dict:
+    return next(f for f in manifest["files"] if f["file"] == name)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("profile", PROFILES)
+def test_encoder(zoo, profile):
+    code, err, manifest, bundle = build(zoo, "encoder", profile)
+    assert_every_cell_accounted(code, err, manifest, bundle, FORMATS[profile])
+    fp32 = _file(manifest, "nets.onnx")
+    assert fp32["iospec"]["outputs"][0]["name"] == "embedding"  # the name torch.export uses for a node of its own
+    assert fp32["iospec"]["inputs"][0]["shape"][0] == "batch"  # no silent fall back to a static batch
+    if profile == "mobile":
+        int8 = _file(manifest, "nets_int8.onnx")
+        assert int8["metrics"]["cosine"] >= 0.99, int8["metrics"]
+        report = json.loads((bundle / "report.json").read_text())
+        names = [a["name"] for a in next(a for a in report["artifacts"] if a["file"] == "nets_int8.onnx")
+                 ["export"]["attempts"]]
+        assert "dynamic-u8s8" in names  # dynamic int8 is one of the arrangements the latency check weighs
+        comp = report["compression"]
+        assert all(a.get("error") or a["drop"] is not None for a in comp["attempts"])
+        if comp["applied"]:
+            assert any("attention block" in n for n in report["notes"] + comp.get("notes", []))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("profile", PROFILES)
+def test_recommender(zoo, profile):
+    code, err, manifest, bundle = build(zoo, "recommender", profile)
+    assert_every_cell_accounted(code, err, manifest, bundle, FORMATS[profile])
+    ids = {t["name"]: t["dtype"] for t in _file(manifest, "nets.onnx")["iospec"]["inputs"]}
+    assert ids == {"user_id": "int64", "item_id": "int64"}
+    if profile == "mobile":
+        for name in ("nets_int8.onnx", "nets_int8.tflite"):
+            assert _file(manifest, name)["metrics"]["cosine"] >= 0.99, name
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("profile", PROFILES)
+def test_kws_conv1d_dynamic_time(zoo, profile):
+    code, err, manifest, bundle = build(zoo, "kws", profile)
+    assert_every_cell_accounted(code, err, manifest, bundle, FORMATS[profile])
+    onnx = _file(manifest, "nets.onnx")
+    assert onnx["iospec"]["inputs"][0]["shape"][2] == "time"  # dynamic in ONNX
+    report = json.loads((bundle / "report.json").read_text())
+    other = next(a for a in report["artifacts"] if a["file"] == "nets.onnx")["export"]["other_size"]
+    assert other["runs"] and other["shapes"]["x"][2] == 36 and min(other["cosine"].values()) > 0.999
+    if profile != "server":
+        tfl = _file(manifest, "nets.tflite")
+        assert tfl["iospec"]["inputs"][0]["shape"][1:] == [49, 10]  # fixed to the data's length, NWC
+    if profile == "iot":
+        c = next(f for f in manifest["files"] if f["format"] == "c_array")
+        tflm = next(a for a in report["artifacts"] if a["file"] == c["file"])["export"]["tflm"]
+        assert tflm["loads"] and tflm["arena_bytes"] <= 512 * 1024
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("profile", PROFILES)
+def test_gru_sequence(zoo, profile):
+    code, err, manifest, bundle = build(zoo, "gru", profile)
+    assert_every_cell_accounted(code, err, manifest, bundle, FORMATS[profile])
+    assert _file(manifest, "nets.onnx")["iospec"]["inputs"][0]["shape"][1] == "time"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("profile", PROFILES)
+def test_tabular_regressor(zoo, profile):
+    code, err, manifest, bundle = build(zoo, "regressor", profile)
+    assert_every_cell_accounted(code, err, manifest, bundle, FORMATS[profile])
+    fp32 = _file(manifest, "nets.onnx")
+    assert "r2" in fp32["metrics"] and "mae" in fp32["metrics"]  # labelled: judged by its task metric
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("profile", PROFILES)
+def test_three_head_detector(zoo, profile):
+    code, err, manifest, bundle = build(zoo, "threehead", profile)
+    assert_every_cell_accounted(code, err, manifest, bundle, FORMATS[profile])
+    report = json.loads((bundle / "report.json").read_text())
+    for a in report["artifacts"]:
+        if a["format"] == "c_array":
+            continue
+        outputs = a["validation"]["outputs"]
+        assert set(outputs) == {"box", "landmarks", "prob"}, a["file"]  # every head judged, paired by name
+        assert outputs["prob"]["task"] == "distribution" and "top1_agreement" in outputs["prob"]
+        assert outputs["box"]["task"] == "regression" and "top1_agreement" not in outputs["box"]
+        worst = max(outputs, key=lambda n: outputs[n]["drop"])
+        assert a["validation"]["decided_by"] == worst
+        assert a["validation"]["drop"] == pytest.approx(outputs[worst]["drop"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("profile", PROFILES)
+def test_fully_convolutional_dynamic_hw(zoo, profile):
+    code, err, manifest, bundle = build(zoo, "fcn", profile, "--output-task", "prob_map=probability:0.6")
+    assert_every_cell_accounted(code, err, manifest, bundle, FORMATS[profile])
+    onnx = _file(manifest, "nets.onnx")
+    assert onnx["iospec"]["inputs"][0]["shape"][2:] == ["height", "width"]
+    assert [t["name"] for t in onnx["iospec"]["outputs"]] == ["prob_map", "box_map"]
+    report = json.loads((bundle / "report.json").read_text())
+    other = next(a for a in report["artifacts"] if a["file"] == "nets.onnx")["export"]["other_size"]
+    assert other["runs"] and other["shapes"]["image"][2:] == [36, 48]
+    for a in report["artifacts"]:
+        if a["format"] == "c_array":
+            continue
+        prob = a["validation"]["outputs"]["prob_map"]
+        assert prob["task"] == "probability:0.6" and prob["threshold"] == 0.6
+        assert prob["above_threshold_reference"] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("profile", PROFILES)
+def test_keras_model(zoo, profile):
+    code, err, manifest, bundle = build(zoo, "keras", profile)
+    assert_every_cell_accounted(code, err, manifest, bundle, FORMATS[profile])
+    tfl = _file(manifest, "digits_mlp.tflite")
+    assert tfl["metrics"]["top1"] > 0.9
