@@ -26,8 +26,11 @@ def recommend(artifacts: list[Artifact], budget: float, speed: dict[str, dict] |
             def p50(a: Artifact) -> float:  # the median over the interleaved rounds when there are any
                 rounds = (speed or {}).get(a.file, {}).get("p50_by_round")
                 return sorted(rounds)[len(rounds) // 2] if rounds else a.bench.p50_ms
-            best = min(fast, key=lambda a: (p50(a), a.bytes))
-            why = "fastest file within the accuracy budget"
+            quickest = min(p50(a) for a in fast)
+            near = [a for a in fast if p50(a) <= quickest * 1.05]  # tied within the noise: the smaller file wins
+            best = min(near, key=lambda a: (a.bytes, p50(a)))
+            why = ("fastest file within the accuracy budget" if len(near) == 1 else
+                   f"smallest of the {len(near)} files within 5% of the fastest, within the accuracy budget")
         else:  # TFLite-Micro is not timed on the host: the smallest file that passes
             best = min(fast, key=lambda a: a.device_bytes)
             why = "smallest file within the accuracy budget"

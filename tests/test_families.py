@@ -192,5 +192,6 @@ def test_fully_convolutional_dynamic_hw(zoo, profile):
 def test_keras_model(zoo, profile):
     code, err, manifest, bundle = build(zoo, "keras", profile)
     assert_every_cell_accounted(code, err, manifest, bundle, FORMATS[profile])
-    tfl = _file(manifest, "digits_mlp.tflite")
-    assert tfl["metrics"]["top1"] > 0.9
+    for f in manifest["files"]:  # a real classifier with labels: judged by top-1
+        assert f["format"] == "c_array" or f["metrics"]["top1"] > 0.9, f["file"]
+    assert any(f["file"] == "digits_mlp.tflite" for f in manifest["files"]) or profile == "server"

@@ -10,14 +10,14 @@ from .c_array import export_c_array
 from .job import Exported, ExportJob, PassContext
 from .keras_tflite import export_keras_onnx, export_keras_tflite
 from .onnx import copy_onnx, export_onnx_torch
-from .tflite import export_tflite_onnx2tf
+from .tflite import export_tflite_onnx2tf, export_tflite_torch
 
 ANY = "*"
 EXPORTERS: dict[tuple[str, str], Callable[[ExportJob], list[Exported]]] = {
     ("onnx", "torch"): export_onnx_torch,
     ("onnx", "onnx"): copy_onnx,
     ("onnx", "keras"): export_keras_onnx,
-    ("tflite", "torch"): export_tflite_onnx2tf,
+    ("tflite", "torch"): export_tflite_torch,
     ("tflite", "onnx"): export_tflite_onnx2tf,
     ("tflite", "keras"): export_keras_tflite,
     ("c_array", ANY): export_c_array,

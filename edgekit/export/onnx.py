@@ -58,7 +58,7 @@ def export_onnx(model: Model, out: Path, log: io.StringIO | None = None, *, scre
     for exporter, dynamic in attempts:
         try:
             _export(model, out, exporter, dynamic)
-            _finish(out, model.iospec.output_names)
+            _finish(out, model.iospec.output_names, model.iospec.inputs)
             onnx.checker.check_model(str(out))
             info = {"exporter": f"torch.onnx ({exporter})", "opset": OPSET, "dynamic_batch": dynamic}
             if errors:
@@ -76,7 +76,7 @@ def export_onnx(model: Model, out: Path, log: io.StringIO | None = None, *, scre
 _OUT = "edgekit_output_{}"  # exported under these names, renamed after: a user's name may collide with the exporter's
 
 
-def _finish(path: Path, names: list[str]) -> None:
+def _finish(path: Path, names: list[str], inputs: tuple = ()) -> None:
     """Name the outputs as the source does, and drop per-node stack traces and scopes the exporter records:
     they are for debugging, and in a deployable file they cost ~10% of a small model's bytes."""
     import onnx
@@ -97,6 +97,19 @@ def _finish(path: Path, names: list[str]) -> None:
         node.output[:] = [renames.get(v, v) for v in node.output]
     for v in list(g.output) + list(g.value_info):
         v.name = renames.get(v.name, v.name)
+    symbols = {}  # the exporter's own axis symbols (s53) -> the source's axis names (time)
+    for spec in inputs:
+        graph_input = next((i for i in g.input if i.name == spec.name), None)
+        if graph_input is None:
+            continue
+        for axis, name in spec.dynamic_axes.items():
+            dim = graph_input.type.tensor_type.shape.dim[axis]
+            if dim.dim_param and dim.dim_param != name:
+                symbols[dim.dim_param] = name
+    for v in list(g.input) + list(g.output) + list(g.value_info):
+        for dim in v.type.tensor_type.shape.dim:
+            if dim.dim_param in symbols:
+                dim.dim_param = symbols[dim.dim_param]
     onnx.save(proto, str(path))
 
 

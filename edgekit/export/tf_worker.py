@@ -165,7 +165,43 @@ def op_tf2onnx(loader: str, path: str, inputs: list, out: str, opset: int = 17) 
     return {"version": tf2onnx.__version__}
 
 
-OPS = {"onnx2tf": op_onnx2tf, "keras_saved_model": op_keras_saved_model, "convert": op_convert, "int4": op_int4,
+def op_litert_torch(program: str, args: str, out: str) -> dict:
+    """litert-torch: a torch.export program (``program``, a .pt2) to a .tflite, traced with the arrays in
+    ``args`` (an .npz, arg_0, arg_1, ... in the forward's order)."""
+    import numpy as np
+    import torch
+
+    import litert_torch
+
+    with np.load(args) as npz:
+        example = tuple(torch.from_numpy(npz[f"arg_{i}"]) for i in range(len(npz.files)))
+    edge = litert_torch.convert(torch.export.load(program).module(), example)
+    edge.export(out)
+    return {"version": getattr(litert_torch, "__version__", "")}
+
+
+def op_aeq(src: str, out: str, recipe: str, calibration: str | None = None) -> dict:
+    """ai-edge-quantizer with one of its named recipes (dynamic_wi8_afp32, static_wi8_ai8, static_wi8_ai16);
+    static recipes calibrate on ``calibration`` (an .npz keyed by the file's signature input names)."""
+    import numpy as np
+    from ai_edge_quantizer import quantizer
+    from ai_edge_quantizer import recipe as recipes
+
+    qt = quantizer.Quantizer(src, getattr(recipes, recipe)())
+    result = None
+    if calibration:
+        with np.load(calibration) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+        n = len(next(iter(arrays.values())))
+        samples = [{k: v[i:i + 1] for k, v in arrays.items()} for i in range(n)]
+        result = qt.calibrate({"serving_default": samples})
+    model = qt.quantize(result).quantized_model
+    Path(out).write_bytes(bytes(model))
+    import ai_edge_quantizer
+    return {"version": getattr(ai_edge_quantizer, "__version__", "")}
+
+
+OPS = {"onnx2tf": op_onnx2tf, "litert_torch": op_litert_torch, "aeq": op_aeq, "keras_saved_model": op_keras_saved_model, "convert": op_convert, "int4": op_int4,
        "tf2onnx": op_tf2onnx}
 
 

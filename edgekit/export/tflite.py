@@ -22,6 +22,75 @@ from ..results import ExportInfo
 from .job import Exported, ExportJob
 
 
+def export_tflite_torch(job: ExportJob) -> list[Exported]:
+    """fp32 .tflite for torch sources: onnx2tf from the reference ONNX graph; where onnx2tf cannot convert
+    the graph (transformer encoders, for one), litert-torch from the torch module itself, when installed."""
+    import importlib.util
+
+    try:
+        return export_tflite_onnx2tf(job)
+    except StageError as exc:
+        if importlib.util.find_spec("litert_torch") is None:
+            raise StageError("export tflite", f"{str(exc).split(': ', 1)[-1]}; for torch sources, litert-torch can "
+                                              "convert what onnx2tf cannot: pip install 'edgekit[tflite-torch]'") from None
+        job.log.write(f"onnx2tf failed ({exc}); converting the torch module with litert-torch\n")
+        made = export_tflite_litert_torch(job)
+        why = str(exc).split(": ", 1)[-1][:200]
+        entry = made[0]
+        return [replace(entry, info=replace(entry.info, notes=entry.info.notes + (
+            f"exporter fallback: onnx2tf cannot convert this graph ({why}); converted from the torch module "
+            "with litert-torch instead (batch 1)",)))]
+
+
+def export_tflite_litert_torch(job: ExportJob) -> list[Exported]:
+    """litert-torch on the torch module, traced at batch 1 with the data's sizes (run in the converter
+    worker, from a torch.export program saved to scratch). Its tensors are positional (args_0, output_0):
+    they pair with the source's inputs and outputs in order."""
+    import torch
+
+    from ..runtimes.torch_runner import torch_threads
+
+    model = job.model
+    names = model.iospec.input_names
+    sample = {n: (job.calibration.inputs[n][:1] if job.calibration is not None and n in job.calibration.inputs
+                  else model.example_inputs[n][:1]) for n in names}
+    program, args = job.scratch / f"{model.name}-litert.pt2", job.scratch / f"{model.name}-litert-args.npz"
+    with torch_threads(1):
+        exported = torch.export.export(model.module, tuple(torch.from_numpy(np.ascontiguousarray(sample[n]))
+                                                            for n in names))
+        torch.export.save(exported, str(program))
+    np.savez(args, **{f"arg_{i}": sample[n] for i, n in enumerate(names)})
+    target = job.folder / f"{model.name}.tflite"
+    made = job.tf.call("litert_torch", "export tflite", program=str(program.resolve()), args=str(args.resolve()),
+                       out=str(target.resolve()))
+    check_builtin_ops(target, "export tflite", "litert-torch")
+    mapping = positional_mapping(target, model.iospec)
+    fixed = ", ".join(f"{t.name} {list(sample[t.name].shape)}" for t in model.iospec.inputs)
+    info = ExportInfo(f"litert-torch {made['version']}", made_from=f"the torch module ({model.origin})",
+                      notes=(f"axes fixed for TFLite (it plans memory for one shape): {fixed}",),
+                      details={"fixed_axes": fixed, "tensors": "positional (args_i, output_i)"})
+    return [Exported(target, "tflite", "fp32", info, mapping, saved_model=None)]
+
+
+def positional_mapping(path: Path, source: IOSpec) -> IOSpec:
+    """A litert-torch file's IOSpec tied to the source by position: its signature names args_i / output_i."""
+    from ..runtimes.litert import LiteRTRunner
+
+    runner = LiteRTRunner(path)
+    sig = runner.signature_names
+
+    def index(t) -> int:
+        m = re.search(r"_(\d+)$", sig.get(t.name, t.name))
+        return int(m.group(1)) if m else 0
+
+    def tie(own, src):
+        if len(own) != len(src):
+            raise StageError("export tflite", f"{path.name} has {len(own)} tensors where the source has {len(src)}")
+        return tuple(replace(f, source_name=s.name if s.name != f.name else None, source_perm=layout_fit(f, s)[0])
+                     for f, s in zip(sorted(own, key=index), src))
+    return IOSpec(tie(runner.file_spec.inputs, source.inputs), tie(runner.file_spec.outputs, source.outputs))
+
+
 def export_tflite_onnx2tf(job: ExportJob) -> list[Exported]:
     """fp32 .tflite for torch and ONNX sources, from the reference ONNX graph."""
     if job.reference_onnx is None:
@@ -89,15 +158,23 @@ def check_builtin_ops(path: Path, stage: str, converter: str) -> None:
                                 f"({', '.join(custom)}); the model needs layers with TFLite builtin equivalents")
 
 
-def map_to_source(path: Path, source: IOSpec) -> IOSpec:
+def map_to_source(path: Path, source: IOSpec, like: IOSpec | None = None) -> IOSpec:
     """The .tflite file's IOSpec with each tensor tied to the source tensor it carries (name, NCHW->NHWC).
 
     Tensors pair by name (the signature's keys, then the tensor names), else by the one assignment whose
-    shapes fit the source's best after the layout change; anything else is ambiguous and fails."""
+    shapes fit the source's best after the layout change; anything else is ambiguous and fails. ``like``:
+    the mapping of the file this one was quantized from; tensors it names keep their pairing."""
     from ..runtimes.litert import LiteRTRunner
 
     runner = LiteRTRunner(path)
     own, names = runner.file_spec, runner.signature_names
+    if like is not None:
+        known = {t.name: t for t in (*like.inputs, *like.outputs)}
+        if all(t.name in known for t in (*own.inputs, *own.outputs)):
+            def keep(tensors):
+                return tuple(replace(t, source_name=known[t.name].source_name, source_perm=known[t.name].source_perm,
+                                     layout=known[t.name].layout) for t in tensors)
+            return IOSpec(keep(own.inputs), keep(own.outputs))
     ins = pair_tensors(list(own.inputs), list(source.inputs), names, path.name, "inputs")
     outs = pair_tensors(list(own.outputs), list(source.outputs), names, path.name, "outputs")
 

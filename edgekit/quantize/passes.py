@@ -37,8 +37,8 @@ def calibration_npz(calibration: Split, mapping: IOSpec, path: Path) -> Path:
 def tflite_converted(precision: str):
     """The pass that writes ``<name>_<precision>.tflite`` with the TFLite converter."""
     def run(src: Exported, ctx: PassContext) -> Exported:
-        if src.saved_model is None:
-            raise StageError(f"quantize tflite {precision}", f"{src.path.name} has no SavedModel to convert")
+        if src.saved_model is None:  # made by litert-torch: ai-edge-quantizer works on the .tflite itself
+            return _quantized_flatbuffer(src, ctx, precision)
         calibration = None
         int8_io = bool(ctx.options.get("int8_io")) and precision == "int8"
         if precision in ("int8", "int16x8"):
@@ -57,5 +57,43 @@ def tflite_converted(precision: str):
         info = ExportInfo(f"{src.info.exporter} + tf.lite.TFLiteConverter {made['version']}", made_from=src.path.name,
                           details=details)
         return replace(src, path=target, precision=precision, info=info,
-                       mapping=map_to_source(target, ctx.iospec), validation=None)
+                       mapping=map_to_source(target, ctx.iospec, like=src.mapping), validation=None)
     return run
+
+
+# ai-edge-quantizer recipes for files without a SavedModel. int8 is dynamic-range (int8 weights, activations
+# quantized at run time): for transformer encoders it is the fastest and most faithful int8 LiteRT runs.
+RECIPES = {"int8": "dynamic_wi8_afp32", "int16x8": "static_wi8_ai16"}
+
+
+def _quantized_flatbuffer(src: Exported, ctx: PassContext, precision: str) -> Exported:
+    stage = f"quantize tflite {precision}"
+    if precision not in RECIPES:
+        raise StageError(stage, f"{src.path.name} was made by {src.info.exporter}, without a SavedModel; "
+                                f"{precision} needs the TFLite converter's SavedModel (only "
+                                f"{', '.join(RECIPES)} work on the flatbuffer)")
+    recipe = RECIPES[precision]
+    calibration = None
+    if recipe.startswith("static"):
+        calibration = str(_signature_npz(ctx.data.calibration, src, ctx.scratch / f"calib-{ctx.name}-{precision}.npz"))
+    target = ctx.folder / f"{ctx.name}_{precision}.tflite"
+    made = ctx.tf.call("aeq", stage, src=str(src.path.resolve()), out=str(target.resolve()), recipe=recipe,
+                       calibration=calibration)
+    kind = ("dynamic-range int8: int8 weights, activations quantized at run time" if recipe.startswith("dynamic")
+            else "int16 activations, int8 weights")
+    info = ExportInfo(f"{src.info.exporter} + ai-edge-quantizer {made['version']} ({recipe})", made_from=src.path.name,
+                      details={"quantization": kind, "recipe": recipe})
+    return replace(src, path=target, precision=precision, info=info,
+                   mapping=map_to_source(target, ctx.iospec, like=src.mapping), validation=None)
+
+
+def _signature_npz(calibration: Split, src: Exported, path: Path) -> Path:
+    """The calibration split keyed by the file's signature input names (ai-edge-quantizer calibrates by
+    signature), in the file's layout and dtype."""
+    from ..runtimes.litert import LiteRTRunner
+
+    names = LiteRTRunner(src.path).signature_names
+    arrays = {names.get(t.name, t.name): np.ascontiguousarray(to_file(t, calibration.inputs[t.source_name or t.name]),
+                                                              dtype=t.dtype) for t in src.mapping.inputs}
+    np.savez(path, **arrays)
+    return path

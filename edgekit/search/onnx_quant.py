@@ -11,8 +11,8 @@ from pathlib import Path
 from ..bench import bench_file
 from ..export.job import Exported, PassContext
 from ..errors import EdgekitError, StageError
-from ..quantize.onnx_quant import (ARRANGEMENTS, ATTENTION_ONLY, QuantPlan, has_attention, preprocess,
-                                     quantize_onnx, weighted_nodes)
+from ..quantize.onnx_quant import (ARRANGEMENTS, ATTENTION_ONLY, QuantPlan, attention_path, has_attention,
+                                     preprocess, quantize_onnx, weighted_nodes)
 from ..quantize.sensitivity import rank_layers
 from ..results import ExportInfo
 from ..validate import validate_file
@@ -127,8 +127,9 @@ def _quantize(src: Exported, ctx: PassContext, precision: str) -> Exported:
             best, repair_notes = _repair(best, attempt, pre, ctx, layer_names, tmp)
             notes += repair_notes
             best, more = choose([a for a in attempts if a["drop"] <= budget] or [best], ctx.float_p50_ms, budget)
-            notes = ([f"repaired: {best['name']} meets the accuracy budget (drop {best['drop']:.4f})"]
-                     if best["drop"] <= budget else []) + more + notes  # the final state first, then the history
+            notes += more
+            notes = [n for n in notes if n.startswith("repaired")] + [n for n in notes if not n.startswith("repaired")]
+            # the final state first, then the history
         shutil.copyfile(best["path"], target)
     details = {k: v for k, v in best["info"].items() if k != "quantizer"}
     details["chosen"] = best["name"]
@@ -147,6 +148,8 @@ def _repair(best: dict, attempt, pre: Path, ctx: PassContext, names: dict, tmp: 
     box = ctx.profile.quantize.repair_time_box_s
     plan: QuantPlan = best["plan"]
     candidates = [n for n in weighted_nodes(pre) if n not in plan.float_nodes]
+    if has_attention(pre):  # activation-only nodes (mask path, softmax, Q.K^T): the ladder can float them too
+        candidates += sorted(n for n in attention_path(pre) if n not in plan.float_nodes and n not in candidates)
     ranking = rank_layers(pre, plan, ctx.data.calibration, tmp, candidates, seconds=box / 2)
     notes = ["sensitivity, output SNR with only that layer quantized (worst first, dB): " +
              ", ".join(f"{names.get(n, n)} {snr:.1f}" for n, snr in ranking[:5])]
