@@ -111,7 +111,8 @@ def build(model, profile, weights, data, out, force, task, formats, threads, cal
     if as_json:
         click.echo(json.dumps(result.report, indent=2))
     else:
-        _console(stderr=False).print(render_table(result.report))
+        console = _console(stderr=False)
+        console.print(render_table(result.report), width=min(120, console.width))  # cells wrap to fit 120 columns
         for runtime, rec in result.report["recommended"].items():
             flagged = f"; slower than fp32, not recommended: {', '.join(rec['slower_than_fp32'])}" \
                 if rec["slower_than_fp32"] else ""

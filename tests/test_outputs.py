@@ -249,3 +249,77 @@ def test_profile_outputs_table(tmp_path):
     bad.write_text('name = "b"\nextends = "mobile"\n[outputs]\nprob = "likelihood"\n')
     with pytest.raises(UsageError, match="outputs.prob: output task 'likelihood' is not one of"):
         load_profile(bad)
+
+
+FRAGILE_VIEW = '''import torch
+from torch import nn
+
+
+class Heads(nn.Module):
+    """The hidden layer's output is split into 4 heads of 8 by a hard-coded view: any channel cut breaks it."""
+    def __init__(self):
+        super().__init__()
+        self.hidden, self.mix, self.out = nn.Linear(6, 32), nn.Linear(8, 8), nn.Linear(32, 3)
+
+    def forward(self, x):
+        h = torch.relu(self.hidden(x)).view(-1, 4, 8)
+        return self.out(torch.relu(self.mix(h)).reshape(-1, 32))
+
+
+def make():
+    torch.manual_seed(0)
+    return Heads().eval()
+'''
+
+
+@pytest.mark.slow
+def test_pruning_attempts_that_break_the_model_are_recorded_and_the_build_goes_on(tmp_path):
+    (tmp_path / "heads.py").write_text(FRAGILE_VIEW)
+    np.savez(tmp_path / "d.npz", x=np.random.default_rng(0).standard_normal((200, 6)).astype(np.float32))
+    prof = tmp_path / "p.toml"
+    prof.write_text('name = "p"\nextends = "server"\n[prune]\nround_to = 1\ntime_box_s = 30.0\n[recover]\nepochs = 1\n'
+                    '[bench]\nwarmup = 2\nruns = 20\nbatch = 4\nmax_seconds = 1.0\n')
+    code, _, err = run("build", f"{tmp_path / 'heads.py'}:make", "--data", tmp_path / "d.npz", "--profile", prof,
+                       "--out", tmp_path / "out")
+    assert code in (0, 1), err
+    report = json.loads((tmp_path / "out" / "heads-make-p" / "report.json").read_text())
+    attempts = report["compression"]["attempts"]
+    broken = [a for a in attempts if a.get("error")]
+    assert broken and all(not a["passed"] and "RuntimeError" in a["error"] for a in broken)
+    assert len(attempts) > len(broken) or not report["compression"]["applied"]
+    assert report["artifacts"] and all(a["validation"] for a in report["artifacts"])
+
+
+NOISY_THEN_FIXED = '''import torch
+from torch import nn
+
+
+class M(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.lin(x){noise}
+
+
+def make():
+    torch.manual_seed(0)
+    return M().eval()
+'''
+
+
+@pytest.mark.slow
+def test_a_later_success_removes_the_earlier_failure_log(tmp_path, fast_profile):
+    models = tmp_path / "m.py"
+    np.savez(tmp_path / "d.npz", x=np.random.default_rng(0).standard_normal((60, 4)).astype(np.float32))
+    models.write_text(NOISY_THEN_FIXED.format(noise=" + torch.rand_like(self.lin(x))"))
+    code, _, err = run("build", f"{models}:make", "--data", tmp_path / "d.npz", "--profile", fast_profile,
+                       "--out", tmp_path / "out", "--formats", "onnx")
+    assert code == 3, err
+    assert (tmp_path / "out" / "m-make-fast.failed.log").is_file()
+    models.write_text(NOISY_THEN_FIXED.format(noise=""))
+    code, _, err = run("build", f"{models}:make", "--data", tmp_path / "d.npz", "--profile", fast_profile,
+                       "--out", tmp_path / "out", "--formats", "onnx")
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["m-make-fast"]

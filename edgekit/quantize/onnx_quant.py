@@ -143,8 +143,10 @@ def attention_path(path: Path) -> set[str]:
         if node.op_type == "Gather" and node.input and node.input[0] in constants:
             continue  # an embedding lookup: ids in, float rows out, nothing to keep in float
         if any(i in tainted for i in node.input):
-            tainted.update(node.output)
             keep.add(node.name)
+            if all(i in tainted or i in constants for i in node.input if i):
+                tainted.update(node.output)  # still the mask's own arithmetic
+            # else the mask meets the attention scores here: kept float, its output an ordinary activation
         if node.op_type == "Softmax" or (node.op_type == "MatMul" and not any(i in constants for i in node.input)):
             keep.add(node.name)
     return {n for n in keep if n}

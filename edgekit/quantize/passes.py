@@ -47,8 +47,18 @@ def tflite_converted(precision: str):
             calibration = str(calibration_npz(ctx.data.calibration, src.mapping,
                                               ctx.scratch / f"calib-{ctx.name}-{precision}.npz").resolve())
         target = ctx.folder / f"{ctx.name}_{precision}.tflite"
-        made = ctx.tf.call("convert", f"quantize tflite {precision}", saved_model=str(src.saved_model),
-                           precision=precision, out=str(target.resolve()), calibration=calibration, int8_io=int8_io)
+        try:
+            made = ctx.tf.call("convert", f"quantize tflite {precision}", saved_model=str(src.saved_model),
+                               precision=precision, out=str(target.resolve()), calibration=calibration,
+                               int8_io=int8_io)
+        except StageError as exc:  # the converter's quantizer crashes on some graphs (recurrent layers)
+            if precision not in RECIPES or "crashed" not in str(exc):
+                raise
+            target.unlink(missing_ok=True)
+            entry = _quantized_flatbuffer(src, ctx, precision)
+            return replace(entry, info=replace(entry.info, notes=(
+                f"the TFLite converter crashed quantizing this graph ({str(exc).split(': ', 1)[-1][:160]}); "
+                f"made by ai-edge-quantizer ({RECIPES[precision]}) from {src.path.name} instead",)))
         check_builtin_ops(target, f"quantize tflite {precision}", "the TFLite converter")
         details = {}
         if calibration is not None:
