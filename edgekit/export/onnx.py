@@ -143,4 +143,16 @@ def _export(model: Model, out: Path, exporter: str, dynamic: bool) -> None:
         kwargs["dynamic_axes"] = {n: a for n, a in axes.items() if a} or None
         kwargs.update(dynamo=False)
     with torch_threads(os.cpu_count() or 1):  # torch.export's tracing state is the process's: one export at a time
-        torch.onnx.export(model.module, args, str(out), **kwargs)
+        try:
+            torch.onnx.export(model.module, args, str(out), **kwargs)
+        except Exception as exc:
+            if exporter != "torch.export" or not dynamic or "Constraints violated" not in str(exc):
+                raise
+            # the module bounds its batch itself (a .pt2 saved with its own range): torch.export finds the range
+            kwargs["dynamic_shapes"] = tuple({**(s or {}), 0: torch.export.Dim.AUTO} for s in shapes)
+            torch.onnx.export(model.module, args, str(out), **kwargs)
+            import onnx
+
+            first = onnx.load(str(out), load_external_data=False).graph.input[0]
+            if not first.type.tensor_type.shape.dim[0].dim_param:
+                raise RuntimeError("torch.export fixed the batch axis") from exc

@@ -88,11 +88,17 @@ def markdown(section: dict[str, Any]) -> list[str]:
                   f"{'yes' if d['replaced'] else 'no: ' + d['why']} |" for d in details["lowrank"]]
     lines += ["", f"Search (allowed drop {s['allowed_drop']:.4f} = {s['budget_share']:.0%} of the budget; "
               f"{s.get('search_seconds', 0):.1f} s of a {s['time_box_s']:g} s time box):", "",
-              "| ratio | drop | measured in | params | MACs | zip bytes | passed | seconds |",
-              "|---|---|---|---|---|---|---|---|"]
+              "| ratio | params cut | drop | decided by | measured in | params | MACs | zip bytes | passed | seconds |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for t in section["attempts"]:
-        lines.append(f"| {t['ratio']:.2f} | {t['drop']:+.4f} | {t['measured_in']} | {t.get('params', t['params_torch'])} | "
-                     f"{t.get('macs', '-')} | {t.get('zip_bytes', '-')} | {'yes' if t['passed'] else 'no'} | {t['seconds']} |")
+        if t.get("error"):
+            lines.append(f"| {t['ratio']:.2f} | - | - | - | {t['measured_in']}: {t['error'][:160]} | - | - | - | no | "
+                         f"{t['seconds']} |")
+            continue
+        reached = f"{t['ratio_reached']:.0%}" if t.get("ratio_reached") is not None else "-"
+        lines.append(f"| {t['ratio']:.2f} | {reached} | {t['drop']:+.4f} | {t.get('decided_by') or '-'} | "
+                     f"{t['measured_in']} | {t.get('params', t['params_torch'])} | {t.get('macs', '-')} | "
+                     f"{t.get('zip_bytes', '-')} | {'yes' if t['passed'] else 'no'} | {t['seconds']} |")
     lines += [f"- {n}" for n in section["notes"]]
     return lines + [""]
 
