@@ -76,7 +76,7 @@ def train_kws(folder: Path, size: str) -> Path:
 def build(folder: Path, family: str, profile: str, out: Path, extra: list[str]) -> dict:
     from edgekit.examples import families
 
-    args = [sys.executable, "-m", "edgekit.cli", "build", families.source_for(folder, family), "--data",
+    args = [sys.executable, "-c", "from edgekit.cli import main; main()", "build", families.source_for(folder, family), "--data",
             str(folder / f"{family}.npz"), "--profile", profile, "--out", str(out), "--force", *extra]
     started = time.perf_counter()
     proc = subprocess.run(args, capture_output=True, text=True)

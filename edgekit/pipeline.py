@@ -36,7 +36,7 @@ from .stages import (check_compressible, load_data, load_source, measure, pendin
 from .validate import Reference, reference_outputs
 from .versions import tool_versions
 
-SCHEMA_VERSION = 2  # 2: report.png; export info names its tool under 'exporter' for every file
+SCHEMA_VERSION = 3  # 3: per-output figures, 'failed' formats, interleaved speed verdicts
 TRANSFER_SHARE = 0.4  # of the samples after calibration, set aside for distillation when no train split is given
 USED = ("torch", "torch-pruning", "onnx", "onnxscript", "onnxruntime", "scikit-learn", "tensorflow", "tf-keras", "onnx2tf",
         "ai-edge-litert", "ai-edge-quantizer", "tflite-micro", "matplotlib")
@@ -235,6 +235,15 @@ def _machine_notes(prof: DeviceProfile) -> list[str]:
     return []
 
 
+def _output_figures(a: Artifact) -> dict | None:
+    """Per output: its task and the figures it was judged by (every output is gated, the worst decides)."""
+    if a.validation is None:
+        return None
+    keys = ("task", "drop", "cosine", "snr_db", "mae", "max_abs_diff_source", "top1_agreement", "threshold",
+            "threshold_agreement", "above_threshold", "above_threshold_reference")
+    return {name: {k: o[k] for k in keys if k in o} for name, o in a.validation.outputs.items()}
+
+
 def _manifest(source, prof: DeviceProfile, artifacts: list[Artifact], gates, report) -> dict:
     def latency(a: Artifact) -> dict:
         b = a.bench.to_dict() if a.bench else {}
@@ -248,6 +257,7 @@ def _manifest(source, prof: DeviceProfile, artifacts: list[Artifact], gates, rep
         "files": [{"file": a.file, "format": a.format, "runtime": a.runtime, "precision": a.precision,
                    "sha256": a.sha256, "bytes": a.bytes, "iospec": a.iospec, "precision_map": a.precision_map,
                    "metrics": a.validation.metrics if a.validation else None, "metric_drop": a.drop,
+                   "outputs": _output_figures(a), "drop_decided_by": a.validation.decided_by if a.validation else None,
                    "latency": latency(a)} for a in artifacts],
         "profile": prof.to_dict(),
         "gates": [g.to_dict() for g in gates],

@@ -166,6 +166,9 @@ def test_three_head_detector(zoo, profile):
         worst = max(outputs, key=lambda n: outputs[n]["drop"])
         assert a["validation"]["decided_by"] == worst
         assert a["validation"]["drop"] == pytest.approx(outputs[worst]["drop"])
+        entry = _file(manifest, a["file"])  # every output's figures are in the manifest too
+        assert set(entry["outputs"]) == {"box", "landmarks", "prob"} and entry["drop_decided_by"] == worst
+        assert entry["outputs"]["prob"]["top1_agreement"] == outputs["prob"]["top1_agreement"]
 
 
 @pytest.mark.slow
