@@ -48,6 +48,10 @@ def _quiet_process() -> None:
         warnings.filterwarnings("ignore", category=category)
     os.environ.setdefault("TORCH_LOGS", "-onnx")  # torch reads it at import, which comes later (lazily)
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    # an export attempt that fails is logged by torch.export at ERROR with its stack; edgekit records it in
+    # build.log and tries the next exporter, so it stays off the terminal
+    for name in ("torch._guards", "torch._dynamo", "torch.fx.experimental.symbolic_shapes", "torch.export"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
     logging.getLogger().addHandler(logging.NullHandler())  # ORT's quantizer warns on the root logger
 
 

@@ -63,15 +63,26 @@ def _size(n: int) -> str:
     return f"{n / 1024:.1f} KB" if n < 1024 * 1024 else f"{n / 1024 / 1024:.2f} MB"
 
 
-def render_table(report: dict[str, Any]):
+def render_table(report: dict[str, Any], width: int = 120):
+    """The terminal table, at most ``width`` columns: the zip column goes first when it does not fit,
+    then cells wrap (file names fold, never truncate)."""
     from rich.table import Table
 
     verdict = "PASS" if report["passed"] else "FAIL"
+    rows = table_rows(report)
+    columns = list(COLUMNS)
+
+    def natural(cols) -> int:
+        idx = [COLUMNS.index(c) for c in cols]
+        return sum(max([len(c)] + [len(r[i]) for r in rows]) + 3 for c, i in zip(cols, idx)) + 1
+    if natural(columns) > width:
+        columns.remove("zip")
     table = Table(title=f"edgekit build {report['model']['name']} --profile {report['profile']['name']}: {verdict}")
-    for col in COLUMNS:
-        table.add_column(col, justify="right" if col not in ("file", "format", "gates") else "left")
-    for row in table_rows(report):
-        table.add_row(*row)
+    for col in columns:
+        table.add_column(col, justify="right" if col not in ("file", "format", "gates", "metric") else "left",
+                         overflow="fold", no_wrap=col == "file")
+    for row in rows:
+        table.add_row(*(row[COLUMNS.index(c)] for c in columns))
     return table
 
 

@@ -76,7 +76,7 @@ def measure(exported: Exported, reference: Reference, data: Data, profile: Devic
     except UsageError as exc:
         if fmt.runtime != "tflm":  # edgekit wrote this file: its runtime refusing it is edgekit's failure
             raise StageError(f"load {exported.path.name}", str(exc).replace(str(run_path), run_path.name)) from None
-        runner, info = None, replace(info, tflm=TflmCheck(False, error=str(exc)))
+        runner, info = None, replace(info, tflm=TflmCheck(False, error=str(exc).replace(str(run_path), run_path.name)))
     if getattr(runner, "notes", ()):
         info = replace(info, notes=info.notes + tuple(runner.notes))
     validation = exported.validation

@@ -148,19 +148,31 @@ def test_profiles_commands():
 
 @pytest.mark.slow
 def test_a_failing_format_is_listed_and_the_others_ship(user_models, two_input_data, fast_profile, tmp_path):
-    """onnx2tf emits a Flex op for this model: the TFLite format fails, the ONNX files ship, exit 1 names
-    the formats gate and the cause."""
-    code, _, err = run("build", f"{user_models}:make_two_inputs", "--data", two_input_data, "--profile",
-                       fast_profile, "--out", tmp_path, "--formats", "onnx,tflite")
+    """A determinant: ONNX Runtime runs it, onnx2tf can only emit TF's Flex op for it. Given as ONNX (no
+    torch module to fall back on), the TFLite format fails: the ONNX files ship, exit 1 names the formats
+    gate and the cause."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Det", ["x"], ["y"])], "det",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch"])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    onnx.save(model, str(tmp_path / "det.onnx"))
+    np.savez(tmp_path / "det.npz", x=np.random.default_rng(0).normal(size=(64, 3, 3)).astype(np.float32))
+    code, _, err = run("build", tmp_path / "det.onnx", "--data", tmp_path / "det.npz", "--profile", fast_profile,
+                       "--out", tmp_path / "out", "--formats", "onnx,tflite")
     assert code == 1, err
-    assert "formats gate MISSED on tflite: 0 of" in err and "FlexMean" in err and "Traceback" not in err
-    bundle = tmp_path / "my_models-make_two_inputs-fast"
+    assert "formats gate MISSED on tflite: 0 of 3" in err and "FlexMatrixDeterminant" in err and "Traceback" not in err
+    bundle = tmp_path / "out" / "det-fast"
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert {f["format"] for f in manifest["files"]} == {"onnx"}
     assert all((bundle / f["file"]).is_file() for f in manifest["files"])
     assert not list(bundle.glob("*.tflite"))  # nothing half-made of the failed format
     failed = manifest["failed"]
     assert failed[0]["format"] == "tflite" and failed[0]["stage"] == "export tflite" and "Flex" in failed[0]["reason"]
+    assert all(f["format"] == "tflite" for f in failed)  # the int4 and int8 TFLite files are listed as not made
     gates = {(g["name"], g["file"]): g["passed"] for g in manifest["gates"]}
     assert gates[("formats", "onnx")] is True and gates[("formats", "tflite")] is False
     assert "Files not made" in (bundle / "report.md").read_text()

@@ -89,6 +89,14 @@ def test_encoder(zoo, profile):
     fp32 = _file(manifest, "nets.onnx")
     assert fp32["iospec"]["outputs"][0]["name"] == "embedding"  # the name torch.export uses for a node of its own
     assert fp32["iospec"]["inputs"][0]["shape"][0] == "batch"  # no silent fall back to a static batch
+    if profile != "server":  # onnx2tf cannot convert the encoder: litert-torch converts the torch module
+        tfl = json.loads((bundle / "report.json").read_text())["artifacts"]
+        fp32 = next(a for a in tfl if a["file"] == "nets.tflite")
+        assert fp32["export"]["exporter"].startswith("litert-torch")
+        assert fp32["validation"]["outputs"]["embedding"]["within_tolerance"]  # matches the (pruned) twin it was made from
+        assert any(n.startswith("exporter fallback: onnx2tf cannot convert this graph") for n in fp32["export"]["notes"])
+        int8 = next(a for a in tfl if a["file"] == "nets_int8.tflite")
+        assert "dynamic_wi8_afp32" in int8["export"]["exporter"] and int8["validation"]["outputs"]["embedding"]["cosine"] > 0.99
     if profile == "mobile":
         int8 = _file(manifest, "nets_int8.onnx")
         assert int8["metrics"]["cosine"] >= 0.99, int8["metrics"]
