@@ -172,7 +172,7 @@ def run_plan(plan: BuildPlan, source: Model, reference: Reference, data: Data, p
 
     for step in plan.steps:
         name = step.format.name
-        needs = step.format.converted_from or step.format.embeds
+        needs = step.format.embeds or (step.format.converted_from if source.kind != "keras" else "")
         source_file = next((e.path for e in produced if e.format == step.format.converted_from
                             and e.precision == "fp32"), None)
         if needs and not any(e.format == needs for e in produced):

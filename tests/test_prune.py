@@ -196,7 +196,9 @@ def test_lowrank_undoes_a_swap_the_parent_cannot_run():
     assert isinstance(m.attn.out_proj, nn.Linear) and m(x).shape == (2, 5, 64)
 
 
-def test_a_second_head_whose_shape_pruning_would_change_is_refused():
+def test_every_head_is_found_and_kept_whole():
+    """Both heads of a two-head net are found (walked back from each output through autograd), so pruning
+    keeps both output shapes; a head hidden behind a later layer would still be caught by _check_outputs."""
     from edgekit.prune.chain import _check_outputs
 
     class TwoHeads(nn.Module):
@@ -215,16 +217,15 @@ def test_a_second_head_whose_shape_pruning_would_change_is_refused():
     model = torch_model(src, name="two", loader="factory", origin="test", sample_inputs={"x": np.zeros((1, 16), np.float32)})
     args = (torch.zeros(1, 16),)
     heads, protect = protected(src, args, ())
-    assert heads == ["cls"]
+    assert heads == ["embed", "cls"]
     pruned = copy.deepcopy(src)
     structured.prune_structured(pruned, args, 0.5, importance="l2", round_to=8, protect=protect)
+    _check_outputs(pruned, args, model)
+    assert pruned.body.out_features == 32 and (pruned.embed.out_features, pruned.cls.out_features) == (32, 4)
+    unprotected = copy.deepcopy(src)  # what a head left out of the protected set would do
+    structured.prune_structured(unprotected, args, 0.5, importance="l2", round_to=8, protect={"cls"})
     with pytest.raises(edgekit.UsageError, match="pruning changed output .* pass --keep"):
-        _check_outputs(pruned, args, model)
-    kept = copy.deepcopy(src)
-    _, protect = protected(kept, args, ("embed",))
-    structured.prune_structured(kept, args, 0.5, importance="l2", round_to=8, protect=protect)
-    _check_outputs(kept, args, model)
-    assert kept.body.out_features < 64 and kept.embed.out_features == 32
+        _check_outputs(unprotected, args, model)
 
 
 @pytest.fixture(scope="module")
