@@ -87,10 +87,13 @@ def _quiet_process() -> None:
 @click.option("--dynamic", metavar="INPUT=AXES[;INPUT=AXES]",
               help="Input axes that stay dynamic in the ONNX file, e.g. image=batch,2,3 (TFLite and the C "
                    "array fix them to the data's size).")
+@click.option("--static-shape", "static_shape", metavar="AXIS=SIZE[,AXIS=SIZE]",
+              help="The size TFLite and the C array fix a dynamic axis to, e.g. time=64 (default: the data's); "
+                   "the data is cut to it.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of the table.")
 def build(model, profile, weights, data, out, force, task, formats, threads, calib_samples, val_samples,
           trust_pickle, bits, calibration, int8_io, fp16_io, prune_ratio, prune_method, lowrank, share_bits, keep,
-          output_task, dynamic, as_json):
+          output_task, dynamic, static_shape, as_json):
     """Build a validated, measured bundle for MODEL (default: the built-in digits example).
 
     MODEL is FILE.py:FACTORY, package.module:FACTORY, a torch.export .pt2, a TorchScript
@@ -111,7 +114,8 @@ def build(model, profile, weights, data, out, force, task, formats, threads, cal
                            bits=int(bits) if bits else None, calibration=calibration, int8_io=int8_io, fp16_io=fp16_io,
                            prune_ratio=prune_ratio, prune_method=prune_method, lowrank=lowrank, share_bits=share_bits,
                            keep=keep or None, output_tasks=_output_tasks(output_task),
-                           dynamic=_dynamic_axes(dynamic), progress=lambda stage: status.update(f"[bold]{stage}[/]"))
+                           dynamic=_dynamic_axes(dynamic), static_shape=_static_shape(static_shape),
+                           progress=lambda stage: status.update(f"[bold]{stage}[/]"))
     if as_json:
         click.echo(json.dumps(result.report, indent=2))
     else:
@@ -251,6 +255,21 @@ def _output_tasks(text: str | None) -> dict[str, str] | None:
         except ValueError as exc:
             raise UsageError(f"--output-task {name}: {exc}") from None
         out[name] = task
+    return out
+
+
+def _static_shape(text: str | None) -> dict[str, int] | None:
+    """'time=64,height=96' -> {'time': 64, 'height': 96}."""
+    from .errors import UsageError
+
+    if not text:
+        return None
+    out = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, _, size = part.partition("=")
+        if not name or not size.isdigit() or int(size) < 1:
+            raise UsageError(f"--static-shape {part!r}: write AXIS=SIZE with a positive size, e.g. time=64")
+        out[name] = int(size)
     return out
 
 

@@ -24,8 +24,13 @@ def task_metrics(task: str, output: np.ndarray, labels: np.ndarray | None, refer
 
 
 def agreement(output: np.ndarray, reference: np.ndarray) -> dict[str, float]:
+    """Cosine (mean over samples), SNR and max |diff| of ``output`` against ``reference``. An output with one
+    value per sample (a score, a click probability) is compared as one vector over the samples: the cosine
+    of one number with another is only their sign agreement."""
     a = output.astype(np.float64).reshape(len(output), -1)
     b = reference.astype(np.float64).reshape(len(reference), -1)
+    if a.shape[1] == 1:
+        a, b = a.reshape(1, -1), b.reshape(1, -1)
     diff = a - b
     noise = float(np.sum(diff ** 2))
     snr = float("inf") if noise == 0 else 10 * np.log10(max(float(np.sum(b ** 2)), 1e-30) / noise)

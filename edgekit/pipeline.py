@@ -65,12 +65,14 @@ def build(model=None, *, profile: str | Path | DeviceProfile = "iot", weights=No
           int8_io: bool = False, fp16_io: bool = False, prune_ratio: float | None = None,
           prune_method: str | None = None, lowrank: float | None = None, share_bits: int | None = None,
           keep: tuple[str, ...] | None = None, output_tasks: dict[str, str] | None = None,
-          dynamic: dict | None = None, progress: Callable[[str], None] | None = None) -> BuildResult:
+          dynamic: dict | None = None, static_shape: dict[str, int] | None = None,
+          progress: Callable[[str], None] | None = None) -> BuildResult:
     """Build, validate, measure and gate a bundle for ``model`` on ``profile``.
 
     ``model`` is a source string (see ``load_model``), a ``Model``, or None for the built-in example.
     ``output_tasks``: output name -> what it is judged by ('distribution', 'probability:0.6',
-    'regression'); ``dynamic``: {input: {axis: name}} axes that stay dynamic in the ONNX file.
+    'regression'); ``dynamic``: {input: {axis: name}} axes that stay dynamic in the ONNX file;
+    ``static_shape``: {axis name: size} the size TFLite and the C array are fixed to (the data is cut to it).
     Returns a BuildResult; check ``result.passed`` (the CLI exits 1 when it is False).
     """
     log = io.StringIO()
@@ -95,7 +97,7 @@ def build(model=None, *, profile: str | Path | DeviceProfile = "iot", weights=No
     with stage("data", log, progress):
         distils = prof.prune.active and skipped_compression is None and prof.recover.epochs > 0
         dataset = load_data(source, arrays, data_source, task, calib_samples, val_samples,
-                            transfer=TRANSFER_SHARE if distils else 0.0)
+                            transfer=TRANSFER_SHARE if distils else 0.0, static=static_shape)
     if any(s.precisions for s in plan.steps):
         check_calibration(dataset.calibration)  # its small-sample warning is already among the data's notes
     quant_notes: list[str] = []
@@ -122,6 +124,9 @@ def build(model=None, *, profile: str | Path | DeviceProfile = "iot", weights=No
             report["speed"] = speed
             report["recommended"] = recommend(artifacts, prof.budget.max_accuracy_drop, speed)
             report["notes"] += [skipped_compression] if skipped_compression else []
+            if static_shape:
+                report["notes"].append("--static-shape " + ", ".join(f"{k}={v}" for k, v in static_shape.items())
+                                       + ": the samples were cut to that size; every file is validated there")
             report["notes"] = list(dict.fromkeys(report["notes"]))
             if compression is not None:
                 report["compression"] = compression_report(compression, artifacts, folder)

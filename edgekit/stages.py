@@ -55,12 +55,36 @@ def load_source(model, weights, data_path, trust_pickle, dynamic=None) -> tuple[
 
 
 def load_data(model: Model, arrays: dict | None, source: str, task, calib_samples, val_samples,
-              transfer: float = 0.0) -> Data:
+              transfer: float = 0.0, static: dict[str, int] | None = None) -> Data:
     if arrays is None:
         raise UsageError(f"model {model.origin} has no validation data: pass --data samples.npz (arrays named after the inputs "
                          f"{', '.join(model.iospec.input_names)} or 'x', labels in 'y') to validate the build")
+    if static:
+        arrays = at_static_shape(arrays, model, static)
     return prepare(arrays, model.iospec, source=source, task=task, calib_samples=calib_samples, val_samples=val_samples,
                    transfer=transfer)
+
+
+def at_static_shape(arrays: dict, model: Model, static: dict[str, int]) -> dict:
+    """The arrays cut to ``static`` ({dynamic axis name: size}) along those axes: TFLite and the C array are
+    fixed to that size, and every file is validated there (the ONNX file again at 3/4 of it)."""
+    named = {name: (t, axis) for t in model.iospec.inputs for axis, name in t.dynamic_axes.items() if axis > 0}
+    unknown = sorted(set(static) - set(named))
+    if unknown:
+        raise UsageError(f"--static-shape {', '.join(unknown)}: the model has no such dynamic axis (its dynamic "
+                         f"axes: {', '.join(named) or 'none besides the batch'})")
+    out = dict(arrays)
+    for name, size in static.items():
+        t, axis = named[name]
+        for key in (k for k in (t.name, "x", t.name + "_train", "x_train") if k in out):
+            have = out[key].shape[axis]
+            if size > have:
+                raise UsageError(f"--static-shape {name}={size}: the data's '{key}' has {have} along {name}; give "
+                                 f"data at least {size} long there, or a smaller size")
+            index = [slice(None)] * out[key].ndim
+            index[axis] = slice(0, size)
+            out[key] = out[key][tuple(index)]
+    return out
 
 
 def measure(exported: Exported, reference: Reference, data: Data, profile: DeviceProfile,

@@ -254,3 +254,19 @@ def test_pt2_keeps_dynamic_height_width_and_output_names(zoo, tmp_path):
         for name in ("prob_map", "box_map"):
             assert got[name].shape == tuple(want[name].shape)
             assert np.abs(got[name] - want[name].numpy()).max() < 1e-4, (size, name)
+
+
+@pytest.mark.slow
+def test_static_shape_fixes_the_tflite_axis_and_cuts_the_data(zoo):
+    code, err, manifest, bundle = build(zoo, "kws", "mobile", "--static-shape", "time=40", "--prune-method", "none")
+    assert_every_cell_accounted(code, err, manifest, bundle, FORMATS["mobile"])
+    assert _file(manifest, "nets.tflite")["iospec"]["inputs"][0]["shape"][1:] == [40, 10]
+    assert _file(manifest, "nets.onnx")["iospec"]["inputs"][0]["shape"][2] == "time"  # ONNX stays dynamic
+    report = json.loads((bundle / "report.json").read_text())
+    assert any(n.startswith("--static-shape time=40") for n in report["notes"])
+    result = CliRunner().invoke(main, ["build", families.source_for(zoo, "kws"), "--data", str(zoo / "kws.npz"),
+                                       "--static-shape", "time=64", "--out", str(zoo / "out" / "too-long")])
+    assert result.exit_code == 2 and "--static-shape time=64: the data's 'x' has 49 along time" in result.stderr
+    result = CliRunner().invoke(main, ["build", families.source_for(zoo, "kws"), "--data", str(zoo / "kws.npz"),
+                                       "--static-shape", "length=8", "--out", str(zoo / "out" / "no-axis")])
+    assert result.exit_code == 2 and "the model has no such dynamic axis (its dynamic axes: time)" in result.stderr
