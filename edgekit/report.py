@@ -80,7 +80,7 @@ def render_table(report: dict[str, Any], width: int = 120):
     table = Table(title=f"edgekit build {report['model']['name']} --profile {report['profile']['name']}: {verdict}")
     for col in columns:
         table.add_column(col, justify="right" if col not in ("file", "format", "gates", "metric") else "left",
-                         overflow="fold", no_wrap=col == "file")
+                         overflow="fold", no_wrap=col not in ("metric", "gates"))  # only these two wrap
     for row in rows:
         table.add_row(*(row[COLUMNS.index(c)] for c in columns))
     return table

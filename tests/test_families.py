@@ -22,14 +22,14 @@ warmup = 3
 runs = 30
 batch = 4
 max_seconds = 1.0
-attempt_runs = 30
-attempt_max_seconds = 0.5
+attempt_runs = 15
+attempt_max_seconds = 0.3
 [prune]
-time_box_s = 12.0
+time_box_s = 6.0
 [recover]
 epochs = 1
 [quantize]
-repair_time_box_s = 20.0
+repair_time_box_s = 10.0
 """
 
 
@@ -48,8 +48,8 @@ def zoo(tmp_path_factory) -> Path:
     return folder
 
 
-def build(zoo: Path, family: str, profile: str, *extra) -> tuple[int, str, dict | None, Path]:
-    out = zoo / "out" / f"{family}-{profile}"
+def build(zoo: Path, family: str, profile: str, *extra, tag: str = "") -> tuple[int, str, dict | None, Path]:
+    out = zoo / "out" / f"{family}-{profile}{'-' + tag if tag else ''}"
     args = ["build", families.source_for(zoo, family), "--data", str(zoo / f"{family}.npz"),
             "--profile", str(zoo / "profiles" / profile / f"{profile}.toml"), "--out", str(out), *extra]
     result = CliRunner().invoke(main, args, catch_exceptions=False)
@@ -258,7 +258,8 @@ def test_pt2_keeps_dynamic_height_width_and_output_names(zoo, tmp_path):
 
 @pytest.mark.slow
 def test_static_shape_fixes_the_tflite_axis_and_cuts_the_data(zoo):
-    code, err, manifest, bundle = build(zoo, "kws", "mobile", "--static-shape", "time=40", "--prune-method", "none")
+    code, err, manifest, bundle = build(zoo, "kws", "mobile", "--static-shape", "time=40", "--prune-method", "none",
+                                        tag="static")
     assert_every_cell_accounted(code, err, manifest, bundle, FORMATS["mobile"])
     assert _file(manifest, "nets.tflite")["iospec"]["inputs"][0]["shape"][1:] == [40, 10]
     assert _file(manifest, "nets.onnx")["iospec"]["inputs"][0]["shape"][2] == "time"  # ONNX stays dynamic
