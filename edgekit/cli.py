@@ -238,58 +238,60 @@ def profiles_show(name):
     click.echo(json.dumps(load_profile(name).to_dict(), indent=2))
 
 
+def _pairs(text: str | None, flag: str, form: str, sep: str = ",") -> list[tuple[str, str]]:
+    """'a=x,b=y' -> [('a', 'x'), ('b', 'y')]; a part without NAME= is a usage error showing ``form``."""
+    from .errors import UsageError
+
+    out = []
+    for part in filter(None, (p.strip() for p in (text or "").split(sep))):
+        name, eq, value = part.partition("=")
+        if not eq or not name or not value:
+            raise UsageError(f"{flag} {part!r}: write {form}")
+        out.append((name, value))
+    return out
+
+
 def _output_tasks(text: str | None) -> dict[str, str] | None:
     """'prob=probability:0.6,box=regression' -> {'prob': 'probability:0.6', 'box': 'regression'}."""
     from .errors import UsageError
     from .metrics import parse_output_task
 
-    if not text:
-        return None
     out = {}
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        name, sep, task = part.partition("=")
-        if not sep or not name:
-            raise UsageError(f"--output-task {part!r}: write NAME=TASK, e.g. prob=probability:0.6")
+    for name, task in _pairs(text, "--output-task", "NAME=TASK, e.g. prob=probability:0.6"):
         try:
             parse_output_task(task)
         except ValueError as exc:
             raise UsageError(f"--output-task {name}: {exc}") from None
         out[name] = task
-    return out
+    return out or None
 
 
 def _static_shape(text: str | None) -> dict[str, int] | None:
     """'time=64,height=96' -> {'time': 64, 'height': 96}."""
     from .errors import UsageError
 
-    if not text:
-        return None
+    form = "AXIS=SIZE with a positive size, e.g. time=64"
     out = {}
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        name, _, size = part.partition("=")
-        if not name or not size.isdigit() or int(size) < 1:
-            raise UsageError(f"--static-shape {part!r}: write AXIS=SIZE with a positive size, e.g. time=64")
+    for name, size in _pairs(text, "--static-shape", form):
+        if not size.isdigit() or int(size) < 1:
+            raise UsageError(f"--static-shape {name}={size}: write {form}")
         out[name] = int(size)
-    return out
+    return out or None
 
 
 def _dynamic_axes(text: str | None) -> dict | None:
     """'image=batch,2,3' -> {'image': {0: 'batch', 2: 'image_dim2', 3: 'image_dim3'}}."""
     from .errors import UsageError
 
-    if not text:
-        return None
+    form = "INPUT=AXES with axis numbers, e.g. image=batch,2,3"
     out = {}
-    for part in filter(None, (p.strip() for p in text.split(";"))):
-        name, sep, axes = part.partition("=")
+    for name, axes in _pairs(text, "--dynamic", form, sep=";"):
         try:
             out[name] = {0 if a.strip() == "batch" else int(a): "batch" if a.strip() in ("batch", "0")
                          else f"{name}_dim{int(a)}" for a in axes.split(",") if a.strip()}
         except ValueError:
-            raise UsageError(f"--dynamic {part!r}: write INPUT=AXES with axis numbers, e.g. image=batch,2,3") from None
-        if not sep or not out[name]:
-            raise UsageError(f"--dynamic {part!r}: write INPUT=AXES, e.g. image=batch,2,3")
-    return out
+            raise UsageError(f"--dynamic {name}={axes}: write {form}") from None
+    return out or None
 
 
 def _console(stderr: bool = True):

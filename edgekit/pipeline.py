@@ -100,7 +100,6 @@ def build(model=None, *, profile: str | Path | DeviceProfile = "iot", weights=No
                             transfer=TRANSFER_SHARE if distils else 0.0, static=static_shape)
     if any(s.precisions for s in plan.steps):
         check_calibration(dataset.calibration)  # its small-sample warning is already among the data's notes
-    quant_notes: list[str] = []
     with stage("reference", log, progress):
         reference = reference_outputs(source, dataset, prof.target.resolved_threads,
                                       {**prof.outputs, **dict(output_tasks or {})})
@@ -119,7 +118,7 @@ def build(model=None, *, profile: str | Path | DeviceProfile = "iot", weights=No
             gates = evaluate(prof, artifacts, failures=failures, planned=planned_files(plan))
             report = _report(source, prof, dataset, reference, artifacts, gates, final, wanted, overrides, started)
             report["pending"] = list(plan.skipped) + report["pending"]
-            report["notes"] += quant_notes + quantization_notes(prof, artifacts)
+            report["notes"] += quantization_notes(prof, artifacts)
             report["failed"] = [f.to_dict() for f in failures]
             report["speed"] = speed
             report["recommended"] = recommend(artifacts, prof.budget.max_accuracy_drop, speed)

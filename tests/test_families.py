@@ -236,7 +236,6 @@ def test_pt2_keeps_dynamic_height_width_and_output_names(zoo, tmp_path):
     program = torch.export.export(Named().eval(), (torch.zeros(2, 3, 48, 64),),
                                   dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=64), 2: auto, 3: auto},))
     torch.export.save(program, str(tmp_path / "fcn.pt2"))
-    code, err, manifest, bundle = None, None, None, None
     result = CliRunner().invoke(main, ["build", str(tmp_path / "fcn.pt2"), "--data", str(zoo / "fcn.npz"),
                                        "--profile", str(zoo / "profiles" / "server" / "server.toml"),
                                        "--out", str(tmp_path / "out")], catch_exceptions=False)

@@ -2,8 +2,6 @@
 pruning granularity, transfer splits, and the smaller findings of the model-family pass, each with a number
 or an exact error line."""
 import json
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
