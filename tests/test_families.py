@@ -13,6 +13,7 @@ from click.testing import CliRunner
 
 from edgekit.cli import main
 from edgekit.examples import families
+from edgekit.tflite_info import read_tflite
 
 PROFILES = ("mobile", "iot", "server")
 LIGHT = """name = "{name}"
@@ -177,6 +178,11 @@ def test_three_head_detector(zoo, profile):
         entry = _file(manifest, a["file"])  # every output's figures are in the manifest too
         assert set(entry["outputs"]) == {"box", "landmarks", "prob"} and entry["drop_decided_by"] == worst
         assert entry["outputs"]["prob"]["top1_agreement"] == outputs["prob"]["top1_agreement"]
+        if a["format"] == "tflite":  # the ceil-mode pools reach onnx2tf as edge repetition: no PADV2, and
+            assert not any("XNNPACK" in n for n in a["bench"].get("notes", [])), a["bench"]  # XNNPACK runs it
+    if "tflite" in FORMATS[profile]:
+        assert "PADV2" not in read_tflite(bundle / "nets.tflite").ops
+        assert "edge repetition" in json.dumps(next(a for a in report["artifacts"] if a["file"] == "nets.tflite"))
 
 
 @pytest.mark.slow

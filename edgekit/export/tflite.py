@@ -19,6 +19,7 @@ import numpy as np
 from ..errors import StageError
 from ..iospec import IOSpec, layout_fit
 from ..results import ExportInfo
+from .onnx_lower import lower_padded_pools
 from .job import Exported, ExportJob
 
 
@@ -99,6 +100,7 @@ def export_tflite_onnx2tf(job: ExportJob) -> list[Exported]:
     samples = _offline_samples(job, work.with_suffix(".npz"))
     graph, fixed = fix_dynamic_axes(job.reference_onnx, job.model.iospec, job.calibration,
                                     job.scratch / f"{job.model.name}-static.onnx")
+    graph, lowered = lower_padded_pools(graph, job.scratch / f"{job.model.name}-lowered.onnx")
     try:
         made = job.tf.call("onnx2tf", "export tflite", onnx=str(graph.resolve()), out_dir=str(work.resolve()),
                            samples=samples)
@@ -119,6 +121,9 @@ def export_tflite_onnx2tf(job: ExportJob) -> list[Exported]:
     shutil.copyfile(made["fp32"], target)
     check_builtin_ops(target, "export tflite", "onnx2tf")
     notes = (f"axes fixed for TFLite (it plans memory for one shape): {fixed}",) if fixed else ()
+    if lowered:
+        notes += (f"{lowered} padded or ceil-mode MaxPool node(s) given to onnx2tf as edge repetition and an "
+                  "unpadded pool (the same numbers), so XNNPACK can run them",)
     info = ExportInfo(f"onnx2tf {made['version']}", made_from=job.reference_onnx.name, notes=notes,
                       details={"fixed_axes": fixed} if fixed else {})
     return [Exported(target, "tflite", "fp32", info, map_to_source(target, job.model.iospec),
