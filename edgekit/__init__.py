@@ -13,7 +13,9 @@ Layers. An import goes down this list, never up, and no modules import each othe
   4 measure     validate bench bench_worker compare gates recommend report report_plot inspect_file
   5 search/     the pruning back-off, the int8 arrangement choice and the repair ladder
   6 pipeline    plan stages pipeline validation_api
-  7 cli
+  7 serve/      the KServe v2 app (batcher, cache, metrics), uvicorn, Ray Serve, Triton repositories;
+                never torch or TensorFlow: a server loads a bundle, not a model
+  8 cli         cli cli_serve
 """
 __version__ = "0.1.0"
 

@@ -313,3 +313,13 @@ def _print_pairs(title: str, rows) -> None:
     for key, value in rows:
         table.add_row(escape(str(key)), escape(str(value)))
     _console(stderr=False).print(table)
+
+
+def _add_serving() -> None:
+    from .cli_serve import export_group, serve_cmd
+
+    main.add_command(serve_cmd)
+    main.add_command(export_group)
+
+
+_add_serving()

@@ -145,8 +145,11 @@ def pending_settings(profile: DeviceProfile, formats: tuple[str, ...]) -> list[s
     """Profile settings that later stages will apply, said out loud instead of skipped."""
     out = []
     if profile.target.accelerator == "gpu-if-present":
-        out.append("GPU execution (target.accelerator = gpu-if-present): not applied yet; files are run and "
-                   "timed on the CPU")
+        from .runtimes.ort import cuda_available
+
+        out.append("GPU found (onnxruntime's CUDA provider): the build validates and times on the CPU; "
+                   "`edgekit serve` runs the files on CUDA, or TensorRT with --device tensorrt"
+                   if cuda_available() else "no GPU found: CPU path (target.accelerator = gpu-if-present)")
     for name in formats:
         if name not in formats_with_exporters():
             out.append(f"format '{name}': not applied yet (no exporter registered)")

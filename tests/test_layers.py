@@ -15,7 +15,8 @@ LAYERS = [
     ("measure", {"validate", "bench", "bench_worker", "compare", "gates", "recommend", "report", "report_plot", "inspect_file"}),
     ("search", {"search"}),
     ("pipeline", {"plan", "stages", "pipeline", "validation_api"}),
-    ("cli", {"cli"}),
+    ("serve", {"serve"}),
+    ("cli", {"cli", "cli_serve"}),
 ]
 
 

@@ -44,21 +44,27 @@ class TflmRunner:
         if errors:
             raise UsageError(f"{self.path}: TFLite-Micro cannot load it: {_first(errors[0] + chr(10) + log)}")
         from .litert import LiteRTRunner
-        self.file_spec = mapping or LiteRTRunner(self.path).file_spec
+        own = LiteRTRunner(self.path).file_spec  # the file's tensors in its subgraph order, as TFLM indexes them
+        self.file_spec = mapping or own
+        try:  # a mapping may list them in another order (TF orders signature outputs by name): index by name
+            self._in_pos = [[t.name for t in own.inputs].index(t.name) for t in self.file_spec.inputs]
+            self._out_pos = [[t.name for t in own.outputs].index(t.name) for t in self.file_spec.outputs]
+        except ValueError:
+            raise UsageError(f"{self.path}: the mapping names tensors the file does not have") from None
         self.iospec = source_view(self.file_spec)
         self.threads = 1
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         arrays = [to_file(t, np.asarray(inputs[t.source_name or t.name])) for t in self.file_spec.inputs]
-        qin = [_quant(self.interp.get_input_details(k)) for k in range(len(arrays))]
-        qout = [_quant(self.interp.get_output_details(k)) for k in range(len(self.file_spec.outputs))]
+        qin = [_quant(self.interp.get_input_details(k)) for k in self._in_pos]
+        qout = [_quant(self.interp.get_output_details(k)) for k in self._out_pos]
         outs: list[list[np.ndarray]] = [[] for _ in self.file_spec.outputs]
         for i in range(len(arrays[0])):
             for k, (t, a) in enumerate(zip(self.file_spec.inputs, arrays)):
-                self.interp.set_input(quantize_in(a[i:i + 1], t.dtype, *qin[k]), k)
+                self.interp.set_input(quantize_in(a[i:i + 1], t.dtype, *qin[k]), self._in_pos[k])
             self.interp.invoke()
-            for k in range(len(self.file_spec.outputs)):
-                outs[k].append(dequantize_out(np.array(self.interp.get_output(k)), *qout[k]))
+            for k, pos in enumerate(self._out_pos):
+                outs[k].append(dequantize_out(np.array(self.interp.get_output(pos)), *qout[k]))
         return {t.source_name or t.name: to_source(t, np.concatenate(o, axis=0))
                 for t, o in zip(self.file_spec.outputs, outs)}
 

@@ -1,0 +1,206 @@
+"""``App``: an ASGI app (Starlette) that serves one bundle over the KServe v2 protocol, with the dynamic
+batcher, the response cache, backpressure and Prometheus metrics. Mount it in your own app or run it with
+``edgekit serve`` (uvicorn).
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+from pathlib import Path
+
+from .. import __version__
+from ..errors import UsageError
+from .batcher import Batcher, DeadlineExceeded, QueueFull
+from .cache import ResponseCache, cache_key
+from .protocol import HEADER_LENGTH, BadRequest, decode, encode
+
+EXTENSIONS = ["binary_tensor_data", "model_configuration", "statistics"]
+
+
+def _import_starlette():
+    try:
+        import prometheus_client  # noqa: F401
+        import starlette  # noqa: F401
+    except ImportError as exc:
+        raise UsageError(f"serving needs the serve extra ({exc.name} is not installed): "
+                         "pip install 'edgekit[serve]'") from None
+
+
+class App:
+    """Serve ``bundle`` (a folder with manifest.json). Every option is the CLI's (``edgekit serve --help``)."""
+
+    def __init__(self, bundle: str | Path, *, runtime: str = "auto", device: str = "auto", max_batch: int = 32,
+                 max_delay_ms: float = 2.0, queue: int = 256, timeout_ms: float = 1000.0, cache_mb: float = 64.0,
+                 cache_ttl_s: float | None = None, workers: int = 1, threads: int | None = None,
+                 max_body_mb: float = 64.0, retry_after_s: int = 1):
+        _import_starlette()
+        from starlette.applications import Starlette
+        from starlette.routing import Route
+
+        from .metrics import Metrics
+        from .model import open_model
+
+        if max_batch < 1 or queue < 1 or workers < 1 or timeout_ms <= 0 or cache_mb < 0:
+            raise UsageError("max_batch, queue and workers must be at least 1, timeout_ms above 0, cache_mb >= 0")
+        self.model = open_model(bundle, runtime=runtime, device=device, workers=workers, threads=threads,
+                                max_batch=max_batch)
+        self.metrics = Metrics(self.model.name)
+        self.metrics.info.info({"file": self.model.file.name, "runtime": self.model.runtime,
+                                "execution_provider": self.model.provider, "device": self.model.device,
+                                "precision": self.model.precision, "sha256": self.model.sha256})
+        self.batcher = Batcher(self.model.runners, max_batch=max_batch, max_delay_s=max_delay_ms / 1000.0,
+                               queue=queue, batchable=self.model.batchable, on_batch=self.metrics.batch)
+        self.cache = ResponseCache(int(cache_mb * 2 ** 20), cache_ttl_s, on_event=self.metrics.cache_event)
+        self.timeout_s = timeout_ms / 1000.0
+        self.max_body = int(max_body_mb * 2 ** 20)
+        self.retry_after = str(int(retry_after_s))
+        self.active = 0  # admitted requests not yet answered
+        self.draining = False
+        self.ready = True  # the sessions were warmed up at the smallest and the largest batch
+        name = "/v2/models/{name}"
+        versioned = "/v2/models/{name}/versions/{version}"
+        routes = [Route("/v2", self.server_metadata), Route("/v2/health/live", self.live),
+                  Route("/v2/health/ready", self.ready_check), Route("/metrics", self.metrics_page)]
+        for base in (name, versioned):
+            routes += [Route(base, self.model_metadata), Route(base + "/ready", self.model_ready),
+                       Route(base + "/config", self.model_config), Route(base + "/stats", self.model_stats),
+                       Route(base + "/infer", self.infer, methods=["POST"])]
+        self.app = Starlette(routes=routes, lifespan=self._lifespan)
+
+    async def __call__(self, scope, receive, send):
+        await self.app(scope, receive, send)
+
+    # lifecycle -----------------------------------------------------------------------------------
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, app):
+        yield
+        await self.batcher.close()
+
+    def drain(self) -> None:
+        """Readiness turns false and new requests get 503; admitted ones are still answered."""
+        self.draining = True
+
+    @property
+    def idle(self) -> bool:
+        return self.active == 0 and self.batcher.idle
+
+    # small endpoints -----------------------------------------------------------------------------
+    async def server_metadata(self, request):
+        return _json({"name": "edgekit", "version": __version__, "extensions": EXTENSIONS})
+
+    async def live(self, request):
+        return _json({"live": True})
+
+    async def ready_check(self, request):
+        ok = self.ready and not self.draining
+        return _json({"ready": ok}, 200 if ok else 503)
+
+    async def model_metadata(self, request):
+        return self._known(request) or _json(self.model.metadata())
+
+    async def model_ready(self, request):
+        ok = self.ready and not self.draining
+        return self._known(request) or _json({"name": self.model.name, "ready": ok}, 200 if ok else 503)
+
+    async def model_config(self, request):
+        from .triton import model_config
+
+        return self._known(request) or _json(model_config(self.model, self.batcher.max_batch,
+                                                          self.batcher.max_delay_s * 1e6, self.batcher.capacity,
+                                                          int(self.timeout_s * 1e6), len(self.model.runners)))
+
+    async def model_stats(self, request):
+        c = self.cache.stats
+        return self._known(request) or _json({"model_stats": [{
+            "name": self.model.name, "version": "1", "queue_depth": self.batcher.depth,
+            "cache": {"hits": c.hits, "misses": c.misses, "shared": c.shared, "evictions": c.evictions,
+                      "bytes": self.cache.bytes, "entries": len(self.cache)}}]})
+
+    async def metrics_page(self, request):
+        from starlette.responses import Response
+
+        self.metrics.depth.labels(self.model.name).set(self.batcher.depth)
+        return Response(self.metrics.exposition(), media_type="text/plain; version=0.0.4")
+
+    def _known(self, request):
+        name = request.path_params["name"]
+        version = request.path_params.get("version")
+        if name != self.model.name or version not in (None, "1"):
+            what = f"model {name!r}" + (f" version {version!r}" if version else "")
+            return _json({"error": f"unknown {what}; this server serves {self.model.name!r} version 1"}, 404)
+        return None
+
+    # inference -----------------------------------------------------------------------------------
+    async def infer(self, request):
+        start = time.monotonic()
+        unknown = self._known(request)
+        if unknown is not None:
+            self.metrics.answered(404)
+            return unknown
+        if self.draining:
+            return self._reject(503, "shutting_down", "the server is shutting down; retry on another replica")
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_body:
+            self.metrics.answered(400)
+            return _json({"error": f"the request body of {length} bytes is over the limit of {self.max_body}"}, 400)
+        try:
+            self.batcher.admit()  # before the body is read: a full queue costs the server nothing
+        except QueueFull:
+            return self._reject(503, "queue_full", f"the queue is full ({self.batcher.capacity} requests); "
+                                                   f"retry after {self.retry_after} s")
+        self.active += 1
+        try:
+            return await self._admitted(request, start)
+        finally:
+            self.active -= 1
+
+    async def _admitted(self, request, start: float):
+        from starlette.responses import Response
+
+        try:
+            body = await _read(request, self.max_body)
+            parsed = decode(body, request.headers.get(HEADER_LENGTH), self.model.iospec)
+        except BadRequest as exc:
+            self.batcher.release()
+            self.metrics.answered(exc.status)
+            return _json({"error": str(exc)}, exc.status)
+        deadline = start + self.timeout_s
+        key = cache_key(self.model.sha256, parsed.inputs)
+        try:
+            outputs, how = await self.cache.lookup(key, lambda: self.batcher.submit(parsed.inputs, deadline))
+        except DeadlineExceeded:
+            self.metrics.rejected("deadline")
+            self.metrics.answered(504, time.monotonic() - start)
+            return _json({"error": f"the request waited past its {self.timeout_s * 1000:g} ms deadline; "
+                                   "it was not run"}, 504)
+        except Exception as exc:  # the runtime failed on this batch; the server keeps serving
+            self.metrics.answered(500, time.monotonic() - start)
+            return _json({"error": f"inference failed: {type(exc).__name__}: {str(exc)[:300]}"}, 500)
+        if how != "miss":
+            self.batcher.release()  # answered from the cache: it never took its queue slot
+        payload, header = encode(parsed, outputs, self.model.name)
+        headers = {HEADER_LENGTH: str(header)} if header is not None else {}
+        self.metrics.answered(200, time.monotonic() - start)
+        return Response(payload, headers=headers,
+                        media_type="application/octet-stream" if header is not None else "application/json")
+
+    def _reject(self, code: int, reason: str, message: str):
+        self.metrics.rejected(reason)
+        self.metrics.answered(code)
+        return _json({"error": message}, code, {"Retry-After": self.retry_after})
+
+
+async def _read(request, limit: int) -> bytes:
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BadRequest(f"the request body is over the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _json(body, status: int = 200, headers: dict | None = None):
+    from starlette.responses import JSONResponse
+
+    return JSONResponse(body, status_code=status, headers=headers)
