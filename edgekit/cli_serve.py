@@ -49,7 +49,8 @@ def serve_cmd(bundle, host, port, runtime, device, max_batch, max_delay_ms, queu
              f"  batching: {'dynamic, up to ' + str(max_batch) if m.batchable else m.why_unbatched}; queue {queue}; "
              f"timeout {timeout_ms:g} ms; cache {cache_mb:g} MB", *(f"  {n}" for n in m.notes)]
     click.echo("\n".join(lines), err=True)
-    serve(app, host, port, on_ready=lambda: click.echo(f"ready: http://{host}:{port}/v2/models/{m.name}", err=True))
+    serve(app, host, port, on_ready=lambda: click.echo(f"ready: http://{host}:{port}/v2/models/{m.name}", err=True),
+          on_exit=lambda summary: click.echo(f"edgekit serve: {summary}", err=True))
 
 
 @click.group("export")

@@ -18,12 +18,11 @@ EXTENSIONS = ["binary_tensor_data", "model_configuration", "statistics"]
 
 
 def _import_starlette():
-    try:
-        import prometheus_client  # noqa: F401
-        import starlette  # noqa: F401
-    except ImportError as exc:
-        raise UsageError(f"serving needs the serve extra ({exc.name} is not installed): "
-                         "pip install 'edgekit[serve]'") from None
+    import importlib.util
+
+    for name in ("starlette", "uvicorn", "prometheus_client"):
+        if importlib.util.find_spec(name) is None:
+            raise UsageError(f"serving needs the serve extra ({name} is not installed): pip install 'edgekit[serve]'")
 
 
 class App:
@@ -56,6 +55,9 @@ class App:
         self.retry_after = str(int(retry_after_s))
         self.active = 0  # admitted requests not yet answered
         self.draining = False
+        self.drain_admitted = 0  # admitted and unanswered when the drain began
+        self.drain_answered: dict[int, int] = {}  # how those were answered, by code
+        self._drain_started = float("inf")
         self.ready = True  # the sessions were warmed up at the smallest and the largest batch
         name = "/v2/models/{name}"
         versioned = "/v2/models/{name}/versions/{version}"
@@ -78,7 +80,14 @@ class App:
 
     def drain(self) -> None:
         """Readiness turns false and new requests get 503; admitted ones are still answered."""
-        self.draining = True
+        if not self.draining:
+            self.draining = True
+            self._drain_started = time.monotonic()
+            self.drain_admitted = self.active
+
+    def drain_summary(self) -> str:
+        answered = ", ".join(f"{n} with {code}" for code, n in sorted(self.drain_answered.items())) or "none"
+        return (f"drained: {self.drain_admitted} request(s) admitted before the signal, answered: {answered}")
 
     @property
     def idle(self) -> bool:
@@ -149,10 +158,15 @@ class App:
             return self._reject(503, "queue_full", f"the queue is full ({self.batcher.capacity} requests); "
                                                    f"retry after {self.retry_after} s")
         self.active += 1
+        response = None
         try:
-            return await self._admitted(request, start)
+            response = await self._admitted(request, start)
+            return response
         finally:
             self.active -= 1
+            if self.draining and start < self._drain_started:
+                code = response.status_code if response is not None else 500
+                self.drain_answered[code] = self.drain_answered.get(code, 0) + 1
 
     async def _admitted(self, request, start: float):
         from starlette.responses import Response

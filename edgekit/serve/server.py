@@ -35,11 +35,14 @@ def make_server(app, host: str = "127.0.0.1", port: int = 8000, drain_timeout_s:
     return DrainingServer(config)
 
 
-def serve(app, host: str = "127.0.0.1", port: int = 8000, drain_timeout_s: float = 30.0, on_ready=None) -> None:
+def serve(app, host: str = "127.0.0.1", port: int = 8000, drain_timeout_s: float = 30.0, on_ready=None,
+          on_exit=None) -> None:
     server = make_server(app, host, port, drain_timeout_s)
     if on_ready is not None:
         _announce_when_started(server, on_ready)
     server.run()
+    if on_exit is not None and app.draining:
+        on_exit(app.drain_summary())
 
 
 def _announce_when_started(server, on_ready) -> None:
