@@ -5,6 +5,7 @@ batcher, the response cache, backpressure and Prometheus metrics. Mount it in yo
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from .cache import ResponseCache, cache_key
 from .protocol import HEADER_LENGTH, BadRequest, decode, encode
 
 EXTENSIONS = ["binary_tensor_data", "model_configuration", "statistics"]
+INLINE_BELOW_MS = 0.3  # one session whose largest batch runs faster than this runs on the event loop
 
 
 def _import_starlette():
@@ -48,7 +50,8 @@ class App:
                                 "execution_provider": self.model.provider, "device": self.model.device,
                                 "precision": self.model.precision, "sha256": self.model.sha256})
         self.batcher = Batcher(self.model.runners, max_batch=max_batch, max_delay_s=max_delay_ms / 1000.0,
-                               queue=queue, batchable=self.model.batchable, on_batch=self.metrics.batch)
+                               queue=queue, batchable=self.model.batchable, on_batch=self.metrics.batch,
+                               inline=self.model.largest_batch_ms < INLINE_BELOW_MS)
         self.cache = ResponseCache(int(cache_mb * 2 ** 20), cache_ttl_s, on_event=self.metrics.cache_event)
         self.timeout_s = timeout_ms / 1000.0
         self.max_body = int(max_body_mb * 2 ** 20)
@@ -68,8 +71,17 @@ class App:
                        Route(base + "/config", self.model_config), Route(base + "/stats", self.model_stats),
                        Route(base + "/infer", self.infer, methods=["POST"])]
         self.app = Starlette(routes=routes, lifespan=self._lifespan)
+        self._infer_paths = {f"/v2/models/{self.model.name}/infer", f"/v2/models/{self.model.name}/versions/1/infer"}
 
     async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["method"] == "POST":
+            path = scope["path"]
+            root = scope.get("root_path", "")
+            if root and path.startswith(root):
+                path = path[len(root):]
+            if path in self._infer_paths:
+                await self._fast_infer(scope, receive, send)
+                return
         await self.app(scope, receive, send)
 
     # lifecycle -----------------------------------------------------------------------------------
@@ -141,77 +153,109 @@ class App:
 
     # inference -----------------------------------------------------------------------------------
     async def infer(self, request):
-        start = time.monotonic()
+        """The Starlette route: unknown models and versions (known ones take the fast path in ``__call__``)."""
         unknown = self._known(request)
         if unknown is not None:
             self.metrics.answered(404)
             return unknown
+        from starlette.responses import Response
+
+        status, headers, payload = await self._infer(request.headers.get, request.stream())
+        return Response(payload, status_code=status, headers=dict(headers))
+
+    async def _fast_infer(self, scope, receive, send) -> None:
+        """POST .../infer for the served model straight on ASGI: no routing or request objects per call."""
+        wanted = {b"content-length": None, HEADER_LENGTH.encode(): None}
+        for key, value in scope["headers"]:
+            if key in wanted:
+                wanted[key] = value.decode("latin-1")
+
+        async def chunks():
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise BadRequest("the client went away before its request body arrived")
+                yield message.get("body", b"")
+                if not message.get("more_body", False):
+                    return
+        status, headers, payload = await self._infer(lambda k: wanted.get(k.encode()), chunks())
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(k.encode(), v.encode()) for k, v in headers] +
+                               [(b"content-length", str(len(payload)).encode())]})
+        await send({"type": "http.response.body", "body": payload})
+
+    async def _infer(self, header, body) -> tuple[int, list[tuple[str, str]], bytes]:
+        """One inference request, transport-neutral: ``header(name)`` reads a lower-case request header and
+        ``body`` yields the body's chunks. Answers (status, headers, payload)."""
+        start = time.monotonic()
         if self.draining:
             return self._reject(503, "shutting_down", "the server is shutting down; retry on another replica")
-        length = request.headers.get("content-length")
+        length = header("content-length")
         if length is not None and length.isdigit() and int(length) > self.max_body:
-            self.metrics.answered(400)
-            return _json({"error": f"the request body of {length} bytes is over the limit of {self.max_body}"}, 400)
+            return self._error(400, f"the request body of {length} bytes is over the limit of {self.max_body}")
         try:
             self.batcher.admit()  # before the body is read: a full queue costs the server nothing
         except QueueFull:
             return self._reject(503, "queue_full", f"the queue is full ({self.batcher.capacity} requests); "
                                                    f"retry after {self.retry_after} s")
         self.active += 1
-        response = None
+        status = 500
         try:
-            response = await self._admitted(request, start)
-            return response
+            status, headers, payload = await self._admitted(header, body, start)
+            return status, headers, payload
         finally:
             self.active -= 1
             if self.draining and start < self._drain_started:
-                code = response.status_code if response is not None else 500
-                self.drain_answered[code] = self.drain_answered.get(code, 0) + 1
+                self.drain_answered[status] = self.drain_answered.get(status, 0) + 1
 
-    async def _admitted(self, request, start: float):
-        from starlette.responses import Response
-
+    async def _admitted(self, header, body, start: float):
         try:
-            body = await _read(request, self.max_body)
-            parsed = decode(body, request.headers.get(HEADER_LENGTH), self.model.iospec)
+            raw = await _read(body, self.max_body)
+            parsed = decode(raw, header(HEADER_LENGTH), self.model.iospec)
         except BadRequest as exc:
             self.batcher.release()
-            self.metrics.answered(exc.status)
-            return _json({"error": str(exc)}, exc.status)
+            return self._error(exc.status, str(exc))
         deadline = start + self.timeout_s
-        key = cache_key(self.model.sha256, parsed.inputs)
+
+        def compute():
+            return self.batcher.submit(parsed.inputs, deadline)
         try:
-            outputs, how = await self.cache.lookup(key, lambda: self.batcher.submit(parsed.inputs, deadline))
+            if self.cache.enabled:
+                outputs, how = await self.cache.lookup(cache_key(self.model.sha256, parsed.inputs), compute)
+            else:
+                outputs, how = await compute(), "miss"
         except DeadlineExceeded:
             self.metrics.rejected("deadline")
-            self.metrics.answered(504, time.monotonic() - start)
-            return _json({"error": f"the request waited past its {self.timeout_s * 1000:g} ms deadline; "
-                                   "it was not run"}, 504)
+            return self._error(504, f"the request waited past its {self.timeout_s * 1000:g} ms deadline; "
+                                    "it was not run", start)
         except Exception as exc:  # the runtime failed on this batch; the server keeps serving
-            self.metrics.answered(500, time.monotonic() - start)
-            return _json({"error": f"inference failed: {type(exc).__name__}: {str(exc)[:300]}"}, 500)
+            return self._error(500, f"inference failed: {type(exc).__name__}: {str(exc)[:300]}", start)
         if how != "miss":
             self.batcher.release()  # answered from the cache: it never took its queue slot
-        payload, header = encode(parsed, outputs, self.model.name)
-        headers = {HEADER_LENGTH: str(header)} if header is not None else {}
+        payload, json_length = encode(parsed, outputs, self.model.name)
         self.metrics.answered(200, time.monotonic() - start)
-        return Response(payload, headers=headers,
-                        media_type="application/octet-stream" if header is not None else "application/json")
+        if json_length is None:
+            return 200, [("content-type", "application/json")], payload
+        return 200, [("content-type", "application/octet-stream"), (HEADER_LENGTH, str(json_length))], payload
+
+    def _error(self, code: int, message: str, start: float | None = None):
+        self.metrics.answered(code, None if start is None else time.monotonic() - start)
+        return code, [("content-type", "application/json")], json.dumps({"error": message}).encode()
 
     def _reject(self, code: int, reason: str, message: str):
         self.metrics.rejected(reason)
-        self.metrics.answered(code)
-        return _json({"error": message}, code, {"Retry-After": self.retry_after})
+        status, headers, payload = self._error(code, message)
+        return status, headers + [("retry-after", self.retry_after)], payload
 
 
-async def _read(request, limit: int) -> bytes:
-    chunks, size = [], 0
-    async for chunk in request.stream():
+async def _read(chunks, limit: int) -> bytes:
+    parts, size = [], 0
+    async for chunk in chunks:
         size += len(chunk)
         if size > limit:
             raise BadRequest(f"the request body is over the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+        parts.append(chunk)
+    return b"".join(parts)
 
 
 def _json(body, status: int = 200, headers: dict | None = None):

@@ -7,6 +7,8 @@
 - A request whose deadline passes before its batch starts is answered with ``DeadlineExceeded`` and never
   run; one whose batch has started gets its result.
 - ``admit`` reserves a queue slot before the request body is read: the queue never grows past ``queue``.
+- ``inline``: with one session whose largest batch runs in well under a millisecond, batches run on the
+  event loop itself; handing them to a thread would cost more than running them.
 """
 from __future__ import annotations
 
@@ -51,7 +53,7 @@ class Batcher:
     """``runners``: one per session (each is called from its own thread, one batch at a time)."""
 
     def __init__(self, runners: list, *, max_batch: int, max_delay_s: float, queue: int, batchable: bool,
-                 clock=time.monotonic, on_batch=None):
+                 clock=time.monotonic, on_batch=None, inline: bool = False):
         if max_batch < 1 or queue < 1 or not runners:
             raise ValueError("max_batch and queue must be at least 1, with at least one runner")
         self.runners = runners
@@ -61,6 +63,7 @@ class Batcher:
         self.capacity = queue
         self.clock = clock
         self.on_batch = on_batch or (lambda record: None)
+        self.inline = inline and len(runners) == 1  # a batch so short that a thread hop costs more than it
         self.reserved = 0  # admitted requests not yet in a batch (queued, or still sending their body)
         self.running = 0
         self._queue: deque[_Item] = deque()
@@ -97,13 +100,17 @@ class Batcher:
         item = _Item(inputs, samples, group, deadline, self.clock(), loop.create_future())
         self._queue.append(item)
         self._arrived.set()
+        timer = loop.call_later(max(0.0, deadline - self.clock()), self._expire, item)
         try:
-            return await asyncio.wait_for(asyncio.shield(item.future), max(0.0, deadline - self.clock()))
-        except asyncio.TimeoutError:
-            if item.started:  # its batch is running: it is answered, not dropped
-                return await item.future
+            return await item.future
+        finally:
+            timer.cancel()
+
+    def _expire(self, item: _Item) -> None:
+        """The deadline passed: a request whose batch has not started is answered and never run."""
+        if not item.started and not item.future.done():
             self._drop(item)
-            raise DeadlineExceeded from None
+            item.future.set_exception(DeadlineExceeded())
 
     def _drop(self, item: _Item) -> None:
         if not item.dropped and not item.started:
@@ -190,7 +197,10 @@ class Batcher:
             record = BatchRecord(len(live), sum(i.samples for i in live), [now - i.enqueued for i in live])
             self.running += 1
             try:
-                outputs = await loop.run_in_executor(self._pool, _run, runner, [i.inputs for i in live])
+                if self.inline:
+                    outputs = _run(runner, [i.inputs for i in live])
+                else:
+                    outputs = await loop.run_in_executor(self._pool, _run, runner, [i.inputs for i in live])
             except Exception as exc:  # a runtime failure answers this batch's requests, the server goes on
                 for item in live:
                     if not item.future.done():

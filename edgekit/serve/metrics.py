@@ -36,26 +36,41 @@ class Metrics:
         self.depth = Gauge("edgekit_queue_depth", "Requests admitted and not yet running", ["model"], registry=r)
         self.info = Info("edgekit_model", "The served file and the execution provider in use", registry=r)
         self.model = model
+        self._codes: dict[int, object] = {}
+        self._reasons: dict[str, object] = {}
+        self._events: dict[str, object] = {}
+        # children bound once: a label lookup per observation would cost more than the rest of the metrics
+        self._request_s, self._inferences = self.request_s.labels(model), self.inferences.labels(model)
+        self._batch_size, self._batch_samples = self.batch_size.labels(model), self.batch_samples.labels(model)
+        self._infer_s, self._queue_s = self.infer_s.labels(model), self.queue_s.labels(model)
 
     def answered(self, code: int, seconds: float | None = None) -> None:
-        outcome = OUTCOMES.get(code, "error")
-        self.requests.labels(self.model, outcome, str(code)).inc()
+        child = self._codes.get(code)
+        if child is None:
+            child = self._codes[code] = self.requests.labels(self.model, OUTCOMES.get(code, "error"), str(code))
+        child.inc()
         if seconds is not None:
-            self.request_s.labels(self.model).observe(seconds)
+            self._request_s.observe(seconds)
 
     def rejected(self, reason: str) -> None:
-        self.rejections.labels(self.model, reason).inc()
+        child = self._reasons.get(reason)
+        if child is None:
+            child = self._reasons[reason] = self.rejections.labels(self.model, reason)
+        child.inc()
 
     def cache_event(self, event: str, n: int = 1) -> None:
-        self.cache.labels(self.model, event).inc(n)
+        child = self._events.get(event)
+        if child is None:
+            child = self._events[event] = self.cache.labels(self.model, event)
+        child.inc(n)
 
     def batch(self, record) -> None:
-        self.inferences.labels(self.model).inc(record.requests)
-        self.batch_size.labels(self.model).observe(record.requests)
-        self.batch_samples.labels(self.model).observe(record.samples)
-        self.infer_s.labels(self.model).observe(record.infer_s)
+        self._inferences.inc(record.requests)
+        self._batch_size.observe(record.requests)
+        self._batch_samples.observe(record.samples)
+        self._infer_s.observe(record.infer_s)
         for q in record.queue_s:
-            self.queue_s.labels(self.model).observe(q)
+            self._queue_s.observe(q)
 
     def exposition(self) -> bytes:
         from prometheus_client import generate_latest

@@ -6,6 +6,7 @@ JSON data or, where the request asks for ``binary_data``, as raw little-endian b
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 from dataclasses import dataclass, field
@@ -39,6 +40,22 @@ def datatype(dtype) -> str:
     return DTYPE_NAMES[np.dtype(dtype).name]
 
 
+@dataclass(frozen=True)
+class _Input:
+    name: str
+    dtype: np.dtype
+    datatype: str
+    shape: tuple  # an int per fixed axis, None per dynamic one
+
+
+@functools.lru_cache(maxsize=16)
+def _signature(spec) -> tuple[dict[str, _Input], tuple[str, ...]]:
+    """The served tensors, worked out once per model instead of once per request."""
+    inputs = {t.name: _Input(t.name, np.dtype(t.dtype), datatype(t.dtype),
+                             tuple(d if isinstance(d, int) else None for d in t.shape)) for t in spec.inputs}
+    return inputs, tuple(t.name for t in spec.outputs)
+
+
 def decode(body: bytes, header_length: str | None, spec) -> InferRequest:
     """``body`` as an inference request for a model whose inputs and outputs are ``spec`` (an IOSpec)."""
     json_bytes, rest = body, b""
@@ -56,7 +73,7 @@ def decode(body: bytes, header_length: str | None, spec) -> InferRequest:
         raise BadRequest(f"the request body is not JSON ({exc})") from None
     if not isinstance(request, dict) or not isinstance(request.get("inputs"), list):
         raise BadRequest("the request needs an 'inputs' list of tensors")
-    wanted = {t.name: t for t in spec.inputs}
+    wanted, names = _signature(spec)
     inputs, offset = {}, 0
     for tensor in request["inputs"]:
         if not isinstance(tensor, dict):
@@ -78,10 +95,9 @@ def decode(body: bytes, header_length: str | None, spec) -> InferRequest:
         raise BadRequest(f"the inputs disagree on the batch size: {batches}")
     params = request.get("parameters") or {}
     all_binary = bool(params.get("binary_data_output", False)) if isinstance(params, dict) else False
-    names = [t.name for t in spec.outputs]
     asked = request.get("outputs")
     if asked is None:
-        outputs, binary = tuple(names), frozenset(names) if all_binary else frozenset()
+        outputs, binary = names, frozenset(names) if all_binary else frozenset()
     else:
         if not isinstance(asked, list) or not all(isinstance(o, dict) for o in asked):
             raise BadRequest("'outputs' must be a list of objects with a name")
@@ -95,30 +111,32 @@ def decode(body: bytes, header_length: str | None, spec) -> InferRequest:
     return InferRequest(inputs, outputs, binary, str(request_id) if request_id is not None else None)
 
 
-def _decode_tensor(tensor: dict, spec, rest: bytes, offset: int) -> tuple[np.ndarray, int]:
+def _decode_tensor(tensor: dict, spec: _Input, rest: bytes, offset: int) -> tuple[np.ndarray, int]:
     name = spec.name
     dt = tensor.get("datatype")
-    if dt not in DATATYPES:
-        raise BadRequest(f"input {name!r}: datatype {dt!r} is not supported; use {datatype(spec.dtype)}")
-    if DATATYPES[dt] != np.dtype(spec.dtype).name:
-        raise BadRequest(f"input {name!r}: datatype {dt} does not match the model's {datatype(spec.dtype)}")
+    if dt != spec.datatype:
+        if dt not in DATATYPES:
+            raise BadRequest(f"input {name!r}: datatype {dt!r} is not supported; use {spec.datatype}")
+        raise BadRequest(f"input {name!r}: datatype {dt} does not match the model's {spec.datatype}")
     shape = tensor.get("shape")
     if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
                                               for d in shape):
         raise BadRequest(f"input {name!r}: shape must be a list of non-negative integers, got {shape!r}")
     expected = spec.shape
-    if len(shape) != len(expected) or any(isinstance(e, int) and e != s for e, s in zip(expected, shape)):
-        want = [e if isinstance(e, int) else -1 for e in expected]
+    if len(shape) != len(expected) or any(e is not None and e != s for e, s in zip(expected, shape)):
+        want = [-1 if e is None else e for e in expected]
         raise BadRequest(f"input {name!r}: shape {shape} does not fit the model's {want} (-1: any size)")
     count = math.prod(shape)
-    dtype = np.dtype(spec.dtype)
+    dtype = spec.dtype
     size = (tensor.get("parameters") or {}).get("binary_data_size")
     if size is not None:
         if not isinstance(size, int) or size != count * dtype.itemsize:
             raise BadRequest(f"input {name!r}: binary_data_size {size!r} is not {count} x {dtype.itemsize} bytes")
         if offset + size > len(rest):
             raise BadRequest(f"input {name!r}: binary data ends after {len(rest) - offset} of {size} bytes")
-        array = np.frombuffer(rest, dtype=dtype.newbyteorder("<"), count=count, offset=offset).astype(dtype)
+        array = np.frombuffer(rest, dtype=dtype.newbyteorder("<"), count=count, offset=offset)
+        if array.dtype != dtype:  # a big-endian host: to native order
+            array = array.astype(dtype)
         offset += size
     else:
         data = tensor.get("data")
