@@ -203,7 +203,7 @@ async def closed_loop(url: str, bodies, clients: int, seconds: float) -> dict:
     return summary(lat, codes, took)
 
 
-async def open_loop(url: str, bodies, rate: float, seconds: float, on_sent=None, connections: int = 128) -> dict:
+async def open_loop(url: str, bodies, rate: float, seconds: float, on_sent=None, connections: int = 512) -> dict:
     """Requests at a fixed arrival rate over a pool of keep-alive connections; each latency is counted from
     the request's scheduled send time, so time spent waiting for a free connection counts too."""
     import aiohttp
@@ -235,11 +235,12 @@ async def open_loop(url: str, bodies, rate: float, seconds: float, on_sent=None,
             tasks.append(asyncio.create_task(one(i)))
             if on_sent is not None:
                 on_sent(i)
+        sending = time.perf_counter() - start
         await asyncio.gather(*tasks)
         took = time.perf_counter() - start
     result = summary(lat, codes, took)
-    result.update(offered=n / seconds, reject_p99_ms=float(np.percentile(reject_ms, 99)) if reject_ms else 0.0,
-                  connection_errors=len(broken))
+    result.update(offered=n / max(sending, seconds), reject_p99_ms=float(np.percentile(reject_ms, 99))
+                  if reject_ms else None, connection_errors=len(broken))
     return result
 
 
@@ -301,12 +302,16 @@ def run_model(name: str, bundle: Path, quick: bool, goals: list) -> list[str]:
     goals.append((f"{name}: single client p50 overhead over the runner <= 0.5 ms", overhead <= 0.5,
                   f"{overhead:.3f} ms ({one['p50']:.3f} vs {direct:.3f} ms)"))
     capacity = many["throughput"]
-    server = Server(bundle, "--cache-mb", "0")
+    # a queue of 64 behind a pool of 512 connections: past capacity the requests wait in the server's queue,
+    # not in the generator's connection pool, so the server's backpressure is what answers them
+    server = Server(bundle, "--cache-mb", "0", "--queue", "64")
     try:
         half = asyncio.run(open_loop(server.url, bodies, 0.5 * capacity, 15.0 if quick else 60.0))
-        lines.append(row(f"open loop, 50% of capacity ({0.5 * capacity:.0f}/s)", half))
+        lines.append(row(f"open loop, 50% of capacity ({0.5 * capacity:.0f}/s asked, {half['offered']:.0f}/s sent)",
+                         half))
         over = asyncio.run(open_loop(server.url, bodies, 1.5 * capacity, secs * 2))
-        lines.append(row(f"open loop, 150% of capacity ({1.5 * capacity:.0f}/s)", over))
+        lines.append(row(f"open loop, 150% of capacity ({1.5 * capacity:.0f}/s asked, {over['offered']:.0f}/s sent)",
+                         over))
     finally:
         server.stop()
     non200 = {k: v for k, v in half["codes"].items() if k != 200}
@@ -314,10 +319,13 @@ def run_model(name: str, bundle: Path, quick: bool, goals: list) -> list[str]:
                   f"{non200 or 'all 200'}, p99 {half['p99']:.2f} ms"))
     others = {k: v for k, v in over["codes"].items() if k not in (200, 503)}
     served = over["throughput"] / capacity
+    rejects = over["reject_p99_ms"]
     goals.append((f"{name}: open loop at 150%: >= 90% of capacity served, other requests 503 with Retry-After "
-                  "within 5 ms (p99), no other 5xx", served >= 0.9 and not others and over["reject_p99_ms"] <= 5
-                  and not over["connection_errors"],
-                  f"{served:.0%} of capacity, 503 p99 {over['reject_p99_ms']:.2f} ms, other codes {others or 'none'}"))
+                  "within 5 ms (p99), no other 5xx", served >= 0.9 and not others and rejects is not None
+                  and rejects <= 5 and not over["connection_errors"],
+                  f"{served:.0%} of capacity served; " + (f"503 p99 {rejects:.2f} ms" if rejects is not None else
+                  f"no 503: the generator sent only {over['offered'] / capacity:.0%} of capacity") +
+                  f"; other codes {others or 'none'}"))
     return lines
 
 
@@ -382,7 +390,14 @@ def main() -> int:
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     out = Path(args.out or tempfile.mkdtemp(prefix="edgekit-serve-bench-"))
+    try:  # the generator shares the cores with the server: uvloop lets it offer more load per core
+        import uvloop
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+        loop_name = "uvloop"
+    except ImportError:
+        loop_name = "asyncio"
     print(cpu_line())
+    print(f"load generator: aiohttp on {loop_name}, in its own process; the server: uvicorn (httptools, uvloop)")
     print(f"date: {time.strftime('%Y-%m-%d')}; server and load generator share this machine")
     bundles = build(out)
     goals: list = []

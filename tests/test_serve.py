@@ -20,7 +20,7 @@ import pytest
 from click.testing import CliRunner
 
 from edgekit.cli import main
-from edgekit.runtimes.ort import OrtRunner
+from edgekit.runtimes.ort import OrtRunner, cuda_available
 
 LIGHT_SERVER = """name = "server-light"
 extends = "server"
@@ -325,7 +325,6 @@ def test_missing_gpu_is_an_error_that_names_the_provider(bundle):
     result = subprocess.run([sys.executable, "-c", "from edgekit.cli import main; main()", "serve", str(bundle),
                              "--device", "cuda", "--port", str(free_port())], capture_output=True, text=True,
                             timeout=120)
-    from edgekit.runtimes.ort import cuda_available
     if cuda_available():
         pytest.skip("this machine has CUDA: the GPU test covers it")
     assert result.returncode == 2 and "CUDAExecutionProvider is not in this onnxruntime build" in result.stderr
@@ -400,3 +399,56 @@ def test_prometheus_names_are_stable():
     assert re.search(r'^edgekit_batch_size_sum\{model="demo"\} 3\.0$', text, re.M)
     assert re.search(r'^edgekit_inferences_total\{model="demo"\} 3\.0$', text, re.M)
     assert re.search(r'^edgekit_queue_seconds_count\{model="demo"\} 3\.0$', text, re.M)
+
+
+def _gpu_evidence(name: str, record: dict) -> None:
+    folder = os.environ.get("EDGEKIT_EVIDENCE_DIR")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        (Path(folder) / f"{name}.json").write_text(json.dumps(record, indent=2))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not cuda_available(), reason="no CUDA device with onnxruntime's CUDA provider here")
+@pytest.mark.parametrize("device,tolerance", [("cuda", 1e-4), ("tensorrt", 1e-2)])
+def test_gpu_serving_matches_the_cpu(bundle, device, tolerance):
+    import onnxruntime as ort
+    import tritonclient.http as http
+
+    provider = {"cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}[device]
+    if provider not in ort.get_available_providers():
+        pytest.skip(f"{provider} is not in this onnxruntime build")
+    record = {"device": device, "runs": []}
+    for attempt in range(2):  # the second start finds TensorRT's engines in the bundle's cache folder
+        started = time.monotonic()
+        server = Server(bundle, "--device", device, "--cache-mb", "0")
+        try:
+            ready_s = time.monotonic() - started
+            client = http.InferenceServerClient(f"127.0.0.1:{server.port}")
+            meta = client.get_model_metadata("digits_cnn")
+            assert meta["parameters"]["execution_provider"] == provider
+            x = digits(8, seed=3)
+            inp = http.InferInput("image", list(x.shape), "FP32")
+            inp.set_data_from_numpy(x)
+            t = time.perf_counter()
+            got = client.infer("digits_cnn", [inp]).as_numpy("logits")
+            first_ms = (time.perf_counter() - t) * 1000
+            warm = []
+            for _ in range(50):
+                t = time.perf_counter()
+                client.infer("digits_cnn", [inp])
+                warm.append((time.perf_counter() - t) * 1000)
+            served = meta["parameters"]["file"]
+            cpu = OrtRunner(bundle / served).run({"image": x})["logits"]
+            diff = float(np.abs(got - cpu).max())
+            assert diff <= tolerance * max(1.0, float(np.abs(cpu).max()))
+            record["runs"].append({"ready_s": ready_s, "first_request_ms": first_ms,
+                                   "warm_p50_ms": float(np.median(warm)), "max_abs_diff_vs_cpu": diff,
+                                   "providers": meta["parameters"]["execution_provider"]})
+        finally:
+            server.stop()
+    if device == "tensorrt":
+        engines = list((bundle / "cache" / "tensorrt").glob("*"))
+        assert engines, "TensorRT wrote no engine to the bundle's cache folder"
+        record["engine_files"] = sorted(p.name for p in engines)
+    _gpu_evidence(f"serve-gpu-{device}", record)
