@@ -162,7 +162,7 @@ def test_tritonclient_against_edgekit_serve(bundle):
 
 @pytest.mark.slow
 def test_bad_input_gets_400_and_the_server_keeps_serving(bundle):
-    server = Server(bundle, "--cache-mb", "0")
+    server = Server(bundle, "--cache-mb", "0", "--queue", "4")
     good = {"name": "image", "shape": [1, 1, 32, 32], "datatype": "FP32", "data": [0.0] * 1024}
     cases = [
         (dict(good, shape=[1, 1, 16, 16], data=[0.0] * 256), 400, "does not fit the model's [-1, 1, 32, 32]"),
@@ -185,10 +185,20 @@ def test_bad_input_gets_400_and_the_server_keeps_serving(bundle):
         conn.close()
         status, _, payload = server.post("/v2/models/other/infer", json.dumps({"inputs": [good]}).encode())
         assert status == 404 and "unknown model 'other'" in json.loads(payload)["error"]
-        status, _, payload = server.post("/v2/models/digits_cnn/infer", json.dumps({"inputs": [good]}).encode())
+        malformed = [{"inputs": [dict(good, parameters="x")]}, {"inputs": [dict(good, name=["image"])]},
+                     {"inputs": [good], "outputs": [{"name": "logits", "parameters": "binary"}]}]
+        for body_ in malformed * 2:  # more than the queue holds: a leaked slot would turn the next one into 503
+            status, _, payload = server.post("/v2/models/digits_cnn/infer", json.dumps(body_).encode())
+            assert status == 400 and "malformed inference request" in json.loads(payload)["error"], payload
+        big = dict(good, shape=[33, 1, 32, 32], data=[0.0] * 33 * 1024)
+        status, _, payload = server.post("/v2/models/digits_cnn/infer", json.dumps({"inputs": [big]}).encode())
+        assert status == 400 and "a batch of 33 is over this server's --max-batch 32" in json.loads(payload)["error"]
+        import gzip
+        status, _, payload = server.post("/v2/models/digits_cnn/infer", gzip.compress(json.dumps(
+            {"inputs": [good]}).encode()), {"Content-Encoding": "gzip"})
         assert status == 200 and json.loads(payload)["outputs"][0]["shape"] == [1, 10]  # still serving
         m = server.metrics()
-        assert total(m, "edgekit_requests_total", outcome="error") == len(cases) + 2
+        assert total(m, "edgekit_requests_total", outcome="error") == len(cases) + 2 + 6 + 1
         assert total(m, "edgekit_requests_total", outcome="ok") == 1
         assert m['edgekit_queue_depth{model="digits_cnn"}'] == 0
     finally:

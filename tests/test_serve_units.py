@@ -225,3 +225,72 @@ def test_encode_keeps_json_outputs_exact():
     assert header is None
     data = json.loads(payload)["outputs"][0]
     np.testing.assert_array_equal(np.array(data["data"], np.float32).reshape(data["shape"]), y)
+
+
+def test_a_cancelled_leader_does_not_fail_the_requests_that_shared_it():
+    calls = []
+
+    async def compute():
+        calls.append(1)
+        await asyncio.sleep(0.05)
+        return {"y": np.array([float(len(calls))], np.float32)}
+
+    async def go():
+        cache = ResponseCache(max_bytes=1 << 20)
+        leader = asyncio.get_running_loop().create_task(cache.lookup(b"k", compute))
+        await asyncio.sleep(0.01)
+        waiters = [asyncio.get_running_loop().create_task(cache.lookup(b"k", compute)) for _ in range(3)]
+        await asyncio.sleep(0.01)
+        leader.cancel()  # its client went away
+        results = await asyncio.gather(*waiters)
+        return results, leader
+    results, leader = asyncio.run(go())
+    assert leader.cancelled()
+    assert all(r[0]["y"].size == 1 for r in results) and len(calls) == 2  # one waiter recomputed, two shared it
+
+
+def test_a_cancelled_request_never_runs_and_gives_its_slot_back(mlp_runner):
+    runner = CountingRunner(mlp_runner, delay_s=0.05)
+
+    async def go():
+        b = Batcher([runner], max_batch=1, max_delay_s=0.0, queue=4, batchable=True)
+        loop = asyncio.get_running_loop()
+        b.admit()
+        b.admit()
+        first = loop.create_task(b.submit({"x": np.zeros((1, 16), np.float32)}, deadline=1e12))
+        await asyncio.sleep(0.01)
+        second = loop.create_task(b.submit({"x": np.ones((1, 16), np.float32)}, deadline=1e12))
+        await asyncio.sleep(0.01)
+        second.cancel()
+        await first
+        await asyncio.sleep(0.1)
+        await b.close()
+        return b
+    b = asyncio.run(go())
+    assert runner.calls == [1] and b.reserved == 0
+
+
+def test_a_batcher_survives_a_second_event_loop(mlp_runner):
+    b = Batcher([mlp_runner], max_batch=8, max_delay_s=0.0, queue=4, batchable=True)
+
+    async def once():
+        b.admit()
+        out = await b.submit({"x": np.zeros((2, 16), np.float32)}, deadline=1e12)
+        await b.close()
+        return out["y"].shape
+    assert asyncio.run(once()) == (2, 3) and asyncio.run(once()) == (2, 3)  # a second lifespan, a new loop
+
+
+def test_triton_config_of_a_batch_only_tensor_parses_with_a_reshape():
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    from edgekit.serve.triton import config_for, to_pbtxt
+
+    spec = IOSpec((TensorSpec("user_id", ("batch",), "int64"),), (TensorSpec("click", ("batch",), "float32"),))
+    text = to_pbtxt(config_for("rec", spec, batchable=True, max_batch=16, max_delay_us=500, queue=8,
+                              timeout_us=10_000, instances=2, gpu=False))
+    config = text_format.Parse(text, model_config_pb2.ModelConfig())
+    assert list(config.input[0].dims) == [1] and list(config.input[0].reshape.shape) == []
+    assert config.input[0].HasField("reshape") and config.output[0].data_type == model_config_pb2.TYPE_FP32
+    assert config.instance_group[0].count == 2 and config.dynamic_batching.default_queue_policy.max_queue_size == 8

@@ -9,13 +9,11 @@ from ..errors import UsageError
 
 
 def cuda_available() -> bool:
-    """A CUDA device this onnxruntime build can use: the CUDA provider is compiled in and a GPU is visible."""
-    import os
-
+    """A CUDA device this onnxruntime build can use: the CUDA provider is compiled in and a GPU device node
+    exists (NVIDIA_VISIBLE_DEVICES alone proves nothing: CUDA base images set it without a GPU)."""
     import onnxruntime as ort
 
-    return ("CUDAExecutionProvider" in ort.get_available_providers()
-            and (Path("/dev/nvidia0").exists() or bool(os.environ.get("NVIDIA_VISIBLE_DEVICES"))))
+    return "CUDAExecutionProvider" in ort.get_available_providers() and any(Path("/dev").glob("nvidia[0-9]*"))
 
 
 class OrtRunner:

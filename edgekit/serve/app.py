@@ -165,7 +165,7 @@ class App:
 
     async def _fast_infer(self, scope, receive, send) -> None:
         """POST .../infer for the served model straight on ASGI: no routing or request objects per call."""
-        wanted = {b"content-length": None, HEADER_LENGTH.encode(): None}
+        wanted = {b"content-length": None, b"content-encoding": None, HEADER_LENGTH.encode(): None}
         for key, value in scope["headers"]:
             if key in wanted:
                 wanted[key] = value.decode("latin-1")
@@ -209,29 +209,39 @@ class App:
                 self.drain_answered[status] = self.drain_answered.get(status, 0) + 1
 
     async def _admitted(self, header, body, start: float):
-        try:
-            raw = await _read(body, self.max_body)
-            parsed = decode(raw, header(HEADER_LENGTH), self.model.iospec)
-        except BadRequest as exc:
-            self.batcher.release()
-            return self._error(exc.status, str(exc))
-        deadline = start + self.timeout_s
+        owned = True  # this handler holds the queue slot until the batcher takes it over
 
-        def compute():
-            return self.batcher.submit(parsed.inputs, deadline)
+        async def compute():
+            nonlocal owned
+            owned = False
+            return await self.batcher.submit(parsed.inputs, deadline)
         try:
-            if self.cache.enabled:
-                outputs, how = await self.cache.lookup(cache_key(self.model.sha256, parsed.inputs), compute)
-            else:
-                outputs, how = await compute(), "miss"
-        except DeadlineExceeded:
-            self.metrics.rejected("deadline")
-            return self._error(504, f"the request waited past its {self.timeout_s * 1000:g} ms deadline; "
-                                    "it was not run", start)
-        except Exception as exc:  # the runtime failed on this batch; the server keeps serving
-            return self._error(500, f"inference failed: {type(exc).__name__}: {str(exc)[:300]}", start)
-        if how != "miss":
-            self.batcher.release()  # answered from the cache: it never took its queue slot
+            try:
+                raw = _decompress(await _read(body, self.max_body), header("content-encoding"))
+                parsed = decode(raw, header(HEADER_LENGTH), self.model.iospec)
+            except BadRequest as exc:
+                return self._error(exc.status, str(exc))
+            except Exception as exc:  # a body the decoder's checks did not foresee: still the client's
+                return self._error(400, f"malformed inference request ({type(exc).__name__}: {str(exc)[:200]})")
+            samples = max((a.shape[0] if a.ndim else 1) for a in parsed.inputs.values())
+            if self.model.batchable and samples > self.batcher.max_batch:
+                return self._error(400, f"a batch of {samples} is over this server's --max-batch "
+                                        f"{self.batcher.max_batch}; split the request")
+            deadline = start + self.timeout_s
+            try:
+                if self.cache.enabled:
+                    outputs, _ = await self.cache.lookup(cache_key(self.model.sha256, parsed.inputs), compute)
+                else:
+                    outputs = await compute()
+            except DeadlineExceeded:
+                self.metrics.rejected("deadline")
+                return self._error(504, f"the request waited past its {self.timeout_s * 1000:g} ms deadline; "
+                                        "it was not run", start)
+            except Exception as exc:  # the runtime failed on this batch; the server keeps serving
+                return self._error(500, f"inference failed: {type(exc).__name__}: {str(exc)[:300]}", start)
+        finally:
+            if owned:  # a bad body, a cache hit or shared result, or a cancelled handler: give the slot back
+                self.batcher.release()
         payload, json_length = encode(parsed, outputs, self.model.name)
         self.metrics.answered(200, time.monotonic() - start)
         if json_length is None:
@@ -246,6 +256,20 @@ class App:
         self.metrics.rejected(reason)
         status, headers, payload = self._error(code, message)
         return status, headers + [("retry-after", self.retry_after)], payload
+
+
+def _decompress(raw: bytes, encoding: str | None) -> bytes:
+    """The body as sent by tritonclient's ``request_compression_algorithm`` (gzip or deflate)."""
+    import zlib
+
+    if not encoding or encoding == "identity":
+        return raw
+    if encoding not in ("gzip", "deflate"):
+        raise BadRequest(f"Content-Encoding {encoding!r} is not supported; send gzip, deflate or none", 415)
+    try:
+        return zlib.decompress(raw, 31 if encoding == "gzip" else 15)
+    except zlib.error as exc:
+        raise BadRequest(f"the {encoding} body cannot be decompressed ({exc})") from None
 
 
 async def _read(chunks, limit: int) -> bytes:

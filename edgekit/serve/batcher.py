@@ -69,7 +69,8 @@ class Batcher:
         self._queue: deque[_Item] = deque()
         self._arrived: asyncio.Event | None = None
         self._tasks: list[asyncio.Task] = []
-        self._pool = ThreadPoolExecutor(max_workers=len(runners), thread_name_prefix="edgekit-session")
+        self._loop = None
+        self._pool: ThreadPoolExecutor | None = None
 
     # admission -----------------------------------------------------------------------------------
     def admit(self) -> None:
@@ -92,17 +93,26 @@ class Batcher:
 
     # submission ----------------------------------------------------------------------------------
     async def submit(self, inputs: dict[str, np.ndarray], deadline: float) -> dict[str, np.ndarray]:
-        """The outputs for one admitted request (its slot is taken over from ``admit``)."""
-        self._start()
-        loop = asyncio.get_running_loop()
-        samples = int(next(iter(inputs.values())).shape[0]) if inputs else 1
-        group = tuple((n, a.dtype.str, a.shape[1:]) for n, a in sorted(inputs.items()))
-        item = _Item(inputs, samples, group, deadline, self.clock(), loop.create_future())
+        """The outputs for one admitted request; its slot is taken over from ``admit`` (and given back here
+        when the request never reaches the queue)."""
+        try:
+            self._start()
+            loop = asyncio.get_running_loop()
+            first = next(iter(inputs.values()), None)
+            samples = int(first.shape[0]) if first is not None and first.ndim else 1
+            group = tuple((n, a.dtype.str, a.shape[1:]) for n, a in sorted(inputs.items()))
+            item = _Item(inputs, samples, group, deadline, self.clock(), loop.create_future())
+        except BaseException:
+            self.release()
+            raise
         self._queue.append(item)
         self._arrived.set()
         timer = loop.call_later(max(0.0, deadline - self.clock()), self._expire, item)
         try:
             return await item.future
+        except asyncio.CancelledError:  # the request's handler went away: a request not started never runs
+            self._drop(item)
+            raise
         finally:
             timer.cancel()
 
@@ -119,12 +129,22 @@ class Batcher:
 
     # sessions ------------------------------------------------------------------------------------
     def _start(self) -> None:
-        if self._tasks:
+        """Session tasks on the running loop; started again after ``close`` or on another loop."""
+        loop = asyncio.get_running_loop()
+        if self._tasks and self._loop is loop and not any(t.done() for t in self._tasks):
             return
+        for task in self._tasks:
+            task.cancel()
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=len(self.runners), thread_name_prefix="edgekit-session")
+        self._loop = loop
         self._arrived = asyncio.Event()
-        self._tasks = [asyncio.get_running_loop().create_task(self._session(r)) for r in self.runners]
+        if self._queue:
+            self._arrived.set()
+        self._tasks = [loop.create_task(self._session(r)) for r in self.runners]
 
     async def close(self) -> None:
+        """Stop the sessions; requests still queued are answered with an error, not left waiting."""
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -133,7 +153,14 @@ class Batcher:
             except (asyncio.CancelledError, Exception):
                 pass
         self._tasks = []
-        self._pool.shutdown(wait=False)
+        while self._queue:
+            item = self._queue.popleft()
+            if not item.dropped and not item.future.done():
+                self._drop(item)
+                item.future.set_exception(RuntimeError("the server stopped before this request ran"))
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+            self._pool = None
 
     def _take(self, batch: list[_Item], samples: int) -> int:
         """Move queued requests that fit into ``batch``; expired ones are answered and skipped."""
@@ -142,6 +169,9 @@ class Batcher:
         while self._queue:
             item = self._queue.popleft()
             if item.dropped:
+                continue
+            if item.future.done():  # cancelled by its handler: never run
+                self._drop(item)
                 continue
             if now >= item.deadline:
                 self._drop(item)
@@ -201,6 +231,8 @@ class Batcher:
                     outputs = _run(runner, [i.inputs for i in live])
                 else:
                     outputs = await loop.run_in_executor(self._pool, _run, runner, [i.inputs for i in live])
+                record.infer_s = outputs.pop("__seconds__")
+                results = _split(outputs, [i.samples for i in live])
             except Exception as exc:  # a runtime failure answers this batch's requests, the server goes on
                 for item in live:
                     if not item.future.done():
@@ -208,8 +240,7 @@ class Batcher:
                 continue
             finally:
                 self.running -= 1
-            record.infer_s = outputs.pop("__seconds__")
-            for item, result in zip(live, _split(outputs, [i.samples for i in live])):
+            for item, result in zip(live, results):
                 if not item.future.done():
                     item.future.set_result(result)
             self.on_batch(record)

@@ -104,8 +104,11 @@ class ResponseCache:
         if pending is not None:
             try:
                 result = await asyncio.shield(pending)
-            except Exception:  # only a success is shared: a failed computation is this request's to redo
-                return await self.lookup(key, compute)
+            except (Exception, asyncio.CancelledError):
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():  # this request itself was cancelled
+                    raise
+                return await self.lookup(key, compute)  # only a success is shared: redo a failed one
             self.stats.shared += 1
             self._on_event("shared")
             return result, "shared"
@@ -115,15 +118,13 @@ class ResponseCache:
         self._inflight[key] = future
         try:
             outputs = await compute()
-        except BaseException as exc:
-            if not future.done():
-                future.set_exception(exc)
-                future.exception()  # retrieved: no "never retrieved" warning when nobody shared it
+            self.put(key, outputs)
+            stored = self.get(key)
+            result = stored if stored is not None else outputs
+        except BaseException:
+            future.cancel()  # the waiters compute for themselves
             raise
         finally:
             self._inflight.pop(key, None)
-        self.put(key, outputs)
-        stored = self.get(key) if self.enabled else None
-        result = stored if stored is not None else outputs
         future.set_result(result)
         return result, "miss"

@@ -5,7 +5,7 @@ once, and the sum of ``edgekit_batch_size`` (requests per batch) equals ``edgeki
 """
 from __future__ import annotations
 
-OUTCOMES = {200: "ok", 503: "rejected", 504: "rejected"}
+OUTCOMES = {200: "ok", 503: "rejected", 504: "rejected"}  # every other code is an error
 BUCKETS_S = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 
 

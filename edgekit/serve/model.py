@@ -144,6 +144,11 @@ def open_model(bundle: str | Path, *, runtime: str = "auto", device: str = "auto
     threads = threads if threads is not None else int(((manifest.get("profile") or {}).get("target") or {})
                                                       .get("threads", 1) or 0) or (os.cpu_count() or 1)
     spec = IOSpec.from_dict(entry["iospec"])
+    from .protocol import DTYPE_NAMES
+    odd = [f"{t.name} ({t.dtype})" for t in (*spec.inputs, *spec.outputs) if t.dtype not in DTYPE_NAMES]
+    if odd:
+        raise UsageError(f"{path.name}: tensors of types the server does not carry: {', '.join(odd)}; "
+                         "serve a file with numeric inputs and outputs")
     runners = []
     for _ in range(max(1, workers)):
         if runtime == "onnxruntime":

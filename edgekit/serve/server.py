@@ -22,7 +22,7 @@ def make_server(app, host: str = "127.0.0.1", port: int = 8000, drain_timeout_s:
                 self.drain_started = time.monotonic()
                 app.drain()
                 return
-            super().handle_exit(sig, frame)
+            self.should_exit = self.force_exit = True  # a second signal: out now, without re-raising it
 
         async def on_tick(self, counter: int) -> bool:
             if self.drain_started is not None and (

@@ -25,7 +25,10 @@ def config_for(name: str, spec, *, batchable: bool, max_batch: int, max_delay_us
         out = []
         for t in specs:
             dims = [d if isinstance(d, int) else -1 for d in t.shape]
-            out.append({"name": t.name, "data_type": TYPES[t.dtype], "dims": dims[1:] if batchable else dims})
+            entry = {"name": t.name, "data_type": TYPES[t.dtype], "dims": dims[1:] if batchable else dims}
+            if not entry["dims"]:  # a tensor that is only its batch axis: Triton needs dims, reshaped away
+                entry.update(dims=[1], reshape={"shape": []})
+            out.append(entry)
         return out
     config = {"name": name, "platform": platform, "max_batch_size": max_batch if batchable else 0,
               "input": tensors(spec.inputs), "output": tensors(spec.outputs),
