@@ -41,8 +41,9 @@ def serve_cmd(bundle, host, port, runtime, device, max_batch, max_delay_ms, queu
         run(bundle, host=host, port=port, replicas=replicas, **options)
         return
     from .serve.app import App
-    from .serve.server import serve
+    from .serve.server import check_port, serve
 
+    check_port(host, port)  # before the model loads: a taken port is the user's to change
     app = App(bundle, **options)
     m = app.model
     lines = [f"edgekit serve: {m.name} from {m.file.name} ({m.runtime}, {m.provider}, {m.precision})",

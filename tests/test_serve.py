@@ -341,6 +341,17 @@ def test_missing_gpu_is_an_error_that_names_the_provider(bundle):
     assert "Traceback" not in result.stderr
 
 
+def test_a_taken_port_is_one_line_and_exit_2(bundle):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run([sys.executable, "-c", "from edgekit.cli import main; main()", "serve", str(bundle),
+                                 "--port", str(port)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and f"cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 @pytest.mark.slow
 def test_serving_never_imports_torch_or_tensorflow(bundle):
     code = ("import sys; from edgekit.serve import App; a = App(sys.argv[1]); "

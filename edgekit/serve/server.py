@@ -35,8 +35,25 @@ def make_server(app, host: str = "127.0.0.1", port: int = 8000, drain_timeout_s:
     return DrainingServer(config)
 
 
+def check_port(host: str, port: int) -> None:
+    """A UsageError (exit 2) naming the address when it cannot be listened on, before uvicorn starts."""
+    import socket
+
+    from ..errors import UsageError
+
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+    except OSError as exc:
+        raise UsageError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); pick another --port or "
+                         "--host") from None
+
+
 def serve(app, host: str = "127.0.0.1", port: int = 8000, drain_timeout_s: float = 30.0, on_ready=None,
           on_exit=None) -> None:
+    check_port(host, port)
     server = make_server(app, host, port, drain_timeout_s)
     if on_ready is not None:
         _announce_when_started(server, on_ready)
