@@ -42,56 +42,6 @@ def cpu_line() -> str:
     return f"CPU: {c['model']} ({c['cores']} cores; {', '.join(c['flags'])})"
 
 
-MBV2 = '''
-import torch
-from torch import nn
-
-
-def block(cin, cout, stride, expand=6):
-    mid = cin * expand
-    return nn.Sequential(nn.Conv2d(cin, mid, 1, bias=False), nn.BatchNorm2d(mid), nn.ReLU6(),
-                         nn.Conv2d(mid, mid, 3, stride, 1, groups=mid, bias=False), nn.BatchNorm2d(mid), nn.ReLU6(),
-                         nn.Conv2d(mid, cout, 1, bias=False), nn.BatchNorm2d(cout))
-
-
-class Residual(nn.Module):
-    def __init__(self, body):
-        super().__init__()
-        self.body = body
-
-    def forward(self, x):
-        return x + self.body(x)
-
-
-class MobileNetV2(nn.Module):
-    """MobileNetV2-style: a stride-2 stem, inverted residuals with depthwise 3x3, 96 px RGB, 10 classes."""
-
-    def __init__(self):
-        super().__init__()
-        layers = [nn.Conv2d(3, 32, 3, 2, 1, bias=False), nn.BatchNorm2d(32), nn.ReLU6()]
-        cin = 32
-        for cout, repeat, stride in ((16, 1, 1), (24, 2, 2), (32, 3, 2), (64, 3, 2), (96, 2, 1), (160, 2, 2)):
-            for r in range(repeat):
-                b = block(cin, cout, stride if r == 0 else 1, 1 if cout == 16 else 6)
-                layers.append(Residual(b) if cin == cout and r > 0 else b)
-                cin = cout
-        layers += [nn.Conv2d(cin, 640, 1, bias=False), nn.BatchNorm2d(640), nn.ReLU6(),
-                   nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(640, 10)]
-        self.net = nn.Sequential(*layers)
-
-    def forward(self, image):
-        return self.net(image)
-
-    def example_inputs(self):
-        return (torch.zeros(1, 3, 96, 96),)
-
-
-def make_mbv2():
-    torch.manual_seed(0)
-    return MobileNetV2().eval()
-'''
-
-
 def build(out: Path) -> dict[str, Path]:
     """The built-in example (a MobileNetV2-style CNN at 32 px), a MobileNetV2-style CNN at 96 px and the
     families' MLP regressor, built for the server profile (ONNX only)."""
@@ -100,11 +50,10 @@ def build(out: Path) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     families.write_nets(out, "real")
     families.write_data(out, "regressor", "real")
-    (out / "mbv2.py").write_text(MBV2)
     rng = np.random.default_rng(0)
     np.savez(out / "mbv2.npz", image=rng.standard_normal((128, 3, 96, 96)).astype(np.float32))
     bundles = {}
-    for name, args in (("digits-cnn-32px", []), ("mbv2-96px", [f"{out / 'mbv2.py'}:make_mbv2", "--data",
+    for name, args in (("digits-cnn-32px", []), ("mbv2-96px", [f"{HERE / 'mbv2.py'}:make_mbv2", "--data",
                                                                str(out / "mbv2.npz")]),
                        ("mlp", [families.source_for(out, "regressor"), "--data", str(out / "regressor.npz")])):
         target = out / name

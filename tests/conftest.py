@@ -188,3 +188,11 @@ def fast_profile(tmp_path: Path) -> Path:
     path.write_text('name = "fast"\nextends = "iot"\n[prune]\nmethod = "none"\n'
                     '[bench]\nwarmup = 2\nruns = 20\nbatch = 4\nmax_seconds = 2.0\n')
     return path
+
+
+@pytest.fixture(scope="session")
+def served_bundle(tmp_path_factory) -> Path:
+    """The built-in example for a light server profile, built once for every serving test."""
+    from serving import build_bundle
+
+    return build_bundle(tmp_path_factory.mktemp("serve"))

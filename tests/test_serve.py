@@ -1,116 +1,25 @@
 """`edgekit serve` as a user runs it: the built-in example built for a server profile, served by uvicorn on
 127.0.0.1, queried with Triton's own client (tritonclient.http) and raw HTTP; bad input, backpressure,
-the cache, /metrics whose counts add up, SIGTERM drain, a Triton repository checked against Triton's
-protos, and the same app on a local Ray Serve instance."""
+the cache, /metrics whose counts add up, SIGTERM drain, a taken port, no torch in a server."""
 import asyncio
 import json
-import os
 import re
 import signal
 import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
-from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from serving import Server, burst, digits, payload, total
 
-from edgekit.cli import main
-from edgekit.runtimes.ort import OrtRunner, cuda_available
-
-LIGHT_SERVER = """name = "server-light"
-extends = "server"
-[bench]
-warmup = 3
-runs = 20
-batch = 4
-max_seconds = 1.0
-attempt_runs = 10
-attempt_max_seconds = 0.3
-"""
+from edgekit.runtimes.ort import OrtRunner
 
 
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("serve")
-    profile = folder / "server-light.toml"
-    profile.write_text(LIGHT_SERVER)
-    result = CliRunner().invoke(main, ["build", "--profile", str(profile), "--prune-method", "none",
-                                       "--out", str(folder / "out")], catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    return next((folder / "out").iterdir())
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    def __init__(self, bundle: Path, *args: str):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen([sys.executable, "-c", "from edgekit.cli import main; main()", "serve",
-                                      str(bundle), "--port", str(self.port), *args],
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"server exited {self.proc.returncode}: {self.proc.stderr.read()}")
-            try:
-                if self.get("/v2/health/ready")[0] == 200:
-                    return
-            except OSError:
-                time.sleep(0.2)
-        raise AssertionError("server not ready in 60 s")
-
-    def get(self, path: str):
-        try:
-            with urllib.request.urlopen(self.url + path, timeout=10) as r:
-                return r.status, r.read()
-        except urllib.error.HTTPError as e:
-            return e.code, e.read()
-
-    def post(self, path: str, payload: bytes, headers: dict | None = None):
-        req = urllib.request.Request(self.url + path, data=payload, method="POST", headers=headers or {})
-        try:
-            with urllib.request.urlopen(req, timeout=10) as r:
-                return r.status, dict(r.headers), r.read()
-        except urllib.error.HTTPError as e:
-            return e.code, dict(e.headers), e.read()
-
-    def metrics(self) -> dict[str, float]:
-        text = self.get("/metrics")[1].decode()
-        out = {}
-        for line in text.splitlines():
-            if line and not line.startswith("#"):
-                key, value = line.rsplit(" ", 1)
-                out[key] = float(value)
-        return out
-
-    def stop(self) -> tuple[int, str]:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            _, err = self.proc.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            _, err = self.proc.communicate()
-        return self.proc.returncode, err
-
-
-def total(metrics: dict, name: str, **labels) -> float:
-    want = [f'{k}="{v}"' for k, v in labels.items()]
-    return sum(v for k, v in metrics.items() if k.startswith(name + "{") and all(w in k for w in want))
-
-
-def digits(n: int, seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).standard_normal((n, 1, 32, 32)).astype(np.float32)
+@pytest.fixture
+def bundle(served_bundle):
+    return served_bundle
 
 
 @pytest.mark.slow
@@ -205,33 +114,12 @@ def test_bad_input_gets_400_and_the_server_keeps_serving(bundle):
         server.stop()
 
 
-async def _burst(url: str, n: int, concurrency: int, payload: bytes) -> list[tuple[int, float, str | None]]:
-    import aiohttp
-
-    results = []
-    sem = asyncio.Semaphore(concurrency)
-    async with aiohttp.ClientSession() as session:
-        async def one():
-            async with sem:
-                start = time.perf_counter()
-                async with session.post(url, data=payload) as r:
-                    await r.read()
-                    results.append((r.status, time.perf_counter() - start, r.headers.get("Retry-After")))
-        await asyncio.gather(*(one() for _ in range(n)))
-    return results
-
-
-def _payload(seed: int) -> bytes:
-    x = digits(1, seed)
-    return json.dumps({"inputs": [{"name": "image", "shape": [1, 1, 32, 32], "datatype": "FP32",
-                                   "data": x.reshape(-1).tolist()}]}).encode()
-
 
 @pytest.mark.slow
 def test_backpressure_and_counts_that_add_up(bundle):
     server = Server(bundle, "--queue", "2", "--max-batch", "1", "--cache-mb", "0")
     try:
-        results = asyncio.run(_burst(server.url + "/v2/models/digits_cnn/infer", 400, 64, _payload(1)))
+        results = asyncio.run(burst(server.url + "/v2/models/digits_cnn/infer", 400, 64, payload(1)))
         codes = [c for c, _, _ in results]
         assert set(codes) <= {200, 503} and codes.count(200) > 0 and codes.count(503) > 0, sorted(set(codes))
         assert all(retry == "1" for c, _, retry in results if c == 503)
@@ -247,7 +135,7 @@ def test_backpressure_and_counts_that_add_up(bundle):
         server.stop()
     server = Server(bundle, "--cache-mb", "0")  # the batcher on: the same burst is served whole, in batches
     try:
-        results = asyncio.run(_burst(server.url + "/v2/models/digits_cnn/infer", 400, 64, _payload(2)))
+        results = asyncio.run(burst(server.url + "/v2/models/digits_cnn/infer", 400, 64, payload(2)))
         assert [c for c, _, _ in results].count(200) == 400
         m = server.metrics()
         batches = m['edgekit_batch_size_count{model="digits_cnn"}']
@@ -260,7 +148,7 @@ def test_backpressure_and_counts_that_add_up(bundle):
 @pytest.mark.slow
 def test_sigterm_drains_admitted_requests(bundle):
     server = Server(bundle, "--cache-mb", "0", "--max-batch", "1", "--threads", "1")
-    payloads = [_payload(i) for i in range(8)]
+    payloads = [payload(i) for i in range(8)]
 
     async def load():
         import aiohttp
@@ -303,42 +191,6 @@ def test_sigterm_drains_admitted_requests(bundle):
     assert 503 in statuses  # requests that came during the drain were refused, not run
 
 
-@pytest.mark.slow
-def test_triton_repository_matches_triton_protos(bundle, tmp_path):
-    from google.protobuf import text_format
-    from tritonclient.grpc import model_config_pb2
-
-    result = CliRunner().invoke(main, ["export", "triton", str(bundle), str(tmp_path / "repo"), "--queue", "64",
-                                       "--gpu"], catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    folder = tmp_path / "repo" / "digits_cnn"
-    config = text_format.Parse((folder / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
-    manifest = json.loads((bundle / "manifest.json").read_text())
-    served = manifest["recommended"]["onnxruntime"]["file"]
-    entry = next(f for f in manifest["files"] if f["file"] == served)
-    assert config.name == "digits_cnn" and config.platform == "onnxruntime_onnx" and config.max_batch_size == 32
-    assert [(i.name, list(i.dims), model_config_pb2.DataType.Name(i.data_type)) for i in config.input] == [
-        (t["name"], [d if isinstance(d, int) else -1 for d in t["shape"][1:]], "TYPE_FP32")
-        for t in entry["iospec"]["inputs"]]
-    assert [o.name for o in config.output] == [t["name"] for t in entry["iospec"]["outputs"]]
-    policy = config.dynamic_batching.default_queue_policy
-    assert policy.max_queue_size == 64 and policy.timeout_action == model_config_pb2.ModelQueuePolicy.REJECT
-    assert config.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_GPU
-    trt = config.optimization.execution_accelerators.gpu_execution_accelerator[0]
-    assert trt.name == "tensorrt" and trt.parameters["precision_mode"] == "FP16"
-    import hashlib
-    assert hashlib.sha256((folder / "1" / "model.onnx").read_bytes()).hexdigest() == entry["sha256"]
-
-
-@pytest.mark.slow
-def test_missing_gpu_is_an_error_that_names_the_provider(bundle):
-    result = subprocess.run([sys.executable, "-c", "from edgekit.cli import main; main()", "serve", str(bundle),
-                             "--device", "cuda", "--port", str(free_port())], capture_output=True, text=True,
-                            timeout=120)
-    if cuda_available():
-        pytest.skip("this machine has CUDA: the GPU test covers it")
-    assert result.returncode == 2 and "CUDAExecutionProvider is not in this onnxruntime build" in result.stderr
-    assert "Traceback" not in result.stderr
 
 
 def test_a_taken_port_is_one_line_and_exit_2(bundle):
@@ -360,47 +212,6 @@ def test_serving_never_imports_torch_or_tensorflow(bundle):
     assert out.returncode == 0 and out.stdout.strip() == "[]", out.stderr
 
 
-@pytest.mark.slow
-def test_ray_serve_deployment_on_a_local_instance(bundle):
-    import tritonclient.http as http
-
-    port = free_port()
-    script = f"""
-import json, sys, numpy as np, ray
-from ray import serve
-from edgekit.serve.ray import deployment
-ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-serve.start(http_options={{"host": "127.0.0.1", "port": {port}}})
-serve.run(deployment(sys.argv[1], replicas=2, max_batch=8, queue=32), route_prefix="/")
-status = serve.status().applications["default"].deployments["edgekit"]
-print(json.dumps({{"replicas": sum(status.replica_states.values()), "status": str(status.status)}}), flush=True)
-sys.stdin.readline()
-serve.shutdown(); ray.shutdown()
-"""
-    env = dict(os.environ, RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0")
-    proc = subprocess.Popen([sys.executable, "-c", script, str(bundle)], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    try:
-        line = proc.stdout.readline()
-        assert line, proc.stderr.read()[-2000:]
-        state = json.loads(line)
-        assert state["replicas"] == 2 and "HEALTHY" in state["status"]
-        client = http.InferenceServerClient(f"127.0.0.1:{port}")
-        assert client.get_model_metadata("digits_cnn")["parameters"]["batching"] == "dynamic"
-        x = digits(3)
-        inp = http.InferInput("image", list(x.shape), "FP32")
-        inp.set_data_from_numpy(x)
-        served = json.loads((bundle / "manifest.json").read_text())["recommended"]["onnxruntime"]["file"]
-        np.testing.assert_allclose(client.infer("digits_cnn", [inp]).as_numpy("logits"),
-                                   OrtRunner(bundle / served).run({"image": x})["logits"], rtol=1e-5, atol=1e-5)
-    finally:
-        try:
-            proc.communicate("\n", timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
-
-
 def test_prometheus_names_are_stable():
     from edgekit.serve.batcher import BatchRecord
     from edgekit.serve.metrics import Metrics
@@ -420,56 +231,3 @@ def test_prometheus_names_are_stable():
     assert re.search(r'^edgekit_batch_size_sum\{model="demo"\} 3\.0$', text, re.M)
     assert re.search(r'^edgekit_inferences_total\{model="demo"\} 3\.0$', text, re.M)
     assert re.search(r'^edgekit_queue_seconds_count\{model="demo"\} 3\.0$', text, re.M)
-
-
-def _gpu_evidence(name: str, record: dict) -> None:
-    folder = os.environ.get("EDGEKIT_EVIDENCE_DIR")
-    if folder:
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        (Path(folder) / f"{name}.json").write_text(json.dumps(record, indent=2))
-
-
-@pytest.mark.gpu
-@pytest.mark.skipif(not cuda_available(), reason="no CUDA device with onnxruntime's CUDA provider here")
-@pytest.mark.parametrize("device,tolerance", [("cuda", 1e-4), ("tensorrt", 1e-2)])
-def test_gpu_serving_matches_the_cpu(bundle, device, tolerance):
-    import onnxruntime as ort
-    import tritonclient.http as http
-
-    provider = {"cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}[device]
-    if provider not in ort.get_available_providers():
-        pytest.skip(f"{provider} is not in this onnxruntime build")
-    record = {"device": device, "runs": []}
-    for attempt in range(2):  # the second start finds TensorRT's engines in the bundle's cache folder
-        started = time.monotonic()
-        server = Server(bundle, "--device", device, "--cache-mb", "0")
-        try:
-            ready_s = time.monotonic() - started
-            client = http.InferenceServerClient(f"127.0.0.1:{server.port}")
-            meta = client.get_model_metadata("digits_cnn")
-            assert meta["parameters"]["execution_provider"] == provider
-            x = digits(8, seed=3)
-            inp = http.InferInput("image", list(x.shape), "FP32")
-            inp.set_data_from_numpy(x)
-            t = time.perf_counter()
-            got = client.infer("digits_cnn", [inp]).as_numpy("logits")
-            first_ms = (time.perf_counter() - t) * 1000
-            warm = []
-            for _ in range(50):
-                t = time.perf_counter()
-                client.infer("digits_cnn", [inp])
-                warm.append((time.perf_counter() - t) * 1000)
-            served = meta["parameters"]["file"]
-            cpu = OrtRunner(bundle / served).run({"image": x})["logits"]
-            diff = float(np.abs(got - cpu).max())
-            assert diff <= tolerance * max(1.0, float(np.abs(cpu).max()))
-            record["runs"].append({"ready_s": ready_s, "first_request_ms": first_ms,
-                                   "warm_p50_ms": float(np.median(warm)), "max_abs_diff_vs_cpu": diff,
-                                   "providers": meta["parameters"]["execution_provider"]})
-        finally:
-            server.stop()
-    if device == "tensorrt":
-        engines = list((bundle / "cache" / "tensorrt").glob("*"))
-        assert engines, "TensorRT wrote no engine to the bundle's cache folder"
-        record["engine_files"] = sorted(p.name for p in engines)
-    _gpu_evidence(f"serve-gpu-{device}", record)

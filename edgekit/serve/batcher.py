@@ -174,9 +174,7 @@ class Batcher:
                 self._drop(item)
                 continue
             if now >= item.deadline:
-                self._drop(item)
-                if not item.future.done():
-                    item.future.set_exception(DeadlineExceeded())
+                self._expire(item)
                 continue
             fits = not batch or (item.group == batch[0].group and samples + item.samples <= self.max_batch)
             if fits:
@@ -215,9 +213,7 @@ class Batcher:
                 if item.dropped:
                     continue
                 if now >= item.deadline:  # never run late
-                    self._drop(item)
-                    if not item.future.done():
-                        item.future.set_exception(DeadlineExceeded())
+                    self._expire(item)
                     continue
                 item.started = True
                 self.reserved -= 1
@@ -228,10 +224,10 @@ class Batcher:
             self.running += 1
             try:
                 if self.inline:
-                    outputs = _run(runner, [i.inputs for i in live])
+                    outputs, record.infer_s = _run(runner, [i.inputs for i in live])
                 else:
-                    outputs = await loop.run_in_executor(self._pool, _run, runner, [i.inputs for i in live])
-                record.infer_s = outputs.pop("__seconds__")
+                    outputs, record.infer_s = await loop.run_in_executor(self._pool, _run, runner,
+                                                                         [i.inputs for i in live])
                 results = _split(outputs, [i.samples for i in live])
             except Exception as exc:  # a runtime failure answers this batch's requests, the server goes on
                 for item in live:
@@ -246,12 +242,12 @@ class Batcher:
             self.on_batch(record)
 
 
-def _run(runner, parts: list[dict[str, np.ndarray]]) -> dict:
+def _run(runner, parts: list[dict[str, np.ndarray]]) -> tuple[dict[str, np.ndarray], float]:
+    """The stacked batch's outputs and the seconds the runtime took."""
     feed = parts[0] if len(parts) == 1 else {n: np.concatenate([p[n] for p in parts]) for n in parts[0]}
     start = time.perf_counter()
     outputs = dict(runner.run(feed))
-    outputs["__seconds__"] = time.perf_counter() - start
-    return outputs
+    return outputs, time.perf_counter() - start
 
 
 def _split(outputs: dict[str, np.ndarray], sizes: list[int]) -> list[dict[str, np.ndarray]]:

@@ -17,7 +17,6 @@ from ..errors import UsageError
 from ..iospec import IOSpec
 
 DEVICES = ("auto", "cpu", "cuda", "tensorrt")
-RUNTIME_FORMATS = {"onnxruntime": "onnx", "litert": "tflite"}
 PLATFORMS = {"onnxruntime": "onnxruntime_onnx", "litert": "tensorflow_lite"}
 
 
