@@ -13,12 +13,15 @@ Layers. An import goes down this list, never up, and no modules import each othe
   4 measure     validate bench bench_worker compare gates recommend report report_plot inspect_file
   5 search/     the pruning back-off, the int8 arrangement choice and the repair ladder
   6 pipeline    plan stages pipeline validation_api
-  7 serve/      the KServe v2 app (batcher, cache, metrics), uvicorn, Ray Serve, Triton repositories;
+  7 archsearch/ edgekit nas: the Optuna search over architectures, scored through the pipeline's own
+                run_plan, promotion and the chosen member's bundle through build()
+  8 serve/      the KServe v2 app (batcher, cache, metrics), uvicorn, Ray Serve, Triton repositories;
                 never torch or TensorFlow: a server loads a bundle, not a model
-  8 cli         cli cli_serve
+  9 cli         cli cli_serve cli_nas
 """
 __version__ = "0.1.0"
 
+from .archsearch import NasResult, nas
 from .bench import bench_file
 from .data import Data, Split, prepare, read_arrays
 from .errors import EdgekitError, GateFailed, StageError, UsageError, ValidationFailed
@@ -30,7 +33,7 @@ from .results import BenchResult
 from .sources import load_model
 
 __all__ = [
-    "BenchResult", "BuildResult", "Data", "DeviceProfile", "EdgekitError", "GateFailed", "IOSpec", "Model",
+    "BenchResult", "BuildResult", "NasResult", "Data", "DeviceProfile", "EdgekitError", "GateFailed", "IOSpec", "Model",
     "Split", "StageError", "TensorSpec", "UsageError", "ValidationFailed", "bench_file", "build",
-    "list_profiles", "load_model", "load_profile", "prepare", "read_arrays", "__version__",
+    "list_profiles", "load_model", "load_profile", "nas", "prepare", "read_arrays", "__version__",
 ]

@@ -315,11 +315,13 @@ def _print_pairs(title: str, rows) -> None:
     _console(stderr=False).print(table)
 
 
-def _add_serving() -> None:
+def _add_commands() -> None:
+    from .cli_nas import nas_cmd
     from .cli_serve import export_group, serve_cmd
 
     main.add_command(serve_cmd)
     main.add_command(export_group)
+    main.add_command(nas_cmd)
 
 
-_add_serving()
+_add_commands()

@@ -73,7 +73,7 @@ def _call_factory(source: str):
         file = Path(target)
         if not file.is_file():
             raise UsageError(f"model factory file {target} not found; check the path")
-        mod = _load_user_file(file, target)
+        mod = load_user_file(file, target)
     else:
         try:
             mod = importlib.import_module(target)
@@ -97,7 +97,7 @@ def _call_factory(source: str):
 _IMPORTS = threading.Lock()
 
 
-def _load_user_file(file: Path, target: str):
+def load_user_file(file: Path, target: str):
     """Import the user's file as a private module. Its folder is on ``sys.path`` only while it runs (so it
     can import its siblings), and neither it nor the siblings it imported stay in ``sys.modules``."""
     folder = str(file.resolve().parent)

@@ -1,9 +1,9 @@
 import edgekit
 
 PUBLIC = {
-    "BenchResult", "BuildResult", "Data", "DeviceProfile", "EdgekitError", "GateFailed", "IOSpec", "Model",
+    "BenchResult", "BuildResult", "NasResult", "Data", "DeviceProfile", "EdgekitError", "GateFailed", "IOSpec", "Model",
     "Split", "StageError", "TensorSpec", "UsageError", "ValidationFailed", "bench_file", "build",
-    "list_profiles", "load_model", "load_profile", "prepare", "read_arrays", "__version__",
+    "list_profiles", "load_model", "load_profile", "nas", "prepare", "read_arrays", "__version__",
 }
 
 

@@ -15,8 +15,9 @@ LAYERS = [
     ("measure", {"validate", "bench", "bench_worker", "compare", "gates", "recommend", "report", "report_plot", "inspect_file"}),
     ("search", {"search"}),
     ("pipeline", {"plan", "stages", "pipeline", "validation_api"}),
+    ("archsearch", {"archsearch"}),
     ("serve", {"serve"}),
-    ("cli", {"cli", "cli_serve"}),
+    ("cli", {"cli", "cli_serve", "cli_nas"}),
 ]
 
 

@@ -1,0 +1,183 @@
+"""``edgekit.nas()``: search, write the study's outputs, promote, pick, build the bundle."""
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from ..errors import GateFailed, UsageError
+from ..profiles import DeviceProfile, load_profile, with_overrides
+from .hostlock import HostLock
+from .promote import PICKS, build_bundle, choose, promote, spearman
+from .results import front, hypervolume, plot, points, trials_summary, write_pareto_json, write_trials_csv
+from .space import WIDTHS, example_params, space_for
+from .storage import open_storage, open_study
+from .study import CONSTRAINTS, Loop, constraints_of, run_worker, seed_study
+from .trainer import Recipe, image_info, search_arrays
+
+GRIDS = ("full", "baseline", "none")
+
+
+@dataclass(frozen=True)
+class NasResult:
+    study: str
+    folder: Path
+    storage: str
+    counts: dict[str, int]
+    front: list[dict]
+    hypervolume: float
+    reference_point: tuple[float, float]
+    promoted: list[dict] = field(default_factory=list)
+    spearman: float | None = None
+    chosen: int | None = None
+    bundle: Path | None = None
+    bundle_passed: bool | None = None
+    ran: list[int] = field(default_factory=list)
+
+
+def nas(space: str = "builtin", *, data=None, profile: str | Path | DeviceProfile = "iot", trials: int | None = None,
+        time_budget_s: float | None = None, storage: str | None = None, study: str | None = None, out="nas",
+        seed: int = 0, proxy_epochs: int = 2, final_epochs: int = 12, promote_k: int = 3, pick: str = "best",
+        grid: str = "full", bits: int | None = None, threads: int | None = None, train_threads: int | None = None,
+        hv_reference: tuple[float, float] | None = None, evaluator=None,
+        progress: Callable[[dict], None] | None = None) -> NasResult:
+    """Search ``space`` ('builtin' or FILE.py:FUNC) for ``profile``; see docs in the README ("edgekit nas").
+
+    ``trials`` is the study's global budget (every worker counts it), ``time_budget_s`` this worker's.
+    ``promote_k`` = 0 skips promotion and the bundle (extra workers of a shared study). ``evaluator``
+    replaces the pipeline scorer (an object with ``profile`` and ``measure(module, arrays, name, *,
+    val_samples=None)`` returning ``evaluate.Measured``): tests use a deterministic one.
+    """
+    import optuna
+
+    if trials is None and time_budget_s is None:
+        raise UsageError("edgekit nas needs --trials N or --time-budget (or both)")
+    if grid not in GRIDS:
+        raise UsageError(f"grid {grid!r}: one of {', '.join(GRIDS)}")
+    if pick not in PICKS and not str(pick).isdigit():
+        raise UsageError(f"--pick {pick}: one of {', '.join(PICKS)} or a trial number")
+    prof = profile if isinstance(profile, DeviceProfile) else load_profile(profile)
+    overrides = {k: v for k, v in (("quantize.weight_bits", bits), ("target.threads", threads)) if v is not None}
+    prof = with_overrides(prof, overrides) if overrides else prof
+    arrays, meta, data_name = _arrays(data, seed)
+    channels, size, classes = image_info(arrays)
+    the_space = space_for(space, channels, classes, size)
+    name = study or f"{Path(space.rpartition(':')[2] or space).name}-{prof.name}"
+    folder = Path(out) / name
+    store, url = open_storage(storage, folder)
+    sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, constraints_func=constraints_of)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    the_study = open_study(store, url, name, sampler)
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = HostLock()
+    if the_space.builtin and grid != "none":
+        widths = WIDTHS if grid == "full" else (1.0,)
+        res = the_space.resolutions if grid == "full" else (size,)
+        seeds = [example_params(1.0, size)] + [example_params(w, r) for w in widths for r in res
+                                               if (w, r) != (1.0, size)]
+        seed_study(the_study, seeds, lock)
+    log = io.StringIO()
+    input_names = [k for k in arrays if k not in ("y", "y_train") and not k.endswith("_train")]
+    task = "classification" if arrays["y"].dtype.kind in "iu" else "regression"
+    with tempfile.TemporaryDirectory(prefix="edgekit-nas-") as scratch, _tf_worker(log, evaluator) as tf:
+        if evaluator is None:
+            from .evaluate import Evaluator
+
+            evaluator = Evaluator(prof, Path(scratch), tf, log, meta)
+        loop = Loop(the_space, arrays, input_names, task, evaluator, Recipe(proxy_epochs), seed,
+                    train_threads or max(1, os.cpu_count() or 1), lock, trials, time_budget_s, progress=progress)
+        try:
+            ran = run_worker(the_study, loop)
+        finally:
+            (folder / "nas.log").write_text(log.getvalue())
+        all_trials = the_study.get_trials(deepcopy=False)
+        pts = points(all_trials)
+        members = front(pts)
+        ref = hv_reference or (0.0, prof.budget.p90_latency_ms or 1.1 * max((p.p90_ms for p in pts), default=1.0))
+        hv = hypervolume(members, ref)
+        summary = {"study": name, "storage": url, "profile": prof.name, "space": space, "data": data_name,
+                   "scored": {"format": evaluator.format, "precision": evaluator.precision} if hasattr(evaluator, "format") else {},
+                   "counts": trials_summary(all_trials), "hypervolume": round(hv, 6), "reference_point": list(ref),
+                   "proxy_recipe": Recipe(proxy_epochs).to_dict(), "final_recipe": Recipe(final_epochs).to_dict()}
+        write_trials_csv(folder / "trials.csv", all_trials)
+        plot(folder / "pareto.png", all_trials, members, prof, f"edgekit nas {name}: {len(pts)} feasible of "
+             f"{len(all_trials)} trials, hypervolume {hv:.4f}")
+        write_pareto_json(folder / "pareto.json", members, summary)
+        if not members:
+            raise GateFailed(_why_none(all_trials, prof))
+        result = NasResult(name, folder, url, summary["counts"], [p.to_dict() for p in members], hv, ref, ran=ran)
+        if promote_k <= 0:
+            return result
+        top = sorted(members, key=lambda p: (-p.metric, p.p90_ms))[:promote_k]
+        if str(pick).isdigit() and int(pick) not in {p.number for p in top}:
+            extra = next((p for p in pts if p.number == int(pick)), None)
+            if extra is None:
+                raise UsageError(f"--pick {pick}: trial {pick} is not a feasible measured trial of study {name}")
+            top.append(extra)
+        promoted = promote(loop, top, Recipe(final_epochs), progress=progress)
+        rho = spearman(promoted)
+        write_pareto_json(folder / "pareto.json", members, {**summary, "promoted": [p.to_dict() for p in promoted],
+                                                            "spearman_proxy_final": rho})
+        chosen = choose(promoted, str(pick))
+        if chosen is None:
+            raise GateFailed(f"no promoted member holds every budget after full training ({_broken(promoted)}); "
+                             f"see {folder / 'pareto.json'}")
+        built = build_bundle(chosen, loop, folder, name, meta, progress=progress)
+    write_pareto_json(folder / "pareto.json", members, {**summary, "promoted": [p.to_dict() for p in promoted],
+                                                        "spearman_proxy_final": rho, "chosen": chosen.trial,
+                                                        "bundle": str(built.bundle), "bundle_passed": built.passed})
+    return NasResult(name, folder, url, summary["counts"], result.front, hv, ref, [p.to_dict() for p in promoted],
+                     rho, chosen.trial, built.bundle, built.passed, ran)
+
+
+def _arrays(data, seed: int) -> tuple[dict, dict, str]:
+    from ..data import read_arrays
+
+    if data is None:
+        from ..examples import digits
+
+        return (search_arrays(digits.load_arrays(), "built-in digits", seed),
+                {"labels": digits.LABELS, "preprocessing": digits.PREPROCESSING}, "built-in digits (70% train, 30% held out)")
+    arrays = read_arrays(data) if not isinstance(data, dict) else dict(data)
+    return search_arrays(arrays, str(data), seed), {}, str(data)
+
+
+class _NoWorker:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _tf_worker(log, evaluator):
+    if evaluator is not None:
+        return _NoWorker()
+    from ..export.tf_client import TfWorker
+
+    return TfWorker(log)
+
+
+def _why_none(trials, prof) -> str:
+    measured = [t for t in trials if t.state.name == "COMPLETE"]
+    failed = [t for t in trials if t.state.name == "FAIL"]
+    if not measured:
+        reasons = sorted({t.user_attrs.get("failed_reason", "?")[:160] for t in failed})
+        return (f"no trial was measured ({len(failed)} failed: {'; '.join(reasons[:3]) or 'none ran'}); "
+                "nothing to put on a front")
+    counts = {k: sum(1 for t in measured if k in t.user_attrs.get("broke", [])) for k in CONSTRAINTS}
+    every = [k for k, n in counts.items() if n == len(measured)]
+    limit = {"flash_kb": f"flash_kb {prof.budget.flash_kb}", "p90_ms": f"p90_latency_ms {prof.budget.p90_latency_ms}",
+             "arena_kb": f"ram_kb {prof.budget.ram_kb}", "drop": f"max_accuracy_drop {prof.budget.max_accuracy_drop}"}
+    said = ", ".join(f"{limit[k]} broken by {n}" for k, n in counts.items() if n)
+    return (f"no feasible trial: of {len(measured)} measured, {said}"
+            + (f"; every trial broke {', '.join(limit[k] for k in every)}" if every else "")
+            + ": loosen the profile's budget or widen the search space")
+
+
+def _broken(promoted) -> str:
+    return "; ".join(f"trial {p.trial}: {', '.join(k for k, v in p.constraints.items() if v > 0)}" for p in promoted)

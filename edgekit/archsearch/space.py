@@ -1,0 +1,189 @@
+"""Search spaces: the built-in MobileNetV2-style space, and a user's ``FILE.py:FUNC(trial) -> nn.Module``.
+
+Every space is a callable ``(trial) -> (module, resolution)``. ``resolution`` is the square input size
+the data adapter resizes image inputs to (None: the data's own size). The built-in space suggests the
+same fixed-length parameters in every trial, so a multivariate TPE can model them jointly, and a
+member is rebuilt from its parameters with ``optuna.trial.FixedTrial``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Callable
+
+from ..errors import UsageError, one_line
+
+STAGES = 4
+STRIDES = (1, 2, 2, 2)  # after a stride-2 stem, like the shipped example
+DEPTHS = ((1, 2), (1, 3), (1, 3), (1, 3))
+CHANNELS = ((8, 48), (8, 64), (16, 96), (16, 128))  # per stage, multiples of 8
+EXPANSIONS = (2, 3, 4, 6)
+KERNELS = (3, 5)
+# The shipped example (edgekit/examples/digits.py) in this space's terms: the hand-designed baseline.
+EXAMPLE = {"stem": 32, "head": 256, "depth": (1, 2, 2, 2), "channels": (32, 48, 64, 96), "expand": 4, "kernel": 3}
+WIDTHS = (0.25, 0.35, 0.5, 0.75, 1.0)
+
+
+@dataclass(frozen=True)
+class Space:
+    """A search space: ``make(trial) -> (module, resolution)``; ``name`` is what the user passed."""
+    name: str
+    make: Callable[[Any], tuple[Any, int | None]]
+    builtin: bool
+    resolutions: tuple[int, ...] = ()
+
+
+def divisible(value: float, by: int = 8) -> int:
+    """``value`` rounded to the nearest multiple of ``by`` (at least ``by``), as MobileNets round widths."""
+    return max(by, int(value + by / 2) // by * by)
+
+
+def resolutions_for(size: int) -> tuple[int, ...]:
+    """The resolutions the built-in space offers for data ``size`` pixels high: 1/2, 3/4 and all of it."""
+    return tuple(sorted({max(8, divisible(size * f)) for f in (0.5, 0.75)} | {size}))
+
+
+def example_params(width: float = 1.0, resolution: int = 32) -> dict[str, Any]:
+    """The shipped example's architecture scaled by a width multiplier, at ``resolution``: the grid
+    the study is seeded with (``enqueue_trial``)."""
+    params: dict[str, Any] = {"resolution": resolution, "stem": divisible(EXAMPLE["stem"] * width),
+                              "head": divisible(EXAMPLE["head"] * width)}
+    for i in range(STAGES):
+        params[f"s{i}_depth"] = EXAMPLE["depth"][i]
+        params[f"s{i}_channels"] = divisible(EXAMPLE["channels"][i] * width)
+        params[f"s{i}_expand"] = EXAMPLE["expand"]
+        params[f"s{i}_kernel"] = EXAMPLE["kernel"]
+    return params
+
+
+def builtin_space(in_channels: int, classes: int, size: int) -> Space:
+    resolutions = resolutions_for(size)
+
+    def make(trial):
+        resolution = trial.suggest_categorical("resolution", list(resolutions))
+        stem = trial.suggest_int("stem", 8, 48, step=8)
+        stages = []
+        for i in range(STAGES):
+            stages.append((trial.suggest_int(f"s{i}_depth", *DEPTHS[i]),
+                           trial.suggest_int(f"s{i}_channels", *CHANNELS[i], step=8),
+                           trial.suggest_categorical(f"s{i}_expand", list(EXPANSIONS)),
+                           trial.suggest_categorical(f"s{i}_kernel", list(KERNELS))))
+        head = trial.suggest_int("head", 32, 320, step=8)
+        return mobilenet(in_channels, classes, resolution, stem, tuple(stages), head), resolution
+
+    return Space("builtin", make, True, resolutions)
+
+
+def mobilenet(in_channels: int, classes: int, resolution: int, stem: int, stages: tuple, head: int):
+    """A MobileNetV2-style net: stride-2 stem, per stage ``depth`` inverted residuals (``channels``,
+    ``expand``, ``kernel``; the first block of a stage takes its stride), a 1x1 head conv, pooling, a
+    linear classifier. Input ``image`` (N, C, resolution, resolution), output ``logits``."""
+    return _classes()[1](in_channels, classes, resolution, stem, stages, head).eval()
+
+
+@lru_cache(maxsize=1)
+def _classes():
+    import torch
+    from torch import nn
+
+    def conv_bn(cin, cout, k=1, stride=1, groups=1, act=True):
+        layers = [nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=False), nn.BatchNorm2d(cout)]
+        return layers + ([nn.ReLU6(inplace=True)] if act else [])
+
+    class InvertedResidual(nn.Module):
+        def __init__(self, cin, cout, stride, expand, kernel):
+            super().__init__()
+            hidden = cin * expand
+            self.use_res = stride == 1 and cin == cout
+            self.block = nn.Sequential(*(conv_bn(cin, hidden) if expand != 1 else []),
+                                       *conv_bn(hidden, hidden, kernel, stride, hidden),
+                                       *conv_bn(hidden, cout, act=False))
+
+        def forward(self, x):
+            y = self.block(x)
+            return x + y if self.use_res else y
+
+    class SearchedNet(nn.Module):
+        input_names = ["image"]
+        output_names = ["logits"]
+
+        def __init__(self, in_channels, classes, resolution, stem, stages, head):
+            super().__init__()
+            self.shape = (in_channels, resolution, resolution)
+            layers, cin = conv_bn(in_channels, stem, 3, 2), stem
+            for (depth, channels, expand, kernel), stride in zip(stages, STRIDES):
+                for j in range(depth):
+                    layers.append(InvertedResidual(cin, channels, stride if j == 0 else 1, expand, kernel))
+                    cin = channels
+            self.features = nn.Sequential(*layers, *conv_bn(cin, head))
+            self.pool = nn.AdaptiveAvgPool2d(1)
+            self.classifier = nn.Linear(head, classes)
+
+        def forward(self, image):
+            return self.classifier(self.pool(self.features(image)).flatten(1))
+
+        def example_inputs(self):
+            return (torch.zeros(1, *self.shape),)
+
+    return InvertedResidual, SearchedNet
+
+
+def user_space(spec: str) -> Space:
+    """``FILE.py:FUNC`` or ``package.module:FUNC``: FUNC(trial) returns an ``nn.Module``; a parameter the
+    function suggests as ``resolution`` is the size image inputs are resized to."""
+    import importlib
+
+    from ..sources import load_user_file
+
+    target, sep, attr = spec.rpartition(":")
+    if not sep or not target or not attr:
+        raise UsageError(f"--space {spec}: write 'builtin' or FILE.py:FUNC")
+    if target.endswith(".py"):
+        if not Path(target).is_file():
+            raise UsageError(f"--space {spec}: file {target} not found; check the path")
+        mod = load_user_file(Path(target), target)
+    else:
+        try:
+            mod = importlib.import_module(target)
+        except Exception as exc:
+            raise UsageError(f"--space {spec}: module {target} cannot be imported ({one_line(exc)})") from None
+    func = getattr(mod, attr, None)
+    if func is None or not callable(func):
+        raise UsageError(f"--space {spec}: '{attr}' is not a callable in {target}")
+
+    def make(trial):
+        import torch
+
+        try:
+            module = func(trial)
+        except Exception as exc:
+            if type(exc).__name__ == "TrialPruned":
+                raise
+            raise UsageError(f"search space {spec} raised {one_line(exc)}; fix the function") from None
+        if not isinstance(module, torch.nn.Module):
+            raise UsageError(f"search space {spec} returned {type(module).__name__}, not a torch.nn.Module")
+        resolution = trial.params.get("resolution")
+        return module.eval(), int(resolution) if resolution is not None else None
+
+    return Space(spec, make, False)
+
+
+def space_for(spec: str, in_channels: int | None, classes: int | None, size: int | None) -> Space:
+    if spec != "builtin":
+        return user_space(spec)
+    if in_channels is None or size is None:
+        raise UsageError("--space builtin searches image classifiers: the data needs one input of shape "
+                         "(N, C, H, H) and integer labels 'y'; pass --space FILE.py:FUNC for other models")
+    return builtin_space(in_channels, classes, size)
+
+
+def candidate(space, trial_or_params, seed: int):
+    """The space's module for a trial (or fixed params), its initial weights drawn from a seeded RNG."""
+    import optuna
+
+    from ..runtimes.torch_runner import torch_threads
+
+    trial = (optuna.trial.FixedTrial(trial_or_params) if isinstance(trial_or_params, dict) else trial_or_params)
+    with torch_threads(1, seed=seed):
+        return space.make(trial)
