@@ -43,7 +43,7 @@ def reference(text: str | None) -> tuple[float, float] | None:
 @click.option("--study", "study_name", help="Study name (default: SPACE-PROFILE).")
 @click.option("--out", default="nas", show_default=True, type=click.Path(), help="Parent folder of OUT/STUDY/.")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--proxy-epochs", type=click.IntRange(min=1), default=2, show_default=True, help="Training per trial.")
+@click.option("--proxy-epochs", type=click.IntRange(min=1), default=3, show_default=True, help="Training per trial.")
 @click.option("--final-epochs", type=click.IntRange(min=1), default=12, show_default=True,
               help="Training of promoted members (the full recipe).")
 @click.option("--promote", "promote_k", type=click.IntRange(min=0), default=3, show_default=True,

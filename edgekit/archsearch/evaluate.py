@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..errors import StageError
+from ..export.onnx import export_onnx
 from ..formats import get_format
 from ..plan import make_plan
 from ..pipeline import run_plan
@@ -83,8 +84,9 @@ def cpu_name() -> str:
 class Evaluator:
     """Measures candidates through the build pipeline with one TensorFlow worker for the whole search."""
 
-    def __init__(self, profile: DeviceProfile, scratch: Path, tf, log: io.StringIO, meta: dict | None = None):
-        self.profile, self.scratch, self.tf, self.log = profile, Path(scratch), tf, log
+    def __init__(self, profile: DeviceProfile, scratch: Path, tf, log: io.StringIO, meta: dict | None = None,
+                 stages=None):
+        self.profile, self.scratch, self.tf, self.log, self.stages = profile, Path(scratch), tf, log, stages
         self.meta = meta or {}
         self.format, self.precision = scored_format(profile)
         self.formats = trial_formats(profile)
@@ -95,6 +97,12 @@ class Evaluator:
         held_out = {k: v for k, v in arrays.items() if not k.endswith("_train")}
         model = torch_model(module, name=name, loader="nas", origin=f"nas candidate {name}", sample_inputs=held_out,
                             meta=self.meta)
+        work = self.scratch / f"{name}.work"
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        screened = work / f"{name}.screen.onnx"  # measured, not shipped: the fast TorchScript exporter first
+        how = export_onnx(model, screened, self.log, screening=True)
+        model = replace(model, onnx_path=screened, meta={**model.meta, "onnx_export": how})
         data = load_data(model, held_out, f"nas data ({name})", None, None, val_samples)
         reference = reference_outputs(model, data, prof.target.resolved_threads)
         plan = make_plan(model, prof, self.formats, explicit=True)
@@ -102,13 +110,11 @@ class Evaluator:
                               tuple(p for p in s.precisions if s.format.embeds), fallback={}) for s in plan.steps)
         plan = replace(plan, steps=steps)
         folder = self.scratch / name
-        work = self.scratch / f"{name}.work"
-        for path in (folder, work):
-            shutil.rmtree(path, ignore_errors=True)
-            path.mkdir(parents=True)
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
         try:
             artifacts, failures = run_plan(plan, model, reference, data, prof, folder, work, self.tf, self.log,
-                                           None, {})
+                                           self.stages, {})
         finally:
             shutil.rmtree(folder, ignore_errors=True)
             shutil.rmtree(work, ignore_errors=True)

@@ -26,8 +26,8 @@ class TrainingFailed(RuntimeError):
 @dataclass(frozen=True)
 class Recipe:
     epochs: int
-    lr: float = 3e-3
-    batch_size: int = 64
+    lr: float = 5e-3
+    batch_size: int = 32
     weight_decay: float = 1e-4
     shift: int = 2  # random translation of image inputs by up to this many pixels (0: none)
 

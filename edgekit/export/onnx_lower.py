@@ -92,3 +92,48 @@ def _edge_pads(node, shape, helper) -> list[tuple[int, int, int]] | None:
     if all(b == 0 and a == 0 for b, a, _ in edges):
         return None
     return edges
+
+
+REDUCE_OPS = {"ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum", "ReduceProd", "ReduceL1", "ReduceL2",
+              "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare"}
+
+
+def positive_reduce_axes(path: Path, out: Path) -> tuple[Path, int]:
+    """``path`` with the negative axes of every Reduce node (``axes`` attribute, or a constant ``axes``
+    input from opset 18) written as positive ones in ascending order, saved to ``out``; and how many nodes changed.
+
+    onnx2tf maps NCHW axes to NHWC ones, and for a ``ReduceMean(axes=[-1, -2])`` over a 1x1 map it reduces
+    the batch too: the file then returns one row per batch (seen on a MobileNetV2-style net whose last
+    stage reaches 1x1 at 16 px). Axes counted from the front, in order, are the same reduction and convert right."""
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    proto = onnx.shape_inference.infer_shapes(onnx.load(str(path)))
+    graph = proto.graph
+    ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in (*graph.value_info, *graph.input, *graph.output)
+             if v.type.tensor_type.HasField("shape")}
+    consts = {i.name: i for i in graph.initializer}
+    count = 0
+    for node in graph.node:
+        if node.op_type not in REDUCE_OPS or not node.input or node.input[0] not in ranks:
+            continue
+        rank = ranks[node.input[0]]
+        attr = next((a for a in node.attribute if a.name == "axes"), None)
+        if attr is not None and any(v < 0 for v in attr.ints):
+            fixed = sorted(v % rank for v in attr.ints)
+            node.attribute.remove(attr)
+            node.attribute.append(helper.make_attribute("axes", fixed))
+            count += 1
+        elif len(node.input) > 1 and node.input[1] in consts:
+            axes = numpy_helper.to_array(consts[node.input[1]])
+            if (axes < 0).any():
+                name = f"{node.name or node.output[0]}_axes_positive"
+                graph.initializer.append(numpy_helper.from_array(np.sort(axes % rank).astype(np.int64), name))
+                node.input[1] = name
+                count += 1
+    if not count:
+        return path, 0
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(out))
+    return out, count

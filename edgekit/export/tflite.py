@@ -19,7 +19,7 @@ import numpy as np
 from ..errors import StageError
 from ..iospec import IOSpec, layout_fit
 from ..results import ExportInfo
-from .onnx_lower import lower_padded_pools
+from .onnx_lower import lower_padded_pools, positive_reduce_axes
 from .job import Exported, ExportJob
 
 
@@ -101,6 +101,7 @@ def export_tflite_onnx2tf(job: ExportJob) -> list[Exported]:
     graph, fixed = fix_dynamic_axes(job.reference_onnx, job.model.iospec, job.calibration,
                                     job.scratch / f"{job.model.name}-static.onnx")
     graph, lowered = lower_padded_pools(graph, job.scratch / f"{job.model.name}-lowered.onnx")
+    graph, _ = positive_reduce_axes(graph, job.scratch / f"{job.model.name}-axes.onnx")
     try:
         made = job.tf.call("onnx2tf", "export tflite", onnx=str(graph.resolve()), out_dir=str(work.resolve()),
                            samples=samples)
