@@ -123,7 +123,12 @@ def run_worker(study, loop: Loop) -> list[int]:
             trial.set_user_attr("host", socket.gethostname())
             trial.set_user_attr("pid", os.getpid())
         ran.append(trial.number)
-        state, values = run_trial(study, trial, loop)
+        first = len(loop.lock.spans)
+        try:
+            state, values = run_trial(study, trial, loop)
+        finally:
+            if study.get_trials(deepcopy=False)[trial.number].state.name == "RUNNING":
+                trial.set_user_attr("lock_spans", [list(s) for s in loop.lock.spans[first:]])
         study.tell(trial, values, state=state)
         if loop.progress is not None:
             loop.progress({"trial": trial.number, "state": state.name, "values": values, "started": started,

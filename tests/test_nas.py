@@ -1,0 +1,234 @@
+"""edgekit nas, its bookkeeping: storage, resume, the global budget, constraints, the front, the
+hypervolume, promotion and --pick, with a deterministic scorer (real training, no converters)."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+
+import edgekit
+from edgekit.archsearch.evaluate import Measured
+from edgekit.archsearch.promote import Promoted, choose, spearman
+from edgekit.archsearch.results import Point, front, hypervolume
+from edgekit.archsearch.space import builtin_space, candidate, example_params
+from edgekit.archsearch.study import CONSTRAINTS, constraint_values, constraints_of
+from edgekit.errors import GateFailed, UsageError
+from edgekit.profiles import load_profile, with_overrides
+
+from nas_helpers import SizeScorer, tiny_digits
+
+HERE = Path(__file__).parent
+
+
+@pytest.fixture(autouse=True)
+def own_lock_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGEKIT_HOST_LOCK_DIR", str(tmp_path / "locks"))
+
+
+def run(tmp_path, profile="iot", **kw):
+    prof = load_profile(profile) if isinstance(profile, str) else profile
+    kw.setdefault("trials", 3)
+    kw.setdefault("grid", "none")
+    kw.setdefault("promote_k", 0)
+    kw.setdefault("proxy_epochs", 1)
+    scorer = kw.pop("scorer", None) or SizeScorer(prof)
+    return edgekit.nas(data=tiny_digits(), profile=prof, out=tmp_path / "out", evaluator=scorer,
+                       train_threads=1, **kw), scorer
+
+
+def load(result):
+    from edgekit.archsearch.storage import open_storage
+
+    return optuna.load_study(study_name=result.study, storage=open_storage(result.storage, result.folder)[0])
+
+
+def test_default_storage_is_sqlite_and_the_same_command_resumes(tmp_path):
+    first, _ = run(tmp_path, trials=3)
+    assert first.storage.startswith("sqlite:///") and (first.folder / "study.db").is_file()
+    before = {t.number: t.params for t in load(first).trials}
+    second, scorer = run(tmp_path, trials=5)
+    trials = load(second).trials
+    assert [t.number for t in trials] == [0, 1, 2, 3, 4]
+    assert {t.number: t.params for t in trials[:3]} == before  # the first three are kept, not re-run
+    assert second.ran == [3, 4] and len(scorer.calls) == 4  # untrained + trained per new trial
+    for name in ("trials.csv", "pareto.json", "pareto.png"):
+        assert (second.folder / name).stat().st_size > 0
+    rows = (second.folder / "trials.csv").read_text().splitlines()
+    assert len(rows) == 6 and rows[0].startswith("number,state,stage")
+
+
+def test_every_figure_is_kept_in_user_attrs_and_feasible_trials_make_the_front(tmp_path):
+    result, _ = run(tmp_path, trials=4)
+    study = load(result)
+    for t in study.trials:
+        assert t.state.name == "COMPLETE"
+        for key in ("p50_ms", "p90_ms", "p99_ms", "bytes", "arena_bytes", "metric", "metric_fp32", "seconds", "cpu",
+                    "untrained_p90_ms", "train", "constraints", "resolution"):
+            assert key in t.user_attrs, key
+        assert t.values == [t.user_attrs["metric"], t.user_attrs["p90_ms"]]
+    expected = front([Point(t.number, t.values[0], t.values[1], t.params, t.user_attrs) for t in study.trials])
+    assert [p["trial"] for p in result.front] == [p.number for p in expected]
+    assert 0 < result.hypervolume < 1
+
+
+def test_a_budget_an_untrained_candidate_breaks_is_recorded_without_training(tmp_path):
+    prof = with_overrides(load_profile("iot"), {"budget.p90_latency_ms": 1.0})
+    result, scorer = run(tmp_path, profile=prof, trials=4, grid="full")  # the example's width 1.0 is too slow
+    trials = [t for t in load(result).trials if t.state.name != "WAITING"]  # one grid member is left unrun
+    assert len(trials) == 4
+    slow = [t for t in trials if t.user_attrs.get("stage") == "precheck"]
+    assert slow, [t.values for t in trials]
+    for t in slow:
+        assert t.user_attrs["broke"] == ["p90_ms"] and "train" not in t.user_attrs and t.values[1] > 1.0
+    assert len(slow) == 1 and all(p["p90_ms"] <= 1.0 for p in result.front)
+    assert sum(1 for c in scorer.calls if not c.endswith("untrained")) == len(trials) - len(slow)
+
+
+def test_constraint_values_and_their_order():
+    prof = load_profile("stm32h743")
+    m = Measured("f", "tflite", "int8", "litert", 0.95, 0.97, 0.02, 1, 2, 3, 1536 * 1024 + 1024, 400 * 1024, True,
+                 10, 1.0, "cpu")
+    values = constraint_values(m, prof)
+    assert values["flash_kb"] == pytest.approx(1.0) and values["arena_kb"] == pytest.approx(16.0)
+    assert values["p90_ms"] == pytest.approx(2 - 20.0) and values["drop"] == pytest.approx(0.0, abs=1e-12)
+    no_tflm = Measured(*m.__dict__.values())
+    assert constraint_values(no_tflm, load_profile("mobile"))["arena_kb"] == -1.0  # mobile sets no arena budget
+    unloadable = Measured(**{**m.__dict__, "arena_bytes": None, "tflm_loads": False})
+    assert constraint_values(unloadable, prof)["arena_kb"] > 1e8
+
+    class T:
+        user_attrs = {"constraints": {"drop": 0.5, "flash_kb": -2.0}}
+    assert constraints_of(T) == [-2.0, -1.0, -1.0, 0.5] and CONSTRAINTS[-1] == "drop"
+
+
+def test_front_and_hypervolume_by_hand():
+    pts = [Point(0, 0.90, 0.5, {}, {}), Point(1, 0.95, 1.0, {}, {}), Point(2, 0.85, 0.8, {}, {}),
+           Point(3, 0.95, 1.5, {}, {})]
+    assert [p.number for p in front(pts)] == [0, 1]
+    # box from (metric 1, p90 0) to (0, 2 ms): point 0 covers 0.9 x 0.75, point 1 adds 0.05 x 0.5
+    assert hypervolume(front(pts), (0.0, 2.0)) == pytest.approx(0.9 * 0.75 + 0.05 * 0.5)
+    assert hypervolume(front(pts), (0.5, 2.0)) == pytest.approx((0.4 * 0.75 + 0.05 * 0.5) / 0.5)
+    assert hypervolume([Point(4, 0.4, 3.0, {}, {})], (0.5, 2.0)) == 0.0
+
+
+def promoted(trial, metric, p90, size, ok=True, proxy=None):
+    return Promoted(trial, {}, proxy if proxy is not None else metric, p90,
+                    {"metric": metric, "p90_ms": p90, "bytes": size},
+                    {k: (-1.0 if ok else 1.0) for k in CONSTRAINTS})
+
+
+def test_pick_and_rank_correlation():
+    members = [promoted(3, 0.99, 0.05, 3000), promoted(5, 0.97, 0.02, 2000), promoted(8, 0.995, 0.01, 1000, ok=False),
+               promoted(9, 0.98, 0.03, 1500)]
+    assert choose(members, "best").trial == 3
+    assert choose(members, "fastest").trial == 5
+    assert choose(members, "smallest").trial == 9
+    assert choose(members, "8").trial == 8  # asked for by number: given, budgets or not
+    with pytest.raises(UsageError, match="trial 4 was not promoted"):
+        choose(members, "4")
+    assert choose([promoted(1, 0.9, 1, 1, ok=False)], "best") is None
+    assert spearman([promoted(1, 0.9, 1, 1, proxy=0.5), promoted(2, 0.95, 1, 1, proxy=0.6),
+                     promoted(3, 0.97, 1, 1, proxy=0.7)]) == 1.0
+    assert spearman(members[:2]) is None
+
+
+@pytest.mark.slow
+def test_promotion_trains_the_best_members_and_builds_the_pick(tmp_path):
+    prof = with_overrides(load_profile("iot"), {"prune.method": "none", "quantize.weight_bits": 8})
+    result, scorer = run(tmp_path, profile=prof, trials=4, promote_k=2, final_epochs=1, pick="fastest")
+    finals = [c for c in scorer.calls if c.endswith("-final")]
+    assert len(finals) == 2 and len(result.promoted) == 2
+    best_two = sorted(result.front, key=lambda p: -p["metric"])[:2]
+    assert [p["trial"] for p in result.promoted] == [p["trial"] for p in best_two]
+    assert result.chosen == min(result.promoted, key=lambda p: p["final_p90_ms"])["trial"]
+    manifest = __import__("json").loads((result.bundle / "manifest.json").read_text())
+    assert {f["format"] for f in manifest["files"]} >= {"onnx", "tflite", "c_array"}
+    assert manifest["passed"] == result.bundle_passed
+    summary = __import__("json").loads((result.folder / "pareto.json").read_text())
+    assert summary["chosen"] == result.chosen and summary["bundle"] == str(result.bundle)
+    assert (result.folder / "data-8.npz").is_file()
+
+
+def test_the_global_budget_counts_every_worker_and_stale_trials_are_reaped(tmp_path):
+    result, _ = run(tmp_path, trials=2)
+    study = load(result)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    left = study.ask()
+    left.set_user_attr("host", __import__("socket").gethostname())
+    left.set_user_attr("pid", dead.pid)
+    again, _ = run(tmp_path, trials=4)
+    trials = load(again).trials
+    assert len(trials) == 4 and trials[2].state.name == "FAIL"
+    assert "stopped" in trials[2].user_attrs["failed_reason"] and again.ran == [3]
+
+
+def test_a_failing_candidate_is_recorded_and_the_search_goes_on(tmp_path):
+    prof = load_profile("iot")
+    space = builtin_space(1, 10, 8)
+    first = example_params(1.0, 8)
+    module, _ = candidate(space, first, 0)
+    scorer = SizeScorer(prof, fail_params=sum(p.numel() for p in module.parameters()))
+    result, _ = run(tmp_path, trials=3, grid="baseline", scorer=scorer)
+    trials = load(result).trials
+    assert trials[0].state.name == "FAIL" and "converter refused it" in trials[0].user_attrs["failed_reason"]
+    assert [t.state.name for t in trials[1:]] == ["COMPLETE", "COMPLETE"]
+
+
+def test_early_stop_prunes_a_candidate_far_below_its_latency_peers(tmp_path):
+    result, _ = run(tmp_path, trials=1, grid="baseline")
+    study = load(result)
+    p90 = study.trials[0].user_attrs["untrained_p90_ms"]
+    for n in range(2):  # two finished peers of the same latency whose first epoch reached 0.999
+        study.add_trial(optuna.trial.create_trial(
+            params=study.trials[0].params, distributions=study.trials[0].distributions, values=[0.999, p90],
+            user_attrs={"stage": "trained", "epoch1_metric": 0.999, "untrained_p90_ms": p90,
+                        "constraints": {k: -1.0 for k in CONSTRAINTS}}))
+    study.enqueue_trial(study.trials[0].params)
+    again, _ = run(tmp_path, trials=4, proxy_epochs=2, grid="baseline")
+    last = load(again).trials[3]
+    assert last.state.name == "PRUNED" and "below the median 0.999" in last.user_attrs["pruned_reason"]
+    assert last.user_attrs["train"]["epochs_run"] == 1
+
+
+def test_no_feasible_trial_exits_1_naming_the_budget(tmp_path):
+    prof = with_overrides(load_profile("iot"), {"budget.flash_kb": 0.001})
+    with pytest.raises(GateFailed, match=r"every trial broke flash_kb 0.001"):
+        run(tmp_path, profile=prof, trials=2)
+
+
+def test_journal_storage_and_bad_storage(tmp_path):
+    result, _ = run(tmp_path, trials=2, storage=f"journal:{tmp_path / 'study.log'}")
+    assert (tmp_path / "study.log").stat().st_size > 0 and len(load(result).trials) == 2
+    with pytest.raises(UsageError, match="cannot be opened"):
+        run(tmp_path, storage="postgresql://nobody@127.0.0.1:1/none")
+    with pytest.raises(UsageError, match="does not exist"):
+        run(tmp_path, storage=f"journal:{tmp_path / 'missing' / 'study.log'}")
+
+
+def test_two_workers_share_one_study(tmp_path):
+    """Two processes on one SQLite study: unique trial numbers, the global budget held, and no benchmark
+    overlapping another benchmark or a training (the spans each worker held the host lock for)."""
+    env = {**os.environ, "EDGEKIT_HOST_LOCK_DIR": str(tmp_path / "locks"),
+           "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
+    script = (HERE / "nas_worker.py").as_posix()
+    procs = [subprocess.Popen([sys.executable, script, str(tmp_path / "out"), "8"], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    ran = [set(map(int, o[0].split())) for o in outs]
+    assert ran[0] and ran[1] and not ran[0] & ran[1]  # both worked, never on the same trial
+    study = optuna.load_study(study_name="shared", storage=f"sqlite:///{tmp_path / 'out' / 'shared' / 'study.db'}")
+    numbers = [t.number for t in study.trials]
+    assert sorted(numbers) == list(range(8)) and ran[0] | ran[1] == set(numbers)
+    spans = [(t.user_attrs["pid"], kind, a, b) for t in study.trials for kind, a, b in t.user_attrs["lock_spans"]]
+    assert {s[0] for s in spans} == {p.pid for p in procs}
+    benches = [s for s in spans if s[1] == "bench"]
+    assert len(benches) == 16 and any(s[1] == "train" for s in spans)
+    for pid, _, a, b in benches:
+        for other in spans:
+            if other[0] != pid:
+                assert b <= other[2] or other[3] <= a, f"bench {a:.3f}-{b:.3f} overlaps {other}"
