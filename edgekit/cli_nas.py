@@ -55,7 +55,7 @@ def reference(text: str | None) -> tuple[float, float] | None:
 @click.option("--bits", type=click.Choice(["16", "8", "4"]), help="Override the profile's weight bits.")
 @click.option("--threads", type=click.IntRange(min=0), help="Override the profile's thread count for benches.")
 @click.option("--train-threads", type=click.IntRange(min=1), help="Threads for training (default: all cores).")
-@click.option("--hv-ref", help="Hypervolume reference point METRIC,P90_MS (default: 0 and the profile's p90 budget).")
+@click.option("--hv-ref", help="Hypervolume reference point METRIC,P90_MS (default: 0 and twice the seeded baseline's p90).")
 def nas_cmd(space, data, profile, trials, time_budget, storage, study_name, out, seed, proxy_epochs, final_epochs,
             promote_k, pick, grid, bits, threads, train_threads, hv_ref):
     """Search architectures scored by their quantized file's metric and p90, measured in the target runtime."""
@@ -97,7 +97,7 @@ def nas_cmd(space, data, profile, trials, time_budget, storage, study_name, out,
     for p in result.front:
         table.add_row(str(p["trial"]), f"{p['metric']:.4f}", f"{p['p90_ms']:.4f}", f"{(p['bytes'] or 0) / 1024:.1f}",
                       f"{p['arena_bytes'] / 1024:.1f}" if p.get("arena_bytes") else "-", str(p.get("resolution") or "-"),
-                      str(p.get("params") if not isinstance(p.get("params"), dict) else ""))
+                      str(p.get("n_params") or "-"))
     out_console = Console(width=None if sys.stdout.isatty() else 150)
     out_console.print(table)
     if result.promoted:

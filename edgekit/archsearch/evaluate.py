@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import io
 import os
-import platform
 import shutil
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from ..bench import cpu_info
 from ..errors import StageError
 from ..export.onnx import export_onnx
 from ..formats import get_format
@@ -71,16 +71,6 @@ def trial_formats(profile: DeviceProfile) -> tuple[str, ...]:
     return (name, "c_array") if tflm else (name,)
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 class Evaluator:
     """Measures candidates through the build pipeline with one TensorFlow worker for the whole search."""
 
@@ -134,7 +124,7 @@ class Evaluator:
                         b.p50_ms, b.p90_ms, b.p99_ms, device_bytes,
                         tflm.arena_bytes if tflm is not None and tflm.loads else None,
                         None if tflm is None else tflm.loads, sum(p.numel() for p in module.parameters()),
-                        round(time.perf_counter() - start, 2), cpu_name(), notes)
+                        round(time.perf_counter() - start, 2), cpu_info()["model"], notes)
 
 
 def default_threads() -> int:

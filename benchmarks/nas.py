@@ -1,0 +1,152 @@
+"""edgekit nas against its goals, from one run (ratios within the run, not absolute times).
+
+    python benchmarks/nas.py [--parts budget,grid,mcu] [--seeds 3] [--trials 15] [--out nas-bench]
+
+- budget: ``edgekit.nas(profile="iot", time_budget_s=600)`` on the digits example (the full width x
+  resolution grid seeded, then TPE), then 5 front members promoted (12 epochs) and the best built. Goals:
+  >= 24 measured trials in 10 minutes; a promoted int8 member at >= 98.5% top-1 with p90 <= 0.5x the
+  shipped example's int8 TFLite p90, one at >= 97% with p90 <= 0.25x; proxy->final Spearman >= 0.6.
+- grid: per seed, the baseline grid (width {0.25, 0.35, 0.5, 0.75, 1.0} x resolution {16, 24, 32}: 15
+  trials) against edgekit's search with the same number of trials and recipe (the example seeded, then
+  TPE). Hypervolume against one fixed point (top-1 0.9, the shipped example's int8 p90); goals: the
+  search wins on >= 2 of 3 seeds and on the mean by >= 5%, and at the grid's best top-1 (within 0.5 pt)
+  its p90 is <= 0.7x the grid's.
+- mcu: the stm32h743 profile: every front member loads in TFLite-Micro within its 384 KB arena.
+
+Every trial is scored by its int8 TFLite file in LiteRT (1 thread, the iot profile's) and its C array in
+TFLite-Micro, through the build pipeline. The shipped example is measured the same way in the same run.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import edgekit
+from edgekit.archsearch.evaluate import Evaluator
+from edgekit.archsearch.results import Point, front, hypervolume
+from edgekit.archsearch.trainer import search_arrays
+from edgekit.bench import cpu_info
+from edgekit.examples import digits
+from edgekit.export.tf_client import TfWorker
+from edgekit.profiles import load_profile
+
+
+def shipped_p90() -> float:
+    """The shipped example's int8 TFLite p90, measured by the same evaluator the trials use."""
+    log = io.StringIO()
+    with tempfile.TemporaryDirectory() as scratch, TfWorker(log) as tf:
+        ev = Evaluator(load_profile("iot"), Path(scratch), tf, log)
+        arrays = search_arrays(digits.load_arrays(), "digits")
+        m = ev.measure(digits.load_model().module, arrays, "example")
+    print(f"shipped example: {m.file} top-1 {m.metric:.4f}, p90 {m.p90_ms:.4f} ms, {m.bytes / 1024:.1f} KB, "
+          f"arena {m.arena_bytes / 1024:.1f} KB")
+    return m.p90_ms
+
+
+def mark(ok: bool) -> str:
+    return "PASS" if ok else "MISS"
+
+
+def part_budget(out: Path, example_p90: float) -> None:
+    start = time.time()
+    r = edgekit.nas(profile="iot", time_budget_s=600, out=out, study="budget", promote_k=5, final_epochs=12,
+                    progress=_dots)
+    searched = time.time() - start
+    measured = r.counts.get("COMPLETE", 0) + r.counts.get("PRUNED", 0)
+    print(f"\n## 10-minute search on the iot profile ({searched:.0f} s with promotion and the bundle)\n")
+    print(f"trials: {r.counts}; hypervolume {r.hypervolume:.4f} against {r.reference_point}")
+    print("\n| trial | proxy top-1 | final top-1 | final p90 ms | x example p90 | within budgets |\n|---|---|---|---|---|---|")
+    for p in r.promoted:
+        print(f"| {p['trial']} | {p['proxy_metric']:.4f} | {p['final_metric']:.4f} | {p['final_p90_ms']:.4f} | "
+              f"{p['final_p90_ms'] / example_p90:.2f} | {p['feasible']} |")
+    hi = [p for p in r.promoted if p["final_metric"] >= 0.985]
+    lo = [p for p in r.promoted if p["final_metric"] >= 0.97]
+    best_hi = min((p["final_p90_ms"] / example_p90 for p in hi), default=None)
+    best_lo = min((p["final_p90_ms"] / example_p90 for p in lo), default=None)
+    print("\n| goal | measured | verdict |\n|---|---|---|")
+    print(f"| >= 24 measured trials in 10 min | {measured} (complete or pruned) | {mark(measured >= 24)} |")
+    print(f"| >= 98.5% at p90 <= 0.5x example | {_ratio(best_hi)} | {mark(best_hi is not None and best_hi <= 0.5)} |")
+    print(f"| >= 97% at p90 <= 0.25x example | {_ratio(best_lo)} | {mark(best_lo is not None and best_lo <= 0.25)} |")
+    print(f"| proxy->final Spearman >= 0.6 | {r.spearman} | {mark(r.spearman is not None and r.spearman >= 0.6)} |")
+    print(f"\nbundle of trial {r.chosen}: {r.bundle} ({'PASS' if r.bundle_passed else 'FAIL'})")
+
+
+def part_grid(out: Path, example_p90: float, seeds: int, trials: int) -> None:
+    ref = (0.9, example_p90)
+    rows = []
+    for seed in range(seeds):
+        arms = {}
+        for arm, grid in (("grid", "full"), ("search", "baseline")):
+            r = edgekit.nas(profile="iot", trials=trials, grid=grid, seed=seed, out=out, study=f"{arm}-s{seed}",
+                            promote_k=0, hv_reference=ref, progress=_dots)
+            pts = [Point(p["trial"], p["metric"], p["p90_ms"], p["params"], p) for p in r.front]
+            arms[arm] = (hypervolume(front(pts), ref), pts, r.counts)
+        g_best = max(arms["grid"][1], key=lambda p: p.metric)
+        near = [p for p in arms["search"][1] if p.metric >= g_best.metric - 0.005]
+        ratio = min(p.p90_ms for p in near) / g_best.p90_ms if near else None
+        rows.append((seed, arms["grid"][0], arms["search"][0], g_best, ratio, arms["grid"][2], arms["search"][2]))
+    print(f"\n## Same budget ({trials} trials, same recipe): baseline grid vs edgekit search\n")
+    print(f"hypervolume against top-1 {ref[0]} and p90 {ref[1]:.4f} ms (the shipped example's int8 file)\n")
+    print("| seed | grid HV | search HV | search / grid | grid best top-1 (p90 ms) | search p90 at it / grid's |\n"
+          "|---|---|---|---|---|---|")
+    for seed, g, s, best, ratio, gc, sc in rows:
+        print(f"| {seed} | {g:.4f} | {s:.4f} | {s / g if g else float('inf'):.2f} | {best.metric:.4f} "
+              f"({best.p90_ms:.4f}) | {_ratio(ratio)} |")
+    wins = sum(1 for r in rows if r[2] > r[1])
+    g_mean, s_mean = statistics.mean(r[1] for r in rows), statistics.mean(r[2] for r in rows)
+    ratios = [r[4] for r in rows if r[4] is not None]
+    print("\n| goal | measured | verdict |\n|---|---|---|")
+    print(f"| search HV > grid HV on >= 2 of {seeds} seeds | {wins} of {seeds} | {mark(wins >= 2)} |")
+    print(f"| mean HV >= 1.05x grid | {s_mean:.4f} vs {g_mean:.4f} ({s_mean / g_mean if g_mean else 0:.2f}x) | "
+          f"{mark(g_mean > 0 and s_mean >= 1.05 * g_mean)} |")
+    print(f"| p90 at the grid's best top-1 <= 0.7x | median {_ratio(statistics.median(ratios) if ratios else None)} | "
+          f"{mark(bool(ratios) and statistics.median(ratios) <= 0.7)} |")
+
+
+def part_mcu(out: Path) -> None:
+    prof = load_profile("stm32h743")
+    r = edgekit.nas(profile=prof, trials=8, out=out, study="mcu", promote_k=0, progress=_dots)
+    arena = [p.get("arena_bytes") for p in r.front]
+    ok = bool(arena) and all(a is not None and a <= prof.budget.ram_kb * 1024 for a in arena)
+    print(f"\n## stm32h743 (arena budget {prof.budget.ram_kb:g} KB)\n")
+    print("| trial | top-1 | p90 ms | arena KB | flash KB |\n|---|---|---|---|---|")
+    for p in r.front:
+        print(f"| {p['trial']} | {p['metric']:.4f} | {p['p90_ms']:.4f} | {p['arena_bytes'] / 1024:.1f} | "
+              f"{p['bytes'] / 1024:.1f} |")
+    print(f"\nevery front member loads in TFLite-Micro within the arena budget: {mark(ok)}")
+
+
+def _ratio(value) -> str:
+    return "none" if value is None else f"{value:.2f}x"
+
+
+def _dots(event: dict) -> None:
+    print("." if event.get("event") is None else "", end="", flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--parts", default="budget,grid,mcu")
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--trials", type=int, default=15)
+    ap.add_argument("--out", default=f"nas-bench/{time.strftime('%Y%m%d-%H%M%S')}", help="a new folder per run")
+    args = ap.parse_args()
+    c = cpu_info()
+    print(f"CPU: {c['model']} ({c['cores']} cores; {', '.join(c['flags'])}); LiteRT at 1 thread (the iot profile)")
+    out = Path(args.out)
+    example = shipped_p90()
+    parts = args.parts.split(",")
+    if "budget" in parts:
+        part_budget(out, example)
+    if "grid" in parts:
+        part_grid(out, example, args.seeds, args.trials)
+    if "mcu" in parts:
+        part_mcu(out)
+
+
+if __name__ == "__main__":
+    main()
