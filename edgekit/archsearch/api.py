@@ -4,10 +4,9 @@ from __future__ import annotations
 import io
 import os
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from ..errors import GateFailed, UsageError
 from ..profiles import DeviceProfile, load_profile, with_overrides
@@ -104,8 +103,8 @@ def nas(space: str = "builtin", *, data=None, profile: str | Path | DeviceProfil
                    "counts": trials_summary(all_trials), "hypervolume": round(hv, 6), "reference_point": list(ref),
                    "proxy_recipe": Recipe(proxy_epochs).to_dict(), "final_recipe": Recipe(final_epochs).to_dict()}
         write_trials_csv(folder / "trials.csv", all_trials)
-        plot(folder / "pareto.png", all_trials, members, prof, f"edgekit nas {name}: {len(pts)} feasible of "
-             f"{len(all_trials)} trials, hypervolume {hv:.4f}")
+        title = f"edgekit nas {name}: {len(pts)} feasible of {len(all_trials)} trials, hypervolume {hv:.4f}"
+        plot(folder / "pareto.png", all_trials, members, prof, title)
         write_pareto_json(folder / "pareto.json", members, summary)
         if not members:
             raise GateFailed(_why_none(all_trials, prof))
@@ -122,6 +121,7 @@ def nas(space: str = "builtin", *, data=None, profile: str | Path | DeviceProfil
         rho = spearman(promoted)
         write_pareto_json(folder / "pareto.json", members, {**summary, "promoted": [p.to_dict() for p in promoted],
                                                             "spearman_proxy_final": rho})
+        plot(folder / "pareto.png", all_trials, members, prof, title, [p.to_dict() for p in promoted])
         chosen = choose(promoted, str(pick))
         if chosen is None:
             raise GateFailed(f"no promoted member holds every budget after full training ({_broken(promoted)}); "

@@ -92,9 +92,10 @@ def write_pareto_json(path: Path, front_points: list[Point], summary: dict) -> N
     write_json(path, {**summary, "front": [p.to_dict() for p in front_points]})
 
 
-def plot(path: Path, trials, front_points: list[Point], profile, title: str) -> None:
+def plot(path: Path, trials, front_points: list[Point], profile, title: str, promoted: list[dict] | None = None) -> None:
     """Metric against p90 (log axis): every measured trial, infeasible ones crossed, the baseline grid in its
-    own colour, the front joined, the p90 budget and the accuracy floor (best - max drop) drawn."""
+    own colour, the front joined, the p90 budget and the accuracy floor (best - max drop) drawn; promoted
+    members at their full-recipe figures, an arrow from their proxy point."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -124,10 +125,16 @@ def plot(path: Path, trials, front_points: list[Point], profile, title: str) -> 
         ax.axvline(profile.budget.p90_latency_ms, ls=":", c="tab:red", lw=1.5,
                    label=f"p90 budget {profile.budget.p90_latency_ms:g} ms")
     ax.set_xscale("log")
-    metrics = [t.values[0] for t in done]
-    if metrics:
-        ax.set_ylim(max(0.0, min(np.percentile(metrics, 10), max(metrics) - 0.15)), min(1.0, max(metrics) + 0.01)
-                    if max(metrics) <= 1 else None)
+    if promoted:
+        ax.scatter([p["final_p90_ms"] for p in promoted], [p["final_metric"] for p in promoted], marker="*", s=160,
+                   c="tab:purple", label="promoted, full recipe", zorder=4)
+        for p in promoted:
+            ax.annotate("", (p["final_p90_ms"], p["final_metric"]), (p["proxy_p90_ms"], p["proxy_metric"]),
+                        arrowprops={"arrowstyle": "->", "color": "tab:purple", "alpha": 0.5})
+    metrics = [t.values[0] for t in done] + [p["final_metric"] for p in promoted or ()]
+    if metrics and max(metrics) <= 1:
+        low = min([p.metric for p in front_points] + [float(np.percentile(metrics, 10))])
+        ax.set_ylim(max(0.0, low - 0.02), min(1.0, max(metrics) + 0.01))
     ax.set_xlabel("p90 latency of the quantized file, ms (log scale)")
     ax.set_ylabel("task metric of the quantized file in its runtime")
     ax.set_title(title, fontsize=10)
