@@ -15,7 +15,7 @@ from .promote import PICKS, build_bundle, choose, promote, spearman
 from .results import front, hypervolume, plot, points, trials_summary, write_pareto_json, write_trials_csv
 from .space import WIDTHS, example_params, space_for
 from .storage import open_storage, open_study
-from .study import CONSTRAINTS, Loop, constraints_of, run_worker, seed_study
+from .study import CONSTRAINTS, Loop, run_worker, seed_study
 from .trainer import Recipe, image_info, search_arrays
 
 GRIDS = ("full", "baseline", "none")
@@ -68,7 +68,7 @@ def nas(space: str = "builtin", *, data=None, profile: str | Path | DeviceProfil
     name = study or f"{Path(space.rpartition(':')[2] or space).name}-{prof.name}"
     folder = Path(out) / name
     store, url = open_storage(storage, folder)
-    sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, constraints_func=constraints_of)
+    sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True)  # constraints: Trial.set_constraint
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     the_study = open_study(store, url, name, sampler)
     folder.mkdir(parents=True, exist_ok=True)

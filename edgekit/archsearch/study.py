@@ -63,10 +63,12 @@ def constraint_values(m: Measured, profile) -> dict[str, float]:
             "drop": m.drop - b.max_accuracy_drop}
 
 
-def constraints_of(trial) -> list[float]:
-    """Optuna's ``constraints_func``: the stored budget margins, in CONSTRAINTS order."""
-    values = trial.user_attrs.get("constraints") or {}
-    return [float(values.get(k, -1.0)) for k in CONSTRAINTS]
+def set_constraints(trial, values: dict[str, float]) -> None:
+    """The budget margins, for the sampler (Optuna's constraints: <= 0 holds) and in ``user_attrs``."""
+    values = {k: float(values.get(k, -1.0)) for k in CONSTRAINTS}
+    for key, value in values.items():
+        trial.set_constraint(key, value)
+    trial.set_user_attr("constraints", values)
 
 
 def seed_study(study, grid: list[dict], lock: HostLock) -> int:
@@ -156,7 +158,7 @@ def run_trial(study, trial, loop: Loop):
         broken = {k: v for k, v in constraint_values(pre, prof).items() if k in PRECHECK and v > 0}
         if broken:
             trial.set_user_attr("stage", "precheck")
-            trial.set_user_attr("constraints", {**{k: -1.0 for k in CONSTRAINTS}, **broken})
+            set_constraints(trial, broken)
             trial.set_user_attr("broke", sorted(broken))
             trial.set_user_attr("seconds", round(time.perf_counter() - t0, 2))
             return states.COMPLETE, [pre.metric, pre.p90_ms]
@@ -186,7 +188,7 @@ def run_trial(study, trial, loop: Loop):
         _store(trial, "", m)
         trial.set_user_attr("stage", "trained")
         limits = constraint_values(m, prof)
-        trial.set_user_attr("constraints", limits)
+        set_constraints(trial, limits)
         trial.set_user_attr("broke", sorted(k for k, v in limits.items() if v > 0))
         trial.set_user_attr("seconds", round(time.perf_counter() - t0, 2))
         return states.COMPLETE, [m.metric, m.p90_ms]
