@@ -38,7 +38,7 @@ def reference(text: str | None) -> tuple[float, float] | None:
 @click.option("--data", type=click.Path(), help=".npz with x/y (held out) and x_train/y_train (default: built-in digits).")
 @click.option("--profile", "-p", default="iot", show_default=True, help="Built-in profile name or path to a .toml.")
 @click.option("--trials", type=click.IntRange(min=1), help="The study's trial budget, shared by every worker.")
-@click.option("--time-budget", help="Stop starting trials after this long (600, 90s, 10m, 1.5h).")
+@click.option("--time-budget", help="Stop starting trials after this long (600, 90s, 10m, 1.5h); default with no --trials: 10m.")
 @click.option("--storage", help="Optuna storage URL (default: sqlite in OUT/STUDY/study.db; journal:PATH for a file).")
 @click.option("--study", "study_name", help="Study name (default: SPACE-PROFILE).")
 @click.option("--out", default="nas", show_default=True, type=click.Path(), help="Parent folder of OUT/STUDY/.")

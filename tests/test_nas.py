@@ -10,7 +10,7 @@ import pytest
 
 import edgekit
 from edgekit.archsearch.evaluate import Measured
-from edgekit.archsearch.promote import Promoted, choose, spearman
+from edgekit.archsearch.promote import Promoted, choose, spearman, spread
 from edgekit.archsearch.results import Point, front, hypervolume
 from edgekit.archsearch.space import builtin_space, candidate, example_params
 from edgekit.archsearch.study import CONSTRAINTS, constraint_values
@@ -118,6 +118,14 @@ def promoted(trial, metric, p90, size, ok=True, proxy=None):
                     {k: (-1.0 if ok else 1.0) for k in CONSTRAINTS})
 
 
+def test_promotion_spreads_along_the_front():
+    pts = [Point(i, 0.8 + i * 0.02, 0.01 * (i + 1), {}, {}) for i in range(8)]  # faster is less accurate
+    assert [p.number for p in spread(pts, 1)] == [7]
+    assert [p.number for p in spread(pts, 3)] == [7, 4, 0]
+    assert [p.number for p in spread(pts, 5)] == [7, 5, 4, 2, 0]
+    assert [p.number for p in spread(pts, 20)] == list(range(7, -1, -1)) and spread(pts, 0) == []
+
+
 def test_pick_and_rank_correlation():
     members = [promoted(3, 0.99, 0.05, 3000), promoted(5, 0.97, 0.02, 2000), promoted(8, 0.995, 0.01, 1000, ok=False),
                promoted(9, 0.98, 0.03, 1500)]
@@ -139,8 +147,9 @@ def test_promotion_trains_the_best_members_and_builds_the_pick(tmp_path):
     result, scorer = run(tmp_path, profile=prof, trials=4, promote_k=2, final_epochs=1, pick="fastest")
     finals = [c for c in scorer.calls if c.endswith("-final")]
     assert len(finals) == 2 and len(result.promoted) == 2
-    best_two = sorted(result.front, key=lambda p: -p["metric"])[:2]
-    assert [p["trial"] for p in result.promoted] == [p["trial"] for p in best_two]
+    by_p90 = sorted(result.front, key=lambda p: p["p90_ms"])
+    ends = {by_p90[0]["trial"], by_p90[-1]["trial"]}  # two promoted: the most accurate and the fastest
+    assert {p["trial"] for p in result.promoted} == ends and len(result.front) >= 2
     assert result.chosen == min(result.promoted, key=lambda p: p["final_p90_ms"])["trial"]
     manifest = __import__("json").loads((result.bundle / "manifest.json").read_text())
     assert {f["format"] for f in manifest["files"]} >= {"onnx", "tflite", "c_array"}

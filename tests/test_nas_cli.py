@@ -126,3 +126,11 @@ def test_a_budget_no_trial_can_meet_exits_1_naming_it(workdir):
     assert "every trial broke flash_kb 0.5" in r.stderr and "Traceback" not in r.stderr
     trials = (workdir / "out/builtin-tight/trials.csv").read_text().splitlines()
     assert len(trials) == 3 and all(",precheck," in row for row in trials[1:])  # rejected before training
+
+
+def test_without_optuna_the_line_says_how_to_install_it(workdir):
+    code = "import sys; sys.modules['optuna'] = None; from edgekit.cli import main; main()"
+    r = subprocess.run([sys.executable, "-c", code, "nas", "--trials", "1", "--out", "out"], cwd=workdir,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        "edgekit: error: edgekit nas needs Optuna, which is not installed: pip install 'edgekit[nas]'"]

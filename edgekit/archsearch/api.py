@@ -11,7 +11,7 @@ from typing import Callable
 from ..errors import GateFailed, UsageError
 from ..profiles import DeviceProfile, load_profile, with_overrides
 from .hostlock import HostLock
-from .promote import PICKS, build_bundle, choose, promote, spearman
+from .promote import PICKS, build_bundle, choose, promote, spearman, spread
 from .results import front, hypervolume, plot, points, trials_summary, write_pareto_json, write_trials_csv
 from .space import WIDTHS, example_params, space_for
 from .storage import open_storage, open_study
@@ -19,6 +19,7 @@ from .study import CONSTRAINTS, Loop, run_worker, seed_study
 from .trainer import Recipe, image_info, search_arrays
 
 GRIDS = ("full", "baseline", "none")
+DEFAULT_BUDGET_S = 600.0  # with neither a trial count nor a time budget: ten minutes
 
 
 @dataclass(frozen=True)
@@ -46,15 +47,18 @@ def nas(space: str = "builtin", *, data=None, profile: str | Path | DeviceProfil
         progress: Callable[[dict], None] | None = None) -> NasResult:
     """Search ``space`` ('builtin' or FILE.py:FUNC) for ``profile``; see docs in the README ("edgekit nas").
 
-    ``trials`` is the study's global budget (every worker counts it), ``time_budget_s`` this worker's.
+    ``trials`` is the study's global budget (every worker counts it), ``time_budget_s`` this worker's
+    (with neither: ten minutes).
     ``promote_k`` = 0 skips promotion and the bundle (extra workers of a shared study). ``evaluator``
     replaces the pipeline scorer (an object with ``profile`` and ``measure(module, arrays, name, *,
     val_samples=None)`` returning ``evaluate.Measured``): tests use a deterministic one.
     """
-    import optuna
-
+    try:
+        import optuna
+    except ImportError:
+        raise UsageError("edgekit nas needs Optuna, which is not installed: pip install 'edgekit[nas]'") from None
     if trials is None and time_budget_s is None:
-        raise UsageError("edgekit nas needs --trials N or --time-budget (or both)")
+        time_budget_s = DEFAULT_BUDGET_S
     if grid not in GRIDS:
         raise UsageError(f"grid {grid!r}: one of {', '.join(GRIDS)}")
     if pick not in PICKS and not str(pick).isdigit():
@@ -111,7 +115,7 @@ def nas(space: str = "builtin", *, data=None, profile: str | Path | DeviceProfil
         result = NasResult(name, folder, url, summary["counts"], [p.to_dict() for p in members], hv, ref, ran=ran)
         if promote_k <= 0:
             return result
-        top = sorted(members, key=lambda p: (-p.metric, p.p90_ms))[:promote_k]
+        top = spread(members, promote_k)
         if str(pick).isdigit() and int(pick) not in {p.number for p in top}:
             extra = next((p for p in pts if p.number == int(pick)), None)
             if extra is None:

@@ -39,6 +39,22 @@ class Promoted:
                 "feasible": self.feasible, "resolution": self.resolution}
 
 
+def spread(members: list[Point], k: int) -> list[Point]:
+    """``k`` front members spread along it by latency, the most accurate always among them (a user picks a
+    trade-off from their final figures): evenly spaced ranks of the front sorted by p90, most accurate first."""
+    ranked = sorted(members, key=lambda p: (p.p90_ms, -p.metric))
+    if k <= 0:
+        return []
+    if len(ranked) > k:
+        picks = {len(ranked) - 1} | {int(round(i)) for i in np.linspace(0, len(ranked) - 1, k)}
+        for i in range(len(ranked) - 1, -1, -1):  # ties of rounding: fill with the next most accurate
+            if len(picks) >= k:
+                break
+            picks.add(i)
+        ranked = [ranked[i] for i in sorted(picks)][-k:] if len(picks) > k else [ranked[i] for i in sorted(picks)]
+    return sorted(ranked, key=lambda p: (-p.metric, p.p90_ms))
+
+
 def promote(loop: Loop, members: list[Point], final: Recipe, *, progress=None) -> list[Promoted]:
     out = []
     for i, p in enumerate(members):
