@@ -19,6 +19,7 @@ from .study import CONSTRAINTS, Loop, run_worker, seed_study
 from .trainer import Recipe, image_info, search_arrays
 
 GRIDS = ("full", "baseline", "none")
+STARTUP_TRIALS = 5  # random trials (seeded ones count) before TPE models the rest; Optuna's default is 10
 DEFAULT_BUDGET_S = 600.0  # with neither a trial count nor a time budget: ten minutes
 
 
@@ -72,7 +73,8 @@ def nas(space: str = "builtin", *, data=None, profile: str | Path | DeviceProfil
     name = study or f"{Path(space.rpartition(':')[2] or space).name}-{prof.name}"
     folder = Path(out) / name
     store, url = open_storage(storage, folder)
-    sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True)  # constraints: Trial.set_constraint
+    sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True,  # constraints: Trial.set_constraint
+                                         n_startup_trials=STARTUP_TRIALS)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     the_study = open_study(store, url, name, sampler)
     folder.mkdir(parents=True, exist_ok=True)
