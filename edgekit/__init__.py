@@ -11,19 +11,23 @@ Layers. An import goes down this list, never up, and no modules import each othe
   2 runtimes/   one Runner per runtime (ORT, LiteRT, TFLM, torch, Keras) behind runtimes.base.Runner
   3 stages      sources sources_keras examples/ export/ quantize/ prune/: make products
   4 measure     validate bench bench_worker compare gates recommend report report_plot inspect_file
-  5 search/     the pruning back-off, the int8 arrangement choice and the repair ladder
-  6 pipeline    plan stages pipeline validation_api
-  7 archsearch/ edgekit nas: the Optuna search over architectures, scored through the pipeline's own
+  5 device/     --device: the transports (local, ssh through paramiko, adb), the pushed runner's session,
+                bench and validation on the device (device_runner.py, the runner itself, is support: it
+                imports nothing internal and is copied to the device as it is)
+  6 search/     the pruning back-off, the int8 arrangement choice and the repair ladder
+  7 pipeline    plan stages pipeline validation_api
+  8 archsearch/ edgekit nas: the Optuna search over architectures, scored through the pipeline's own
                 run_plan, promotion and the chosen member's bundle through build()
-  8 serve/      the KServe v2 app (batcher, cache, metrics), uvicorn, Ray Serve, Triton repositories;
+  9 serve/      the KServe v2 app (batcher, cache, metrics), uvicorn, Ray Serve, Triton repositories;
                 never torch or TensorFlow: a server loads a bundle, not a model
-  9 cli         cli cli_serve cli_nas
+ 10 cli         cli cli_serve cli_nas
 """
 __version__ = "0.1.0"
 
 from .archsearch import NasResult, nas
 from .bench import bench_file
 from .data import Data, Split, prepare, read_arrays
+from .device import bench_on_device, open_device
 from .errors import EdgekitError, GateFailed, StageError, UsageError, ValidationFailed
 from .iospec import IOSpec, TensorSpec
 from .model import Model
@@ -35,5 +39,5 @@ from .sources import load_model
 __all__ = [
     "BenchResult", "BuildResult", "NasResult", "Data", "DeviceProfile", "EdgekitError", "GateFailed", "IOSpec", "Model",
     "Split", "StageError", "TensorSpec", "UsageError", "ValidationFailed", "bench_file", "build",
-    "list_profiles", "load_model", "load_profile", "nas", "prepare", "read_arrays", "__version__",
+    "bench_on_device", "list_profiles", "load_model", "load_profile", "nas", "open_device", "prepare", "read_arrays", "__version__",
 ]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -23,31 +22,22 @@ NOISY_CV = 0.25  # std/mean above this, or p99 > 2x p50, means the machine was b
 
 
 def cpu_info() -> dict:
-    """CPU model and the SIMD flags that matter for inference kernels."""
-    model, flags = platform.processor() or platform.machine(), []
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name" and model in ("", platform.machine(), platform.processor()):
-                model = value.strip()
-            elif key.strip() in ("flags", "Features") and not flags:
-                flags = value.split()
-    except OSError:
-        pass
-    wanted = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni",
-              "avx512_bf16", "amx_int8", "amx_bf16", "neon", "asimd", "asimddp", "sve", "i8mm")
-    return {"model": model, "machine": platform.machine(), "cores": os.cpu_count(),
-            "flags": [f for f in flags if f in wanted]}
+    """CPU model and the SIMD flags that matter for inference kernels (the same reader runs on a device)."""
+    from .device_runner import cpu_info as read
+
+    return read()
 
 
 def bench_file(path: str | Path, *, runtime: str | None = None, threads: int = 1, warmup: int = 20,
                runs: int = 200, batch: int = 32, max_seconds: float = 10.0,
-               inputs: dict[str, np.ndarray] | None = None) -> BenchResult:
-    """Time ``path`` in its runtime in a fresh process. ``inputs`` is one batch-1 sample."""
+               inputs: dict[str, np.ndarray] | None = None, min_seconds: float = 0.0, repeat: int = 1) -> BenchResult:
+    """Time ``path`` in its runtime in a fresh process. ``inputs`` is one batch-1 sample. ``repeat`` rounds of
+    at least ``runs`` runs and ``min_seconds`` each (the time box stretches to 1.5x ``min_seconds``)."""
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"file {path} not found; check the path")
-    for name, value, low in (("threads", threads, 1), ("warmup", warmup, 0), ("runs", runs, 1), ("batch", batch, 1)):
+    for name, value, low in (("threads", threads, 1), ("warmup", warmup, 0), ("runs", runs, 1), ("batch", batch, 1),
+                             ("repeat", repeat, 1)):
         if value < low:
             raise UsageError(f"bench {name} must be >= {low}, got {value}")
     with tempfile.TemporaryDirectory(prefix="edgekit-bench-") as tmp:
@@ -56,7 +46,8 @@ def bench_file(path: str | Path, *, runtime: str | None = None, threads: int = 1
             sample = str(Path(tmp) / "sample.npz")
             np.savez(sample, **inputs)
         args = {"path": str(path.resolve()), "runtime": runtime, "threads": threads, "warmup": warmup,
-                "runs": runs, "batch": batch, "max_seconds": max_seconds, "sample": sample}
+                "runs": runs, "batch": batch, "max_seconds": max(max_seconds, 1.5 * min_seconds), "sample": sample,
+                "min_seconds": min_seconds, "repeat": repeat}
         env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONWARNINGS="ignore")
         proc = subprocess.run([sys.executable, "-m", "edgekit.bench_worker", json.dumps(args)],
                               capture_output=True, text=True, env=env)
@@ -68,7 +59,9 @@ def bench_file(path: str | Path, *, runtime: str | None = None, threads: int = 1
         raise StageError("bench", f"{path.name}: {tail[0][:300]}")
     raw = json.loads(lines[-1])
     raw["cpu"] = cpu_info()
-    raw["notes"] = tuple(raw.pop("runner_notes", ())) + tuple(noise_notes(raw, requested_runs=runs))
+    rounds = raw.pop("round_p50_ms")
+    extra = [f"p50 of each of the {repeat} rounds: " + ", ".join(f"{p:.4g}" for p in rounds) + " ms"] if repeat > 1 else []
+    raw["notes"] = tuple(raw.pop("runner_notes", ())) + tuple(noise_notes(raw, requested_runs=runs * repeat)) + tuple(extra)
     return BenchResult(**raw)
 
 

@@ -37,7 +37,9 @@ def main(argv: list[str]) -> int:
     try:
         import_runtime(runtime_for(args["path"], args["runtime"]))
         rss_before = _status_mb("VmRSS")
+        opened = time.perf_counter()
         runner = open_runner(args["path"], args["runtime"], threads=args["threads"])
+        init_ms = (time.perf_counter() - opened) * 1000
     except UsageError as exc:
         print(str(exc), file=sys.stderr)
         return 2
@@ -47,14 +49,22 @@ def main(argv: list[str]) -> int:
             one = {t.name: npz[t.name][:1] for t in spec.inputs}
     else:
         one = {t.name: synthetic_input(t) for t in spec.inputs}
-    deadline = time.perf_counter() + args["max_seconds"]
+    first = time.perf_counter()
+    runner.run(one)
+    first_run_ms = (time.perf_counter() - first) * 1000
     for _ in range(args["warmup"]):
         runner.run(one)
-    times = []
-    while len(times) < args["runs"] and (time.perf_counter() < deadline or len(times) < 10):
-        start = time.perf_counter()
-        runner.run(one)
-        times.append((time.perf_counter() - start) * 1000)
+    times, round_p50 = [], []
+    for _ in range(args.get("repeat", 1)):
+        begun = time.perf_counter()
+        deadline, mine = begun + args["max_seconds"], []
+        while (len(mine) < args["runs"] or time.perf_counter() - begun < args.get("min_seconds", 0.0)) \
+                and (time.perf_counter() < deadline or len(mine) < 10):
+            start = time.perf_counter()
+            runner.run(one)
+            mine.append((time.perf_counter() - start) * 1000)
+        times += mine
+        round_p50.append(float(np.percentile(mine, 50)))
     stats = summarize(times)
     peak_b1 = _status_mb("VmHWM")
     batch, throughput = None, None
@@ -72,7 +82,7 @@ def main(argv: list[str]) -> int:
               "warmup": args["warmup"], **stats, "throughput_b1": 1000.0 / stats["mean_ms"], "batch": batch,
               "throughput_batch": throughput, "peak_rss_mb": peak, "rss_growth_mb": max(0.0, peak_b1 - rss_before),
               "file_bytes": Path(args["path"]).stat().st_size,
-              "runner_notes": list(getattr(runner, "notes", ()))}
+              "runner_notes": list(getattr(runner, "notes", ())), "init_ms": init_ms, "first_run_ms": first_run_ms, "round_p50_ms": round_p50}
     print(json.dumps(result))
     return 0
 

@@ -90,10 +90,13 @@ def _quiet_process() -> None:
 @click.option("--static-shape", "static_shape", metavar="AXIS=SIZE[,AXIS=SIZE]",
               help="The size TFLite and the C array fix a dynamic axis to, e.g. time=64 (default: the data's); "
                    "the data is cut to it.")
+@click.option("--device", metavar="URL", help="Validate and bench every file the device runs there (default: the profile's target.device): ssh://USER@HOST[:PORT] or adb:SERIAL "
+              "(options: ?python=PATH&identity=KEYFILE&known_hosts=FILE).")
+@click.option("--accept-host-key", is_flag=True, help="Record an unknown SSH host key in known_hosts (never a changed one).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of the table.")
 def build(model, profile, weights, data, out, force, task, formats, threads, calib_samples, val_samples,
           trust_pickle, bits, calibration, int8_io, fp16_io, prune_ratio, prune_method, lowrank, share_bits, keep,
-          output_task, dynamic, static_shape, as_json):
+          output_task, dynamic, static_shape, device, accept_host_key, as_json):
     """Build a validated, measured bundle for MODEL (default: the built-in digits example).
 
     MODEL is FILE.py:FACTORY, package.module:FACTORY, a torch.export .pt2, a TorchScript
@@ -115,7 +118,8 @@ def build(model, profile, weights, data, out, force, task, formats, threads, cal
                            prune_ratio=prune_ratio, prune_method=prune_method, lowrank=lowrank, share_bits=share_bits,
                            keep=keep or None, output_tasks=_output_tasks(output_task),
                            dynamic=_dynamic_axes(dynamic), static_shape=_static_shape(static_shape),
-                           progress=lambda stage: status.update(f"[bold]{stage}[/]"))
+                           progress=lambda stage: status.update(f"[bold]{stage}[/]"), device=device,
+                           accept_host_key=accept_host_key)
     if as_json:
         click.echo(json.dumps(result.report, indent=2))
     else:
@@ -153,19 +157,43 @@ def build(model, profile, weights, data, out, force, task, formats, threads, cal
 @click.option("--batch", type=click.IntRange(min=1), default=32, show_default=True,
               help="Batch for the throughput run (1 skips it).")
 @click.option("--data", type=click.Path(), help=".npz whose first sample is timed (default: synthetic inputs).")
-def bench(file, threads, runs, warmup, batch, data):
-    """Time FILE in its own runtime: p50/p90/p99, throughput, peak RSS."""
+@click.option("--min-seconds", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Every round of timed runs lasts at least this long (MLPerf Mobile uses 60).")
+@click.option("--repeat", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Rounds of timed runs; their samples are pooled and each round's p50 is shown.")
+@click.option("--device", metavar="URL", help="Run it on a device: ssh://USER@HOST[:PORT] or adb:SERIAL "
+              "(options: ?python=PATH&identity=KEYFILE&known_hosts=FILE).")
+@click.option("--accept-host-key", is_flag=True, help="Record an unknown SSH host key in known_hosts (never a changed one).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def bench(file, threads, runs, warmup, batch, data, min_seconds, repeat, device, accept_host_key, as_json):
+    """Time FILE in its own runtime: p50/p90/p99, throughput, peak RSS (on a device with --device)."""
+    import json
+
     from .bench import bench_file
     from .data import read_arrays
 
     inputs = {k: v[:1] for k, v in read_arrays(data).items()} if data else None
-    r = bench_file(file, threads=threads, runs=runs, warmup=warmup, batch=batch, inputs=inputs)
-    rows = [("runtime", r.runtime), ("threads", r.threads), ("runs", f"{r.runs} after {r.warmup} warm-up"),
+    if device:
+        from .device import bench_on_device
+        r = bench_on_device(file, device, threads=threads, runs=runs, warmup=warmup, min_seconds=min_seconds,
+                            repeat=repeat, inputs=inputs, accept_host_key=accept_host_key)
+    else:
+        r = bench_file(file, threads=threads, runs=runs, warmup=warmup, batch=batch, inputs=inputs,
+                       min_seconds=min_seconds, repeat=repeat)
+    if as_json:
+        click.echo(json.dumps(r.to_dict(), indent=2))
+        return
+    rows = [("measured on", r.measured_on), ("runtime", r.runtime + (f" {r.device['runtime_version']}" if r.device
+                                                                     else "")),
+            ("threads", r.threads), ("runs", f"{r.runs} after {r.warmup} warm-up"),
             ("p50 / p90 / p99", f"{r.p50_ms:.3f} / {r.p90_ms:.3f} / {r.p99_ms:.3f} ms"),
             ("mean ± std", f"{r.mean_ms:.3f} ± {r.std_ms:.3f} ms"), ("throughput b1", f"{r.throughput_b1:.0f}/s"),
             ("throughput", f"{r.throughput_batch:.0f}/s at batch {r.batch}" if r.batch else "fixed batch: n/a"),
+            ("init / first run", f"{r.init_ms:.1f} / {r.first_run_ms:.3f} ms" if r.init_ms is not None else "n/a"),
             ("peak RSS", f"{r.peak_rss_mb:.1f} MB (+{r.rss_growth_mb:.1f} MB for the model)"),
             ("file size", f"{r.file_bytes} bytes"), ("CPU", f"{r.cpu['model']} ({', '.join(r.cpu['flags'])})")]
+    if r.device:
+        rows.insert(1, ("device", f"{r.device['uname_m']}, {r.device['cpu'].get('cores')} cores"))
     _print_pairs(f"edgekit bench {file}", rows)
     for note in r.notes:
         click.echo(f"note: {note}")
@@ -179,10 +207,22 @@ def bench(file, threads, runs, warmup, batch, data):
 @click.option("--task", type=click.Choice(["classification", "regression", "generic"]))
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--trust-pickle", is_flag=True)
-def validate(file, model, weights, data, task, threads, trust_pickle):
-    """Run FILE in its runtime on the data and compare it with the reference model."""
-    from .validation_api import validate_against
+@click.option("--device", metavar="URL", help="Run it on a device: ssh://USER@HOST[:PORT] or adb:SERIAL "
+              "(options: ?python=PATH&identity=KEYFILE&known_hosts=FILE).")
+@click.option("--accept-host-key", is_flag=True, help="Record an unknown SSH host key in known_hosts (never a changed one).")
+def validate(file, model, weights, data, task, threads, trust_pickle, device, accept_host_key):
+    """Run FILE in its runtime on the data and compare it with the reference model (on a device too, with
+    --device: the host's and the device's figures side by side)."""
+    from .validation_api import validate_against, validate_on_device
 
+    if device:
+        host, there, side = validate_on_device(file, device, model=model, weights=weights, data=data, task=task,
+                                               threads=threads, trust_pickle=trust_pickle,
+                                               accept_host_key=accept_host_key)
+        _print_side_by_side(file, host, there, side)
+        for f in there.failures:
+            click.echo(f"edgekit: {there.measured_on}: {f}", err=True)
+        sys.exit(3 if there.failures else 0)
     v = validate_against(file, model=model, weights=weights, data=data, task=task, threads=threads,
                          trust_pickle=trust_pickle)
     rows = [(k, f"{val:.6g}") for k, val in v.metrics.items()] + [("metric drop", f"{v.drop:+.4f}")]
@@ -191,6 +231,16 @@ def validate(file, model, weights, data, task, threads, trust_pickle):
     for f in v.failures:
         click.echo(f"edgekit: {f}", err=True)
     sys.exit(3 if v.failures else 0)
+
+
+def _print_side_by_side(file, host, there, side) -> None:
+    rows = [(k, f"{host.metrics[k]:.6g} | {there.metrics.get(k, float('nan')):.6g}") for k in host.metrics]
+    rows += [("metric drop", f"{host.drop:+.4f} | {there.drop:+.4f}")]
+    rows += [(f"output {n} vs host", f"max |diff| {d:.3g}") for n, d in side.get("max_abs_diff_vs_host", {}).items()]
+    _print_pairs(f"edgekit validate {file} ({there.runtime}): host | {there.measured_on}", rows)
+    if not side.get("within_tolerance_of_host", True):
+        click.echo(f"warning: the outputs on {there.measured_on} differ from the host's beyond the format's tolerance",
+                   err=True)
 
 
 @main.command()

@@ -17,6 +17,7 @@ class Gate:
     unit: str
     passed: bool | None  # None: not applied (with a note saying why)
     note: str = ""
+    measured_on: str = ""  # where the number was measured: "host", ssh://..., adb:... ("" when not measured)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -31,7 +32,9 @@ class Gate:
         if self.passed is None:
             return f"{self.name} on {self.file}: not applied ({self.note})"
         verdict = "passed" if self.passed else "MISSED"
-        return f"{self.name} gate {verdict} on {self.file}: {self.value:.6g} {self.unit} vs limit {self.limit:.6g} {self.unit}"
+        where = f" (measured on {self.measured_on})" if self.measured_on else ""
+        return (f"{self.name} gate {verdict} on {self.file}: {self.value:.6g} {self.unit} vs limit {self.limit:.6g} "
+                f"{self.unit}{where}")
 
 
 def evaluate(profile: DeviceProfile, artifacts: list[Artifact], *, failures: list[FormatFailure] = (),
@@ -49,11 +52,13 @@ def evaluate(profile: DeviceProfile, artifacts: list[Artifact], *, failures: lis
     for a in artifacts:
         if a.validation is not None:
             drop = a.validation.drop
-            gates.append(Gate("accuracy", a.file, drop, b.max_accuracy_drop, "drop", drop <= b.max_accuracy_drop))
+            gates.append(Gate("accuracy", a.file, drop, b.max_accuracy_drop, "drop", drop <= b.max_accuracy_drop,
+                              measured_on=a.validation.measured_on))
         on_target = a.runtime in profile.target.runtimes
         if b.p90_latency_ms is not None and on_target and a.bench is not None:
             p90 = a.bench.p90_ms
-            gates.append(Gate("p90_latency", a.file, p90, b.p90_latency_ms, "ms", p90 <= b.p90_latency_ms))
+            gates.append(Gate("p90_latency", a.file, p90, b.p90_latency_ms, "ms", p90 <= b.p90_latency_ms,
+                              measured_on=a.bench.measured_on))
         if b.flash_kb is not None:
             kb = a.device_bytes / 1024
             gates.append(Gate("flash", a.file, kb, b.flash_kb, "KB", kb <= b.flash_kb))
@@ -66,7 +71,7 @@ def evaluate(profile: DeviceProfile, artifacts: list[Artifact], *, failures: lis
                 gates.append(Gate("ram", a.file, kb, b.ram_kb, "KB", kb <= b.ram_kb))
         if b.rss_mb is not None and on_target and a.bench is not None and a.runtime != "tflm":
             mb = a.bench.rss_growth_mb
-            gates.append(Gate("rss", a.file, mb, b.rss_mb, "MB", mb <= b.rss_mb))
+            gates.append(Gate("rss", a.file, mb, b.rss_mb, "MB", mb <= b.rss_mb, measured_on=a.bench.measured_on))
     if b.ram_kb is not None and "tflm" in profile.target.runtimes and not any(a.runtime == "tflm" for a in artifacts):
         gates.append(Gate("ram", "(tflm arena)", None, b.ram_kb, "KB", None,
                           "not applied yet: needs a TFLite-Micro file, which this build does not produce"))

@@ -5,6 +5,7 @@ exporters and quantization passes from their registries.
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import shutil
@@ -18,6 +19,7 @@ from . import __version__
 from .artifact import Artifact
 from .bundle import check_target, check_writable, staging, write_json
 from .data import Data
+from .device import open_device
 from .errors import EdgekitError, StageError
 from .export import Exported, ExportJob, PassContext, exporter_for
 from .export.tf_client import TfWorker
@@ -66,13 +68,16 @@ def build(model=None, *, profile: str | Path | DeviceProfile = "iot", weights=No
           prune_method: str | None = None, lowrank: float | None = None, share_bits: int | None = None,
           keep: tuple[str, ...] | None = None, output_tasks: dict[str, str] | None = None,
           dynamic: dict | None = None, static_shape: dict[str, int] | None = None,
-          progress: Callable[[str], None] | None = None) -> BuildResult:
+          progress: Callable[[str], None] | None = None, device: str | None = None,
+          accept_host_key: bool = False) -> BuildResult:
     """Build, validate, measure and gate a bundle for ``model`` on ``profile``.
 
     ``model`` is a source string (see ``load_model``), a ``Model``, or None for the built-in example.
     ``output_tasks``: output name -> what it is judged by ('distribution', 'probability:0.6',
     'regression'); ``dynamic``: {input: {axis: name}} axes that stay dynamic in the ONNX file;
     ``static_shape``: {axis name: size} the size TFLite and the C array are fixed to (the data is cut to it).
+    ``device``: validate and bench every file the device runs there (ssh://user@host[:port], adb:SERIAL;
+    default: the profile's ``target.device``); the gates then use the device's numbers.
     Returns a BuildResult; check ``result.passed`` (the CLI exits 1 when it is False).
     """
     log = io.StringIO()
@@ -92,6 +97,17 @@ def build(model=None, *, profile: str | Path | DeviceProfile = "iot", weights=No
     factory = source.meta.get("factory")
     final = out / f"{source.name}-{factory + '-' if factory else ''}{prof.name}"
     check_target(final, force)
+    device_url = device or prof.target.device
+    with contextlib.ExitStack() as held:
+        dev = held.enter_context(open_device(device_url, accept_host_key=accept_host_key)) if device_url else None
+        return _build(source, arrays, data_source, prof, final, out, wanted, formats, pruning, overrides, log, started,
+                      progress, dev, task=task, calib_samples=calib_samples, val_samples=val_samples, force=force,
+                      output_tasks=output_tasks, static_shape=static_shape, int8_io=int8_io, fp16_io=fp16_io)
+
+
+def _build(source, arrays, data_source, prof, final, out, wanted, formats, pruning, overrides, log, started, progress,
+           device, *, task, calib_samples, val_samples, force, output_tasks, static_shape, int8_io, fp16_io
+           ) -> BuildResult:
     skipped_compression = check_compressible(source, prof, explicit=bool(pruning))
     plan = make_plan(source, prof, wanted, explicit=bool(formats))
     with stage("data", log, progress):
@@ -112,12 +128,19 @@ def build(model=None, *, profile: str | Path | DeviceProfile = "iot", weights=No
                     compression = compress(source, dataset, reference, prof, Path(scratch), log=log, progress=progress)
                 source, reference = compression.model, compression.reference
             artifacts, failures = run_plan(plan, source, reference, dataset, prof, folder, Path(scratch), tf, log,
-                                           progress, {"int8_io": int8_io, "fp16_io": fp16_io})
+                                           progress, {"int8_io": int8_io, "fp16_io": fp16_io}, device)
             with stage("compare speed", log, progress):
                 speed = speed_verdicts(artifacts, folder, dataset, prof)
             gates = evaluate(prof, artifacts, failures=failures, planned=planned_files(plan))
             report = _report(source, prof, dataset, reference, artifacts, gates, final, wanted, overrides, started)
             report["pending"] = list(plan.skipped) + report["pending"]
+            if device is not None:
+                report["device"] = {"url": device.where, "python": device.info.get("python"),
+                                    "uname_m": device.info.get("uname_m"), "cpu": device.info.get("cpu"),
+                                    "runtimes": device.info.get("runtimes")}
+                report["notes"].append(device_note(device, artifacts))
+                if all(a.bench is None or a.bench.measured_on == device.where for a in artifacts):
+                    report["notes"] = [n for n in report["notes"] if "latency here is oversubscribed" not in n]
             report["notes"] += quantization_notes(prof, artifacts)
             report["failed"] = [f.to_dict() for f in failures]
             report["speed"] = speed
@@ -143,7 +166,7 @@ def build(model=None, *, profile: str | Path | DeviceProfile = "iot", weights=No
 
 
 def run_plan(plan: BuildPlan, source: Model, reference: Reference, data: Data, prof: DeviceProfile, folder: Path,
-             scratch: Path, tf: TfWorker, log: io.StringIO, progress, options: dict
+             scratch: Path, tf: TfWorker, log: io.StringIO, progress, options: dict, device=None
              ) -> tuple[list[Artifact], list[FormatFailure]]:
     """Each step: export the format's fp32 file, then its quantization passes (and a pass's fallback
     when its file fails or misses the accuracy budget); every file is validated and measured as it is
@@ -162,7 +185,7 @@ def run_plan(plan: BuildPlan, source: Model, reference: Reference, data: Data, p
             measured = []
             for entry in made:
                 with stage(f"validate+bench {entry.path.name}", log, progress):
-                    measured.append((entry, measure(entry, reference, data, prof, source)))
+                    measured.append((entry, measure(entry, reference, data, prof, source, device)))
         except StageError as exc:
             for path in set(folder.iterdir()) - before:  # nothing half-made stays in the bundle
                 shutil.rmtree(path) if path.is_dir() else path.unlink()
@@ -231,6 +254,13 @@ def _report(source, prof: DeviceProfile, dataset, reference, artifacts, gates, f
     }
 
 
+def device_note(device, artifacts: list[Artifact]) -> str:
+    there = [a.file for a in artifacts if a.bench is not None and a.bench.measured_on == device.where]
+    host = [a.file for a in artifacts if a.file not in there]
+    return (f"measured on {device.where} ({device.info.get('uname_m')}, {device.info.get('cpu', {}).get('model')}): "
+            f"{', '.join(there) or 'no file'}; on this host: {', '.join(host) or 'no file'}")
+
+
 def _machine_notes(prof: DeviceProfile) -> list[str]:
     cores = os.cpu_count() or 1
     if prof.target.resolved_threads > cores:
@@ -251,7 +281,9 @@ def _output_figures(a: Artifact) -> dict | None:
 def _manifest(source, prof: DeviceProfile, artifacts: list[Artifact], gates, report) -> dict:
     def latency(a: Artifact) -> dict:
         b = a.bench.to_dict() if a.bench else {}
-        return {k: b.get(k) for k in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "threads", "runs", "cpu")}
+        keys = ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "threads", "runs", "cpu", "init_ms", "first_run_ms",
+                "measured_on", "device")
+        return {k: b.get(k) for k in keys}
 
     return {
         "schema_version": SCHEMA_VERSION,
@@ -262,6 +294,7 @@ def _manifest(source, prof: DeviceProfile, artifacts: list[Artifact], gates, rep
                    "sha256": a.sha256, "bytes": a.bytes, "iospec": a.iospec, "precision_map": a.precision_map,
                    "metrics": a.validation.metrics if a.validation else None, "metric_drop": a.drop,
                    "outputs": _output_figures(a), "drop_decided_by": a.validation.decided_by if a.validation else None,
+                   "validated_on": a.validation.measured_on if a.validation else None,
                    "latency": latency(a)} for a in artifacts],
         "profile": prof.to_dict(),
         "gates": [g.to_dict() for g in gates],

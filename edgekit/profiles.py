@@ -23,6 +23,7 @@ class Target(Config):
     formats: tuple[str, ...] = ("onnx",)
     threads: int = 1  # 0 means every core of the machine
     accelerator: str = "cpu"  # "cpu" or "gpu-if-present"
+    device: str = ""  # validate and bench on this device: ssh://user@host[:port], adb:SERIAL ("" = this host)
 
     def check(self) -> None:
         for rt in self.runtimes:
@@ -144,8 +145,13 @@ class Bench(Config):
     max_seconds: float = 10.0  # time box of one file's timed runs
     attempt_runs: int = 300  # timed runs of each quantization attempt (the latency check), at batch 1
     attempt_max_seconds: float = 4.0  # time box of one attempt's timed runs
+    min_seconds: float = 0.0  # on a device: every round runs at least this long (MLPerf Mobile: 60)
+    repeat: int = 1  # on a device: rounds of timed runs, their samples pooled
 
     def check(self) -> None:
+        if self.min_seconds < 0 or self.repeat < 1:
+            raise ValueError(f"bench.min_seconds must be >= 0 and bench.repeat >= 1, got {self.min_seconds!r}, "
+                             f"{self.repeat!r}")
         for name in ("warmup", "runs", "batch", "attempt_runs"):
             if getattr(self, name) < (0 if name == "warmup" else 1):
                 raise ValueError(f"bench.{name} is too small: {getattr(self, name)!r}")

@@ -18,13 +18,15 @@ class ValidationResult:
     outputs: dict[str, dict] = field(default_factory=dict)  # per output: shape, max_abs_diff, within tolerance
     failures: tuple[str, ...] = ()
     decided_by: str = ""  # the output whose drop is the file's drop (the worst one)
+    measured_on: str = "host"  # "host", or the device it ran on (ssh://user@host:port, adb:SERIAL)
 
     def output_snr(self, name: str) -> float | None:
         return self.outputs.get(name, {}).get("snr_db")
 
     def to_dict(self) -> dict[str, Any]:
         return {"file": self.file, "runtime": self.runtime, "metrics": self.metrics, "drop": self.drop,
-                "decided_by": self.decided_by, "outputs": self.outputs, "failures": list(self.failures)}
+                "decided_by": self.decided_by, "outputs": self.outputs, "failures": list(self.failures),
+                "measured_on": self.measured_on}
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,10 @@ class BenchResult:
     file_bytes: int
     cpu: dict = field(default_factory=dict)
     notes: tuple[str, ...] = ()
+    init_ms: float | None = None  # opening the file in its runtime
+    first_run_ms: float | None = None  # the first inference, before the warm-up
+    measured_on: str = "host"  # "host", or the device it ran on (ssh://user@host:port, adb:SERIAL)
+    device: dict = field(default_factory=dict)  # on a device: uname -m, CPU, runtime and version, threads
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

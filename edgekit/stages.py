@@ -88,9 +88,10 @@ def at_static_shape(arrays: dict, model: Model, static: dict[str, int]) -> dict:
 
 
 def measure(exported: Exported, reference: Reference, data: Data, profile: DeviceProfile,
-            model: Model | None = None) -> Artifact:
+            model: Model | None = None, device=None) -> Artifact:
     """Validate a file in its runtime against the reference (once: a file a search already validated keeps
-    that result), then time it; an Artifact."""
+    that result), then time it; an Artifact. With a ``device`` (``edgekit.device.Device``) a file whose
+    runtime the device has is validated and timed there too, and its Artifact carries the device's figures."""
     fmt = get_format(exported.format)
     threads = profile.target.resolved_threads
     run_path = exported.path.parent / exported.info.embeds if exported.info.embeds else exported.path
@@ -107,6 +108,15 @@ def measure(exported: Exported, reference: Reference, data: Data, profile: Devic
     if runner is not None and validation is None:
         validation = validate_file(run_path, reference, data, fmt.tolerance_for(exported.precision),
                                    runtime=fmt.runtime, threads=threads, runner=runner)
+    on_device = device is not None and runner is not None and fmt.runtime in ("onnxruntime", "litert")
+    if on_device and not device.can_run(fmt.runtime):
+        info = info.with_details(measured_on=f"host: {device.where} has no {fmt.runtime}")
+        on_device = False
+    elif device is not None and not on_device:
+        info = info.with_details(measured_on=f"host: {device.where} does not run {fmt.runtime} files")
+    if on_device:
+        info, validation = _validate_on_device(device, run_path, runner, reference, data, fmt, exported, info,
+                                               validation)
     if model is not None and fmt.runtime == "onnxruntime" and runner is not None:
         check = other_size_check(run_path, model, data, runtime=fmt.runtime, threads=threads, runner=runner)
         if check is not None:
@@ -122,13 +132,38 @@ def measure(exported: Exported, reference: Reference, data: Data, profile: Devic
     elif fmt.runtime != "tflm":
         b = profile.bench
         one = sample_for(runner.file_spec, {k: v[:1] for k, v in data.validation.inputs.items()})
-        timing = bench_file(run_path, runtime=fmt.runtime, threads=threads, warmup=b.warmup, runs=b.runs,
-                            batch=b.batch, max_seconds=b.max_seconds, inputs=one)
+        if on_device:
+            from .device.remote import device_bench
+            timing = device_bench(device, run_path, fmt.runtime, one, threads=threads, warmup=b.warmup, runs=b.runs,
+                                  min_seconds=b.min_seconds, repeat=b.repeat, max_seconds=b.max_seconds)
+        else:
+            timing = bench_file(run_path, runtime=fmt.runtime, threads=threads, warmup=b.warmup, runs=b.runs,
+                                batch=b.batch, max_seconds=b.max_seconds, inputs=one)
     sha, size = file_digest(exported.path)
     iospec = (exported.mapping or iospec_from_onnx(exported.path)).to_dict()
     return Artifact(file=exported.path.name, format=exported.format, precision=exported.precision,
                     runtime=fmt.runtime, sha256=sha, bytes=size, iospec=iospec, precision_map=precision_map(run_path),
                     export=info, validation=validation, bench=timing, zip_bytes=zip_bytes(exported.path))
+
+
+def _validate_on_device(device, run_path, runner, reference, data, fmt, exported, info, host_validation):
+    """The device's validation replaces the host's in the Artifact; the host's stays beside it."""
+    from .device.remote import validate_on_device
+    from .errors import ValidationFailed
+    from .runtimes.base import run_batched
+
+    tolerance = fmt.tolerance_for(exported.precision)
+    host_outputs = run_batched(runner, data.validation.inputs)
+    validation, side = validate_on_device(device, run_path, runner, reference, data, tolerance, host_outputs)
+    side["host"] = {"metrics": host_validation.metrics, "drop": host_validation.drop}
+    info = info.with_details(measured_on=device.where, device_check=side)
+    if not side["within_tolerance_of_host"]:
+        info = replace(info, notes=info.notes + (
+            f"{device.where}: the outputs differ from the host's beyond the {exported.precision} tolerance "
+            f"(max |diff| {max(side['max_abs_diff_vs_host'].values(), default=float('nan')):.3g})",))
+    if validation.failures:
+        raise ValidationFailed(f"{exported.path.name} on {device.where}", list(validation.failures))
+    return info, validation
 
 
 def sample_for(file_spec, source_inputs: dict):

@@ -94,6 +94,14 @@ def validate_file(path: str | Path, reference: Reference, data: Data, tolerance:
     """
     runner = runner or open_runner(path, runtime, threads=threads)
     outputs = run_batched(runner, data.validation.inputs)
+    return judge_outputs(outputs, path, runner.runtime, reference, data, tolerance, raise_on_failure=raise_on_failure,
+                         measured_on=getattr(runner, "where", "host"))
+
+
+def judge_outputs(outputs: dict[str, np.ndarray], path: str | Path, runtime: str, reference: Reference, data: Data,
+                  tolerance: Tolerance | None, *, raise_on_failure: bool = True,
+                  measured_on: str = "host") -> ValidationResult:
+    """``outputs`` of ``path`` on the validation split, judged as ``validate_file`` does."""
     failures, per_output = [], {}
     for name, ref in reference.outputs.items():
         got = outputs.get(name)
@@ -118,7 +126,7 @@ def validate_file(path: str | Path, reference: Reference, data: Data, tolerance:
         per_output[name] = {**per_output.get(name, {}),
                             **{k: v for k, v in figures.items() if k != "max_abs_diff"},
                             "max_abs_diff_source": figures["max_abs_diff"]}
-    result = ValidationResult(str(path), runner.runtime, metrics, drop, per_output, tuple(failures), decided)
+    result = ValidationResult(str(path), runtime, metrics, drop, per_output, tuple(failures), decided, measured_on)
     if failures and raise_on_failure:
         raise ValidationFailed(Path(path).name, failures)
     return result

@@ -12,6 +12,31 @@ from .validate import reference_outputs, validate_file
 
 def validate_against(file, *, model=None, weights=None, data=None, task=None, threads: int = 1,
                      trust_pickle: bool = False) -> ValidationResult:
+    path, fmt, runner, reference, dataset = _prepare(file, model, weights, data, task, threads, trust_pickle)
+    return validate_file(path, reference, dataset, fmt.tolerance_for("fp32"), runtime=fmt.runtime, threads=threads,
+                         raise_on_failure=False, runner=runner)
+
+
+def validate_on_device(file, device: str, *, model=None, weights=None, data=None, task=None, threads: int = 1,
+                       trust_pickle: bool = False, accept_host_key: bool = False
+                       ) -> tuple[ValidationResult, ValidationResult, dict]:
+    """``edgekit validate FILE --device URL``: the validation split on the host and on the device, judged by
+    the same code. (host result, device result, how far the device's outputs are from the host's)."""
+    from .device import open_device
+    from .device.remote import validate_on_device as on_device
+    from .runtimes.base import run_batched
+    from .validate import judge_outputs
+
+    path, fmt, runner, reference, dataset = _prepare(file, model, weights, data, task, threads, trust_pickle)
+    tolerance = fmt.tolerance_for("fp32")
+    with open_device(device, accept_host_key=accept_host_key) as dev:
+        host_outputs = run_batched(runner, dataset.validation.inputs)
+        host = judge_outputs(host_outputs, path, runner.runtime, reference, dataset, tolerance, raise_on_failure=False)
+        there, side = on_device(dev, path, runner, reference, dataset, tolerance, host_outputs)
+    return host, there, side
+
+
+def _prepare(file, model, weights, data, task, threads, trust_pickle):
     path = Path(file)
     if not path.is_file():
         raise UsageError(f"file {file} not found; check the path")
@@ -27,10 +52,10 @@ def validate_against(file, *, model=None, weights=None, data=None, task=None, th
         if sorted(own) != sorted(source.iospec.input_names):
             raise UsageError(f"{file} takes input(s) {', '.join(own)} but the reference model "
                              f"{source.origin} takes {', '.join(source.iospec.input_names)}; pass the matching --model")
-    runner = None
+    from .runtimes import open_runner
+    mapping = None
     if fmt.runtime == "litert":  # tie the file's tensors (names, NHWC) to the reference model's
         from .export.tflite import map_to_source
-        from .runtimes import open_runner
-        runner = open_runner(path, fmt.runtime, threads=threads, mapping=map_to_source(path, source.iospec))
-    return validate_file(path, reference, dataset, fmt.tolerance_for("fp32"), runtime=fmt.runtime, threads=threads,
-                         raise_on_failure=False, runner=runner)
+        mapping = map_to_source(path, source.iospec)
+    runner = open_runner(path, fmt.runtime, threads=threads, mapping=mapping)
+    return path, fmt, runner, reference, dataset

@@ -196,3 +196,17 @@ def served_bundle(tmp_path_factory) -> Path:
     from serving import build_bundle
 
     return build_bundle(tmp_path_factory.mktemp("serve"))
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory):
+    """Debian's OpenSSH sshd on a random loopback port (tests/sshd_fixture.py); .ci/run installs it."""
+    from sshd_fixture import start_sshd
+
+    try:
+        proc, info = start_sshd(tmp_path_factory.mktemp("sshd"))
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))
+    yield info
+    proc.terminate()
+    proc.wait(timeout=10)

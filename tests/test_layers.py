@@ -9,10 +9,11 @@ ROOT = Path(edgekit.__file__).parent
 LAYERS = [
     ("domain", {"errors", "config", "iospec", "model", "data", "results", "artifact"}),
     ("support", {"resources", "versions", "native_output", "tf_import", "metrics", "formats", "profiles", "onnx_io",
-                 "tflite_info", "graph_stats", "precision", "bundle"}),
+                 "tflite_info", "graph_stats", "precision", "bundle", "device_runner"}),
     ("runtimes", {"runtimes"}),
     ("stages", {"sources", "sources_keras", "examples", "export", "quantize", "prune"}),
     ("measure", {"validate", "bench", "bench_worker", "compare", "gates", "recommend", "report", "report_plot", "inspect_file"}),
+    ("device", {"device"}),
     ("search", {"search"}),
     ("pipeline", {"plan", "stages", "pipeline", "validation_api"}),
     ("archsearch", {"archsearch"}),

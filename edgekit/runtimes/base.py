@@ -26,7 +26,10 @@ class Runner(Protocol):
 
 
 def run_batched(runner: Runner, inputs: dict[str, np.ndarray], batch: int = 64) -> dict[str, np.ndarray]:
-    """Run ``runner`` over a whole split; chunks when the batch axis is dynamic, else one by one."""
+    """Run ``runner`` over a whole split; chunks when the batch axis is dynamic, else one by one. A runner
+    on a device (``run_all``) takes the split in one round trip and chunks it there the same way."""
+    if hasattr(runner, "run_all"):
+        return runner.run_all(inputs, chunk=batch if runner.iospec.batch_dynamic else 1)
     n = len(next(iter(inputs.values())))
     step = batch if runner.iospec.batch_dynamic else 1
     parts: dict[str, list[np.ndarray]] = {}
