@@ -188,7 +188,8 @@ def bench(file, threads, runs, warmup, batch, data, min_seconds, repeat, device,
             ("threads", r.threads), ("runs", f"{r.runs} after {r.warmup} warm-up"),
             ("p50 / p90 / p99", f"{r.p50_ms:.3f} / {r.p90_ms:.3f} / {r.p99_ms:.3f} ms"),
             ("mean ± std", f"{r.mean_ms:.3f} ± {r.std_ms:.3f} ms"), ("throughput b1", f"{r.throughput_b1:.0f}/s"),
-            ("throughput", f"{r.throughput_batch:.0f}/s at batch {r.batch}" if r.batch else "fixed batch: n/a"),
+            ("throughput", f"{r.throughput_batch:.0f}/s at batch {r.batch}" if r.batch else
+             "batch 1 only on a device" if r.device else "fixed batch: n/a"),
             ("init / first run", f"{r.init_ms:.1f} / {r.first_run_ms:.3f} ms" if r.init_ms is not None else "n/a"),
             ("peak RSS", f"{r.peak_rss_mb:.1f} MB (+{r.rss_growth_mb:.1f} MB for the model)"),
             ("file size", f"{r.file_bytes} bytes"), ("CPU", f"{r.cpu['model']} ({', '.join(r.cpu['flags'])})")]
