@@ -231,3 +231,79 @@ def test_dropped_connection_leaves_no_files_on_the_device(sshd, files):
     runners = subprocess.run(["pgrep", "-f", 'device_runner.py.*"min_seconds": 20'], capture_output=True,
                              text=True).stdout.split()
     assert not runners  # the runner stopped too (it watches its stdin)
+
+
+@pytest.fixture
+def adb_server(tmp_path, monkeypatch):
+    """The real `adb` client (Debian's) against tests/fake_adb_server.py on a loopback port."""
+    import shutil
+
+    from fake_adb_server import FakeAdbServer
+
+    if not shutil.which("adb"):
+        pytest.skip("Debian's adb client is not installed: apt-get install adb (.ci/run does)")
+    device_tmp = tmp_path / "device-tmp"
+    device_tmp.mkdir()
+    server = FakeAdbServer(["EMU5554"], str(device_tmp))
+    monkeypatch.setenv("ADB_SERVER_SOCKET", server.socket_spec)
+    yield server, device_tmp
+    server.stop()
+
+
+def test_bench_and_validate_over_adb(adb_server, files):
+    server, device_tmp = adb_server
+    for kind in ("onnx", "tflite"):
+        host = open_runner(files[kind])
+        x = {t.name: np.random.default_rng(2).random((40, *t.shape[1:])).astype("float32") for t in host.iospec.inputs}
+        with open_device(f"adb:EMU5554?python={sys.executable}") as dev:
+            assert dev.transport.folder.startswith(str(device_tmp))
+            got = run_batched(DeviceRunner(dev, files[kind], host), x)
+            r = device_bench(dev, files[kind], host.runtime, one_sample(host), runs=50, warmup=5)
+        want = run_batched(host, x)
+        assert all(np.array_equal(got[k], want[k]) for k in want)
+        assert r.measured_on == "adb:EMU5554" and r.runs == 50
+        assert not [p for p in device_tmp.iterdir() if p.name.startswith("edgekit-")]
+    assert any(s.startswith("shell,v2") for s in server.log) and "sync:" in server.log  # the real client's path
+
+
+def test_adb_cli_and_errors(adb_server, files):
+    r = cli("bench", str(files["onnx"]), "--device", f"adb:EMU5554?python={sys.executable}", "--runs", "30", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["measured_on"] == "adb:EMU5554"
+    r = cli("bench", str(files["onnx"]), "--device", "adb:NOSUCH")
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        "edgekit: error: adb:NOSUCH: no such adb serial ready (adb devices lists EMU5554); check the cable, the "
+        "authorization prompt on the phone, or `adb devices`"]
+    r = cli("bench", str(files["onnx"]), "--device", "adb:EMU5554?python=/system/bin/python-missing")
+    assert r.returncode == 2 and "no /system/bin/python-missing there" in r.stderr
+
+
+def test_adb_dropped_connection_removes_the_folder(adb_server, files):
+    _, device_tmp = adb_server
+    dev = open_device(f"adb:EMU5554?python={sys.executable}")
+    folder = Path(dev.transport.folder)
+    assert folder.is_dir()
+    dev.transport._guard.kill()  # the adb link dies: the device's shell is hung up on
+    deadline = time.time() + 10
+    while time.time() < deadline and folder.exists():
+        time.sleep(0.1)
+    assert not folder.exists()
+
+
+@pytest.mark.skipif(not os.environ.get("EDGEKIT_TEST_SSH"), reason="set EDGEKIT_TEST_SSH=ssh://user@board to run "
+                    "on real hardware")
+def test_real_board_over_ssh(files):
+    with open_device(os.environ["EDGEKIT_TEST_SSH"]) as dev:
+        host = open_runner(files["tflite"])
+        r = device_bench(dev, files["tflite"], "litert", one_sample(host), runs=100)
+    assert r.runs == 100 and r.p50_ms > 0 and r.device["uname_m"]
+
+
+@pytest.mark.skipif(not os.environ.get("EDGEKIT_TEST_ADB_SERIAL"), reason="set EDGEKIT_TEST_ADB_SERIAL=SERIAL (a "
+                    "phone with Python, e.g. Termux) to run on real hardware")
+def test_real_phone_over_adb(files):
+    python = os.environ.get("EDGEKIT_TEST_ADB_PYTHON", "python3")
+    with open_device(f"adb:{os.environ['EDGEKIT_TEST_ADB_SERIAL']}?python={python}") as dev:
+        host = open_runner(files["tflite"])
+        r = device_bench(dev, files["tflite"], "litert", one_sample(host), runs=100)
+    assert r.runs == 100 and r.p50_ms > 0
