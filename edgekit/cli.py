@@ -164,8 +164,11 @@ def build(model, profile, weights, data, out, force, task, formats, threads, cal
 @click.option("--device", metavar="URL", help="Run it on a device: ssh://USER@HOST[:PORT] or adb:SERIAL "
               "(options: ?python=PATH&identity=KEYFILE&known_hosts=FILE).")
 @click.option("--accept-host-key", is_flag=True, help="Record an unknown SSH host key in known_hosts (never a changed one).")
+@click.option("--benchmark-binary", type=click.Path(), help="With --device, on a device without Python: your own "
+              "benchmark_model (for .tflite) or onnxruntime_perf_test (for .onnx) binary, pushed and parsed.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def bench(file, threads, runs, warmup, batch, data, min_seconds, repeat, device, accept_host_key, as_json):
+def bench(file, threads, runs, warmup, batch, data, min_seconds, repeat, device, accept_host_key, benchmark_binary,
+          as_json):
     """Time FILE in its own runtime: p50/p90/p99, throughput, peak RSS (on a device with --device)."""
     import json
 
@@ -173,7 +176,13 @@ def bench(file, threads, runs, warmup, batch, data, min_seconds, repeat, device,
     from .data import read_arrays
 
     inputs = {k: v[:1] for k, v in read_arrays(data).items()} if data else None
-    if device:
+    if benchmark_binary and not device:
+        raise click.UsageError("--benchmark-binary needs --device")
+    if benchmark_binary:
+        from .device.remote import bench_with_binary
+        r = bench_with_binary(file, device, benchmark_binary, threads=threads, runs=runs, warmup=warmup,
+                              min_seconds=min_seconds, accept_host_key=accept_host_key)
+    elif device:
         from .device import bench_on_device
         r = bench_on_device(file, device, threads=threads, runs=runs, warmup=warmup, min_seconds=min_seconds,
                             repeat=repeat, inputs=inputs, accept_host_key=accept_host_key)
@@ -186,13 +195,14 @@ def bench(file, threads, runs, warmup, batch, data, min_seconds, repeat, device,
     rows = [("measured on", r.measured_on), ("runtime", r.runtime + (f" {r.device['runtime_version']}" if r.device
                                                                      else "")),
             ("threads", r.threads), ("runs", f"{r.runs} after {r.warmup} warm-up"),
-            ("p50 / p90 / p99", f"{r.p50_ms:.3f} / {r.p90_ms:.3f} / {r.p99_ms:.3f} ms"),
-            ("mean ± std", f"{r.mean_ms:.3f} ± {r.std_ms:.3f} ms"), ("throughput b1", f"{r.throughput_b1:.0f}/s"),
+            ("p50 / p90 / p99", f"{_ms(r.p50_ms)} / {_ms(r.p90_ms)} / {_ms(r.p99_ms)} ms"),
+            ("mean ± std", f"{_ms(r.mean_ms)} ± {_ms(r.std_ms)} ms"), ("throughput b1", f"{r.throughput_b1:.0f}/s"),
             ("throughput", f"{r.throughput_batch:.0f}/s at batch {r.batch}" if r.batch else
              "batch 1 only on a device" if r.device else "fixed batch: n/a"),
-            ("init / first run", f"{r.init_ms:.1f} / {r.first_run_ms:.3f} ms" if r.init_ms is not None else "n/a"),
-            ("peak RSS", f"{r.peak_rss_mb:.1f} MB (+{r.rss_growth_mb:.1f} MB for the model)"),
-            ("file size", f"{r.file_bytes} bytes"), ("CPU", f"{r.cpu['model']} ({', '.join(r.cpu['flags'])})")]
+            ("init / first run", f"{_ms(r.init_ms, 1)} / {_ms(r.first_run_ms)} ms"),
+            ("peak RSS", f"{r.peak_rss_mb:.1f} MB" + (f" (+{r.rss_growth_mb:.1f} MB for the model)"
+                                                     if r.rss_growth_mb is not None else "") if r.peak_rss_mb else "n/a"),
+            ("file size", f"{r.file_bytes} bytes"), ("CPU", f"{r.cpu.get('model')} ({', '.join(r.cpu.get('flags', [])) or 'flags not read'})")]
     if r.device:
         rows.insert(1, ("device", f"{r.device['uname_m']}, {r.device['cpu'].get('cores')} cores"))
     _print_pairs(f"edgekit bench {file}", rows)
@@ -232,6 +242,10 @@ def validate(file, model, weights, data, task, threads, trust_pickle, device, ac
     for f in v.failures:
         click.echo(f"edgekit: {f}", err=True)
     sys.exit(3 if v.failures else 0)
+
+
+def _ms(value, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
 
 
 def _print_side_by_side(file, host, there, side) -> None:

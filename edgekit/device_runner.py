@@ -253,6 +253,7 @@ def watch_stdin() -> None:
 
 def main(argv: list) -> int:
     args = json.loads(argv[0])
+    os.environ.setdefault("OMP_NUM_THREADS", str(args.get("threads", 1)))  # as the host's bench process has it
     if args.get("watch_stdin"):
         watch_stdin()
     mode = args["mode"]

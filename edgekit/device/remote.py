@@ -143,3 +143,52 @@ def bench_on_device(file: str | Path, device: str, *, threads: int = 1, warmup: 
     with open_device(device, accept_host_key=accept_host_key) as dev:
         return device_bench(dev, path, runtime, one, threads=threads, warmup=warmup, runs=runs,
                             min_seconds=min_seconds, repeat=repeat, max_seconds=max_seconds)
+
+
+def bench_with_binary(file: str | Path, device: str, binary: str | Path, *, threads: int = 1, warmup: int = 20,
+                      runs: int = 200, min_seconds: float = 0.0, accept_host_key: bool = False) -> BenchResult:
+    """``edgekit bench FILE --device URL --benchmark-binary PATH``: the user's own ``benchmark_model`` (for
+    .tflite) or ``onnxruntime_perf_test`` (for .onnx) pushed and run on a device without Python; its output
+    parsed. Figures the tool does not print stay None."""
+    from .session import open_device
+    from .tool_output import parse_benchmark_model, parse_perf_test
+
+    path, binary = Path(file), Path(binary)
+    for p, what in ((path, "file"), (binary, "--benchmark-binary")):
+        if not p.is_file():
+            raise UsageError(f"{what} {p} not found; check the path")
+    if path.suffix not in (".tflite", ".onnx"):
+        raise UsageError(f"{path}: --benchmark-binary runs .tflite (benchmark_model) or .onnx (onnxruntime_perf_test)")
+    with open_device(device, accept_host_key=accept_host_key, runner=False) as dev:
+        tool, model = dev.push(binary, fresh=True), dev.push(path)
+        dev.transport.run(["chmod", "755", tool], 30)
+        if path.suffix == ".tflite":
+            argv = [f"./{tool}", f"--graph={model}", f"--num_threads={threads}", f"--warmup_runs={warmup}",
+                    f"--num_runs={runs}", f"--min_secs={min_seconds:g}"]
+            parse, runtime = parse_benchmark_model, "litert"
+        else:
+            argv = [f"./{tool}", "-m", "times", "-r", str(runs), "-x", str(threads), "-y", "1", "-I", "-s", model]
+            parse, runtime = parse_perf_test, "onnxruntime"
+        rc, out, err = dev.transport.run(argv, 600 + 2 * min_seconds)
+        tail = " | ".join((err or out).strip().splitlines()[-3:])[:300]
+        if rc == -1:
+            raise UsageError(f"{dev.where}: connection lost during the benchmark binary ({tail})")
+        if rc != 0:
+            raise UsageError(f"{dev.where}: {binary.name} failed (exit {rc}): {tail or 'no output'}")
+        try:
+            raw = parse(out + "\n" + err)
+        except ValueError as exc:
+            raise UsageError(f"{dev.where}: malformed output of {binary.name} ({exc}); it printed "
+                             f"{(out or err).strip()[:160]!r}") from None
+        info = dev.info
+    mean = raw["mean_ms"]
+    notes = [f"{raw['tool']} does not print {', '.join(k[:-3] for k in ('p50_ms', 'p90_ms', 'p99_ms', 'std_ms') if raw[k] is None)}: "
+             "shown as n/a"] if any(raw[k] is None for k in ("p50_ms", "p90_ms", "p99_ms", "std_ms")) else []
+    return BenchResult(file=str(path), runtime=runtime, threads=threads, runs=raw["runs"] or runs, warmup=warmup,
+                       p50_ms=raw["p50_ms"], p90_ms=raw["p90_ms"], p99_ms=raw["p99_ms"], mean_ms=mean,
+                       std_ms=raw["std_ms"], throughput_b1=1000.0 / mean if mean else None, batch=None,
+                       throughput_batch=None, peak_rss_mb=raw["peak_rss_mb"], rss_growth_mb=None,
+                       file_bytes=path.stat().st_size, cpu=info.get("cpu", {}), notes=tuple(notes),
+                       init_ms=raw["init_ms"], first_run_ms=raw["first_run_ms"], measured_on=dev.where,
+                       device={"uname_m": info.get("uname_m"), "cpu": info.get("cpu", {}), "runtime": raw["tool"],
+                               "runtime_version": None, "threads": threads})

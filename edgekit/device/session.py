@@ -60,8 +60,9 @@ def parse_device(url: str) -> DeviceURL:
     raise UsageError(f"--device {url}: expected ssh://USER@HOST[:PORT], adb:SERIAL or local")
 
 
-def open_device(url: str, *, accept_host_key: bool = False) -> "Device":
-    """Connect, make the device's temporary folder, push the runner and check Python and numpy there."""
+def open_device(url: str, *, accept_host_key: bool = False, runner: bool = True) -> "Device":
+    """Connect, make the device's temporary folder, push the runner and check Python and numpy there
+    (``runner=False``: a device without Python, for the user's own benchmark binary; only its fingerprint)."""
     spec = parse_device(url)
     if spec.kind == "ssh":
         from .ssh import SshTransport
@@ -76,7 +77,7 @@ def open_device(url: str, *, accept_host_key: bool = False) -> "Device":
         transport = LocalTransport(spec.option("python"))
     device = Device(transport)
     try:
-        device.start()
+        device.start() if runner else device.fingerprint()
     except BaseException:
         transport.cleanup()
         raise
@@ -106,6 +107,15 @@ class Device:
     def start(self) -> None:
         self.transport.push(RUNNER, "device_runner.py")
         self.info = self.call("preflight", {})
+
+    def fingerprint(self) -> None:
+        """``uname -m`` and the CPU model from /proc/cpuinfo, through the shell (no Python needed)."""
+        _, machine, _ = self.transport.run(["uname", "-m"], 30)
+        _, cpuinfo, _ = self.transport.run(["cat", "/proc/cpuinfo"], 30)
+        model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines()
+                      if line.split(":")[0].strip() in ("model name", "Hardware", "Model")), "")
+        cores = sum(1 for line in cpuinfo.splitlines() if line.split(":")[0].strip() == "processor")
+        self.info = {"uname_m": machine.strip(), "cpu": {"model": model, "cores": cores}, "runtimes": {}}
 
     def can_run(self, runtime: str) -> bool:
         return bool(self.info.get("runtimes", {}).get(runtime))
