@@ -202,7 +202,9 @@ def _gate_line(g: dict) -> str:
     if g["passed"] is None:
         return f"{g['name']} ({g['file']}): not applied — {g['note']}"
     mark = "pass" if g["passed"] else "**MISSED**"
-    return f"{g['name']} ({g['file']}): {mark}, {g['value']:.6g} {g['unit']} (limit {g['limit']:.6g} {g['unit']})"
+    where = f", measured on {g['measured_on']}" if g.get("measured_on") else ""
+    return (f"{g['name']} ({g['file']}): {mark}, {g['value']:.6g} {g['unit']} (limit {g['limit']:.6g} {g['unit']}"
+            f"{where})")
 
 
 def write_reports(folder: Path, report: dict[str, Any]) -> None:

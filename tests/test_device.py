@@ -307,3 +307,15 @@ def test_real_phone_over_adb(files):
         host = open_runner(files["tflite"])
         r = device_bench(dev, files["tflite"], "litert", one_sample(host), runs=100)
     assert r.runs == 100 and r.p50_ms > 0
+
+
+def test_device_failing_mid_build_leaves_no_half_bundle(sshd, tmp_path):
+    """The device's runner dies at its first timed run of the build: exit 2 naming the device, no bundle."""
+    python = fake_python(tmp_path, "python-dies-at-bench",
+                         f'case "$*" in *\'"mode": "bench"\'*) echo "Killed" >&2; exit 137;; esac\nexec {sys.executable} "$@"')
+    r = cli("build", "--profile", "rpi4", "--out", str(tmp_path / "out"), "--formats", "onnx", "--prune-method",
+            "none", "--device", sshd.url(python=str(python)))
+    assert r.returncode == 2, r.stderr[-1000:]
+    assert "the device runner crashed (exit 137) during bench: Killed" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "out" / "digits_cnn-rpi4").exists()
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["digits_cnn-rpi4.failed.log"]
