@@ -110,7 +110,7 @@ def test_cli_bench_and_validate_on_device(sshd, files):
 
 
 def test_build_on_device_gates_cite_device_numbers(sshd, tmp_path):
-    r = cli("build", "--profile", "rpi4", "--out", str(tmp_path), "--device", sshd.url())
+    r = cli("build", "--profile", "rpi4", "--out", str(tmp_path), "--device", sshd.url(), "--prune-method", "none")
     assert r.returncode == 0, r.stderr[-2000:]
     folder = tmp_path / "digits_cnn-rpi4"
     manifest = json.loads((folder / "manifest.json").read_text())
