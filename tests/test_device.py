@@ -28,12 +28,19 @@ def cli(*args, timeout=600):
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory):
-    """The example's fp32 ONNX file and its int8 TFLite file, as `edgekit build --profile rpi4` makes them."""
+def device_build(sshd, tmp_path_factory):
+    """`edgekit build --profile rpi4 --device ssh://…` against the loopback sshd, as a user runs it (pruning
+    off to keep the suite short: it does not change where numbers are measured)."""
     out = tmp_path_factory.mktemp("bundle")
-    r = cli("build", "--profile", "rpi4", "--out", str(out), "--prune-method", "none")
+    r = cli("build", "--profile", "rpi4", "--out", str(out), "--device", sshd.url(), "--prune-method", "none")
     assert r.returncode == 0, r.stderr[-2000:]
-    folder = out / "digits_cnn-rpi4"
+    return r, out / "digits_cnn-rpi4"
+
+
+@pytest.fixture(scope="module")
+def files(device_build):
+    """The example's fp32 ONNX file and its int8 TFLite file from that bundle."""
+    folder = device_build[1]
     return {"onnx": folder / "digits_cnn.onnx", "tflite": folder / "digits_cnn_int8.tflite"}
 
 
@@ -109,10 +116,8 @@ def test_cli_bench_and_validate_on_device(sshd, files):
     assert "max |diff| 0" in r.stdout
 
 
-def test_build_on_device_gates_cite_device_numbers(sshd, tmp_path):
-    r = cli("build", "--profile", "rpi4", "--out", str(tmp_path), "--device", sshd.url(), "--prune-method", "none")
-    assert r.returncode == 0, r.stderr[-2000:]
-    folder = tmp_path / "digits_cnn-rpi4"
+def test_build_on_device_gates_cite_device_numbers(sshd, device_build):
+    r, folder = device_build
     manifest = json.loads((folder / "manifest.json").read_text())
     where = f"ssh://{sshd.user}@127.0.0.1:{sshd.port}"
     measured = [g for g in manifest["gates"] if g["name"] in ("accuracy", "p90_latency", "rss")]
