@@ -83,6 +83,26 @@ def runtime_version(runtime: str):
         return None
 
 
+def quantize_in(array, dtype, scale: float, zero_point: int):
+    """Float data into an integer input tensor (int8-I/O files), using the tensor's own scale. The host's
+    runners call this same function (runtimes.mapping), so host and device feed identical bytes."""
+    import numpy as np
+
+    dtype = np.dtype(dtype)
+    if dtype.kind not in "iu" or array.dtype.kind != "f" or not scale:
+        return np.ascontiguousarray(array, dtype=dtype)
+    info = np.iinfo(dtype)
+    return np.clip(np.round(array / scale + zero_point), info.min, info.max).astype(dtype)
+
+
+def dequantize_out(array, scale: float, zero_point: int):
+    import numpy as np
+
+    if array.dtype.kind not in "iu" or not scale:
+        return array
+    return ((array.astype(np.float32) - zero_point) * scale).astype(np.float32)
+
+
 class Session:
     """One file in its runtime with the asked threads; ``run(feed) -> [outputs]`` in the file's order."""
 
@@ -139,14 +159,8 @@ class Session:
 
     def _run_litert(self, feed: dict) -> list:
         np = self.np
-        arrays = {}
-        for name, d in self.ins.items():
-            a, dtype = np.asarray(feed[name]), np.dtype(d["dtype"])
-            scale, zero = d["quantization"]
-            if dtype.kind in "iu" and a.dtype.kind == "f" and scale:
-                info = np.iinfo(dtype)
-                a = np.clip(np.round(a / scale + zero), info.min, info.max).astype(dtype)
-            arrays[name] = np.ascontiguousarray(a, dtype=dtype)
+        arrays = {name: quantize_in(np.asarray(feed[name]), d["dtype"], *d["quantization"])
+                  for name, d in self.ins.items()}
         if any(tuple(self.ins[n]["shape"]) != a.shape for n, a in arrays.items()):
             for n, a in arrays.items():
                 self.interp.resize_tensor_input(self.ins[n]["index"], list(a.shape))
@@ -155,14 +169,7 @@ class Session:
         for n, a in arrays.items():
             self.interp.set_tensor(self.ins[n]["index"], a)
         self.interp.invoke()
-        result = []
-        for d in self.outs:
-            out = self.interp.get_tensor(d["index"])
-            scale, zero = d["quantization"]
-            if out.dtype.kind in "iu" and scale:
-                out = ((out.astype(np.float32) - zero) * scale).astype(np.float32)
-            result.append(out)
-        return result
+        return [dequantize_out(self.interp.get_tensor(d["index"]), *d["quantization"]) for d in self.outs]
 
 
 def preflight(args: dict) -> int:

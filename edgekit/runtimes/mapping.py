@@ -9,6 +9,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from ..device_runner import dequantize_out, quantize_in  # noqa: F401  (one code path with the device)
 from ..iospec import IOSpec, TensorSpec
 
 
@@ -31,18 +32,3 @@ def to_file(t: TensorSpec, array: np.ndarray) -> np.ndarray:
 
 def to_source(t: TensorSpec, array: np.ndarray) -> np.ndarray:
     return array if t.source_perm is None else np.transpose(array, inverse(t.source_perm))
-
-
-def quantize_in(array: np.ndarray, dtype, scale: float, zero_point: int) -> np.ndarray:
-    """Float data into an integer input tensor (int8-I/O files), using the tensor's own scale."""
-    dtype = np.dtype(dtype)
-    if dtype.kind not in "iu" or array.dtype.kind != "f" or not scale:
-        return np.ascontiguousarray(array, dtype=dtype)
-    info = np.iinfo(dtype)
-    return np.clip(np.round(array / scale + zero_point), info.min, info.max).astype(dtype)
-
-
-def dequantize_out(array: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
-    if array.dtype.kind not in "iu" or not scale:
-        return array
-    return ((array.astype(np.float32) - zero_point) * scale).astype(np.float32)
