@@ -221,7 +221,10 @@ def bench(file, threads, runs, warmup, batch, data, min_seconds, repeat, device,
 @click.option("--device", metavar="URL", help="Run it on a device: ssh://USER@HOST[:PORT] or adb:SERIAL "
               "(options: ?python=PATH&identity=KEYFILE&known_hosts=FILE).")
 @click.option("--accept-host-key", is_flag=True, help="Record an unknown SSH host key in known_hosts (never a changed one).")
-def validate(file, model, weights, data, task, threads, trust_pickle, device, accept_host_key):
+@click.option("--save-outputs", type=click.Path(dir_okay=False), metavar="OUT.npz",
+              help="Write the file's outputs on the validation split by output name, with 'labels' and 'index' (the "
+              "samples' positions in the data file).")
+def validate(file, model, weights, data, task, threads, trust_pickle, device, accept_host_key, save_outputs):
     """Run FILE in its runtime on the data and compare it with the reference model (on a device too, with
     --device: the host's and the device's figures side by side)."""
     from .validation_api import validate_against, validate_on_device
@@ -235,7 +238,7 @@ def validate(file, model, weights, data, task, threads, trust_pickle, device, ac
             click.echo(f"edgekit: {there.measured_on}: {f}", err=True)
         sys.exit(3 if there.failures else 0)
     v = validate_against(file, model=model, weights=weights, data=data, task=task, threads=threads,
-                         trust_pickle=trust_pickle)
+                         trust_pickle=trust_pickle, save_outputs=save_outputs)
     rows = [(k, f"{val:.6g}") for k, val in v.metrics.items()] + [("metric drop", f"{v.drop:+.4f}")]
     rows += [(f"output {n}", f"max |diff| {o.get('max_abs_diff', float('nan')):.3g}") for n, o in v.outputs.items()]
     _print_pairs(f"edgekit validate {file} ({v.runtime})", rows)

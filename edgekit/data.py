@@ -17,6 +17,7 @@ TASKS = ("classification", "regression", "generic")
 class Split:
     inputs: dict[str, np.ndarray]
     labels: np.ndarray | None = None
+    index: np.ndarray | None = None  # the samples' positions in the data file, where they come from one
 
     def __len__(self) -> int:
         return len(next(iter(self.inputs.values())))
@@ -110,7 +111,7 @@ def prepare(arrays: dict[str, np.ndarray], iospec: IOSpec, *, source: str, task:
         notes.append(f"only {n_val} validation samples: one sample moves the metric by {100 / n_val:.1f} points")
 
     def take(idx) -> Split:
-        return Split({k: v[idx] for k, v in inputs.items()}, None if labels is None else labels[idx])
+        return Split({k: v[idx] for k, v in inputs.items()}, None if labels is None else labels[idx], idx)
 
     train = None
     if n_transfer:

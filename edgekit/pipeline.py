@@ -38,7 +38,7 @@ from .stages import (check_compressible, load_data, load_source, measure, pendin
 from .validate import Reference, reference_outputs
 from .versions import tool_versions
 
-SCHEMA_VERSION = 3  # 3: per-output figures, 'failed' formats, interleaved speed verdicts
+SCHEMA_VERSION = 4  # 4: machine-readable preprocessing, I/O quantization, the C array's MCU facts (apps/README.md)
 TRANSFER_SHARE = 0.4  # of the samples after calibration, set aside for distillation when no train split is given
 USED = ("torch", "torch-pruning", "onnx", "onnxscript", "onnxruntime", "scikit-learn", "tensorflow", "tf-keras", "onnx2tf",
         "ai-edge-litert", "ai-edge-quantizer", "tflite-micro", "matplotlib")
@@ -278,6 +278,20 @@ def _output_figures(a: Artifact) -> dict | None:
     return {name: {k: o[k] for k in keys if k in o} for name, o in a.validation.outputs.items()}
 
 
+MCU_KEYS = ("symbol", "header", "ops_header", "ops", "resolver_methods", "arena_bytes", "arena_bytes_with_margin")
+
+
+def _mcu_entry(a: Artifact) -> dict:
+    """What firmware needs of a C array: its headers, symbol, op list and the measured TFLite-Micro arena."""
+    if a.format != "c_array":
+        return {}
+    details = a.export.details if a.export is not None else {}
+    entry = {"embeds": a.export.embeds, **{k: details[k] for k in MCU_KEYS if k in details}}
+    if a.export.tflm is not None and a.export.tflm.loads:
+        entry["arena_bytes_measured"] = a.export.tflm.arena_bytes  # measured again in the measure stage
+    return {"mcu": entry}
+
+
 def _manifest(source, prof: DeviceProfile, artifacts: list[Artifact], gates, report) -> dict:
     def latency(a: Artifact) -> dict:
         b = a.bench.to_dict() if a.bench else {}
@@ -295,7 +309,7 @@ def _manifest(source, prof: DeviceProfile, artifacts: list[Artifact], gates, rep
                    "metrics": a.validation.metrics if a.validation else None, "metric_drop": a.drop,
                    "outputs": _output_figures(a), "drop_decided_by": a.validation.decided_by if a.validation else None,
                    "validated_on": a.validation.measured_on if a.validation else None,
-                   "latency": latency(a)} for a in artifacts],
+                   "latency": latency(a), **_mcu_entry(a)} for a in artifacts],
         "profile": prof.to_dict(),
         "gates": [g.to_dict() for g in gates],
         "recommended": report["recommended"],

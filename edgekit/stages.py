@@ -141,9 +141,21 @@ def measure(exported: Exported, reference: Reference, data: Data, profile: Devic
                                 batch=b.batch, max_seconds=b.max_seconds, inputs=one)
     sha, size = file_digest(exported.path)
     iospec = (exported.mapping or iospec_from_onnx(exported.path)).to_dict()
+    if run_path.suffix == ".tflite":
+        iospec = _with_io_quantization(iospec, run_path)
     return Artifact(file=exported.path.name, format=exported.format, precision=exported.precision,
                     runtime=fmt.runtime, sha256=sha, bytes=size, iospec=iospec, precision_map=precision_map(run_path),
                     export=info, validation=validation, bench=timing, zip_bytes=zip_bytes(exported.path))
+
+
+def _with_io_quantization(iospec: dict, path) -> dict:
+    """The manifest's IOSpec with each integer input/output's ``quantization`` (scale, zero_point) from the file."""
+    from .tflite_info import io_quantization
+
+    quant = io_quantization(path)
+    def add(t: dict) -> dict:
+        return {**t, "quantization": quant[t["name"]]} if t["name"] in quant else t
+    return {side: [add(t) for t in iospec[side]] for side in ("inputs", "outputs")}
 
 
 def _validate_on_device(device, run_path, runner, reference, data, fmt, exported, info, host_validation):

@@ -76,3 +76,25 @@ def read_tflite(path: str | Path) -> TfliteInfo:
 def _text(name) -> str:
     """A flatbuffer string field: bytes from the object API, str from some schema builds."""
     return name.decode() if isinstance(name, bytes) else str(name)
+
+
+def io_quantization(path: str | Path) -> dict[str, dict]:
+    """Per graph input/output tensor name with an integer type: its affine ``scale`` and ``zero_point``
+    (what an app needs to feed an int8-I/O file float data and read its outputs back)."""
+    try:
+        from ai_edge_litert import schema_py_generated as schema
+    except ImportError as exc:
+        raise missing("reading .tflite files (ai-edge-litert)", exc.name) from None
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(Path(path).read_bytes(), 0))
+    graph = model.subgraphs[0]
+    out = {}
+    for index in list(graph.inputs if graph.inputs is not None else []) + list(
+            graph.outputs if graph.outputs is not None else []):
+        tensor = graph.tensors[int(index)]
+        q = tensor.quantization
+        if tensor.type not in (3, 7, 9) or q is None or q.scale is None or not len(q.scale):
+            continue  # float tensors (and integer ones that carry ids, not quantized values)
+        zero = q.zeroPoint if q.zeroPoint is not None and len(q.zeroPoint) else [0]
+        out[_text(tensor.name)] = {"scale": float(q.scale[0]), "zero_point": int(zero[0]),
+                                   "dtype": _TYPES[tensor.type]}
+    return out

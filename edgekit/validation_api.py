@@ -7,14 +7,45 @@ from .formats import format_table
 from .errors import UsageError
 from .stages import load_data, load_source
 from .results import ValidationResult
-from .validate import reference_outputs, validate_file
+from .validate import reference_outputs
 
 
 def validate_against(file, *, model=None, weights=None, data=None, task=None, threads: int = 1,
-                     trust_pickle: bool = False) -> ValidationResult:
+                     trust_pickle: bool = False, save_outputs=None) -> ValidationResult:
+    """The file on the validation split, judged with its own precision's tolerance (integer files by the
+    metric alone). ``save_outputs``: an .npz path that receives the file's outputs by name, and the labels."""
+    from .runtimes.base import run_batched
+    from .validate import judge_outputs
+
     path, fmt, runner, reference, dataset = _prepare(file, model, weights, data, task, threads, trust_pickle)
-    return validate_file(path, reference, dataset, fmt.tolerance_for("fp32"), runtime=fmt.runtime, threads=threads,
-                         raise_on_failure=False, runner=runner)
+    outputs = run_batched(runner, dataset.validation.inputs)
+    if save_outputs is not None:
+        _save_outputs(Path(save_outputs), outputs, dataset)
+    return judge_outputs(outputs, path, runner.runtime, reference, dataset, fmt.tolerance_for(file_precision(path)),
+                         raise_on_failure=False)
+
+
+def file_precision(path: Path) -> str:
+    """The lowest precision the file stores weights at (fp32, fp16, int8, int4): what its tolerance follows."""
+    from .precision import precision_map
+
+    stored = set(precision_map(path).values())
+    return next((p for p in ("int4", "int8", "fp16") if p in stored), "fp32")
+
+
+def _save_outputs(target: Path, outputs: dict, dataset) -> None:
+    import numpy as np
+
+    if target.suffix != ".npz":
+        raise UsageError(f"--save-outputs {target}: give a file name ending in .npz")
+    arrays = dict(outputs)
+    if dataset.validation.labels is not None:
+        arrays["labels"] = dataset.validation.labels
+    if dataset.validation.index is not None:
+        arrays["index"] = dataset.validation.index  # which samples of the data file these are
+    tmp = target.with_name(f".{target.name}.partial.npz")
+    np.savez(tmp, **arrays)
+    tmp.replace(target)
 
 
 def validate_on_device(file, device: str, *, model=None, weights=None, data=None, task=None, threads: int = 1,
@@ -28,7 +59,7 @@ def validate_on_device(file, device: str, *, model=None, weights=None, data=None
     from .validate import judge_outputs
 
     path, fmt, runner, reference, dataset = _prepare(file, model, weights, data, task, threads, trust_pickle)
-    tolerance = fmt.tolerance_for("fp32")
+    tolerance = fmt.tolerance_for(file_precision(path))
     with open_device(device, accept_host_key=accept_host_key) as dev:
         host_outputs = run_batched(runner, dataset.validation.inputs)
         host = judge_outputs(host_outputs, path, runner.runtime, reference, dataset, tolerance, raise_on_failure=False)

@@ -29,7 +29,7 @@ def test_example_build(profile, threads, tmp_path):
         assert f["sha256"] == hashlib.sha256((bundle / f["file"]).read_bytes()).hexdigest()
     data = (bundle / "digits_cnn.onnx").read_bytes()
     assert entry["sha256"] == hashlib.sha256(data).hexdigest() and entry["bytes"] == len(data)
-    assert manifest["schema_version"] == 3 and manifest["labels"] == [str(i) for i in range(10)]
+    assert manifest["schema_version"] == 4 and manifest["labels"] == [str(i) for i in range(10)]
     assert manifest["profile"]["name"] == profile and manifest["profile"]["target"]["threads"] == threads
     assert {"edgekit", "torch", "onnx", "onnxruntime", "numpy"} <= set(manifest["versions"])
     assert entry["iospec"]["inputs"][0] == {"name": "image", "shape": ["batch", 1, 32, 32], "dtype": "float32",

@@ -102,6 +102,16 @@ def choose(promoted: list[Promoted], pick: str) -> Promoted | None:
     return max(ok, key=lambda p: (p.final["metric"], -p.final["p90_ms"]))
 
 
+def resize_steps(steps: list, arrays: dict, before: dict) -> list:
+    """The recipe's steps plus the resize ``trainer.resized`` applied (bilinear, antialiased when smaller)."""
+    image = next((k for k, v in arrays.items() if v.ndim == 4 and not k.endswith("_train")), None)
+    if image is None or arrays[image].shape[2:] == before[image].shape[2:]:
+        return list(steps)
+    height, width = arrays[image].shape[2:]
+    return list(steps) + [{"op": "resize", "height": int(height), "width": int(width), "method": "bilinear",
+                           "align_corners": False, "antialias": bool(height < before[image].shape[2])}]
+
+
 def build_bundle(chosen: Promoted, loop: Loop, folder: Path, study_name: str, meta: dict, *, progress=None):
     """The chosen member through ``edgekit build``: pruned, quantized, exported, validated and gated with the
     profile as it is. Its data (resized to its resolution) is saved beside the bundle for later rebuilds."""
@@ -112,10 +122,8 @@ def build_bundle(chosen: Promoted, loop: Loop, folder: Path, study_name: str, me
     data_file = folder / f"data-{chosen.resolution or 'native'}.npz"
     np.savez_compressed(data_file, **arrays)
     pre = dict(meta.get("preprocessing") or {})
-    if pre and chosen.resolution and pre.get("size") != [chosen.resolution] * 2:
-        pre["steps"] = list(pre.get("steps", [])) + [f"bilinear resize to {chosen.resolution}x{chosen.resolution} "
-                                                     "(antialiased when smaller; edgekit nas)"]
-        pre["size"] = [chosen.resolution, chosen.resolution]
+    if pre and chosen.resolution:
+        pre["steps"] = resize_steps(pre.get("steps", []), arrays, loop.arrays)
     model = torch_model(chosen.module, name=f"nas_{study_name}_t{chosen.trial}".replace("-", "_"), loader="nas",
                         origin=f"edgekit nas study {study_name}, trial {chosen.trial}",
                         sample_inputs={k: v for k, v in arrays.items() if not k.endswith("_train")},

@@ -16,10 +16,15 @@ WEIGHTS = Path(__file__).with_name("digits_cnn.pt")
 CARD = Path(__file__).with_name("digits_cnn.json")
 MEAN, STD = 0.2, 0.3
 LABELS = [str(i) for i in range(10)]
-PREPROCESSING = {
-    "source": "sklearn.datasets.load_digits (8x8, values 0..16)",
-    "steps": ["x / 16", "bilinear resize 8x8 -> 32x32 (align_corners=False)", f"(x - {MEAN}) / {STD}"],
-    "layout": "NCHW", "channels": 1, "size": [32, 32],
+PREPROCESSING = {  # the manifest's machine-readable recipe (apps/README.md, "preprocessing"): apps apply it as is
+    "input": "image",
+    "description": "sklearn.datasets.load_digits: 8x8 grey digits, ink 16 on paper 0",
+    "raw": {"height": 8, "width": 8, "channels": 1, "range": [0.0, 16.0], "ink": "high"},
+    "steps": [{"op": "scale", "factor": 1.0 / 16.0},
+              {"op": "resize", "height": 32, "width": 32, "method": "bilinear", "align_corners": False,
+               "antialias": False},
+              {"op": "normalize", "mean": [MEAN], "std": [STD]}],
+    "layout": "NCHW",
 }
 
 
