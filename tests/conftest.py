@@ -210,3 +210,43 @@ def sshd(tmp_path_factory):
     yield info
     proc.terminate()
     proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def apps_bundle(tmp_path_factory) -> Path:
+    """The built-in example with int8 ONNX and TFLite files and the C array, built once for the apps tests."""
+    from apps_helpers import build_apps_bundle
+
+    return build_apps_bundle(tmp_path_factory.mktemp("apps"))
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Every bundle any test built must match apps/manifest.schema.json (the apps' contract): a manifest.json
+    under the session's temporary folders that fails it fails the run. Folders named invalid-* hold manifests
+    that tests broke on purpose."""
+    import json
+
+    from apps_helpers import schema_problems
+
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    if factory is None or exitstatus not in (0, 1):
+        return
+    checked, bad = 0, []
+    for path in factory.getbasetemp().rglob("manifest.json"):
+        if any(part.startswith("invalid-") or part.endswith(".partial") for part in path.parts):
+            continue
+        try:
+            manifest = json.loads(path.read_text())
+        except ValueError:
+            continue  # a test that wrote a broken file on purpose checks it itself
+        if not isinstance(manifest, dict) or "files" not in manifest:
+            continue  # not a bundle manifest
+        checked += 1
+        bad += [f"{path}: {p}" for p in schema_problems(manifest)[:3]]
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_sep("-", f"manifest schema: {checked} bundle manifest(s) checked, {len(bad)} problem(s)")
+        for line in bad:
+            reporter.write_line(f"  {line}")
+    if bad:
+        session.exitstatus = 1

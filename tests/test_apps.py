@@ -1,0 +1,196 @@
+"""apps/: the manifest contract, the Python app (locally and over ssh) and the schema refusals of every app.
+The browser app has its own file (test_apps_web.py), the MCU harness too (test_apps_mcu.py)."""
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+from apps_helpers import SCHEMA, js_schema_errors, raw_heldout_digits, run_py_app, schema_problems
+
+from edgekit.validation_api import validate_against
+
+
+def _manifest(bundle) -> dict:
+    return json.loads((bundle / "manifest.json").read_text())
+
+
+@pytest.mark.slow
+def test_the_example_bundle_carries_what_an_app_needs(apps_bundle):
+    manifest = _manifest(apps_bundle)
+    assert schema_problems(manifest) == []
+    assert manifest["schema_version"] == 4 and manifest["labels"] == [str(i) for i in range(10)]
+    recipe = manifest["preprocessing"]
+    assert recipe["input"] == "image" and recipe["layout"] == "NCHW"
+    assert recipe["raw"] == {"height": 8, "width": 8, "channels": 1, "range": [0.0, 16.0], "ink": "high"}
+    assert [s["op"] for s in recipe["steps"]] == ["scale", "resize", "normalize"]
+    files = {f["file"]: f for f in manifest["files"]}
+    assert set(manifest["recommended"]) == {"onnxruntime", "litert", "tflm"}
+    assert all(manifest["recommended"][r]["file"] in files for r in manifest["recommended"])
+    tfl = files["digits_cnn_int8.tflite"]["iospec"]["inputs"][0]
+    assert tfl["layout"] == "NHWC" and tfl["source_perm"] == [0, 2, 3, 1] and tfl["source_name"] == "image"
+    mcu = files["digits_cnn_model_data.cc"]["mcu"]
+    assert mcu["embeds"] == "digits_cnn_int8.tflite" and mcu["arena_bytes_measured"] > 0
+
+
+@pytest.mark.slow
+def test_int8_io_files_carry_their_quantization(tmp_path):
+    """--int8-io: the TFLite file takes and gives int8; the manifest holds each tensor's scale and zero point,
+    and the Python app, feeding float digits through them, gets the labels `edgekit validate` gets."""
+    from apps_helpers import APPS_PROFILE
+
+    from edgekit import build
+
+    profile = tmp_path / "apps.toml"
+    profile.write_text(APPS_PROFILE)
+    bundle = build(profile=profile, out=tmp_path / "out", formats=("tflite",), int8_io=True).bundle
+    entry = next(f for f in _manifest(bundle)["files"] if f["file"] == "digits_cnn_int8.tflite")
+    tin, tout = entry["iospec"]["inputs"][0], entry["iospec"]["outputs"][0]
+    assert tin["dtype"] == "int8" and tout["dtype"] == "int8"
+    from ai_edge_litert.interpreter import Interpreter
+    interp = Interpreter(model_path=str(bundle / entry["file"]))
+    scale, zero = interp.get_input_details()[0]["quantization"]
+    assert tin["quantization"] == {"scale": pytest.approx(scale), "zero_point": zero, "dtype": "int8"}
+    assert tout["quantization"]["scale"] > 0
+    _labels_agree(bundle, entry["file"], tmp_path, required=0.98)
+
+
+def _labels_agree(bundle, file, tmp_path, required: float) -> float:
+    """The Python app on the raw held-out digits vs `edgekit validate --save-outputs` on the same file."""
+    raw, _ = raw_heldout_digits()
+    np.save(tmp_path / "raw.npy", raw)
+    saved = tmp_path / f"{file}.npz"
+    validate_against(bundle / file, save_outputs=saved)
+    ref = np.load(saved)
+    lines = run_py_app(bundle, tmp_path / "raw.npy", "--file", file, "--json").stdout.splitlines()
+    app = np.array([json.loads(line)["index"] for line in lines])[ref["index"]]
+    agreement = float((app == ref["logits"].argmax(1)).mean())
+    assert len(lines) == len(raw) and agreement >= required, (file, agreement)
+    return agreement
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("file, required", [("digits_cnn.onnx", 1.0), ("digits_cnn.tflite", 1.0),
+                                            ("digits_cnn_int8.onnx", 0.98), ("digits_cnn_int8.tflite", 0.98)])
+def test_python_app_labels_match_edgekit_validate(apps_bundle, tmp_path, file, required):
+    """100 % for fp32 files; int8 files within the profile's accuracy budget (0.02)."""
+    _labels_agree(apps_bundle, file, tmp_path, required)
+
+
+@pytest.mark.slow
+def test_python_app_picks_the_recommended_file_and_reads_images(apps_bundle, tmp_path):
+    manifest = _manifest(apps_bundle)
+    raw, labels = raw_heldout_digits()
+    np.save(tmp_path / "one.npy", raw[0])
+    for runtime in ("onnxruntime", "litert"):
+        out = json.loads(run_py_app(apps_bundle, tmp_path / "one.npy", "--runtime", runtime, "--json").stdout)
+        assert out["file"] == manifest["recommended"][runtime]["file"] and out["label"] == str(labels[0])
+        assert sum(out["probabilities"]) == pytest.approx(1.0, abs=1e-4)
+    # a scanned digit: dark ink on white paper, 64x64, as a binary PGM (numpy alone reads it)
+    big = np.kron(raw[0], np.ones((8, 8)))
+    pixels = (255 - big * 255 / 16).astype(np.uint8)
+    (tmp_path / "scan.pgm").write_bytes(b"P5 64 64 255\n" + pixels.tobytes())
+    out = json.loads(run_py_app(apps_bundle, tmp_path / "scan.pgm", "--json").stdout)
+    assert out["label"] == str(labels[0])
+
+
+@pytest.mark.slow
+def test_python_app_over_ssh_on_the_loopback_device(apps_bundle, sshd, tmp_path):
+    """Copied to the "device" with OpenSSH's scp and run there with ssh, as a user deploys to a board: only the
+    app, the schema and the bundle travel. Its labels match `edgekit validate` on the host."""
+    raw, _ = raw_heldout_digits()
+    np.save(tmp_path / "raw.npy", raw[:120])
+    ssh = ["-i", str(sshd.identity), "-o", f"UserKnownHostsFile={sshd.known_hosts}", "-o", "StrictHostKeyChecking=yes",
+           "-o", "BatchMode=yes"]
+    target = f"{sshd.user}@127.0.0.1"
+    remote = f"/tmp/edgekit-app-{sshd.port}"
+    manifest = _manifest(apps_bundle)
+    files = [apps_bundle / "manifest.json"] + [apps_bundle / f["file"] for f in manifest["files"]
+                                               if f["runtime"] in ("onnxruntime", "litert")]
+    from apps_helpers import PY_APP
+    try:
+        subprocess.run(["ssh", *ssh, "-p", str(sshd.port), target, f"mkdir -p {remote}/bundle"], check=True, timeout=60)
+        subprocess.run(["scp", *ssh, "-P", str(sshd.port), str(PY_APP), str(SCHEMA), str(tmp_path / "raw.npy"),
+                        f"{target}:{remote}/"], check=True, timeout=60)
+        subprocess.run(["scp", *ssh, "-P", str(sshd.port), *map(str, files), f"{target}:{remote}/bundle/"],
+                       check=True, timeout=120)
+        import sys
+        got = {}
+        for runtime in ("onnxruntime", "litert"):
+            proc = subprocess.run(["ssh", *ssh, "-p", str(sshd.port), target,
+                                   f"cd {remote} && {sys.executable} edgekit_app.py bundle raw.npy --runtime {runtime} "
+                                   "--json"], capture_output=True, text=True, timeout=120)
+            assert proc.returncode == 0, proc.stderr
+            got[runtime] = [json.loads(line) for line in proc.stdout.splitlines()]
+    finally:
+        subprocess.run(["ssh", *ssh, "-p", str(sshd.port), target, f"rm -rf {remote}"], timeout=60)
+    for runtime, results in got.items():
+        file = results[0]["file"]
+        assert file == manifest["recommended"][runtime]["file"]
+        saved = tmp_path / f"{runtime}.npz"
+        validate_against(apps_bundle / file, save_outputs=saved)
+        ref = np.load(saved)
+        keep = ref["index"] < 120
+        app = np.array([r["index"] for r in results])[ref["index"][keep]]
+        assert (app == ref["logits"][keep].argmax(1)).mean() >= 0.98, runtime
+
+
+def _broken(manifest: dict) -> dict[str, dict]:
+    """Manifests that fail the schema, each in one way an app would otherwise misread."""
+    cases = {}
+    def case(name, change):
+        m = copy.deepcopy(manifest)
+        change(m)
+        cases[name] = m
+    case("old version", lambda m: m.update(schema_version=3))
+    case("unknown dtype", lambda m: m["files"][0]["iospec"]["inputs"][0].update(dtype="float99"))
+    case("unknown step", lambda m: m["preprocessing"]["steps"].append({"op": "sharpen"}))
+    case("no files", lambda m: m.update(files=[]))
+    case("zero std", lambda m: m["preprocessing"]["steps"][2].update(std=[0.0]))
+    case("no iospec", lambda m: m["files"][1].pop("iospec"))
+    case("string bytes", lambda m: m["files"][0].update(bytes="453590"))
+    case("unknown key", lambda m: m.update(colour="red"))
+    return cases
+
+
+@pytest.mark.slow
+def test_every_app_validator_agrees_with_jsonschema(apps_bundle):
+    manifest = _manifest(apps_bundle)
+    import sys
+    sys.path.insert(0, str(SCHEMA.parent / "python"))
+    try:
+        from edgekit_app import schema_errors
+    finally:
+        sys.path.pop(0)
+    schema = json.loads(SCHEMA.read_text())
+    assert schema_errors(manifest, schema, schema) == [] and js_schema_errors(manifest) == []
+    for name, bad in _broken(manifest).items():
+        assert schema_problems(bad), name  # the reference validator rejects it...
+        assert schema_errors(bad, schema, schema), name  # ...and so do the Python app's
+        assert js_schema_errors(bad), name  # ...and the web app's
+
+
+@pytest.mark.slow
+def test_python_app_refuses_a_bad_manifest_with_one_line(apps_bundle, tmp_path):
+    raw, _ = raw_heldout_digits()
+    np.save(tmp_path / "one.npy", raw[0])
+    for name, bad in _broken(_manifest(apps_bundle)).items():
+        folder = tmp_path / f"invalid-{name.replace(' ', '-')}"
+        shutil.copytree(apps_bundle, folder)
+        (folder / "manifest.json").write_text(json.dumps(bad))
+        proc = run_py_app(folder, tmp_path / "one.npy", check=False)
+        assert proc.returncode == 2 and proc.stdout == "", (name, proc.stdout)
+        line = proc.stderr.strip()
+        assert "\n" not in line and "Traceback" not in line, (name, line)
+        if name == "old version":
+            assert "schema_version 3; this app reads version 4" in line
+        else:
+            assert "fails manifest.schema.json" in line and "rebuild the bundle" in line, (name, line)
+    proc = run_py_app(tmp_path / "nowhere", tmp_path / "one.npy", check=False)
+    assert proc.returncode == 2 and "no manifest.json there" in proc.stderr
+    np.save(tmp_path / "nan.npy", np.full((8, 8), np.nan))
+    proc = run_py_app(apps_bundle, tmp_path / "nan.npy", check=False)
+    assert proc.returncode == 2 and "NaN" in proc.stderr
