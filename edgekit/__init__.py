@@ -5,7 +5,7 @@ The public API; everything else is internal. ``tests/test_api_surface.py`` pins 
 Layers. An import goes down this list, never up, and no modules import each other in a circle
 (``tests/test_layers.py`` walks every import, lazy ones included, and fails on either):
 
-  0 domain      errors config iospec model data results artifact: import nothing internal but each other
+  0 domain      errors config iospec model data results artifact recipe: import nothing internal but each other
   1 support     resources versions native_output tf_import metrics formats profiles onnx_io tflite_info
                 graph_stats precision bundle: domain only
   2 runtimes/   one Runner per runtime (ORT, LiteRT, TFLM, torch, Keras) behind runtimes.base.Runner

@@ -93,10 +93,14 @@ def _quiet_process() -> None:
 @click.option("--device", metavar="URL", help="Validate and bench every file the device runs there (default: the profile's target.device): ssh://USER@HOST[:PORT] or adb:SERIAL "
               "(options: ?python=PATH&identity=KEYFILE&known_hosts=FILE).")
 @click.option("--accept-host-key", is_flag=True, help="Record an unknown SSH host key in known_hosts (never a changed one).")
+@click.option("--labels", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Class names for the manifest: a JSON list or one label per line (apps map outputs with them).")
+@click.option("--preprocessing", type=click.Path(dir_okay=False), metavar="RECIPE.json",
+              help="The preprocessing recipe apps apply (scale, resize, normalize; apps/README.md).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of the table.")
 def build(model, profile, weights, data, out, force, task, formats, threads, calib_samples, val_samples,
           trust_pickle, bits, calibration, int8_io, fp16_io, prune_ratio, prune_method, lowrank, share_bits, keep,
-          output_task, dynamic, static_shape, device, accept_host_key, as_json):
+          output_task, dynamic, static_shape, device, accept_host_key, labels, preprocessing, as_json):
     """Build a validated, measured bundle for MODEL (default: the built-in digits example).
 
     MODEL is FILE.py:FACTORY, package.module:FACTORY, a torch.export .pt2, a TorchScript
@@ -119,7 +123,7 @@ def build(model, profile, weights, data, out, force, task, formats, threads, cal
                            keep=keep or None, output_tasks=_output_tasks(output_task),
                            dynamic=_dynamic_axes(dynamic), static_shape=_static_shape(static_shape),
                            progress=lambda stage: status.update(f"[bold]{stage}[/]"), device=device,
-                           accept_host_key=accept_host_key)
+                           accept_host_key=accept_host_key, labels=labels, preprocessing=preprocessing)
     if as_json:
         click.echo(json.dumps(result.report, indent=2))
     else:

@@ -69,7 +69,7 @@ def build(model=None, *, profile: str | Path | DeviceProfile = "iot", weights=No
           keep: tuple[str, ...] | None = None, output_tasks: dict[str, str] | None = None,
           dynamic: dict | None = None, static_shape: dict[str, int] | None = None,
           progress: Callable[[str], None] | None = None, device: str | None = None,
-          accept_host_key: bool = False) -> BuildResult:
+          accept_host_key: bool = False, labels=None, preprocessing=None) -> BuildResult:
     """Build, validate, measure and gate a bundle for ``model`` on ``profile``.
 
     ``model`` is a source string (see ``load_model``), a ``Model``, or None for the built-in example.
@@ -78,6 +78,8 @@ def build(model=None, *, profile: str | Path | DeviceProfile = "iot", weights=No
     ``static_shape``: {axis name: size} the size TFLite and the C array are fixed to (the data is cut to it).
     ``device``: validate and bench every file the device runs there (ssh://user@host[:port], adb:SERIAL;
     default: the profile's ``target.device``); the gates then use the device's numbers.
+    ``labels`` (a list, or a file: JSON list or one per line) and ``preprocessing`` (a recipe dict or a JSON
+    file, apps/README.md) go into the manifest for apps, replacing what the source declares.
     Returns a BuildResult; check ``result.passed`` (the CLI exits 1 when it is False).
     """
     log = io.StringIO()
@@ -94,6 +96,7 @@ def build(model=None, *, profile: str | Path | DeviceProfile = "iot", weights=No
     check_writable(out)
     with stage("load", log, progress):
         source, arrays, data_source = load_source(model, weights, data, trust_pickle, dynamic)
+        source = with_app_meta(source, labels, preprocessing)
     factory = source.meta.get("factory")
     final = out / f"{source.name}-{factory + '-' if factory else ''}{prof.name}"
     check_target(final, force)
@@ -103,6 +106,20 @@ def build(model=None, *, profile: str | Path | DeviceProfile = "iot", weights=No
         return _build(source, arrays, data_source, prof, final, out, wanted, formats, pruning, overrides, log, started,
                       progress, dev, task=task, calib_samples=calib_samples, val_samples=val_samples, force=force,
                       output_tasks=output_tasks, static_shape=static_shape, int8_io=int8_io, fp16_io=fp16_io)
+
+
+def with_app_meta(source, labels, preprocessing):
+    """The source with the user's labels and recipe, checked against its inputs and first output."""
+    from .recipe import check_labels, check_recipe, load_labels, load_recipe
+
+    meta = dict(source.meta)
+    if labels is not None:
+        meta["labels"] = load_labels(labels) if isinstance(labels, (str, Path)) else [str(x) for x in labels]
+        check_labels(meta["labels"], source.iospec, "--labels")
+    if preprocessing is not None:
+        meta["preprocessing"] = (load_recipe(preprocessing, source.iospec) if isinstance(preprocessing, (str, Path))
+                                 else check_recipe(preprocessing, source.iospec, "preprocessing"))
+    return replace(source, meta=meta) if meta != source.meta else source
 
 
 def _build(source, arrays, data_source, prof, final, out, wanted, formats, pruning, overrides, log, started, progress,
@@ -278,7 +295,8 @@ def _output_figures(a: Artifact) -> dict | None:
     return {name: {k: o[k] for k in keys if k in o} for name, o in a.validation.outputs.items()}
 
 
-MCU_KEYS = ("symbol", "header", "ops_header", "ops", "resolver_methods", "arena_bytes", "arena_bytes_with_margin")
+MCU_KEYS = ("symbol", "header", "ops_header", "ops", "resolver_methods", "unregistered_ops", "arena_bytes",
+            "arena_bytes_with_margin")
 
 
 def _mcu_entry(a: Artifact) -> dict:

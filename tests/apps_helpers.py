@@ -32,13 +32,17 @@ attempt_max_seconds = 0.3
 """
 
 
-def build_apps_bundle(folder: Path) -> Path:
+def build_for_apps(folder: Path, int8_io: bool = False):
+    """The BuildResult. With ``int8_io`` only the TFLite files and the C array, whose int8 file takes and
+    gives int8 with the manifest's scale and zero point (the apps quantize and dequantize), on smaller splits."""
     from edgekit import build
 
     profile = folder / "apps.toml"
     profile.write_text(APPS_PROFILE)
-    result = build(profile=profile, out=folder / "out")
-    return Path(result.bundle)
+    if int8_io:
+        return build(profile=profile, out=folder / "out", int8_io=True, formats=("tflite", "c_array"),
+                     calib_samples=64, val_samples=100)
+    return build(profile=profile, out=folder / "out")
 
 
 def raw_heldout_digits() -> tuple[np.ndarray, np.ndarray]:

@@ -213,11 +213,26 @@ def sshd(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def apps_bundle(tmp_path_factory) -> Path:
-    """The built-in example with int8 ONNX and TFLite files and the C array, built once for the apps tests."""
-    from apps_helpers import build_apps_bundle
+def apps_build(tmp_path_factory):
+    """The built-in example with fp32 and int8 ONNX and TFLite files and the C array (float I/O, as a build
+    makes them by default), built once for the apps tests (web, python)."""
+    from apps_helpers import build_for_apps
 
-    return build_apps_bundle(tmp_path_factory.mktemp("apps"))
+    return build_for_apps(tmp_path_factory.mktemp("apps"))
+
+
+@pytest.fixture(scope="session")
+def int8_io_build(tmp_path_factory):
+    """The example's TFLite files and C array with int8 inputs and outputs (--int8-io): the MCU harness and
+    the apps' quantization path."""
+    from apps_helpers import build_for_apps
+
+    return build_for_apps(tmp_path_factory.mktemp("apps-int8-io"), int8_io=True)
+
+
+@pytest.fixture(scope="session")
+def apps_bundle(apps_build) -> Path:
+    return apps_build.bundle
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -34,28 +34,30 @@ def test_the_example_bundle_carries_what_an_app_needs(apps_bundle):
     assert tfl["layout"] == "NHWC" and tfl["source_perm"] == [0, 2, 3, 1] and tfl["source_name"] == "image"
     mcu = files["digits_cnn_model_data.cc"]["mcu"]
     assert mcu["embeds"] == "digits_cnn_int8.tflite" and mcu["arena_bytes_measured"] > 0
+    assert mcu["ops_header"] == "digits_cnn_model_ops.h" and mcu["unregistered_ops"] == []
 
 
 @pytest.mark.slow
-def test_int8_io_files_carry_their_quantization(tmp_path):
-    """--int8-io: the TFLite file takes and gives int8; the manifest holds each tensor's scale and zero point,
-    and the Python app, feeding float digits through them, gets the labels `edgekit validate` gets."""
-    from apps_helpers import APPS_PROFILE
+def test_int8_io_files_carry_their_quantization(int8_io_build, tmp_path):
+    """Built with --int8-io: the TFLite int8 file takes and gives int8; the manifest holds each tensor's scale
+    and zero point as the file has them, the C array's entry names its ops header and arena, and the Python
+    app, quantizing float digits with them, gets the labels `edgekit validate` gets."""
+    from ai_edge_litert.interpreter import Interpreter
 
-    from edgekit import build
-
-    profile = tmp_path / "apps.toml"
-    profile.write_text(APPS_PROFILE)
-    bundle = build(profile=profile, out=tmp_path / "out", formats=("tflite",), int8_io=True).bundle
-    entry = next(f for f in _manifest(bundle)["files"] if f["file"] == "digits_cnn_int8.tflite")
+    apps_bundle = int8_io_build.bundle
+    files = {f["file"]: f for f in _manifest(apps_bundle)["files"]}
+    entry = files["digits_cnn_int8.tflite"]
     tin, tout = entry["iospec"]["inputs"][0], entry["iospec"]["outputs"][0]
     assert tin["dtype"] == "int8" and tout["dtype"] == "int8"
-    from ai_edge_litert.interpreter import Interpreter
-    interp = Interpreter(model_path=str(bundle / entry["file"]))
-    scale, zero = interp.get_input_details()[0]["quantization"]
-    assert tin["quantization"] == {"scale": pytest.approx(scale), "zero_point": zero, "dtype": "int8"}
-    assert tout["quantization"]["scale"] > 0
-    _labels_agree(bundle, entry["file"], tmp_path, required=0.98)
+    interp = Interpreter(model_path=str(apps_bundle / entry["file"]))
+    for spec, detail in ((tin, interp.get_input_details()[0]), (tout, interp.get_output_details()[0])):
+        scale, zero = detail["quantization"]
+        assert spec["quantization"] == {"scale": pytest.approx(scale), "zero_point": zero, "dtype": "int8"}
+    assert "quantization" not in files["digits_cnn.tflite"]["iospec"]["inputs"][0]  # float I/O: none
+    mcu = files["digits_cnn_model_data.cc"]["mcu"]
+    assert mcu["ops_header"] == "digits_cnn_model_ops.h" and (apps_bundle / mcu["ops_header"]).is_file()
+    assert mcu["arena_bytes"] == mcu["arena_bytes_measured"] and mcu["arena_bytes_with_margin"] > mcu["arena_bytes"]
+    _labels_agree(apps_bundle, "digits_cnn_int8.tflite", tmp_path, required=0.98)
 
 
 def _labels_agree(bundle, file, tmp_path, required: float) -> float:
@@ -194,3 +196,72 @@ def test_python_app_refuses_a_bad_manifest_with_one_line(apps_bundle, tmp_path):
     np.save(tmp_path / "nan.npy", np.full((8, 8), np.nan))
     proc = run_py_app(apps_bundle, tmp_path / "nan.npy", check=False)
     assert proc.returncode == 2 and "NaN" in proc.stderr
+
+
+USER_RECIPE = {"input": "x", "description": "8-bit grey 8x8 images",
+               "raw": {"height": 8, "width": 8, "channels": 1, "range": [0, 255]},
+               "steps": [{"op": "scale", "factor": 1 / 255}, {"op": "normalize", "mean": [0.5], "std": [0.25]}]}
+
+
+@pytest.mark.slow
+def test_a_users_model_with_labels_and_a_recipe_reaches_the_apps(user_models, tiny_data, fast_profile, tmp_path):
+    """`edgekit build my_models.py:make_tiny --labels … --preprocessing …`: the manifest carries both, and the
+    Python app on raw 0..255 images gives what ONNX Runtime gives on the recipe's output computed here."""
+    from click.testing import CliRunner
+
+    from edgekit.cli import main
+
+    (tmp_path / "labels.txt").write_text("cat\ndog\nbird\n")
+    (tmp_path / "recipe.json").write_text(json.dumps(USER_RECIPE))
+    args = ["build", f"{user_models}:make_tiny", "--data", str(tiny_data), "--profile", str(fast_profile),
+            "--formats", "onnx", "--out", str(tmp_path / "out"), "--labels", str(tmp_path / "labels.txt"),
+            "--preprocessing", str(tmp_path / "recipe.json")]
+    result = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert result.exit_code in (0, 1), result.output
+    bundle = next((tmp_path / "out").iterdir())
+    manifest = _manifest(bundle)
+    assert schema_problems(manifest) == [] and manifest["labels"] == ["cat", "dog", "bird"]
+    assert manifest["preprocessing"]["steps"] == USER_RECIPE["steps"] and manifest["preprocessing"]["layout"] == "NCHW"
+    raw = np.random.default_rng(1).integers(0, 256, (30, 8, 8)).astype(np.float32)
+    np.save(tmp_path / "raw.npy", raw)
+    lines = run_py_app(bundle, tmp_path / "raw.npy", "--file", "my_models-make_tiny.onnx" if (
+        bundle / "my_models-make_tiny.onnx").exists() else manifest["files"][0]["file"], "--json").stdout.splitlines()
+    import onnxruntime as ort
+    session = ort.InferenceSession(str(bundle / manifest["files"][0]["file"]), providers=["CPUExecutionProvider"])
+    x = ((raw / 255 - 0.5) / 0.25)[:, None].astype(np.float32)
+    expected = session.run(None, {"x": x})[0].argmax(1)
+    got = [json.loads(line) for line in lines]
+    assert [g["index"] for g in got] == expected.tolist()
+    assert {g["label"] for g in got} <= {"cat", "dog", "bird"}
+
+
+@pytest.mark.parametrize("recipe, message", [
+    ({"steps": [{"op": "blur"}]}, "steps[0].op must be one of scale, resize, normalize, got 'blur'"),
+    ({"steps": [{"op": "normalize", "mean": [0.5]}]}, "steps[0] (normalize): 'std' is missing"),
+    ({"steps": [{"op": "normalize", "mean": [0.5], "std": [0]}]}, "'std' must be a non-empty list of numbers above 0"),
+    ({"steps": [], "input": "image"}, "'input' must name one of the model's inputs (x), got 'image'"),
+    ({"steps": [], "colour": 1}, "unknown key 'colour'"),
+    ({"steps": [], "raw": {"height": 8, "width": 8, "channels": 2, "range": [0, 1]}}, "'channels' must be 1 or 3"),
+])
+def test_a_bad_recipe_or_labels_file_exits_2_naming_the_key(user_models, tiny_data, tmp_path, recipe, message):
+    from click.testing import CliRunner
+
+    from edgekit.cli import main
+
+    (tmp_path / "recipe.json").write_text(json.dumps(recipe))
+    result = CliRunner().invoke(main, ["build", f"{user_models}:make_tiny", "--data", str(tiny_data), "--out",
+                                       str(tmp_path / "out"), "--preprocessing", str(tmp_path / "recipe.json")])
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert "Traceback" not in result.output and not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_labels_must_match_the_classes(user_models, tiny_data, tmp_path):
+    from click.testing import CliRunner
+
+    from edgekit.cli import main
+
+    (tmp_path / "labels.json").write_text('["a", "b"]')
+    result = CliRunner().invoke(main, ["build", f"{user_models}:make_tiny", "--data", str(tiny_data), "--out",
+                                       str(tmp_path / "out"), "--labels", str(tmp_path / "labels.json")])
+    assert result.exit_code == 2 and "2 labels, but the model's first output" in result.output, result.output
+    assert "has 3 classes" in result.output

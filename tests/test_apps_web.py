@@ -154,3 +154,14 @@ def test_the_page_stops_on_a_bad_manifest(apps_bundle, browser, tmp_path, change
         with pytest.raises(Exception, match="open a bundle first"):
             page.evaluate("edgekit.bench({runs: 5})")
         page.close()
+
+
+def test_an_int8_io_tflite_file_is_refused_with_the_reason(int8_io_build, browser):
+    """LiteRT.js 2.5 has no int8 tensors at its interface: the page says so and names what to open instead."""
+    with serving(int8_io_build.bundle) as url:
+        page = _page(browser, url)
+        with pytest.raises(Exception, match="LiteRT.js takes float32, int32, uint8 tensors"):
+            page.evaluate("edgekit.open('bundle/', 'litert', {file: 'digits_cnn_int8.tflite'})")
+        assert "float-I/O TFLite file" in page.text_content("#error")
+        assert page.evaluate("edgekit.open('bundle/', 'litert', {file: 'digits_cnn.tflite'})")["precision"] == "fp32"
+        page.close()

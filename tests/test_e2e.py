@@ -18,7 +18,7 @@ def test_example_build(profile, threads, tmp_path):
     assert result.bundle == bundle
     expected = {"build.log", "digits_cnn.onnx", "manifest.json", "report.json", "report.md", "report.png"}
     expected |= {"iot": {"digits_cnn_int4.onnx", "digits_cnn.tflite", "digits_cnn_int8.tflite", "digits_cnn_int4.tflite",
-                         "digits_cnn_model_data.cc", "digits_cnn_model_data.h"},
+                         "digits_cnn_model_data.cc", "digits_cnn_model_data.h", "digits_cnn_model_ops.h"},
                  "mobile": {"digits_cnn_int8.onnx", "digits_cnn.tflite", "digits_cnn_int8.tflite"},
                  "server": {"digits_cnn_fp16.onnx"}}[profile]
     assert {p.name for p in bundle.iterdir()} == expected

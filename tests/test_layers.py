@@ -7,7 +7,7 @@ import edgekit
 
 ROOT = Path(edgekit.__file__).parent
 LAYERS = [
-    ("domain", {"errors", "config", "iospec", "model", "data", "results", "artifact"}),
+    ("domain", {"errors", "config", "iospec", "model", "data", "results", "artifact", "recipe"}),
     ("support", {"resources", "versions", "native_output", "tf_import", "metrics", "formats", "profiles", "onnx_io",
                  "tflite_info", "graph_stats", "precision", "bundle", "device_runner"}),
     ("runtimes", {"runtimes"}),

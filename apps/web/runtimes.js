@@ -68,7 +68,14 @@ export function pinDynamicAxes(bytes) {
   return { bytes: out, pinned };
 }
 
+const LITERT_JS_DTYPES = ['float32', 'int32', 'uint8'];  // the tensor types @litertjs/core 2.5 takes and gives
+
 async function openLiteRt(bytes, entry, threads) {
+  const odd = [...entry.iospec.inputs, ...entry.iospec.outputs].find((t) => !LITERT_JS_DTYPES.includes(t.dtype));
+  if (odd) {
+    throw new Error(`LiteRT.js takes ${LITERT_JS_DTYPES.join(', ')} tensors, and '${odd.name}' is ${odd.dtype} ` +
+      '(a build with --int8-io): open this bundle\'s float-I/O TFLite file or its ONNX file instead');
+  }
   litertLoaded ??= loadLiteRt(`${base}@litertjs/core/wasm/`, { threads: threads > 1 });
   await litertLoaded;
   const { bytes: fixed, pinned } = pinDynamicAxes(bytes);
