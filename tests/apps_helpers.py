@@ -15,7 +15,7 @@ SCHEMA = APPS / "manifest.schema.json"
 PY_APP = APPS / "python" / "edgekit_app.py"
 WEB = APPS / "web"
 
-# iot with 8-bit files (int8 ONNX and TFLite, the C array) and no pruning: every runtime the apps use, quickly.
+# iot with 8-bit files and no pruning, for the int8-I/O build (the TFLite files and the C array).
 APPS_PROFILE = """name = "apps"
 extends = "iot"
 [prune]
@@ -32,17 +32,16 @@ attempt_max_seconds = 0.3
 """
 
 
-def build_for_apps(folder: Path, int8_io: bool = False):
-    """The BuildResult. With ``int8_io`` only the TFLite files and the C array, whose int8 file takes and
-    gives int8 with the manifest's scale and zero point (the apps quantize and dequantize), on smaller splits."""
+def build_for_apps(folder: Path):
+    """The example's TFLite files and C array with int8 inputs and outputs (--int8-io, on smaller splits): the
+    int8 file takes and gives int8 with the manifest's scale and zero point, which the apps and the MCU
+    harness apply."""
     from edgekit import build
 
     profile = folder / "apps.toml"
     profile.write_text(APPS_PROFILE)
-    if int8_io:
-        return build(profile=profile, out=folder / "out", int8_io=True, formats=("tflite", "c_array"),
-                     calib_samples=64, val_samples=100)
-    return build(profile=profile, out=folder / "out")
+    return build(profile=profile, out=folder / "out", int8_io=True, formats=("tflite", "c_array"),
+                 calib_samples=64, val_samples=100)
 
 
 def raw_heldout_digits() -> tuple[np.ndarray, np.ndarray]:

@@ -213,12 +213,19 @@ def sshd(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def apps_build(tmp_path_factory):
-    """The built-in example with fp32 and int8 ONNX and TFLite files and the C array (float I/O, as a build
-    makes them by default), built once for the apps tests (web, python)."""
-    from apps_helpers import build_for_apps
+def mobile_unpruned(tmp_path_factory):
+    """The built-in example for `mobile` at 1 thread, unpruned: fp32 and int8 ONNX and TFLite files (float
+    I/O). One build shared by the quantization, TFLite and apps tests, which only read it."""
+    import edgekit
 
-    return build_for_apps(tmp_path_factory.mktemp("apps"))
+    return edgekit.build(profile="mobile", out=tmp_path_factory.mktemp("mobile-unpruned"), threads=1,
+                         prune_method="none")
+
+
+@pytest.fixture(scope="session")
+def apps_build(mobile_unpruned):
+    """What the web and Python apps run: the fp32 and int8 ONNX and TFLite files of ``mobile_unpruned``."""
+    return mobile_unpruned
 
 
 @pytest.fixture(scope="session")
@@ -227,7 +234,7 @@ def int8_io_build(tmp_path_factory):
     the apps' quantization path."""
     from apps_helpers import build_for_apps
 
-    return build_for_apps(tmp_path_factory.mktemp("apps-int8-io"), int8_io=True)
+    return build_for_apps(tmp_path_factory.mktemp("apps-int8-io"))
 
 
 @pytest.fixture(scope="session")

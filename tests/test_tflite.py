@@ -132,8 +132,10 @@ def test_format_table_and_exporters_match():
 
 
 @pytest.mark.parametrize("profile", ["mobile", "iot"])
-def test_example_tflite_files_pass_on_litert(profile, tmp_path):
-    result = edgekit.build(profile=profile, out=tmp_path, prune_method="none")  # pruning: test_e2e, test_prune
+def test_example_tflite_files_pass_on_litert(profile, tmp_path, request):
+    # unpruned (pruning: test_e2e, test_prune); mobile's build is the session's shared one (1 thread)
+    result = (request.getfixturevalue("mobile_unpruned") if profile == "mobile" else
+              edgekit.build(profile=profile, out=tmp_path, prune_method="none"))
     assert result.passed, [g.describe() for g in result.failed_gates]
     bundle = result.bundle
     by_file = {a.file: a for a in result.artifacts}
