@@ -17,7 +17,7 @@ STEPS = {"scale": {"factor": "number"},
          "resize": {"height": "size", "width": "size", "method": "bilinear", "align_corners": "false",
                     "antialias": "bool"},
          "normalize": {"mean": "numbers", "std": "positive numbers"}}
-RAW = {"height": "size", "width": "size", "channels": "channels", "range": "range", "ink": "ink"}
+RAW = {"height": "size", "width": "size", "channels": "channels", "range": "range", "ink": "ink", "fit": "fit"}
 KEYS = {"input", "description", "raw", "steps", "layout"}
 
 
@@ -91,7 +91,9 @@ def check_recipe(recipe: Any, iospec: IOSpec, where: str) -> dict[str, Any]:
         raw = recipe["raw"]
         if not isinstance(raw, dict):
             raise UsageError(f"{where}: 'raw' must be an object with height, width, channels, range")
-        _fields(raw, RAW, f"{where}: raw", required=True, optional={"ink"})
+        _fields(raw, RAW, f"{where}: raw", required=True, optional={"ink", "fit"})
+        if "fit" in raw and "ink" not in raw:
+            raise UsageError(f"{where}: raw 'fit' needs 'ink' (which values are the strokes)")
         out["raw"] = raw
     return out
 
@@ -113,7 +115,7 @@ def _fields(obj: dict, kinds: dict[str, str], where: str, *, required: bool, ext
 _WHAT = {"number": "a number", "size": "a whole number ≥ 1", "bilinear": '"bilinear"', "false": "false",
          "bool": "true or false", "numbers": "a non-empty list of numbers",
          "positive numbers": "a non-empty list of numbers above 0", "channels": "1 or 3",
-         "range": "[low, high] numbers", "ink": '"high" or "low"'}
+         "range": "[low, high] numbers", "ink": '"high" or "low"', "fit": '"ink-box"'}
 
 
 def _is(value: Any, kind: str) -> bool:
@@ -130,4 +132,5 @@ def _is(value: Any, kind: str) -> bool:
         "channels": lambda: value in (1, 3) and not isinstance(value, bool),
         "range": lambda: isinstance(value, list) and len(value) == 2 and all(map(number, value)),
         "ink": lambda: value in ("high", "low"),
+        "fit": lambda: value == "ink-box",
     }[kind]()

@@ -25,7 +25,7 @@ def test_the_example_bundle_carries_what_an_app_needs(apps_bundle):
     assert manifest["schema_version"] == 4 and manifest["labels"] == [str(i) for i in range(10)]
     recipe = manifest["preprocessing"]
     assert recipe["input"] == "image" and recipe["layout"] == "NCHW"
-    assert recipe["raw"] == {"height": 8, "width": 8, "channels": 1, "range": [0.0, 16.0], "ink": "high"}
+    assert recipe["raw"] == {"height": 8, "width": 8, "channels": 1, "range": [0.0, 16.0], "ink": "high", "fit": "ink-box"}
     assert [s["op"] for s in recipe["steps"]] == ["scale", "resize", "normalize"]
     files = {f["file"]: f for f in manifest["files"]}
     assert set(manifest["recommended"]) == {"onnxruntime", "litert"}
@@ -264,3 +264,37 @@ def test_labels_must_match_the_classes(user_models, tiny_data, tmp_path):
                                        str(tmp_path / "out"), "--labels", str(tmp_path / "labels.json")])
     assert result.exit_code == 2 and "2 labels, but the model's first output" in result.output, result.output
     assert "has 3 classes" in result.output
+
+
+def test_both_apps_turn_an_image_into_the_same_input():
+    """apps/python and apps/web each implement the recipe (ink, ink-box fit, antialiased resize, steps): on a
+    scan-like image (dark strokes on light paper, off-centre) they give the same model input."""
+    import sys
+
+    from apps_helpers import WEB
+
+    from edgekit.examples.digits import PREPROCESSING
+    sys.path.insert(0, str(SCHEMA.parent / "python"))
+    try:
+        from edgekit_app import image_to_raw, preprocess
+    finally:
+        sys.path.pop(0)
+    rng = np.random.default_rng(0)
+    gray = np.full((60, 90), 230.0)
+    gray[10:50, 40:48] = 20  # a "1", off-centre on a wide page
+    gray[10:14, 34:48] = 30
+    gray = np.clip(gray + rng.normal(0, 5, gray.shape), 0, 255).astype(np.uint8)
+    py = preprocess(image_to_raw(gray, PREPROCESSING["raw"]), PREPROCESSING)
+    rgba = np.stack([gray, gray, gray, np.full_like(gray, 255)], axis=-1)
+    script = ("import {imageToRaw, preprocess} from './manifest.js'; import fs from 'fs';"
+              "const a = JSON.parse(fs.readFileSync(0)); const img = {width: a.w, height: a.h, data: a.data};"
+              "const x = preprocess(imageToRaw(img, a.recipe.raw), a.recipe);"
+              "console.log(JSON.stringify({shape: x.shape, data: Array.from(x.data)}));")
+    payload = json.dumps({"w": 90, "h": 60, "data": rgba.ravel().tolist(), "recipe": PREPROCESSING})
+    proc = subprocess.run(["node", "--input-type=module", "-e", script], input=payload, capture_output=True,
+                          text=True, cwd=WEB, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    js = json.loads(proc.stdout)
+    assert js["shape"] == list(py.shape) == [1, 1, 32, 32]
+    assert np.abs(np.array(js["data"]).reshape(py.shape) - py).max() < 1e-4
+    assert py.max() > 2.0  # the stroke is there, normalised: not an empty page

@@ -195,11 +195,31 @@ def image_to_raw(pixels: np.ndarray, raw: dict) -> np.ndarray:
         x = np.repeat(x[..., None], 3, axis=2)
     if raw.get("ink") == "high" and x.mean() > 0.5:
         x = 1.0 - x  # dark strokes on light paper: the recipe wants ink as the high value
+    if raw.get("ink") == "high":  # stretched: the paper (the median) to 0, the strongest stroke to 1
+        paper, top = float(np.median(x)), float(x.max())
+        x = np.clip((x - paper) / (top - paper), 0.0, 1.0) if top > paper else x
     planes = x[None] if x.ndim == 2 else np.moveaxis(x, -1, 0)
+    if raw.get("fit") == "ink-box":
+        planes = fit_ink_box(planes, high=raw.get("ink", "high") == "high")
     planes = resize_bilinear(planes, raw["height"], raw["width"], antialias=True)
     lo, hi = raw["range"][0], raw["range"][1]
     out = lo + np.clip(planes, 0.0, 1.0) * (hi - lo)
     return out[0] if raw["channels"] == 1 else np.moveaxis(out, 0, -1)
+
+
+def fit_ink_box(planes: np.ndarray, high: bool) -> np.ndarray:
+    """The recipe's "fit": "ink-box": crop to the ink's bounding box and pad it to a centred square, as the
+    raw samples were made (the digit fills the box whatever its size or place in the image)."""
+    ink = planes.max(axis=0) if high else 1.0 - planes.min(axis=0)
+    rows, cols = np.nonzero(ink > 0.25)
+    if not len(rows):
+        return planes
+    crop = planes[:, rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+    side = max(crop.shape[1:])
+    out = np.full((planes.shape[0], side, side), 0.0 if high else 1.0)
+    top, left = (side - crop.shape[1]) // 2, (side - crop.shape[2]) // 2
+    out[:, top:top + crop.shape[1], left:left + crop.shape[2]] = crop
+    return out
 
 
 def read_image(path: Path) -> np.ndarray:

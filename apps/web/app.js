@@ -175,7 +175,7 @@ function wirePad() {
   canvas.addEventListener('pointerdown', (e) => { drawing = true; ctx.beginPath(); ctx.moveTo(...at(e)); });
   canvas.addEventListener('pointermove', (e) => {
     if (!drawing) return;
-    Object.assign(ctx, { strokeStyle: 'white', lineWidth: canvas.width / 10, lineCap: 'round', lineJoin: 'round' });
+    Object.assign(ctx, { strokeStyle: 'white', lineWidth: canvas.width / 8, lineCap: 'round', lineJoin: 'round' });
     ctx.lineTo(...at(e));
     ctx.stroke();
   });

@@ -135,11 +135,38 @@ export function imageToRaw(image, raw) {
   if (raw.ink === 'high') {
     const mean = planes[0].flat().reduce((a, b) => a + b, 0) / (width * height);
     if (mean > 0.5) planes = planes.map((p) => p.map((row) => row.map((v) => 1 - v)));  // dark ink on light paper
+    const all = planes.flatMap((p) => p.flat()).sort((a, b) => a - b);  // stretched: paper (median) 0, top stroke 1
+    const n = all.length;
+    const paper = n % 2 ? all[(n - 1) / 2] : (all[n / 2 - 1] + all[n / 2]) / 2;
+    const top = all[n - 1];
+    if (top > paper) planes = planes.map((p) => p.map((row) => row.map((v) => Math.min(Math.max((v - paper) / (top - paper), 0), 1))));
   }
+  if (raw.fit === 'ink-box') planes = fitInkBox(planes, (raw.ink ?? 'high') === 'high');
   planes = resizeBilinear(planes, raw.height, raw.width, true);
   const [lo, hi] = raw.range;
   const scaled = planes.map((p) => p.map((row) => row.map((v) => lo + Math.min(Math.max(v, 0), 1) * (hi - lo))));
   return gray ? scaled[0] : scaled[0].map((row, y) => row.map((_, x) => scaled.map((p) => p[y][x])));
+}
+
+// The recipe's "fit": "ink-box": crop to the ink's bounding box and pad it to a centred square, as the raw
+// samples were made (the digit fills the box whatever its size or place in the image).
+export function fitInkBox(planes, high) {
+  const H = planes[0].length; const W = planes[0][0].length;
+  let top = H; let bottom = -1; let left = W; let right = -1;
+  for (let y = 0; y < H; y++) {
+    for (let x = 0; x < W; x++) {
+      const values = planes.map((p) => p[y][x]);
+      const ink = high ? Math.max(...values) : 1 - Math.min(...values);
+      if (ink > 0.25) { top = Math.min(top, y); bottom = Math.max(bottom, y); left = Math.min(left, x); right = Math.max(right, x); }
+    }
+  }
+  if (bottom < 0) return planes;
+  const h = bottom - top + 1; const w = right - left + 1; const side = Math.max(h, w);
+  const dy = Math.floor((side - h) / 2); const dx = Math.floor((side - w) / 2);
+  return planes.map((p) => Array.from({ length: side }, (_, y) => Array.from({ length: side }, (_, x) => {
+    const sy = y - dy; const sx = x - dx;
+    return sy >= 0 && sy < h && sx >= 0 && sx < w ? p[top + sy][left + sx] : (high ? 0 : 1);
+  })));
 }
 
 const TYPED = { float32: Float32Array, int8: Int8Array, uint8: Uint8Array, int16: Int16Array, int32: Int32Array };

@@ -19,7 +19,7 @@ LABELS = [str(i) for i in range(10)]
 PREPROCESSING = {  # the manifest's machine-readable recipe (apps/README.md, "preprocessing"): apps apply it as is
     "input": "image",
     "description": "sklearn.datasets.load_digits: 8x8 grey digits, ink 16 on paper 0",
-    "raw": {"height": 8, "width": 8, "channels": 1, "range": [0.0, 16.0], "ink": "high"},
+    "raw": {"height": 8, "width": 8, "channels": 1, "range": [0.0, 16.0], "ink": "high", "fit": "ink-box"},
     "steps": [{"op": "scale", "factor": 1.0 / 16.0},
               {"op": "resize", "height": 32, "width": 32, "method": "bilinear", "align_corners": False,
                "antialias": False},
