@@ -303,8 +303,7 @@ def _mcu_entry(a: Artifact) -> dict:
     """What firmware needs of a C array: its headers, symbol, op list and the measured TFLite-Micro arena."""
     if a.format != "c_array":
         return {}
-    details = a.export.details if a.export is not None else {}
-    entry = {"embeds": a.export.embeds, **{k: details[k] for k in MCU_KEYS if k in details}}
+    entry = {"embeds": a.export.embeds, **{k: a.export.details[k] for k in MCU_KEYS if k in a.export.details}}
     if a.export.tflm is not None and a.export.tflm.loads:
         entry["arena_bytes_measured"] = a.export.tflm.arena_bytes  # measured again in the measure stage
     return {"mcu": entry}

@@ -7,6 +7,7 @@ so a bad file fails the build up front with the key it got wrong, never a manife
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,8 @@ def load_labels(path: str | Path) -> list[str]:
 
 
 def check_labels(labels: list[str], iospec: IOSpec, where: str) -> None:
+    if not labels:
+        raise UsageError(f"{where}: no labels given; give one per class")
     classes = iospec.outputs[0].shape[-1] if iospec.outputs and iospec.outputs[0].shape else None
     if isinstance(classes, int) and classes != len(labels):
         raise UsageError(f"{where}: {len(labels)} labels, but the model's first output "
@@ -95,7 +98,34 @@ def check_recipe(recipe: Any, iospec: IOSpec, where: str) -> dict[str, Any]:
         if "fit" in raw and "ink" not in raw:
             raise UsageError(f"{where}: raw 'fit' needs 'ink' (which values are the strokes)")
         out["raw"] = raw
+    _check_shape(recipe, spec, layout, where)
     return out
+
+
+def _check_shape(recipe: dict, spec, layout: str, where: str) -> None:
+    """What the steps make must fit the input: channels (normalize's lists too), and height/width after resize."""
+    dims = spec.shape[1:]
+    if len(dims) != 3:
+        if "raw" in recipe or any(step["op"] == "resize" for step in recipe["steps"]):
+            raise UsageError(f"{where}: input '{spec.name}' has shape {list(spec.shape)}; a raw image form and "
+                             "resize steps need an image input (batch, C, H, W) or (batch, H, W, C)")
+        return
+    channels, height, width = dims if layout == "NCHW" else (dims[2], dims[0], dims[1])
+    raw = recipe.get("raw", {})
+    if raw and isinstance(channels, int) and raw["channels"] != channels:
+        raise UsageError(f"{where}: raw has {raw['channels']} channel(s), input '{spec.name}' {channels}")
+    size = (raw.get("height"), raw.get("width"))
+    for i, step in enumerate(recipe["steps"]):
+        if step["op"] == "resize":
+            size = (step["height"], step["width"])
+        if step["op"] == "normalize" and isinstance(channels, int):
+            for key in ("mean", "std"):
+                if len(step[key]) not in (1, channels):
+                    raise UsageError(f"{where}: steps[{i}] (normalize): '{key}' has {len(step[key])} values for "
+                                     f"{channels} channel(s); give 1 or {channels}")
+    for got, want, axis in zip(size, (height, width), ("height", "width")):
+        if got is not None and isinstance(want, int) and got != want:
+            raise UsageError(f"{where}: the steps end at {axis} {got}, input '{spec.name}' takes {want}")
 
 
 def _fields(obj: dict, kinds: dict[str, str], where: str, *, required: bool, extra=frozenset(),
@@ -112,15 +142,15 @@ def _fields(obj: dict, kinds: dict[str, str], where: str, *, required: bool, ext
             raise UsageError(f"{where}: '{key}' must be {_WHAT[kind]}, got {json.dumps(obj[key])}")
 
 
-_WHAT = {"number": "a number", "size": "a whole number ≥ 1", "bilinear": '"bilinear"', "false": "false",
-         "bool": "true or false", "numbers": "a non-empty list of numbers",
-         "positive numbers": "a non-empty list of numbers above 0", "channels": "1 or 3",
+_WHAT = {"number": "a finite number", "size": "a whole number ≥ 1", "bilinear": '"bilinear"', "false": "false",
+         "bool": "true or false", "numbers": "a non-empty list of finite numbers",
+         "positive numbers": "a non-empty list of finite numbers above 0", "channels": "1 or 3",
          "range": "[low, high] numbers", "ink": '"high" or "low"', "fit": '"ink-box"'}
 
 
 def _is(value: Any, kind: str) -> bool:
     def number(v) -> bool:
-        return isinstance(v, (int, float)) and not isinstance(v, bool)
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
     return {
         "number": lambda: number(value),
         "size": lambda: isinstance(value, int) and not isinstance(value, bool) and value >= 1,

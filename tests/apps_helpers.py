@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jsonschema
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,8 +56,6 @@ def raw_heldout_digits() -> tuple[np.ndarray, np.ndarray]:
 
 
 def schema_problems(manifest: dict) -> list[str]:
-    import jsonschema
-
     validator = jsonschema.Draft202012Validator(json.loads(SCHEMA.read_text()))
     return [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(manifest)]
 

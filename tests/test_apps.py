@@ -56,7 +56,7 @@ def test_int8_io_files_carry_their_quantization(int8_io_build, tmp_path):
     assert mcu["embeds"] == "digits_cnn_int8.tflite" and mcu["unregistered_ops"] == []
     assert mcu["ops_header"] == "digits_cnn_model_ops.h" and (apps_bundle / mcu["ops_header"]).is_file()
     assert mcu["arena_bytes"] == mcu["arena_bytes_measured"] and mcu["arena_bytes_with_margin"] > mcu["arena_bytes"]
-    _labels_agree(apps_bundle, "digits_cnn_int8.tflite", tmp_path, required=0.98)
+    _labels_agree(apps_bundle, "digits_cnn_int8.tflite", tmp_path, required=99 / 100)
 
 
 def _labels_agree(bundle, file, tmp_path, required: float) -> float:
@@ -75,9 +75,11 @@ def _labels_agree(bundle, file, tmp_path, required: float) -> float:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("file, required", [("digits_cnn.onnx", 1.0), ("digits_cnn.tflite", 1.0),
-                                            ("digits_cnn_int8.onnx", 0.98), ("digits_cnn_int8.tflite", 0.98)])
+                                            ("digits_cnn_int8.onnx", 404 / 405), ("digits_cnn_int8.tflite", 404 / 405)])
 def test_python_app_labels_match_edgekit_validate(apps_bundle, tmp_path, file, required):
-    """100 % for fp32 files; int8 files within the profile's accuracy budget (0.02)."""
+    """The same file in the same runtime: every label for fp32 files. An int8 file quantizes its input inside,
+    so a float difference of 1e-7 between the app's recipe and torch's resize can move a sample across a
+    rounding step: at most one of the 405 may differ."""
     _labels_agree(apps_bundle, file, tmp_path, required)
 
 
@@ -114,8 +116,8 @@ def test_python_app_over_ssh_on_the_loopback_device(apps_bundle, sshd, tmp_path)
     from apps_helpers import PY_APP
     try:
         subprocess.run(["ssh", *ssh, "-p", str(sshd.port), target, f"mkdir -p {remote}/bundle"], check=True, timeout=60)
-        subprocess.run(["scp", *ssh, "-P", str(sshd.port), str(PY_APP), str(SCHEMA), str(tmp_path / "raw.npy"),
-                        f"{target}:{remote}/"], check=True, timeout=60)
+        subprocess.run(["scp", *ssh, "-P", str(sshd.port), str(PY_APP), str(PY_APP.with_name("bundle_contract.py")),
+                        str(SCHEMA), str(tmp_path / "raw.npy"), f"{target}:{remote}/"], check=True, timeout=60)
         subprocess.run(["scp", *ssh, "-P", str(sshd.port), *map(str, files), f"{target}:{remote}/bundle/"],
                        check=True, timeout=120)
         import sys
@@ -154,6 +156,8 @@ def _broken(manifest: dict) -> dict[str, dict]:
     case("no iospec", lambda m: m["files"][1].pop("iospec"))
     case("string bytes", lambda m: m["files"][0].update(bytes="453590"))
     case("unknown key", lambda m: m.update(colour="red"))
+    case("true for 1", lambda m: m["preprocessing"]["raw"].update(channels=True))
+    case("0 for false", lambda m: m["preprocessing"]["steps"][1].update(align_corners=0))
     return cases
 
 
@@ -163,7 +167,7 @@ def test_every_app_validator_agrees_with_jsonschema(apps_bundle):
     import sys
     sys.path.insert(0, str(SCHEMA.parent / "python"))
     try:
-        from edgekit_app import schema_errors
+        from bundle_contract import schema_errors
     finally:
         sys.path.pop(0)
     schema = json.loads(SCHEMA.read_text())
@@ -172,6 +176,9 @@ def test_every_app_validator_agrees_with_jsonschema(apps_bundle):
         assert schema_problems(bad), name  # the reference validator rejects it...
         assert schema_errors(bad, schema, schema), name  # ...and so do the Python app's
         assert js_schema_errors(bad), name  # ...and the web app's
+    fine = copy.deepcopy(manifest)
+    fine["files"][0]["bytes"] = float(fine["files"][0]["bytes"])  # 1.0 is an integer in JSON Schema
+    assert schema_problems(fine) == [] and schema_errors(fine, schema, schema) == [] and js_schema_errors(fine) == []
 
 
 @pytest.mark.slow
@@ -237,10 +244,16 @@ def test_a_users_model_with_labels_and_a_recipe_reaches_the_apps(user_models, ti
 @pytest.mark.parametrize("recipe, message", [
     ({"steps": [{"op": "blur"}]}, "steps[0].op must be one of scale, resize, normalize, got 'blur'"),
     ({"steps": [{"op": "normalize", "mean": [0.5]}]}, "steps[0] (normalize): 'std' is missing"),
-    ({"steps": [{"op": "normalize", "mean": [0.5], "std": [0]}]}, "'std' must be a non-empty list of numbers above 0"),
+    ({"steps": [{"op": "normalize", "mean": [0.5], "std": [0]}]}, "'std' must be a non-empty list of finite numbers above 0"),
     ({"steps": [], "input": "image"}, "'input' must name one of the model's inputs (x), got 'image'"),
     ({"steps": [], "colour": 1}, "unknown key 'colour'"),
     ({"steps": [], "raw": {"height": 8, "width": 8, "channels": 2, "range": [0, 1]}}, "'channels' must be 1 or 3"),
+    ({"steps": [], "raw": {"height": 8, "width": 8, "channels": 3, "range": [0, 1]}},
+     "raw has 3 channel(s), input 'x' 1"),
+    ({"steps": [{"op": "resize", "height": 16, "width": 16, "method": "bilinear", "align_corners": False,
+                 "antialias": False}]}, "the steps end at height 16, input 'x' takes 8"),
+    ({"steps": [{"op": "normalize", "mean": [0.5, 0.5, 0.5], "std": [0.2]}]}, "'mean' has 3 values for 1 channel(s)"),
+    ({"steps": [{"op": "scale", "factor": float("nan")}]}, "'factor' must be a finite number"),
 ])
 def test_a_bad_recipe_or_labels_file_exits_2_naming_the_key(user_models, tiny_data, tmp_path, recipe, message):
     from click.testing import CliRunner
@@ -251,7 +264,8 @@ def test_a_bad_recipe_or_labels_file_exits_2_naming_the_key(user_models, tiny_da
     result = CliRunner().invoke(main, ["build", f"{user_models}:make_tiny", "--data", str(tiny_data), "--out",
                                        str(tmp_path / "out"), "--preprocessing", str(tmp_path / "recipe.json")])
     assert result.exit_code == 2 and message in result.output, result.output
-    assert "Traceback" not in result.output and not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+    assert len(result.output.strip().splitlines()) == 1 and isinstance(result.exception, SystemExit)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
 def test_labels_must_match_the_classes(user_models, tiny_data, tmp_path):
@@ -276,7 +290,7 @@ def test_both_apps_turn_an_image_into_the_same_input():
     from edgekit.examples.digits import PREPROCESSING
     sys.path.insert(0, str(SCHEMA.parent / "python"))
     try:
-        from edgekit_app import image_to_raw, preprocess
+        from bundle_contract import image_to_raw, preprocess
     finally:
         sys.path.pop(0)
     rng = np.random.default_rng(0)

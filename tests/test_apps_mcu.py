@@ -145,3 +145,17 @@ def test_the_header_names_an_op_it_cannot_register(mcu_build, tmp_path, monkeypa
     assert "// UNREGISTERED: MEAN has no MicroMutableOpResolver method" in text and "r.AddMean()" not in text
     assert f"constexpr int kOddOpCount = {len(details['ops'])};" in text and "kOddUnregisteredOps = 1;" in text
     assert len(details["resolver_methods"]) == len(details["ops"]) - 1
+
+
+@pytest.mark.slow
+def test_a_header_of_another_version_stops_the_build_with_a_clear_message(mcu_build, tmp_path):
+    result, c, _ = mcu_build
+    bundle = tmp_path / "invalid-bundle"
+    bundle.mkdir()
+    for name in (c.file, c.export.details["header"], c.export.details["ops_header"]):
+        shutil.copy(result.bundle / name, bundle / name)
+    header = bundle / c.export.details["ops_header"]
+    header.write_text(header.read_text().replace("#define EDGEKIT_OPS_HEADER_VERSION 1", "#define EDGEKIT_OPS_HEADER_VERSION 2"))
+    run = subprocess.run(["make", "-s", "-C", str(APP), "check", f"BUNDLE={bundle}", f"BUILD={tmp_path / 'build'}"],
+                         capture_output=True, text=True)
+    assert run.returncode != 0 and "this harness reads edgekit's ops header version 1" in run.stderr, run.stderr

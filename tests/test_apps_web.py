@@ -102,7 +102,7 @@ def test_browser_outputs_match_the_python_runtimes(apps_bundle, site, browser, t
 
 def test_the_page_shows_the_label_of_a_known_and_a_drawn_digit(site, browser, tmp_path):
     raw, labels = raw_heldout_digits()
-    page = _page(browser, site, query="bundle=bundle/&runtime=litert")  # as a user opens it: autoload
+    page = _page(browser, site, query="bundle=bundle/&runtime=litert&file=digits_cnn_int8.tflite")  # autoload
     page.wait_for_function("document.getElementById('status').textContent.includes('LiteRT.js')", timeout=30_000)
     known = 3  # a "6" of the held-out split
     page.evaluate("raw => edgekit.drawRaw(raw)", raw[known].tolist())
@@ -132,7 +132,7 @@ def test_in_page_benchmark_reports_the_fields_of_edgekit_bench(site, browser):
     page.close()
     assert {"p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "runs", "warmup", "threads"} <= set(stats)
     assert 0 < stats["p50_ms"] <= stats["p90_ms"] <= stats["p99_ms"] and stats["runs"] == 60
-    assert stats["timer_resolution_ms"] <= 0.1 and stats["threads"] == 1
+    assert stats["timer_resolution_ms"] <= 0.02 and stats["threads"] == 1  # isolated: 5 µs (100 µs otherwise)
 
 
 @pytest.mark.parametrize("change, message", [

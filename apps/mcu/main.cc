@@ -22,6 +22,10 @@
 #include EDGEKIT_MODEL_DATA_H
 #include EDGEKIT_MODEL_OPS_H
 
+#if !defined(EDGEKIT_OPS_HEADER_VERSION) || EDGEKIT_OPS_HEADER_VERSION != 1
+#error "this harness reads edgekit's ops header version 1: rebuild the bundle with this edgekit, or use the apps/mcu that shipped with the bundle's edgekit"
+#endif
+
 #ifdef EDGEKIT_SAMPLE_H
 #include EDGEKIT_SAMPLE_H  // const float kEdgekitSample[]: the first input's elements, in the file's layout
 #endif

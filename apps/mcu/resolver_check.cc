@@ -12,6 +12,10 @@
 #include EDGEKIT_MODEL_DATA_H
 #include EDGEKIT_MODEL_OPS_H
 
+#if !defined(EDGEKIT_OPS_HEADER_VERSION) || EDGEKIT_OPS_HEADER_VERSION != 1
+#error "this harness reads edgekit's ops header version 1: rebuild the bundle with this edgekit, or use the apps/mcu that shipped with the bundle's edgekit"
+#endif
+
 namespace {
 
 // Has one method per op of the header's X-macro, each recording its own name; status is what every

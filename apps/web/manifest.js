@@ -111,8 +111,13 @@ export function preprocess(raw, recipe) {
     if (step.op === 'scale') planes = planes.map((p) => p.map((row) => row.map((v) => v * step.factor)));
     else if (step.op === 'resize') planes = resizeBilinear(planes, step.height, step.width, step.antialias);
     else if (step.op === 'normalize') {
-      planes = planes.map((p, c) => p.map((row) => row.map((v) => (v - step.mean[c % step.mean.length]) /
-        step.std[c % step.std.length])));
+      for (const key of ['mean', 'std']) {
+        if (step[key].length !== 1 && step[key].length !== planes.length) {
+          throw new Error(`the recipe normalizes ${step[key].length} ${key}(s) over ${planes.length} channel(s)`);
+        }
+      }
+      const at = (list, c) => list[list.length === 1 ? 0 : c];
+      planes = planes.map((p, c) => p.map((row) => row.map((v) => (v - at(step.mean, c)) / at(step.std, c))));
     }
   }
   const [C, H, W] = [planes.length, planes[0].length, planes[0][0].length];
@@ -133,7 +138,7 @@ export function imageToRaw(image, raw) {
       return gray ? (0.299 * data[i] + 0.587 * data[i + 1] + 0.114 * data[i + 2]) / 255 : data[i + c] / 255;
     })));
   if (raw.ink === 'high') {
-    const mean = planes[0].flat().reduce((a, b) => a + b, 0) / (width * height);
+    const mean = planes.flatMap((p) => p.flat()).reduce((a, b) => a + b, 0) / (planes.length * width * height);
     if (mean > 0.5) planes = planes.map((p) => p.map((row) => row.map((v) => 1 - v)));  // dark ink on light paper
     const all = planes.flatMap((p) => p.flat()).sort((a, b) => a - b);  // stretched: paper (median) 0, top stroke 1
     const n = all.length;
@@ -193,11 +198,20 @@ export function toFile(tensor, source) {
   const Typed = TYPED[tensor.dtype];
   if (!Typed) throw new Error(`input '${tensor.name}' is ${tensor.dtype}; this app feeds float or int8/uint8/int16 images`);
   const q = tensor.quantization;
-  if (q) {
+  if (q) {  // as numpy does it: float32 arithmetic, round half to even, then clip
     const [lo, hi] = RANGE[tensor.dtype];
-    return { data: Typed.from(data, (v) => Math.min(Math.max(Math.round(v / q.scale + q.zero_point), lo), hi)), shape };
+    const f = Math.fround;
+    const q8 = (v) => Math.min(Math.max(roundHalfEven(f(f(f(v) / f(q.scale)) + q.zero_point)), lo), hi);
+    return { data: Typed.from(data, q8), shape };
   }
   return { data: Typed.from(data), shape };
+}
+
+export function roundHalfEven(v) {
+  const floor = Math.floor(v);
+  const rest = v - floor;
+  if (rest !== 0.5) return Math.round(v);
+  return floor % 2 === 0 ? floor : floor + 1;
 }
 
 // A file output -> float values in source terms (dequantized where the tensor is quantized).

@@ -6,20 +6,27 @@ import { toFile, fromFile } from './manifest.js';
 
 const base = new URL('./node_modules/', import.meta.url).href;
 
-// A file tensor's value in a runtime's result: by its name, then by its source name, then by position.
-function pick(results, tensor, position) {
+// A file tensor's value in a runtime's result: by its name, then by its source name, then the only one.
+// Never by position: TFLite orders signature tensors by name, not as the source does.
+function pick(results, tensor) {
   const names = Object.keys(results);
-  const key = [tensor.name, tensor.source_name].find((n) => n && names.includes(n)) ?? names[position];
+  const key = [tensor.name, tensor.source_name].find((n) => n && names.includes(n)) ??
+    (names.length === 1 ? names[0] : null);
+  if (key === null) throw new Error(`no tensor '${tensor.name}' in the file's results (${names.join(', ')})`);
   return results[key];
 }
 
+let ortThreads = null;  // onnxruntime-web reads numThreads at its first session only: one page, one count
+
 async function openOrt(bytes, entry, threads) {
   ort.env.wasm.wasmPaths = `${base}onnxruntime-web/dist/`;
-  ort.env.wasm.numThreads = threads;  // read at the first session only: one page, one thread count
+  ortThreads ??= threads;
+  ort.env.wasm.numThreads = ortThreads;
   const session = await ort.InferenceSession.create(bytes, { executionProviders: ['wasm'] });
   return {
     runtime: 'onnxruntime-web',
-    threads,
+    threads: ortThreads,
+    note: ortThreads !== threads ? `onnxruntime-web keeps the page's first thread count (${ortThreads}); reload to change it` : '',
     async run(feed) {
       const feeds = {};
       for (const t of entry.iospec.inputs) {
@@ -28,7 +35,7 @@ async function openOrt(bytes, entry, threads) {
       }
       const results = await session.run(feeds);
       const out = {};
-      entry.iospec.outputs.forEach((t, i) => { out[t.source_name ?? t.name] = fromFile(t, pick(results, t, i).data); });
+      entry.iospec.outputs.forEach((t) => { out[t.source_name ?? t.name] = fromFile(t, pick(results, t).data); });
       return out;
     },
   };
@@ -87,16 +94,16 @@ async function openLiteRt(bytes, entry, threads) {
     note: pinned ? 'dynamic axes pinned to the file\'s own sizes (LiteRT.js compiles static shapes)' : '',
     async run(feed) {
       const named = {};
-      entry.iospec.inputs.forEach((t, i) => {
+      entry.iospec.inputs.forEach((t) => {
         const { data, shape } = toFile(t, feed[t.source_name ?? t.name]);
-        const d = details.find((x) => x.name === t.name || x.name === t.source_name) ?? details[i];
+        const d = details.find((x) => x.name === t.name || x.name === t.source_name) ??
+          (details.length === 1 ? details[0] : null);
+        if (!d) throw new Error(`${entry.file} has no input '${t.name}' (it has ${details.map((x) => x.name).join(', ')})`);
         named[d.name] = new Tensor(data, shape);
       });
       const results = await model.run(named);
       const out = {};
-      entry.iospec.outputs.forEach((t, i) => {
-        out[t.source_name ?? t.name] = fromFile(t, pick(results, t, i).toTypedArray());
-      });
+      entry.iospec.outputs.forEach((t) => { out[t.source_name ?? t.name] = fromFile(t, pick(results, t).toTypedArray()); });
       Object.values(named).forEach((x) => x.delete());
       Object.values(results).forEach((x) => x.delete());
       return out;

@@ -23,7 +23,7 @@ def export_c_array(job: ExportJob) -> list[Exported]:
     guard = f"EDGEKIT_{stem.upper()}_H_"
     header = job.folder / f"{stem}.h"
     body = job.folder / f"{stem}.cc"
-    # first: an op TFLite-Micro has no resolver method for stops the export before any file is written
+    # the ops header first (it reads the embedded file with LiteRT and TFLite-Micro); then the array
     ops = write_ops_header(job.folder, job.model.name, source.path, source.precision, symbol, header.name)
     data = source.path.read_bytes()
     header.write_text(

@@ -57,6 +57,7 @@ TFLM_METHODS: dict[str, str] = {
 # numpy dtype name -> TfLiteType value (tensorflow/lite/core/c/c_api_types.h), for checks against tensor->type
 TFLITE_TYPES = {"float32": 1, "int32": 2, "uint8": 3, "int64": 4, "bool": 6, "int16": 7, "int8": 9, "float16": 10}
 MARGIN = "the measured figure plus 10 %, rounded up to a whole KiB, plus 1 KiB"
+HEADER_VERSION = 1  # the layout of <model>_model_ops.h; apps/mcu refuses, at compile time, a header of another
 
 
 def resolver_methods(ops: list[str]) -> tuple[list[str], list[str]]:
@@ -156,7 +157,7 @@ def write_ops_header(folder: Path, model_name: str, source: Path, precision: str
         f"//   tflite::MicroMutableOpResolver<{k}OpCount> resolver;\n"
         f"//   if (edgekit_register_{ident}_ops(resolver) != 0) {{ /* an Add* call failed */ }}\n"
         f"//   alignas(16) static uint8_t arena[{k}ArenaBytes];\n//\n{arena_text}"
-        f"#ifndef {guard}\n#define {guard}\n\n"
+        f"#ifndef {guard}\n#define {guard}\n\n#define EDGEKIT_OPS_HEADER_VERSION {HEADER_VERSION}\n\n"
         f"{missing}// The graph's distinct ops in first-use order: X(MicroMutableOpResolver method, op name).\n"
         f"#define EDGEKIT_{upper}_OPS(X) \\\n{xs}\n\n"
         f"constexpr int {k}OpCount = {len(methods) + len(unregistered)};  // room for the unregistered ones too\n"
