@@ -17,6 +17,8 @@ def validate_against(file, *, model=None, weights=None, data=None, task=None, th
     from .runtimes.base import run_batched
     from .validate import judge_outputs
 
+    if save_outputs is not None and Path(save_outputs).suffix != ".npz":  # refused before any work
+        raise UsageError(f"--save-outputs {save_outputs}: give a file name ending in .npz")
     path, fmt, runner, reference, dataset = _prepare(file, model, weights, data, task, threads, trust_pickle)
     outputs = run_batched(runner, dataset.validation.inputs)
     if save_outputs is not None:
@@ -36,8 +38,6 @@ def file_precision(path: Path) -> str:
 def _save_outputs(target: Path, outputs: dict, dataset) -> None:
     import numpy as np
 
-    if target.suffix != ".npz":
-        raise UsageError(f"--save-outputs {target}: give a file name ending in .npz")
     arrays = dict(outputs)
     if dataset.validation.labels is not None:
         arrays["labels"] = dataset.validation.labels

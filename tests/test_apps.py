@@ -312,3 +312,14 @@ def test_both_apps_turn_an_image_into_the_same_input():
     assert js["shape"] == list(py.shape) == [1, 1, 32, 32]
     assert np.abs(np.array(js["data"]).reshape(py.shape) - py).max() < 1e-4
     assert py.max() > 2.0  # the stroke is there, normalised: not an empty page
+
+
+def test_save_outputs_needs_an_npz_name_before_any_work(tmp_path):
+    from click.testing import CliRunner
+
+    from edgekit.cli import main
+
+    (tmp_path / "m.onnx").write_bytes(b"not read")
+    result = CliRunner().invoke(main, ["validate", str(tmp_path / "m.onnx"), "--save-outputs", str(tmp_path / "o.txt")])
+    assert result.exit_code == 2 and "give a file name ending in .npz" in result.output
+    assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "o.txt").exists()
