@@ -140,12 +140,13 @@ def _build(source, arrays, data_source, prof, final, out, wanted, formats, pruni
     try:
         with staging(final, force) as folder, tempfile.TemporaryDirectory(prefix="edgekit-") as scratch, \
                 TfWorker(log) as tf:
+            teacher = source.module
             if prof.prune.active and skipped_compression is None:
                 with stage("compress", log, progress):
                     compression = compress(source, dataset, reference, prof, Path(scratch), log=log, progress=progress)
                 source, reference = compression.model, compression.reference
             artifacts, failures = run_plan(plan, source, reference, dataset, prof, folder, Path(scratch), tf, log,
-                                           progress, {"int8_io": int8_io, "fp16_io": fp16_io}, device)
+                                           progress, {"int8_io": int8_io, "fp16_io": fp16_io}, device, teacher)
             with stage("compare speed", log, progress):
                 speed = speed_verdicts(artifacts, folder, dataset, prof)
             gates = evaluate(prof, artifacts, failures=failures, planned=planned_files(plan))
@@ -183,7 +184,7 @@ def _build(source, arrays, data_source, prof, final, out, wanted, formats, pruni
 
 
 def run_plan(plan: BuildPlan, source: Model, reference: Reference, data: Data, prof: DeviceProfile, folder: Path,
-             scratch: Path, tf: TfWorker, log: io.StringIO, progress, options: dict, device=None
+             scratch: Path, tf: TfWorker, log: io.StringIO, progress, options: dict, device=None, teacher=None
              ) -> tuple[list[Artifact], list[FormatFailure]]:
     """Each step: export the format's fp32 file, then its quantization passes (and a pass's fallback
     when its file fails or misses the accuracy budget); every file is validated and measured as it is
@@ -233,7 +234,8 @@ def run_plan(plan: BuildPlan, source: Model, reference: Reference, data: Data, p
         twin = measured[0]
         for precision in step.precisions:
             ctx = PassContext(folder, scratch, source.name, source.iospec, log, tf, data, reference, prof,
-                              twin.bench.p50_ms if twin.bench else None, options)
+                              twin.bench.p50_ms if twin.bench else None, options, model=source,
+                              teacher=teacher if teacher is not None else source.module)
             made = attempt(name, precision, f"quantize {name} {precision}",
                            lambda: [QUANTIZERS[(name, precision)](base, ctx)])
             fallback = step.fallback.get(precision)

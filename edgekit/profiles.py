@@ -137,6 +137,30 @@ class Recover(Config):
             raise ValueError(f"recover.batch_size must be >= 1, got {self.batch_size!r}")
 
 
+QAT_MODES = ("on-miss", "always", "off")
+
+
+@dataclass(frozen=True)
+class Qat(Config):
+    """Quantization-aware training, the repair ladder's rung after PTQ (quantize/qat.py, search/qat.py)."""
+    mode: str = "on-miss"  # on-miss: when the PTQ file misses the budget; always: every file at 4/8 bits; off
+    epochs: int = 3
+    lr: float = 5e-4
+    time_s: float = 60.0  # the training of one file stops here (each format trains its own grid)
+    batch_size: int = 64
+
+    def check(self) -> None:
+        if self.mode not in QAT_MODES:
+            raise ValueError(f"qat.mode must be one of {', '.join(QAT_MODES)}, got {self.mode!r}")
+        if self.epochs < 1:
+            raise ValueError(f"qat.epochs must be >= 1, got {self.epochs!r}")
+        for name in ("lr", "time_s"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"qat.{name} must be > 0, got {getattr(self, name)!r}")
+        if self.batch_size < 2:
+            raise ValueError(f"qat.batch_size must be >= 2, got {self.batch_size!r}")
+
+
 @dataclass(frozen=True)
 class Bench(Config):
     warmup: int = 20
@@ -170,6 +194,7 @@ class DeviceProfile(Config):
     quantize: Quantize = field(default_factory=Quantize)
     budget: Budget = field(default_factory=Budget)
     recover: Recover = field(default_factory=Recover)
+    qat: Qat = field(default_factory=Qat)
     bench: Bench = field(default_factory=Bench)
     outputs: dict = field(default_factory=dict)  # output name -> its task: distribution | probability:T | regression
     source: str = ""  # the file it was loaded from

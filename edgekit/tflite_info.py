@@ -98,3 +98,28 @@ def io_quantization(path: str | Path) -> dict[str, dict]:
         out[_text(tensor.name)] = {"scale": float(q.scale[0]), "zero_point": int(zero[0]),
                                    "dtype": _TYPES[tensor.type]}
     return out
+
+
+def integer_weights(path: str | Path) -> dict[str, np.ndarray]:
+    """The stored integers of every int4/int8 weight of a weighted op, by weight name, in the file's own
+    shape (int4 unpacked: two per byte, low nibble first, sign-extended)."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    data = Path(path).read_bytes()
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(data, 0))
+    graph = model.subgraphs[0]
+    wanted = set(read_tflite(path).precision_map)
+    out = {}
+    for tensor in graph.tensors or []:
+        name = _text(tensor.name)
+        if name not in wanted or tensor.type not in (9, 17):
+            continue
+        raw = np.asarray(model.buffers[tensor.buffer].data, dtype=np.uint8)
+        count = int(np.prod(tensor.shape))
+        if tensor.type == 9:
+            values = raw.view(np.int8).astype(np.int32)
+        else:
+            nibbles = np.stack([raw & 0x0F, raw >> 4], axis=1).reshape(-1)[:count].astype(np.int32)
+            values = np.where(nibbles > 7, nibbles - 16, nibbles)
+        out[name] = values[:count].reshape(tensor.shape)
+    return out

@@ -51,3 +51,5 @@ class PassContext:
     profile: DeviceProfile
     float_p50_ms: float | None = None  # the fp32 twin's measured p50, for the latency check
     options: dict[str, Any] = field(default_factory=dict)  # int8_io, fp16_io
+    model: Model | None = None  # the model the files are made from (quantization-aware training fine-tunes it)
+    teacher: Any = None  # the source's torch module before pruning: QAT distils from it

@@ -52,8 +52,9 @@ def distill_loss(student_out, teacher_out, labels, task: str, temperature: float
 
 
 def distill(student, teacher, train: Split, names: list[str], task: str, cfg, *, threads: int = 1,
-            progress: Callable[[str], None] | None = None, label: str = "recover") -> dict:
-    """Fine-tune ``student`` in place for ``cfg.epochs`` epochs; returns the per-epoch losses."""
+            progress: Callable[[str], None] | None = None, label: str = "recover", time_s: float | None = None) -> dict:
+    """Fine-tune ``student`` in place for ``cfg.epochs`` epochs (stopping at ``time_s`` seconds, when given);
+    returns the per-epoch losses."""
     import torch
     import torch.nn.functional as F
 
@@ -65,6 +66,7 @@ def distill(student, teacher, train: Split, names: list[str], task: str, cfg, *,
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1))
     losses, start = [], time.perf_counter()
     per_epoch = -(-len(train) // cfg.batch_size)
+    stopped = False
     with torch_threads(threads, seed=0):  # a forked, seeded RNG: dropout draws leave the caller's alone
         try:
             for epoch in range(cfg.epochs):
@@ -73,6 +75,9 @@ def distill(student, teacher, train: Split, names: list[str], task: str, cfg, *,
                 for i, (args, labels) in enumerate(batches(train, names, cfg.batch_size, shuffle=True, seed=epoch)):
                     if len(args[0]) < 2:  # BatchNorm cannot train on one sample
                         continue
+                    if time_s is not None and time.perf_counter() - start > time_s:
+                        stopped = True
+                        break
                     with torch.no_grad():
                         targets = flatten_outputs(teacher(*args))
                     outs = flatten_outputs(student(*args))
@@ -87,10 +92,14 @@ def distill(student, teacher, train: Split, names: list[str], task: str, cfg, *,
                     count += len(args[0])
                     if progress is not None and (i % 5 == 0 or i == per_epoch - 1):
                         progress(f"{label}: epoch {epoch + 1}/{cfg.epochs} {bar(i + 1, per_epoch)} loss {total / count:.4f}")
-                losses.append(round(total / max(count, 1), 6))
+                if count:
+                    losses.append(round(total / count, 6))
+                if stopped:
+                    break
         finally:
             student.eval()
-    return {"method": "distillation", "epochs": cfg.epochs, "samples": len(train), "losses": losses,
+    return {"method": "distillation", "epochs": cfg.epochs, "epochs_run": len(losses), "samples": len(train),
+            "losses": losses, **({"stopped": f"at its {time_s:g} s time box"} if stopped else {}),
             "outputs_distilled": "all",
             "labels_used": train.labels is not None and cfg.distill_alpha < 1.0,
             "temperature": cfg.distill_temperature, "alpha": cfg.distill_alpha,

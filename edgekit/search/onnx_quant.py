@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..bench import bench_file
 from ..export.job import Exported, PassContext
+from ..export.onnx import export_onnx
 from ..errors import EdgekitError, StageError
 from ..quantize.onnx_quant import (ARRANGEMENTS, ATTENTION_ONLY, QuantPlan, attention_path, has_attention,
                                      preprocess, quantize_onnx, weighted_nodes)
@@ -17,6 +18,7 @@ from ..quantize.sensitivity import rank_layers
 from ..results import ExportInfo
 from ..validate import validate_file
 from .ladder import climb
+from .qat import train, verdict, wanted
 
 SAME_SPEED = 0.05  # p50s within 5% of the fastest count as equally fast (the machine's noise)
 SAME_SNR_DB = 1.0  # output SNRs within 1 dB count as equally faithful
@@ -89,21 +91,23 @@ def _quantize(src: Exported, ctx: PassContext, precision: str) -> Exported:
         attempts: list[dict] = []
         one = {k: v[:1] for k, v in ctx.data.validation.inputs.items()}  # a real sample: dynamic axes at their size
 
-        def attempt(plan: QuantPlan, label: str) -> dict:
+        def attempt(plan: QuantPlan, label: str, graph: Path = pre) -> dict:
             path = tmp / f"a{len(attempts)}.onnx"
             try:
-                info = quantize_onnx(pre, path, ctx.data.calibration, plan, ctx.log)
+                info = quantize_onnx(graph, path, ctx.data.calibration, plan, ctx.log)
                 v = validate_file(path, ctx.reference, ctx.data, None, runtime="onnxruntime", threads=threads,
                                   raise_on_failure=False)
                 p50 = bench_file(path, threads=threads, inputs=one, **quick).p50_ms
             except EdgekitError as exc:  # ORT wrote a graph it cannot load or run: this arrangement fails
                 ctx.log.write(f"quantization attempt {label} failed: {exc}\n")
                 entry = {"name": label, "plan": plan, "path": path, "drop": float("inf"), "p50_ms": None,
-                         "snr_db": None, "bytes": 0, "info": {}, "validation": None, "error": str(exc)[:300]}
+                         "snr_db": None, "bytes": 0, "info": {}, "validation": None, "error": str(exc)[:300],
+                         "graph": graph}
                 attempts.append(entry)
                 return entry
             entry = {"name": label, "plan": plan, "path": path, "drop": float(v.drop), "p50_ms": p50,
-                     "snr_db": _worst_snr(v), "bytes": path.stat().st_size, "info": info, "validation": v}
+                     "snr_db": _worst_snr(v), "bytes": path.stat().st_size, "info": info, "validation": v,
+                     "graph": graph}
             attempts.append(entry)
             return entry
 
@@ -122,17 +126,26 @@ def _quantize(src: Exported, ctx: PassContext, precision: str) -> Exported:
         if not made:
             raise StageError(f"quantize onnx {precision}", f"every arrangement failed ({len(attempts)}); the first, "
                              f"{attempts[0]['name']}: {attempts[0]['error'][:240]}")
-        best, notes = choose(made, ctx.float_p50_ms, budget)
+        best, first_notes = choose(made, ctx.float_p50_ms, budget)
+        qat_details, first, notes = None, best, []
+        if wanted(ctx, best["drop"] > budget):
+            best, qat_note, qat_details = _qat(best, attempt, ctx, bits, precision, tmp)
+            notes.append(qat_note)
+            layer_names.update(_layer_names(best["graph"]))
         if best["drop"] > budget:
-            best, repair_notes = _repair(best, attempt, pre, ctx, layer_names, tmp)
+            best, repair_notes = _repair(best, attempt, best["graph"], ctx, layer_names, tmp)
             notes += repair_notes
+        if best is not first or first["drop"] > budget:  # the final state first, then the history
             best, more = choose([a for a in attempts if a["drop"] <= budget] or [best], ctx.float_p50_ms, budget)
-            notes += more
-            notes = [n for n in notes if n.startswith("repaired")] + [n for n in notes if not n.startswith("repaired")]
-            # the final state first, then the history
+            notes = [n for n in notes + more if n.startswith(("repaired", "QAT"))] + [
+                n for n in notes + more if not n.startswith(("repaired", "QAT"))]
+        else:
+            notes = first_notes + notes
         shutil.copyfile(best["path"], target)
     details = {k: v for k, v in best["info"].items() if k != "quantizer"}
     details["chosen"] = best["name"]
+    if qat_details is not None:
+        details["qat"] = {**qat_details, "shipped": best["graph"] != pre}
     details["attempts"] = [{"name": a["name"], "drop": a["drop"] if a["validation"] is not None else None, "p50_ms": a["p50_ms"], "snr_db": a["snr_db"],
                             **({"error": a["error"]} if "error" in a else {}),
                             "bytes": a["bytes"], "plan": a["plan"].describe(),
@@ -160,9 +173,33 @@ def _repair(best: dict, attempt, pre: Path, ctx: PassContext, names: dict, tmp: 
             return replace(current, int8_nodes=current.int8_nodes | {node})
         return replace(current, float_nodes=current.float_nodes | {node}, int8_nodes=current.int8_nodes - {node})
 
-    chosen, more = climb(plan, [n for n, _ in ranking], levels, promote, attempt, ctx.profile.budget.max_accuracy_drop,
+    def on_graph(current: QuantPlan, label: str) -> dict:
+        return attempt(current, label + (" (QAT weights)" if pre.name.startswith("qat") else ""), graph=pre)
+
+    chosen, more = climb(plan, [n for n, _ in ranking], levels, promote, on_graph, ctx.profile.budget.max_accuracy_drop,
                          best=best, started=started, time_box_s=box, name=lambda n: names.get(n, n))
     return chosen, notes + more
+
+
+def _qat(best: dict, attempt, ctx: PassContext, bits: int, precision: str, tmp: Path) -> tuple[dict, str, dict]:
+    """QAT on ORT's weight grid, its file made with the chosen arrangement; the better of it and ``best``."""
+    run = train(ctx, "onnx", bits)
+    if run.skipped:
+        return best, run.skipped, dict(run.details)
+    path = tmp / "qat.onnx"
+    try:
+        export_onnx(run.model, path, ctx.log)
+        graph = preprocess(path, tmp / "qat-pre.onnx")
+    except EdgekitError as exc:
+        ctx.log.write(f"QAT graph export failed: {exc}\n")
+        return best, verdict(run, best["drop"], None, ctx.profile.budget.max_accuracy_drop, precision), {
+            **run.details, "error": str(exc)[:300]}
+    plan = replace(best["plan"], float_nodes=frozenset(), int8_nodes=frozenset(), only_nodes=frozenset())
+    entry = attempt(plan, f"qat: {precision} {plan.arrangement}", graph=graph)
+    drop = entry["drop"] if entry["validation"] is not None else None
+    note = verdict(run, best["drop"], drop, ctx.profile.budget.max_accuracy_drop, precision)
+    details = {**run.details, "drop_before": best["drop"], "drop_after": drop}
+    return (entry if drop is not None and drop < best["drop"] else best), note, details
 
 
 def _layer_names(path: Path) -> dict[str, str]:

@@ -9,13 +9,15 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from ..export.job import Exported, PassContext
+from ..errors import EdgekitError
+from ..export.job import Exported, ExportJob, PassContext
 from ..quantize.tflite_int4 import write_int4
 from ..results import ExportInfo
 from ..runtimes import open_runner
 from ..tflite_info import read_tflite
 from ..validate import validate_file
 from .ladder import climb, out_of_time
+from .qat import train, verdict, wanted
 
 EXPORTER = "ai-edge-quantizer (weight-only int4, float compute)"
 
@@ -27,8 +29,8 @@ def tflite_int4(src: Exported, ctx: PassContext) -> Exported:
     threads, budget, box = prof.target.resolved_threads, prof.budget.max_accuracy_drop, prof.quantize.repair_time_box_s
     started = time.perf_counter()
 
-    def check(path: Path):
-        runner = open_runner(path, "litert", threads=threads, mapping=src.mapping)  # the file's own layout
+    def check(path: Path, mapping=src.mapping):
+        runner = open_runner(path, "litert", threads=threads, mapping=mapping)  # the file's own layout
         return validate_file(path, ctx.reference, ctx.data, None, runtime="litert", threads=threads,
                              raise_on_failure=False, runner=runner)
 
@@ -36,15 +38,56 @@ def tflite_int4(src: Exported, ctx: PassContext) -> Exported:
     first = check(target)
     details: dict = {"int4_attempts": [{"name": "int4 everywhere it applies", "drop": first.drop}]}
     notes: list[str] = []
-    best = {"drop": first.drop, "int8": (), "float": (), "validation": first, "path": target}
-    if first.drop > budget:
-        with tempfile.TemporaryDirectory(prefix="edgekit-int4-", dir=ctx.scratch) as tmp:
-            best, notes = _repair(src, ctx, target, best, check, Path(tmp), details, started, box, budget)
-            if best["path"] != target:
-                shutil.copyfile(best["path"], target)
+    best = {"drop": first.drop, "int8": (), "float": (), "validation": first, "path": target, "base": src}
+    with tempfile.TemporaryDirectory(prefix="edgekit-int4-", dir=ctx.scratch) as tmp:
+        if wanted(ctx, first.drop > budget):
+            best, note, details["qat"] = _qat(src, ctx, best, check, Path(tmp))
+            notes.append(note)
+            details["int4_attempts"].append({"name": "qat: int4 everywhere it applies",
+                                             "drop": details["qat"].get("drop_after")})
+            started = time.perf_counter()  # the repair's own time box starts after training
+        if best["drop"] > budget:
+            best, more = _repair(best["base"], ctx, best["path"], best, check, Path(tmp), details, started, box,
+                                 budget)
+            notes += more
+        if best["path"] != target:
+            shutil.copyfile(best["path"], target)
+    if "qat" in details:
+        details["qat"]["shipped"] = best["base"] is not src
     details["int8_layers"], details["float_layers"] = list(best["int8"]), list(best["float"])
     info = ExportInfo(EXPORTER, made_from=src.path.name, notes=tuple(notes), details=details)
-    return Exported(target, "tflite", "int4", info, src.mapping, validation=replace(best["validation"], file=str(target)))
+    return Exported(target, "tflite", "int4", info, best["base"].mapping,
+                    validation=replace(best["validation"], file=str(target)))
+
+
+def _qat(src: Exported, ctx: PassContext, best: dict, check, tmp: Path) -> tuple[dict, str, dict]:
+    """QAT on ai-edge-quantizer's int4 grid; the trained model converted as the fp32 file was, then made
+    int4 by the same quantizer. The better of it and ``best``."""
+    from ..export.onnx import export_onnx
+    from ..export.tflite import export_tflite_torch
+
+    run = train(ctx, "tflite", 4)
+    if run.skipped:
+        return best, run.skipped, dict(run.details)
+    budget = ctx.profile.budget.max_accuracy_drop
+    folder = tmp / "qat"
+    folder.mkdir()
+    try:
+        export_onnx(run.model, tmp / "qat.onnx", ctx.log)
+        job = ExportJob(run.model, folder, tmp, ctx.log, ctx.tf, reference_onnx=tmp / "qat.onnx",
+                        calibration=ctx.data.calibration)
+        base = export_tflite_torch(job)[0]
+        path = tmp / "qat_int4.tflite"
+        write_int4(ctx.tf, base.path, path)
+        v = check(path, base.mapping)
+    except EdgekitError as exc:
+        ctx.log.write(f"QAT file failed: {exc}\n")
+        return best, verdict(run, best["drop"], None, budget, "int4"), {**run.details, "error": str(exc)[:300]}
+    note = verdict(run, best["drop"], v.drop, budget, "int4")
+    details = {**run.details, "drop_before": best["drop"], "drop_after": v.drop}
+    if v.drop < best["drop"]:
+        return {"drop": v.drop, "int8": (), "float": (), "validation": v, "path": path, "base": base}, note, details
+    return best, note, details
 
 
 def _repair(src, ctx, target, best, check, tmp: Path, details: dict, started: float, box: float, budget: float):
@@ -59,7 +102,7 @@ def _repair(src, ctx, target, best, check, tmp: Path, details: dict, started: fl
                          f"({len(ranked)} of {len(quantized)} measured)")
             break
         write_int4(ctx.tf, src.path, probe, only=scopes[weight])
-        ranked.append((check(probe).drop, weight))
+        ranked.append((check(probe, src.mapping).drop, weight))
     ranked.sort(reverse=True)
     details["sensitivity"] = [{"layer": w, "drop_alone": d} for d, w in ranked]
     if len(ranked) < len(quantized):  # no time left to move any layer
@@ -78,9 +121,10 @@ def _repair(src, ctx, target, best, check, tmp: Path, details: dict, started: fl
         path = tmp / f"attempt{count[0]}.tflite"
         write_int4(ctx.tf, src.path, path, int8_scopes=tuple(scopes[w] for w in int8),
                    float_scopes=tuple(scopes[w] for w in floats))
-        v = check(path)
-        details["int4_attempts"].append({"name": label, "drop": v.drop})
-        return {"drop": v.drop, "int8": int8, "float": floats, "validation": v, "path": path}
+        v = check(path, src.mapping)
+        details["int4_attempts"].append({"name": label + (" (QAT weights)" if "qat" in details else ""),
+                                         "drop": v.drop})
+        return {"drop": v.drop, "int8": int8, "float": floats, "validation": v, "path": path, "base": src}
 
     chosen, more = climb(((), ()), [w for _, w in ranked], ["int8", "fp32"], promote, attempt, budget,
                          best=best, started=started, time_box_s=box)

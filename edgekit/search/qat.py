@@ -1,0 +1,98 @@
+"""Quantization-aware training as a rung of the repair ladder: PTQ, then QAT at the asked bits, then (only
+when QAT also misses) moving the most sensitive layers up in precision.
+
+``train`` fine-tunes a copy of the model on the target quantizer's weight grid (quantize/qat.py) by
+distillation from the source model (plus the task loss when the training split has labels); each format
+pass then exports the trained copy and quantizes it with the same quantizer as its PTQ file.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+from types import SimpleNamespace
+from typing import Any
+
+from ..export.job import PassContext
+from ..model import Model
+
+
+@dataclass(frozen=True)
+class QatRun:
+    """A trained copy of the model (None when QAT did not run) and what happened."""
+    model: Model | None
+    details: dict = field(default_factory=dict)
+
+    @property
+    def skipped(self) -> str | None:
+        return self.details.get("skipped")
+
+
+def wanted(ctx: PassContext, missed: bool) -> bool:
+    """Whether the profile asks for QAT here: always, or on a missed budget."""
+    mode = ctx.profile.qat.mode
+    return mode == "always" or (mode == "on-miss" and missed)
+
+
+def refusal(model: Model | None) -> str | None:
+    """Why a source cannot be trained with QAT (one line), or None."""
+    if model is None or model.kind != "torch" or model.module is None:
+        kind = "no model" if model is None else f"a {model.kind} source"
+        return (f"QAT skipped: it needs a torch graph to train and this is {kind}; give the torch model "
+                "(FILE.py:FUNC --weights, or a torch.export .pt2) to use it")
+    return None
+
+
+def train(ctx: PassContext, target: str, bits: int, progress=None) -> QatRun:
+    """A copy of ``ctx.model`` fine-tuned on ``target``'s ``bits``-bit weight grid, time-boxed by the profile."""
+    from ..prune.recover import distill
+    from ..quantize.qat import finish, grid, prepare
+
+    why = refusal(ctx.model)
+    if why:
+        return QatRun(None, {"skipped": why})
+    split = ctx.data.train
+    if split is None or len(split) < 2:
+        return QatRun(None, {"skipped": "QAT skipped: no samples to train on (give a train split, or input "
+                                        "samples for label-free distillation)"})
+    g = grid(target, bits)
+    try:
+        student, layers = prepare(ctx.model.module, g)
+    except ValueError as exc:
+        return QatRun(None, {"skipped": f"QAT skipped: {exc}"})
+    q, rec = ctx.profile.qat, ctx.profile.recover
+    cfg = SimpleNamespace(epochs=q.epochs, lr=q.lr, batch_size=q.batch_size,
+                          distill_temperature=rec.distill_temperature, distill_alpha=rec.distill_alpha)
+    started = time.perf_counter()
+    fit = distill(student, ctx.teacher if ctx.teacher is not None else ctx.model.module, split,
+                  ctx.model.iospec.input_names, ctx.data.task, cfg, threads=ctx.profile.target.resolved_threads,
+                  label=f"qat {target} int{bits}", time_s=q.time_s, progress=progress)
+    student = finish(student)
+    meta = {k: v for k, v in ctx.model.meta.items() if k != "onnx_export"}  # a new graph: export it anew
+    model = replace(ctx.model, module=student, onnx_path=None, meta=meta)
+    details: dict[str, Any] = {
+        "grid": g.target, "bits": bits, "layers": len(layers), "epochs": q.epochs, "epochs_run": fit["epochs_run"],
+        "lr": q.lr, "time_box_s": q.time_s, "samples": fit["samples"],
+        "samples_kind": ctx.data.train_kind, "labels_used": fit["labels_used"], "losses": fit["losses"],
+        "seconds": round(time.perf_counter() - started, 2),
+        "teacher": "the source model before pruning" if ctx.teacher is not ctx.model.module else "the source model",
+    }
+    if "stopped" in fit:
+        details["stopped"] = fit["stopped"]
+    ctx.log.write(f"qat {target} int{bits}: {details}\n")
+    return QatRun(model, details)
+
+
+def verdict(run: QatRun, ptq_drop: float, qat_drop: float | None, budget: float, precision: str) -> str:
+    """The report's line on what QAT did."""
+    if run.skipped:
+        return run.skipped
+    d = run.details
+    how = (f"{d['epochs_run']} epoch(s) of {d['epochs']}, {d['seconds']:.1f} s, {d['samples']} "
+           f"{'labelled ' if d['labels_used'] else ''}samples{' (' + d['stopped'] + ')' if 'stopped' in d else ''}")
+    if qat_drop is None:
+        return f"QAT at {precision} ran ({how}) but its file could not be made; the PTQ file ships"
+    if qat_drop >= ptq_drop:
+        return (f"QAT at {precision} did not help (drop {qat_drop:.4f} vs PTQ {ptq_drop:.4f}; {how}): "
+                "the PTQ file ships")
+    met = "meets the budget" if qat_drop <= budget else f"still misses the budget ({budget:.4f})"
+    return f"QAT at {precision}: drop {ptq_drop:.4f} -> {qat_drop:.4f}, {met} ({how})"
