@@ -30,12 +30,16 @@ def cpu_info() -> dict:
 
 def bench_file(path: str | Path, *, runtime: str | None = None, threads: int = 1, warmup: int = 20,
                runs: int = 200, batch: int = 32, max_seconds: float = 10.0,
-               inputs: dict[str, np.ndarray] | None = None, min_seconds: float = 0.0, repeat: int = 1) -> BenchResult:
+               inputs: dict[str, np.ndarray] | None = None, min_seconds: float = 0.0, repeat: int = 1,
+               batches: tuple[int, ...] = ()) -> BenchResult:
     """Time ``path`` in its runtime in a fresh process. ``inputs`` is one batch-1 sample. ``repeat`` rounds of
-    at least ``runs`` runs and ``min_seconds`` each (the time box stretches to 1.5x ``min_seconds``)."""
+    at least ``runs`` runs and ``min_seconds`` each (the time box stretches to 1.5x ``min_seconds``).
+    ``batches``: also the latency and samples/s of one request of each of these sizes (``by_batch``)."""
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"file {path} not found; check the path")
+    if any(int(b) < 1 for b in batches):
+        raise UsageError(f"bench batch sizes must be >= 1, got {', '.join(str(b) for b in batches)}")
     for name, value, low in (("threads", threads, 1), ("warmup", warmup, 0), ("runs", runs, 1), ("batch", batch, 1),
                              ("repeat", repeat, 1)):
         if value < low:
@@ -47,7 +51,7 @@ def bench_file(path: str | Path, *, runtime: str | None = None, threads: int = 1
             np.savez(sample, **inputs)
         args = {"path": str(path.resolve()), "runtime": runtime, "threads": threads, "warmup": warmup,
                 "runs": runs, "batch": batch, "max_seconds": max(max_seconds, 1.5 * min_seconds), "sample": sample,
-                "min_seconds": min_seconds, "repeat": repeat}
+                "min_seconds": min_seconds, "repeat": repeat, "batches": [int(b) for b in batches]}
         env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONWARNINGS="ignore")
         proc = subprocess.run([sys.executable, "-m", "edgekit.bench_worker", json.dumps(args)],
                               capture_output=True, text=True, env=env)
@@ -61,6 +65,7 @@ def bench_file(path: str | Path, *, runtime: str | None = None, threads: int = 1
     raw["cpu"] = cpu_info()
     rounds = raw.pop("round_p50_ms")
     extra = [f"p50 of each of the {repeat} rounds: " + ", ".join(f"{p:.4g}" for p in rounds) + " ms"] if repeat > 1 else []
+    raw["by_batch"] = tuple(raw.get("by_batch") or ())
     raw["notes"] = tuple(raw.pop("runner_notes", ())) + tuple(noise_notes(raw, requested_runs=runs * repeat)) + tuple(extra)
     return BenchResult(**raw)
 

@@ -77,14 +77,47 @@ def main(argv: list[str]) -> int:
             runner.run(big)
             n += 1
         throughput = n * batch / (time.perf_counter() - start)
+    by_batch = [_at_batch(runner, one, b, spec.batch_dynamic, args["max_seconds"] / max(len(args["batches"]), 1))
+                for b in args.get("batches") or ()]
     peak = _status_mb("VmHWM")
     result = {"file": args["path"], "runtime": runner.runtime, "threads": args["threads"], "runs": len(times),
               "warmup": args["warmup"], **stats, "throughput_b1": 1000.0 / stats["mean_ms"], "batch": batch,
               "throughput_batch": throughput, "peak_rss_mb": peak, "rss_growth_mb": max(0.0, peak_b1 - rss_before),
               "file_bytes": Path(args["path"]).stat().st_size,
-              "runner_notes": list(getattr(runner, "notes", ())), "init_ms": init_ms, "first_run_ms": first_run_ms, "round_p50_ms": round_p50}
+              "runner_notes": list(getattr(runner, "notes", ())), "init_ms": init_ms, "first_run_ms": first_run_ms, "round_p50_ms": round_p50,
+              "by_batch": by_batch}
     print(json.dumps(result))
     return 0
+
+
+def _at_batch(runner, one: dict, batch: int, dynamic: bool, seconds: float) -> dict:
+    """Latency of one request of ``batch`` samples and the samples per second. A file with a fixed batch of
+    1 answers the request as ``batch`` sequential runs (as a server without batching would)."""
+    import numpy as np
+
+    from edgekit.bench import summarize
+
+    batched = dynamic or batch == 1
+    big = {k: np.repeat(v, batch, axis=0) for k, v in one.items()} if batched else one
+
+    def request():
+        if batched:
+            runner.run(big)
+        else:
+            for _ in range(batch):
+                runner.run(one)
+
+    for _ in range(3):  # warm-up at this size (arena and thread pool resized)
+        request()
+    times, begun = [], time.perf_counter()
+    while len(times) < 10 or (len(times) < 200 and time.perf_counter() - begun < seconds):
+        start = time.perf_counter()
+        request()
+        times.append((time.perf_counter() - start) * 1000)
+    stats = summarize(times)
+    return {"batch": batch, "mode": "batched" if batched else "sequential (fixed batch of 1)", "runs": len(times),
+            **{k: stats[k] for k in ("p50_ms", "p90_ms", "p99_ms")},
+            "samples_per_s": batch * len(times) / (sum(times) / 1000)}
 
 
 def _compare(args: dict) -> int:

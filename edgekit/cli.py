@@ -158,8 +158,9 @@ def build(model, profile, weights, data, out, force, task, formats, threads, cal
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--runs", type=click.IntRange(min=1), default=200, show_default=True)
 @click.option("--warmup", type=click.IntRange(min=0), default=20, show_default=True)
-@click.option("--batch", type=click.IntRange(min=1), default=32, show_default=True,
-              help="Batch for the throughput run (1 skips it).")
+@click.option("--batch", default="32", show_default=True, metavar="N[,N...]",
+              help="Batch for the throughput run (1 skips it); a list, e.g. 1,8,16,32, prints latency and samples/s "
+              "per batch size (a file with a fixed batch of 1 answers each as sequential runs).")
 @click.option("--data", type=click.Path(), help=".npz whose first sample is timed (default: synthetic inputs).")
 @click.option("--min-seconds", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="Every round of timed runs lasts at least this long (MLPerf Mobile uses 60).")
@@ -180,6 +181,8 @@ def bench(file, threads, runs, warmup, batch, data, min_seconds, repeat, device,
     from .data import read_arrays
 
     inputs = {k: v[:1] for k, v in read_arrays(data).items()} if data else None
+    sizes = _batch_sizes(batch)
+    batch, batches = max(sizes), (tuple(sizes) if len(sizes) > 1 else ())
     if benchmark_binary and not device:
         raise click.UsageError("--benchmark-binary needs --device")
     if benchmark_binary:
@@ -192,7 +195,7 @@ def bench(file, threads, runs, warmup, batch, data, min_seconds, repeat, device,
                             repeat=repeat, inputs=inputs, accept_host_key=accept_host_key)
     else:
         r = bench_file(file, threads=threads, runs=runs, warmup=warmup, batch=batch, inputs=inputs,
-                       min_seconds=min_seconds, repeat=repeat)
+                       min_seconds=min_seconds, repeat=repeat, batches=batches)
     if as_json:
         click.echo(json.dumps(r.to_dict(), indent=2))
         return
@@ -210,8 +213,32 @@ def bench(file, threads, runs, warmup, batch, data, min_seconds, repeat, device,
     if r.device:
         rows.insert(1, ("device", f"{r.device['uname_m']}, {r.device['cpu'].get('cores')} cores"))
     _print_pairs(f"edgekit bench {file}", rows)
+    if r.by_batch:
+        _print_batches(r.by_batch)
     for note in r.notes:
         click.echo(f"note: {note}")
+
+
+def _batch_sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(x) for x in str(text).split(",") if x.strip()]
+    except ValueError:
+        sizes = []
+    if not sizes or any(b < 1 for b in sizes):
+        raise click.BadParameter(f"{text!r}: give batch sizes >= 1, e.g. 32 or 1,8,16,32", param_hint="--batch")
+    return sizes
+
+
+def _print_batches(rows) -> None:
+    from rich.table import Table
+
+    table = Table(title="throughput by batch size")
+    for col in ("batch", "mode", "p50 ms", "p90 ms", "p99 ms", "samples/s"):
+        table.add_column(col, justify="left" if col == "mode" else "right")
+    for r in rows:
+        table.add_row(str(r["batch"]), r["mode"], f"{r['p50_ms']:.3f}", f"{r['p90_ms']:.3f}", f"{r['p99_ms']:.3f}",
+                      f"{r['samples_per_s']:.0f}")
+    _console(stderr=False).print(table)
 
 
 @main.command()

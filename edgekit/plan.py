@@ -49,6 +49,10 @@ def make_plan(source: Model, profile: DeviceProfile, wanted: tuple[str, ...], ex
     error rather than a note). A format another is converted from is added, and runs first."""
     for name in wanted:
         get_format(name)
+    if profile.qat.mode == "always" and source.kind != "torch" and profile.quantize.weight_bits in (4, 8):
+        raise UsageError(f"{source.origin}: qat.mode = \"always\" needs a torch graph to train, and this is a "
+                         f"{source.kind} source; give the torch model (FILE.py:FUNC --weights) or set qat.mode = "
+                         "\"on-miss\"")
     unexported = [n for n in wanted if n not in formats_with_exporters()]
     if explicit and unexported:
         raise UsageError(f"--formats: no exporter for {', '.join(unexported)} yet")

@@ -171,8 +171,12 @@ class Bench(Config):
     attempt_max_seconds: float = 4.0  # time box of one attempt's timed runs
     min_seconds: float = 0.0  # on a device: every round runs at least this long (MLPerf Mobile: 60)
     repeat: int = 1  # on a device: rounds of timed runs, their samples pooled
+    batches: tuple = ()  # request sizes timed for throughput by batch (server: 1, 8, 16, 32)
 
     def check(self) -> None:
+        if not isinstance(self.batches, (list, tuple)) or any(
+                isinstance(b, bool) or not isinstance(b, int) or b < 1 for b in self.batches):
+            raise ValueError(f"bench.batches must be a list of batch sizes >= 1, got {self.batches!r}")
         if self.min_seconds < 0 or self.repeat < 1:
             raise ValueError(f"bench.min_seconds must be >= 0 and bench.repeat >= 1, got {self.min_seconds!r}, "
                              f"{self.repeat!r}")

@@ -138,6 +138,9 @@ def to_markdown(report: dict[str, Any]) -> str:
             tp = f", {b['throughput_batch']:.0f}/s at batch {b['batch']}" if b.get("throughput_batch") else ""
             lines.append(f"- throughput {b['throughput_b1']:.0f}/s at batch 1{tp}; peak RSS {b['peak_rss_mb']:.1f} MB "
                          f"(+{b['rss_growth_mb']:.1f} MB for the model at batch 1)")
+            for row in b.get("by_batch") or ():
+                lines.append(f"- batch {row['batch']} ({row['mode']}): p50 {row['p50_ms']:.3f} ms, p90 "
+                             f"{row['p90_ms']:.3f} ms, {row['samples_per_s']:.0f} samples/s")
             lines.append(f"- CPU: {b['cpu'].get('model')} ({', '.join(b['cpu'].get('flags', []))})")
             lines += [f"- note: {n}" for n in b.get("notes", [])]
         tflm = a["export"].get("tflm")

@@ -54,10 +54,12 @@ class BenchResult:
     first_run_ms: float | None = None  # the first inference, before the warm-up
     measured_on: str = "host"  # "host", or the device it ran on (ssh://user@host:port, adb:SERIAL)
     device: dict = field(default_factory=dict)  # on a device: uname -m, CPU, runtime and version, threads
+    by_batch: tuple[dict, ...] = ()  # per request size: batch, mode (batched | sequential), p50/p90/p99, samples_per_s
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["notes"] = list(self.notes)
+        d["by_batch"] = list(self.by_batch)
         return d
 
 

@@ -76,6 +76,9 @@ class Evaluator:
 
     def __init__(self, profile: DeviceProfile, scratch: Path, tf, log: io.StringIO, meta: dict | None = None,
                  stages=None):
+        # a trial scores its PTQ file: QAT would spend the trial's seconds on one candidate (the promoted
+        # winner's full build runs it when the profile asks)
+        profile = replace(profile, qat=replace(profile.qat, mode="off"))
         self.profile, self.scratch, self.tf, self.log, self.stages = profile, Path(scratch), tf, log, stages
         self.meta = meta or {}
         self.format, self.precision = scored_format(profile)

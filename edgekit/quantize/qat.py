@@ -130,10 +130,60 @@ def prepare(module, g: WeightGrid, skip: tuple[str, ...] = ()) -> tuple[object, 
     return folded, layers
 
 
+def observe_inputs(module, layers: list[str], batches) -> dict[str, tuple[float, float]]:
+    """The (min, max) of every listed layer's input over ``batches`` (tuples of input tensors): what a
+    min-max calibration sees."""
+    import torch
+
+    named, seen, hooks = dict(module.named_modules()), {}, []
+
+    def hook(name):
+        def record(_, args):
+            x = args[0].detach()
+            low, high = float(x.min()), float(x.max())
+            old = seen.get(name, (low, high))
+            seen[name] = (min(old[0], low), max(old[1], high))
+        return record
+
+    hooks = [named[n].register_forward_pre_hook(hook(n)) for n in layers]
+    try:
+        with torch.no_grad():
+            for args in batches:
+                module(*args)
+    finally:
+        for h in hooks:
+            h.remove()
+    return seen
+
+
+def fake_quant_inputs(module, ranges: dict[str, tuple[float, float]]) -> int:
+    """Fake-quantize each layer's input to 8 bits the way ONNX Runtime's min-max calibration does (per
+    tensor, asymmetric: the range widened to include 0, scale (max - min) / 255, zero point round(-min /
+    scale)); the ranges stay fixed while training. Returns the hooks added (``finish`` removes them)."""
+    import torch
+
+    named, handles = dict(module.named_modules()), []
+    for name, (low, high) in ranges.items():
+        low, high = min(low, 0.0), max(high, 0.0)
+        scale = max((high - low) / 255.0, MIN_SCALE)
+        zero = int(round(-low / scale))
+
+        def pre(_, args, scale=scale, zero=zero):
+            return (torch.fake_quantize_per_tensor_affine(args[0], scale, zero, 0, 255), *args[1:])
+
+        handles.append(named[name].register_forward_pre_hook(pre))
+    module.edgekit_qat_hooks = handles  # on the trained copy itself: nothing kept outside it
+    return len(ranges)
+
+
 def finish(module) -> object:
     """The trained module with its fake-quantization removed, keeping the latent float weights."""
     import torch.nn.utils.parametrize as parametrize
 
+    for handle in getattr(module, "edgekit_qat_hooks", ()):
+        handle.remove()
+    if hasattr(module, "edgekit_qat_hooks"):
+        del module.edgekit_qat_hooks
     for m in module.modules():
         if parametrize.is_parametrized(m, "weight"):
             parametrize.remove_parametrizations(m, "weight", leave_parametrized=False)

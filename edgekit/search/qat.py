@@ -44,8 +44,8 @@ def refusal(model: Model | None) -> str | None:
 
 def train(ctx: PassContext, target: str, bits: int, progress=None) -> QatRun:
     """A copy of ``ctx.model`` fine-tuned on ``target``'s ``bits``-bit weight grid, time-boxed by the profile."""
-    from ..prune.recover import distill
-    from ..quantize.qat import finish, grid, prepare
+    from ..prune.recover import batches, distill
+    from ..quantize.qat import fake_quant_inputs, finish, grid, observe_inputs, prepare
 
     why = refusal(ctx.model)
     if why:
@@ -59,18 +59,26 @@ def train(ctx: PassContext, target: str, bits: int, progress=None) -> QatRun:
         student, layers = prepare(ctx.model.module, g)
     except ValueError as exc:
         return QatRun(None, {"skipped": f"QAT skipped: {exc}"})
+    names = ctx.model.iospec.input_names
+    observed = 0
+    if target == "onnx" and ctx.data.calibration is not None:  # a full-integer file: 8-bit activations too
+        ranges = observe_inputs(student, layers, (args for args, _ in batches(ctx.data.calibration, names, 64,
+                                                                               shuffle=False)))
+        observed = fake_quant_inputs(student, ranges)
     q, rec = ctx.profile.qat, ctx.profile.recover
     cfg = SimpleNamespace(epochs=q.epochs, lr=q.lr, batch_size=q.batch_size,
                           distill_temperature=rec.distill_temperature, distill_alpha=rec.distill_alpha)
     started = time.perf_counter()
     fit = distill(student, ctx.teacher if ctx.teacher is not None else ctx.model.module, split,
-                  ctx.model.iospec.input_names, ctx.data.task, cfg, threads=ctx.profile.target.resolved_threads,
+                  names, ctx.data.task, cfg, threads=ctx.profile.target.resolved_threads,
                   label=f"qat {target} int{bits}", time_s=q.time_s, progress=progress)
     student = finish(student)
     meta = {k: v for k, v in ctx.model.meta.items() if k != "onnx_export"}  # a new graph: export it anew
     model = replace(ctx.model, module=student, onnx_path=None, meta=meta)
     details: dict[str, Any] = {
-        "grid": g.target, "bits": bits, "layers": len(layers), "epochs": q.epochs, "epochs_run": fit["epochs_run"],
+        "grid": g.target, "bits": bits, "layers": len(layers),
+        "activations": (f"{observed} layer inputs fake-quantized to 8 bits with ranges from the calibration split "
+                        "(min-max, as the quantizer calibrates)") if observed else "float (weight-only file)", "epochs": q.epochs, "epochs_run": fit["epochs_run"],
         "lr": q.lr, "time_box_s": q.time_s, "samples": fit["samples"],
         "samples_kind": ctx.data.train_kind, "labels_used": fit["labels_used"], "losses": fit["losses"],
         "seconds": round(time.perf_counter() - started, 2),
