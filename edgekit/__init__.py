@@ -10,7 +10,7 @@ Layers. An import goes down this list, never up, and no modules import each othe
                 graph_stats precision bundle: domain only
   2 runtimes/   one Runner per runtime (ORT, LiteRT, TFLM, torch, Keras) behind runtimes.base.Runner
   3 stages      sources sources_keras examples/ export/ quantize/ prune/: make products
-  4 measure     validate bench bench_worker compare gates recommend report report_plot inspect_file
+  4 measure     validate bench bench_worker compare gates recommend report report_plot report_pruning inspect_file
   5 device/     --device: the transports (local, ssh through paramiko, adb), the pushed runner's session,
                 bench and validation on the device (device_runner.py, the runner itself, is support: it
                 imports nothing internal and is copied to the device as it is)
@@ -20,7 +20,7 @@ Layers. An import goes down this list, never up, and no modules import each othe
                 run_plan, promotion and the chosen member's bundle through build()
   9 serve/      the KServe v2 app (batcher, cache, metrics), uvicorn, Ray Serve, Triton repositories;
                 never torch or TensorFlow: a server loads a bundle, not a model
- 10 cli         cli cli_serve cli_nas
+ 10 cli         cli cli_serve cli_nas cli_tables
 """
 __version__ = "0.1.0"
 

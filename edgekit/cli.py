@@ -181,7 +181,9 @@ def bench(file, threads, runs, warmup, batch, data, min_seconds, repeat, device,
     from .data import read_arrays
 
     inputs = {k: v[:1] for k, v in read_arrays(data).items()} if data else None
-    sizes = _batch_sizes(batch)
+    from .cli_tables import batch_sizes, print_batches
+
+    sizes = batch_sizes(batch)
     batch, batches = max(sizes), (tuple(sizes) if len(sizes) > 1 else ())
     if benchmark_binary and not device:
         raise click.UsageError("--benchmark-binary needs --device")
@@ -214,31 +216,9 @@ def bench(file, threads, runs, warmup, batch, data, min_seconds, repeat, device,
         rows.insert(1, ("device", f"{r.device['uname_m']}, {r.device['cpu'].get('cores')} cores"))
     _print_pairs(f"edgekit bench {file}", rows)
     if r.by_batch:
-        _print_batches(r.by_batch)
+        print_batches(r.by_batch)
     for note in r.notes:
         click.echo(f"note: {note}")
-
-
-def _batch_sizes(text: str) -> list[int]:
-    try:
-        sizes = [int(x) for x in str(text).split(",") if x.strip()]
-    except ValueError:
-        sizes = []
-    if not sizes or any(b < 1 for b in sizes):
-        raise click.BadParameter(f"{text!r}: give batch sizes >= 1, e.g. 32 or 1,8,16,32", param_hint="--batch")
-    return sizes
-
-
-def _print_batches(rows) -> None:
-    from rich.table import Table
-
-    table = Table(title="throughput by batch size")
-    for col in ("batch", "mode", "p50 ms", "p90 ms", "p99 ms", "samples/s"):
-        table.add_column(col, justify="left" if col == "mode" else "right")
-    for r in rows:
-        table.add_row(str(r["batch"]), r["mode"], f"{r['p50_ms']:.3f}", f"{r['p90_ms']:.3f}", f"{r['p99_ms']:.3f}",
-                      f"{r['samples_per_s']:.0f}")
-    _console(stderr=False).print(table)
 
 
 @main.command()

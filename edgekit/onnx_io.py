@@ -44,3 +44,13 @@ def iospec_from_onnx(path_or_proto) -> IOSpec:
     inputs = tuple(spec(v) for v in proto.graph.input if v.name not in inits)
     outputs = tuple(spec(v) for v in proto.graph.output)
     return IOSpec(inputs, outputs)
+
+
+def initializer_integers(path) -> dict:
+    """The int4/int8 initializers of an ONNX file (quantized weights), by name, as int32 arrays."""
+    import onnx
+    from onnx import numpy_helper
+
+    kinds = (onnx.TensorProto.INT4, onnx.TensorProto.INT8)
+    proto = onnx.load(str(path))
+    return {t.name: numpy_helper.to_array(t).astype("int32") for t in proto.graph.initializer if t.data_type in kinds}

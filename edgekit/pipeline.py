@@ -316,7 +316,10 @@ def _manifest(source, prof: DeviceProfile, artifacts: list[Artifact], gates, rep
         b = a.bench.to_dict() if a.bench else {}
         keys = ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "threads", "runs", "cpu", "init_ms", "first_run_ms",
                 "measured_on", "device")
-        return {k: b.get(k) for k in keys}
+        entry = {k: b.get(k) for k in keys}
+        if b.get("by_batch"):  # throughput by request size (bench.batches; the server profile sets it)
+            entry["by_batch"] = b["by_batch"]
+        return entry
 
     return {
         "schema_version": SCHEMA_VERSION,

@@ -213,6 +213,12 @@ def _gate_line(g: dict) -> str:
 def write_reports(folder: Path, report: dict[str, Any]) -> None:
     from .report_plot import write_plot
 
+    from .report_pruning import write_pruning_plot
+
     write_json(folder / "report.json", report)
     write_plot(folder / "report.png", report)
-    (folder / "report.md").write_text(to_markdown(report))
+    described = write_pruning_plot(folder / "pruning.png", report)
+    text = to_markdown(report)
+    if described:
+        text += f"\n## What pruning kept\n\n![{described}](pruning.png)\n\n{described}.\n"
+    (folder / "report.md").write_text(text)

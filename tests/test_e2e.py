@@ -21,6 +21,7 @@ def test_example_build(profile, threads, tmp_path):
                          "digits_cnn_model_data.cc", "digits_cnn_model_data.h", "digits_cnn_model_ops.h"},
                  "mobile": {"digits_cnn_int8.onnx", "digits_cnn.tflite", "digits_cnn_int8.tflite"},
                  "server": {"digits_cnn_fp16.onnx"}}[profile]
+    expected |= {"pruning.png"}  # every profile prunes the example (structured): the channels kept per layer
     assert {p.name for p in bundle.iterdir()} == expected
     manifest = json.loads((bundle / "manifest.json").read_text())
     entry = manifest["files"][0]
@@ -57,6 +58,14 @@ def test_example_build(profile, threads, tmp_path):
     assert report["data"]["validation"] + report["data"]["calibration"] == 540
     assert "| digits_cnn.onnx | onnx | fp32 |" in (bundle / "report.md").read_text()
     assert "![accuracy drop vs p90 latency" in (bundle / "report.md").read_text()
+    assert "## What pruning kept" in (bundle / "report.md").read_text()
+    assert "](pruning.png)" in (bundle / "report.md").read_text()
+    assert (bundle / "pruning.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    if profile == "server":  # throughput by batch size, per file, in the manifest and the report
+        rows = entry["latency"]["by_batch"]
+        assert [r["batch"] for r in rows] == [1, 8, 16, 32] and all(r["mode"] == "batched" for r in rows)
+        assert all(r["samples_per_s"] > 0 and r["p50_ms"] <= r["p90_ms"] for r in rows)
+        assert "- batch 32 (batched):" in (bundle / "report.md").read_text()
     png = (bundle / "report.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000  # a drawn plot, not an empty canvas
     assert {f["file"] for f in manifest["files"]} == {a.file for a in result.artifacts}

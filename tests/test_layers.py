@@ -12,13 +12,13 @@ LAYERS = [
                  "tflite_info", "graph_stats", "precision", "bundle", "device_runner"}),
     ("runtimes", {"runtimes"}),
     ("stages", {"sources", "sources_keras", "examples", "export", "quantize", "prune"}),
-    ("measure", {"validate", "bench", "bench_worker", "compare", "gates", "recommend", "report", "report_plot", "inspect_file"}),
+    ("measure", {"validate", "bench", "bench_worker", "compare", "gates", "recommend", "report", "report_plot", "report_pruning", "inspect_file"}),
     ("device", {"device"}),
     ("search", {"search"}),
     ("pipeline", {"plan", "stages", "pipeline", "validation_api"}),
     ("archsearch", {"archsearch"}),
     ("serve", {"serve"}),
-    ("cli", {"cli", "cli_serve", "cli_nas"}),
+    ("cli", {"cli", "cli_serve", "cli_nas", "cli_tables"}),
 ]
 
 

@@ -67,6 +67,7 @@ def run_chain(model: Model, data: Data, prof: DeviceProfile, plan: Plan, ratio: 
     unstructured.make_permanent(student)
     if plan.method == "unstructured":
         details["unstructured"]["sparsity_after_recovery"] = unstructured.sparsity(student, set(plan.protect))
+        details["unstructured"]["per_layer"] = unstructured.layer_sparsity(student)
     if cfg.share_bits > 0:
         details["sharing_bits"] = cfg.share_bits
         details["metrics_before_sharing"] = evaluate(student, model, data, origin, threads)

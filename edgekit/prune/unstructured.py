@@ -22,6 +22,14 @@ def prune_unstructured(module, ratio: float, *, protect: set[str]) -> dict:
     return {"layers": len(targets), "sparsity": zeros / total}
 
 
+def layer_sparsity(module, protect: set[str] = frozenset()) -> dict[str, dict]:
+    """Per prunable layer: its weights and the fraction that are exact zeros (for the pruning picture)."""
+    import torch
+
+    return {n: {"weights": m.weight.numel(), "sparsity": int(torch.sum(m.weight == 0)) / max(m.weight.numel(), 1)}
+            for n, m in weighted_layers(module).items() if n not in protect}
+
+
 def make_permanent(module) -> None:
     """Fold pruning masks into the weights and drop the re-parametrisation."""
     from torch.nn.utils import prune

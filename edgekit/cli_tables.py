@@ -1,0 +1,33 @@
+"""Small CLI helpers for `edgekit bench --batch`: parsing the sizes and printing the per-batch table."""
+from __future__ import annotations
+
+import click
+
+
+def console(stderr: bool = True):
+    from rich.console import Console
+
+    out = Console(stderr=stderr)
+    return out if out.is_terminal else Console(stderr=stderr, width=150)
+
+
+def batch_sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(x) for x in str(text).split(",") if x.strip()]
+    except ValueError:
+        sizes = []
+    if not sizes or any(b < 1 for b in sizes):
+        raise click.BadParameter(f"{text!r}: give batch sizes >= 1, e.g. 32 or 1,8,16,32", param_hint="--batch")
+    return sizes
+
+
+def print_batches(rows) -> None:
+    from rich.table import Table
+
+    table = Table(title="throughput by batch size")
+    for col in ("batch", "mode", "p50 ms", "p90 ms", "p99 ms", "samples/s"):
+        table.add_column(col, justify="left" if col == "mode" else "right")
+    for r in rows:
+        table.add_row(str(r["batch"]), r["mode"], f"{r['p50_ms']:.3f}", f"{r['p90_ms']:.3f}", f"{r['p99_ms']:.3f}",
+                      f"{r['samples_per_s']:.0f}")
+    console(stderr=False).print(table)

@@ -1,0 +1,222 @@
+"""Quantization-aware training: the fake-quant grid is the exporters' grid, and QAT rescues a 4-bit build
+whose PTQ files miss a tight budget, keeping every layer at 4 bits."""
+import io
+import json
+import shutil
+from dataclasses import replace
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+import edgekit
+from edgekit.errors import UsageError
+
+DATA = Path(__file__).parent / "data"
+
+
+def _digits_8px():
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    d = load_digits()
+    x = (d.images / 16.0).astype(np.float32)[:, None]
+    x_tr, x_te, y_tr, y_te = train_test_split(x, d.target, test_size=0.3, random_state=0, stratify=d.target)
+    return x_tr, x_te, y_tr.astype(np.int64), y_te.astype(np.int64)
+
+
+@pytest.fixture(scope="module")
+def small_cnn(tmp_path_factory) -> Path:
+    """A user's folder: model.py (a 2.9k-parameter CNN factory), its trained weights and the digits data."""
+    import torch
+
+    from edgekit.runtimes.torch_runner import torch_threads
+    from edgekit.sources import load_model
+
+    folder = tmp_path_factory.mktemp("small-cnn")
+    shutil.copyfile(DATA / "small_cnn.py", folder / "model.py")
+    x_tr, x_te, y_tr, y_te = _digits_8px()
+    model = load_model(f"{folder / 'model.py'}:make_model").module
+    with torch_threads(1, seed=0):  # one thread: the same weights every run
+        torch.manual_seed(0)
+        opt = torch.optim.Adam(model.parameters(), 3e-3)
+        x, y = torch.from_numpy(x_tr), torch.from_numpy(y_tr)
+        for _ in range(40):
+            model.train()
+            order = torch.randperm(len(x))
+            for i in range(0, len(x), 64):
+                idx = order[i:i + 64]
+                loss = torch.nn.functional.cross_entropy(model(x[idx]), y[idx])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        model.eval()
+        assert (model(torch.from_numpy(x_te)).argmax(1).numpy() == y_te).mean() > 0.95
+    torch.save(model.state_dict(), folder / "model.pt")
+    np.savez(folder / "digits.npz", x=x_te, y=y_te, x_train=x_tr, y_train=y_tr)
+    (folder / "tight.toml").write_text('name = "iot-tight"\nextends = "iot"\n[prune]\nmethod = "none"\n'
+                                       '[budget]\nmax_accuracy_drop = 0.015\n'
+                                       '[bench]\nwarmup = 2\nruns = 20\nbatch = 4\nmax_seconds = 2.0\n'
+                                       '[qat]\nepochs = 15\n')  # a 2.9k-parameter net: 15 epochs take ~1 s
+    return folder
+
+
+@pytest.mark.slow
+def test_qat_weights_round_to_the_same_integers_in_onnx_and_tflite(small_cnn, tmp_path):
+    """After training on each target's grid, the exported int4 files hold exactly the integers torch saw."""
+    import torch
+
+    from edgekit.data import Split
+    from edgekit.export.job import ExportJob
+    from edgekit.export.onnx import export_onnx
+    from edgekit.export.tf_client import TfWorker
+    from edgekit.export.tflite import export_tflite_onnx2tf
+    from edgekit.onnx_io import initializer_integers
+    from edgekit.quantize import qat
+    from edgekit.quantize.onnx_quant import QuantPlan, preprocess, quantize_onnx
+    from edgekit.quantize.tflite_int4 import write_int4
+    from edgekit.sources import load_model
+    from edgekit.tflite_info import integer_weights
+
+    source = load_model(f"{small_cnn / 'model.py'}:make_model", weights=small_cnn / "model.pt")
+    x_tr, x_te, y_tr, _ = _digits_8px()
+    calib = Split({"x": x_te[:64]})
+    with TfWorker(io.StringIO()) as tf:
+        for target in ("onnx", "tflite"):
+            g = qat.grid(target, 4)
+            student, layers = qat.prepare(source.module, g)
+            assert layers == ["features.0", "features.3", "features.6", "head"]  # the BatchNorms were folded in
+            opt = torch.optim.SGD(student.parameters(), lr=0.05)
+            for i in range(0, 512, 64):  # a few real steps, so the weights are off the PTQ grid
+                loss = torch.nn.functional.cross_entropy(student(torch.from_numpy(x_tr[i:i + 64])),
+                                                         torch.from_numpy(y_tr[i:i + 64]))
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            student = qat.finish(student)
+            want = {n: qat.integers(m.weight, g).numpy() for n, m in student.named_modules() if n in layers}
+            model = replace(source, module=student, onnx_path=None, meta={})
+            folder = tmp_path / target
+            folder.mkdir()
+            export_onnx(model, folder / "qat.onnx")
+            if target == "onnx":
+                quantize_onnx(preprocess(folder / "qat.onnx", folder / "pre.onnx"), folder / "q.onnx", calib,
+                              QuantPlan(4))
+                got = initializer_integers(folder / "q.onnx")
+                for name, ints in want.items():
+                    stored = got[f"{name}.weight_quantized"]
+                    assert stored.min() >= -8 and stored.max() <= 7
+                    assert np.array_equal(stored.astype(np.int32).reshape(ints.shape), ints), name
+            else:
+                job = ExportJob(model, folder, folder, io.StringIO(), tf, reference_onnx=folder / "qat.onnx",
+                                calibration=calib)
+                fp32 = export_tflite_onnx2tf(job)[0]
+                write_int4(tf, fp32.path, folder / "q.tflite")
+                got = list(integer_weights(folder / "q.tflite").values())
+                assert len(got) == len(want)
+                for ints in want.values():  # TFLite stores conv weights OHWI: compare each in torch's OIHW
+                    match = [q for q in got if q.size == ints.size and np.array_equal(
+                        (q.transpose(0, 3, 1, 2) if q.ndim == 4 else q), ints)]
+                    assert match, f"no int4 tensor in the .tflite holds the integers of a {ints.shape} weight"
+                    assert np.abs(ints).max() == 7  # ai-edge-quantizer's scale: max |w| / 7
+
+
+@pytest.mark.slow
+def test_qat_rescues_a_tight_4_bit_build_keeping_every_layer_at_4_bits(small_cnn, tmp_path):
+    result = edgekit.build(f"{small_cnn / 'model.py'}:make_model", weights=small_cnn / "model.pt",
+                           data=small_cnn / "digits.npz", profile=small_cnn / "tight.toml", out=tmp_path,
+                           formats=("onnx", "tflite"))
+    report = json.loads((result.bundle / "report.json").read_text())
+    files = {a["file"]: a for a in report["artifacts"]}
+    for name in ("model_int4.onnx", "model_int4.tflite"):
+        a = files[name]
+        q = a["export"]["qat"]
+        assert q["drop_before"] > 0.015, "PTQ alone met the budget: this build does not exercise QAT"
+        assert q["shipped"] and q["drop_after"] == pytest.approx(a["validation"]["drop"], abs=1e-9)
+        assert a["validation"]["drop"] <= 0.015  # measured in the file's own runtime on held-out digits
+        assert set(a["precision_map"].values()) == {"int4"}, a["precision_map"]  # nothing moved to int8 or float
+        assert q["epochs_run"] == 15 and q["samples"] == len(_digits_8px()[0]) and q["labels_used"]
+        assert any(n.startswith("QAT at int4: drop") and "meets the budget" in n for n in a["export"]["notes"])
+    assert files["model_int4.onnx"]["export"]["qat"]["activations"].startswith("4 layer inputs fake-quantized")
+    assert files["model_int4.tflite"]["export"]["qat"]["activations"].startswith("float")
+    md = (result.bundle / "report.md").read_text()
+    assert "QAT at int4: drop" in md
+
+
+def test_qat_skip_and_verdict_lines():
+    from edgekit.profiles import load_profile
+    from edgekit.search.qat import QatRun, train, verdict
+
+    prof = load_profile("iot")
+    torch_model = SimpleNamespace(kind="torch", module=object(), meta={})
+    no_train = SimpleNamespace(model=torch_model, data=SimpleNamespace(train=None), profile=prof)
+    assert train(no_train, "onnx", 4).skipped.startswith("QAT skipped: no samples to train on")
+    onnx_source = SimpleNamespace(model=SimpleNamespace(kind="onnx", module=None), data=None, profile=prof)
+    assert "needs a torch graph" in train(onnx_source, "tflite", 4).skipped
+    run = QatRun(object(), {"epochs_run": 2, "epochs": 3, "seconds": 4.0, "samples": 100, "labels_used": False,
+                            "stopped": "at its 4 s time box"})
+    assert verdict(run, 0.02, 0.03, 0.01, "int4") == ("QAT at int4 did not help (drop 0.0300 vs PTQ 0.0200; 2 epoch(s) "
+                                                      "of 3, 4.0 s, 100 samples (at its 4 s time box)): the PTQ file ships")
+    assert verdict(run, 0.02, 0.015, 0.01, "int8").startswith("QAT at int8: drop 0.0200 -> 0.0150, still misses")
+
+
+def test_qat_always_is_refused_up_front_for_onnx_sources(tmp_path):
+    from edgekit.plan import make_plan
+    from edgekit.profiles import load_profile, with_overrides
+
+    prof = with_overrides(load_profile("iot"), {"qat.mode": "always"})
+    source = SimpleNamespace(kind="onnx", origin="model.onnx")
+    with pytest.raises(UsageError, match="model.onnx: qat.mode = \"always\" needs a torch graph"):
+        make_plan(source, prof, ("onnx",), explicit=True)
+    with pytest.raises(UsageError, match="qat.mode must be one of on-miss, always, off, got .sometimes."):
+        with_overrides(load_profile("iot"), {"qat.mode": "sometimes"})
+
+
+def _relu_onnx(path: Path, batch) -> Path:
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 64])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 64])
+    w = helper.make_tensor("w", TensorProto.FLOAT, [64, 64], np.eye(64, dtype=np.float32).ravel().tolist())
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["m"]), helper.make_node("Relu", ["m"], ["y"])],
+                              "g", [x], [y], [w])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def test_bench_by_batch_rows_and_json(tmp_path):
+    from click.testing import CliRunner
+
+    from edgekit.cli import main
+
+    dynamic, fixed = _relu_onnx(tmp_path / "dyn.onnx", "batch"), _relu_onnx(tmp_path / "one.onnx", 1)
+    out = CliRunner().invoke(main, ["bench", str(dynamic), "--batch", "1,8,32", "--runs", "20", "--json"])
+    assert out.exit_code == 0, out.output
+    rows = json.loads(out.output)["by_batch"]
+    assert [r["batch"] for r in rows] == [1, 8, 32] and {r["mode"] for r in rows} == {"batched"}
+    assert all(r["runs"] >= 10 and 0 < r["p50_ms"] <= r["p90_ms"] <= r["p99_ms"] for r in rows)
+    assert rows[2]["samples_per_s"] == pytest.approx(32 * 1000 / np.mean([rows[2]["p50_ms"]]), rel=0.5)
+    out = CliRunner().invoke(main, ["bench", str(fixed), "--batch", "1,8", "--runs", "20"])
+    assert out.exit_code == 0, out.output
+    assert "throughput by batch size" in out.output and "sequential (fixed batch of 1)" in out.output
+    out = CliRunner().invoke(main, ["bench", str(dynamic), "--batch", "8,0"])
+    assert out.exit_code == 2 and "give batch sizes >= 1" in out.output
+
+
+def test_pruning_picture_rows_for_structured_and_unstructured(tmp_path):
+    from edgekit.report_pruning import pruning_rows, write_pruning_plot
+
+    structured = {"applied": True, "details": {"structured": {"layers": {
+        "conv1": {"before": [32, 3, 3, 3], "after": [16, 3, 3, 3]}, "conv2": {"before": [64, 32, 3, 3],
+                                                                           "after": [48, 16, 3, 3]}}}}}
+    assert pruning_rows(structured) == ("structured", [("conv1", 32.0, 16.0), ("conv2", 64.0, 48.0)])
+    line = write_pruning_plot(tmp_path / "p.png", {"compression": structured})
+    assert line.startswith("structured pruning: channels kept per layer (67% of") and (tmp_path / "p.png").stat().st_size > 5000
+    sparse = {"applied": True, "details": {"unstructured": {"per_layer": {"fc": {"weights": 100, "sparsity": 0.5},
+                                                                         "out": {"weights": 300, "sparsity": 0.9}}}}}
+    assert write_pruning_plot(tmp_path / "u.png", {"compression": sparse}).startswith(
+        "unstructured pruning: sparsity per layer (80% of")
+    assert write_pruning_plot(tmp_path / "n.png", {"compression": {"applied": False}}) is None
+    assert not (tmp_path / "n.png").exists()
