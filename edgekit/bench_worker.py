@@ -77,7 +77,7 @@ def main(argv: list[str]) -> int:
             runner.run(big)
             n += 1
         throughput = n * batch / (time.perf_counter() - start)
-    by_batch = [_at_batch(runner, one, b, spec.batch_dynamic, args["max_seconds"] / max(len(args["batches"]), 1))
+    by_batch = [_at_batch(runner, one, b, spec.batch_dynamic, min(1.5, args["max_seconds"] / max(len(args["batches"]), 1)))
                 for b in args.get("batches") or ()]
     peak = _status_mb("VmHWM")
     result = {"file": args["path"], "runtime": runner.runtime, "threads": args["threads"], "runs": len(times),
@@ -110,7 +110,7 @@ def _at_batch(runner, one: dict, batch: int, dynamic: bool, seconds: float) -> d
     for _ in range(3):  # warm-up at this size (arena and thread pool resized)
         request()
     times, begun = [], time.perf_counter()
-    while len(times) < 10 or (len(times) < 200 and time.perf_counter() - begun < seconds):
+    while len(times) < 10 or (len(times) < 100 and time.perf_counter() - begun < seconds):
         start = time.perf_counter()
         request()
         times.append((time.perf_counter() - start) * 1000)
