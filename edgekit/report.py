@@ -167,8 +167,9 @@ def to_markdown(report: dict[str, Any]) -> str:
                              f"{', '.join(t['float_layers']) or '-'} | {', '.join(t['int8_layers']) or '-'} |")
             lines.append("")
         if a["export"].get("int4_attempts"):
-            lines.append("- int4 attempts: " + "; ".join(f"{t['name']} (drop {t['drop']:+.4f})"
-                                                      for t in a["export"]["int4_attempts"]))
+            lines.append("- int4 attempts: " + "; ".join(
+                f"{t['name']} (drop {t['drop']:+.4f})" if t.get("drop") is not None else f"{t['name']} (failed)"
+                for t in a["export"]["int4_attempts"]))
         layers = a["precision_map"]
         counts: dict[str, int] = {}
         for p in layers.values():

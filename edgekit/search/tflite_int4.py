@@ -43,8 +43,9 @@ def tflite_int4(src: Exported, ctx: PassContext) -> Exported:
         if wanted(ctx, first.drop > budget):
             best, note, details["qat"] = _qat(src, ctx, best, check, Path(tmp))
             notes.append(note)
-            details["int4_attempts"].append({"name": "qat: int4 everywhere it applies",
-                                             "drop": details["qat"].get("drop_after")})
+            if details["qat"].get("drop_after") is not None:
+                details["int4_attempts"].append({"name": "qat: int4 everywhere it applies",
+                                                 "drop": details["qat"]["drop_after"]})
             started = time.perf_counter()  # the repair's own time box starts after training
         if best["drop"] > budget:
             best, more = _repair(best["base"], ctx, best["path"], best, check, Path(tmp), details, started, box,
