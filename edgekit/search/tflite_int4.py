@@ -48,6 +48,7 @@ def tflite_int4(src: Exported, ctx: PassContext) -> Exported:
                                                  "drop": details["qat"]["drop_after"]})
             started = time.perf_counter()  # the repair's own time box starts after training
         if best["drop"] > budget:
+            details["repair_weights"] = "qat" if best["base"] is not src else "ptq"
             best, more = _repair(best["base"], ctx, best["path"], best, check, Path(tmp), details, started, box,
                                  budget)
             notes += more
@@ -123,7 +124,7 @@ def _repair(src, ctx, target, best, check, tmp: Path, details: dict, started: fl
         write_int4(ctx.tf, src.path, path, int8_scopes=tuple(scopes[w] for w in int8),
                    float_scopes=tuple(scopes[w] for w in floats))
         v = check(path, src.mapping)
-        details["int4_attempts"].append({"name": label + (" (QAT weights)" if "qat" in details else ""),
+        details["int4_attempts"].append({"name": label + (" (QAT weights)" if details.get("repair_weights") == "qat" else ""),
                                          "drop": v.drop})
         return {"drop": v.drop, "int8": int8, "float": floats, "validation": v, "path": path, "base": src}
 
