@@ -7,6 +7,7 @@ import sys
 import click
 
 from .errors import EdgekitError
+from .cli_tables import console as _console
 
 
 class _Group(click.Group):
@@ -371,15 +372,6 @@ def _dynamic_axes(text: str | None) -> dict | None:
         except ValueError:
             raise UsageError(f"--dynamic {name}={axes}: write {form}") from None
     return out or None
-
-
-def _console(stderr: bool = True):
-    from rich.console import Console
-
-    console = Console(stderr=stderr)
-    if not console.is_terminal:  # pipes and CI logs: do not squeeze tables into 80 columns
-        console = Console(stderr=stderr, width=150)
-    return console
 
 
 def _print_pairs(title: str, rows) -> None:

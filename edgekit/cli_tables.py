@@ -5,6 +5,7 @@ import click
 
 
 def console(stderr: bool = True):
+    """A rich console; pipes and CI logs get 150 columns, so tables are not squeezed into 80."""
     from rich.console import Console
 
     out = Console(stderr=stderr)
