@@ -52,9 +52,13 @@ def distill_loss(student_out, teacher_out, labels, task: str, temperature: float
 
 
 def distill(student, teacher, train: Split, names: list[str], task: str, cfg, *, threads: int = 1,
-            progress: Callable[[str], None] | None = None, label: str = "recover", time_s: float | None = None) -> dict:
+            progress: Callable[[str], None] | None = None, label: str = "recover", time_s: float | None = None,
+            score: Callable[[], float] | None = None) -> dict:
     """Fine-tune ``student`` in place for ``cfg.epochs`` epochs (stopping at ``time_s`` seconds, when given);
-    returns the per-epoch losses."""
+    returns the per-epoch losses. With ``score`` (higher is better, measured on samples the training and the
+    validation do not use), the state after the best-scoring epoch is kept, the later one on ties."""
+    import copy
+
     import torch
     import torch.nn.functional as F
 
@@ -66,7 +70,7 @@ def distill(student, teacher, train: Split, names: list[str], task: str, cfg, *,
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1))
     losses, start = [], time.perf_counter()
     per_epoch = -(-len(train) // cfg.batch_size)
-    stopped = False
+    stopped, scores, kept = False, [], None
     with torch_threads(threads, seed=0):  # a forked, seeded RNG: dropout draws leave the caller's alone
         try:
             for epoch in range(cfg.epochs):
@@ -94,11 +98,20 @@ def distill(student, teacher, train: Split, names: list[str], task: str, cfg, *,
                         progress(f"{label}: epoch {epoch + 1}/{cfg.epochs} {bar(i + 1, per_epoch)} loss {total / count:.4f}")
                 if count:
                     losses.append(round(total / count, 6))
+                    if score is not None:
+                        student.eval()
+                        with torch.no_grad():
+                            scores.append(round(float(score()), 6))
+                        if scores[-1] >= max(scores):
+                            kept = (len(scores), copy.deepcopy(student.state_dict()))
                 if stopped:
                     break
+            if kept is not None and kept[0] != len(scores):
+                student.load_state_dict(kept[1])
         finally:
             student.eval()
-    return {"method": "distillation", "epochs": cfg.epochs, "epochs_run": len(losses), "samples": len(train),
+    chosen = {"scores": scores, "kept_epoch": kept[0]} if kept is not None else {}
+    return {**chosen, "method": "distillation", "epochs": cfg.epochs, "epochs_run": len(losses), "samples": len(train),
             "losses": losses, **({"stopped": f"at its {time_s:g} s time box"} if stopped else {}),
             "outputs_distilled": "all",
             "labels_used": train.labels is not None and cfg.distill_alpha < 1.0,

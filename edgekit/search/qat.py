@@ -69,9 +69,11 @@ def train(ctx: PassContext, target: str, bits: int, progress=None) -> QatRun:
     cfg = SimpleNamespace(epochs=q.epochs, lr=q.lr, batch_size=q.batch_size,
                           distill_temperature=rec.distill_temperature, distill_alpha=rec.distill_alpha)
     started = time.perf_counter()
-    fit = distill(student, ctx.teacher if ctx.teacher is not None else ctx.model.module, split,
-                  names, ctx.data.task, cfg, threads=ctx.profile.target.resolved_threads,
-                  label=f"qat {target} int{bits}", time_s=q.time_s, progress=progress)
+    teacher = ctx.teacher if ctx.teacher is not None else ctx.model.module
+    held = ctx.data.calibration if ctx.data.calibration is not None and len(ctx.data.calibration) >= 2 else None
+    score, scored_by = (None, None) if held is None else held_out_score(student, teacher, held, names, ctx.data.task)
+    fit = distill(student, teacher, split, names, ctx.data.task, cfg, threads=ctx.profile.target.resolved_threads,
+                  label=f"qat {target} int{bits}", time_s=q.time_s, progress=progress, score=score)
     student = finish(student)
     meta = {k: v for k, v in ctx.model.meta.items() if k != "onnx_export"}  # a new graph: export it anew
     model = replace(ctx.model, module=student, onnx_path=None, meta=meta)
@@ -86,8 +88,46 @@ def train(ctx: PassContext, target: str, bits: int, progress=None) -> QatRun:
     }
     if "stopped" in fit:
         details["stopped"] = fit["stopped"]
+    if "kept_epoch" in fit:
+        details.update(kept_epoch=fit["kept_epoch"], epoch_scores=fit["scores"], scored_by=scored_by)
     ctx.log.write(f"qat {target} int{bits}: {details}\n")
     return QatRun(model, details)
+
+
+def held_out_score(student, teacher, split, names: list[str], task: str):
+    """(a function scoring the fake-quantized ``student`` on ``split``, higher is better; what it measures).
+
+    The split is the calibration one: the training never sees it and the validation that gates the file is
+    kept apart. Classification: top-1 against the labels (against the teacher's top-1 without labels);
+    otherwise the negative mean squared error to the teacher over every output."""
+    import torch
+
+    from ..prune.recover import batches
+    from ..runtimes.torch_runner import flatten_outputs
+
+    teacher.eval()
+    with torch.no_grad():
+        cached = [(args, labels, flatten_outputs(teacher(*args)))
+                  for args, labels in batches(split, names, 256, shuffle=False)]
+    by_label = task == "classification" and split.labels is not None
+    top1 = task == "classification" and cached[0][2][0].dim() == 2
+    what = (f"top-1 on the {len(split)} calibration samples" if top1 and by_label else
+            f"top-1 agreement with the source model on the {len(split)} calibration samples" if top1
+            else f"-MSE to the source model over every output on the {len(split)} calibration samples")
+
+    def score() -> float:
+        total, n = 0.0, 0
+        with torch.no_grad():
+            for args, labels, target in cached:
+                outs = flatten_outputs(student(*args))
+                if top1:
+                    want = labels if by_label else target[0].argmax(1)
+                    total += float((outs[0].argmax(1) == want).sum())
+                else:
+                    total -= sum(float(((o.float() - t.float()) ** 2).mean()) for o, t in zip(outs, target)) * len(args[0])
+                n += len(args[0])
+        return total / n
+    return score, what
 
 
 def verdict(run: QatRun, ptq_drop: float, qat_drop: float | None, budget: float, precision: str) -> str:
@@ -96,7 +136,9 @@ def verdict(run: QatRun, ptq_drop: float, qat_drop: float | None, budget: float,
         return run.skipped
     d = run.details
     how = (f"{d['epochs_run']} epoch(s) of {d['epochs']}, {d['seconds']:.1f} s, {d['samples']} "
-           f"{'labelled ' if d['labels_used'] else ''}samples{' (' + d['stopped'] + ')' if 'stopped' in d else ''}")
+           f"{'labelled ' if d['labels_used'] else ''}samples{' (' + d['stopped'] + ')' if 'stopped' in d else ''}"
+           + (f", kept epoch {d['kept_epoch']} (best {d['scored_by']})"
+              if d.get("kept_epoch") not in (None, d["epochs_run"]) else ""))
     if qat_drop is None:
         return f"QAT at {precision} ran ({how}) but its file could not be made; the PTQ file ships"
     if qat_drop >= ptq_drop:
