@@ -15,6 +15,7 @@ from .profiles import DeviceProfile
 from .quantize.passes import onnx_fp16, tflite_converted
 from .search.onnx_quant import onnx_quantized
 from .search.tflite_int4 import tflite_int4
+from .search.tflite_int8 import tflite_int8
 from .tf_import import missing
 
 Pass = Callable[[Exported, PassContext], Exported]
@@ -25,7 +26,7 @@ QUANTIZERS: dict[tuple[str, str], Pass] = {
     ("onnx", "int8"): onnx_quantized("int8"),
     ("onnx", "int4"): onnx_quantized("int4"),
     ("tflite", "fp16"): tflite_converted("fp16"),
-    ("tflite", "int8"): tflite_converted("int8"),
+    ("tflite", "int8"): tflite_int8,
     ("tflite", "int16x8"): tflite_converted("int16x8"),
     ("tflite", "int4"): tflite_int4,
 }

@@ -16,47 +16,27 @@ from edgekit.errors import UsageError
 DATA = Path(__file__).parent / "data"
 
 
-def _digits_8px():
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
+def _digits_8px(folder: Path):
+    d = np.load(folder / "digits.npz")
+    return d["x_train"], d["x"], d["y_train"], d["y"]
 
-    d = load_digits()
-    x = (d.images / 16.0).astype(np.float32)[:, None]
-    x_tr, x_te, y_tr, y_te = train_test_split(x, d.target, test_size=0.3, random_state=0, stratify=d.target)
-    return x_tr, x_te, y_tr.astype(np.int64), y_te.astype(np.int64)
+
+def _load(path: Path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("edgekit_test_small_cnn", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="module")
 def small_cnn(tmp_path_factory) -> Path:
     """A user's folder: model.py (a 2.9k-parameter CNN factory), its trained weights and the digits data."""
-    import torch
-
-    from edgekit.runtimes.torch_runner import torch_threads
-    from edgekit.sources import load_model
-
     folder = tmp_path_factory.mktemp("small-cnn")
-    shutil.copyfile(DATA / "small_cnn.py", folder / "model.py")
-    x_tr, x_te, y_tr, y_te = _digits_8px()
-    model = load_model(f"{folder / 'model.py'}:make_model").module
-    with torch_threads(1, seed=0):  # one thread: the same weights every run
-        torch.manual_seed(0)
-        opt = torch.optim.Adam(model.parameters(), 3e-3)
-        x, y = torch.from_numpy(x_tr), torch.from_numpy(y_tr)
-        for _ in range(40):
-            model.train()
-            order = torch.randperm(len(x))
-            for i in range(0, len(x), 64):
-                idx = order[i:i + 64]
-                loss = torch.nn.functional.cross_entropy(model(x[idx]), y[idx])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-        model.eval()
-        assert (model(torch.from_numpy(x_te)).argmax(1).numpy() == y_te).mean() > 0.95
-    torch.save(model.state_dict(), folder / "model.pt")
-    np.savez(folder / "digits.npz", x=x_te, y=y_te, x_train=x_tr, y_train=y_tr)
+    assert _load(DATA / "small_cnn.py").write_user_folder(folder) > 0.95
     (folder / "tight.toml").write_text('name = "iot-tight"\nextends = "iot"\n[prune]\nmethod = "none"\n'
-                                       '[budget]\nmax_accuracy_drop = 0.015\n'
+                                       '[budget]\nmax_accuracy_drop = 0.01\n'
                                        '[bench]\nwarmup = 2\nruns = 20\nbatch = 4\nmax_seconds = 2.0\n'
                                        '[qat]\nepochs = 15\n')  # a 2.9k-parameter net: 15 epochs take ~1 s
     return folder
@@ -64,7 +44,8 @@ def small_cnn(tmp_path_factory) -> Path:
 
 @pytest.mark.slow
 def test_qat_weights_round_to_the_same_integers_in_onnx_and_tflite(small_cnn, tmp_path):
-    """After training on each target's grid, the exported int4 files hold exactly the integers torch saw."""
+    """After training on each target's grid, the exported int4 and int8 files hold exactly the integers torch
+    saw: ONNX Runtime's QDQ files, ai-edge-quantizer's int4 file and the TFLite converter's full-integer file."""
     import torch
 
     from edgekit.data import Split
@@ -75,16 +56,17 @@ def test_qat_weights_round_to_the_same_integers_in_onnx_and_tflite(small_cnn, tm
     from edgekit.onnx_io import initializer_integers
     from edgekit.quantize import qat
     from edgekit.quantize.onnx_quant import QuantPlan, preprocess, quantize_onnx
+    from edgekit.quantize.passes import calibration_npz
     from edgekit.quantize.tflite_int4 import write_int4
     from edgekit.sources import load_model
     from edgekit.tflite_info import integer_weights
 
     source = load_model(f"{small_cnn / 'model.py'}:make_model", weights=small_cnn / "model.pt")
-    x_tr, x_te, y_tr, _ = _digits_8px()
+    x_tr, x_te, y_tr, _ = _digits_8px(small_cnn)
     calib = Split({"x": x_te[:64]})
     with TfWorker(io.StringIO()) as tf:
-        for target in ("onnx", "tflite"):
-            g = qat.grid(target, 4)
+        for target, bits in (("onnx", 4), ("tflite", 4), ("onnx", 8), ("tflite", 8)):
+            g = qat.grid(target, bits)
             student, layers = qat.prepare(source.module, g)
             assert layers == ["features.0", "features.3", "features.6", "head"]  # the BatchNorms were folded in
             opt = torch.optim.SGD(student.parameters(), lr=0.05)
@@ -97,29 +79,34 @@ def test_qat_weights_round_to_the_same_integers_in_onnx_and_tflite(small_cnn, tm
             student = qat.finish(student)
             want = {n: qat.integers(m.weight, g).numpy() for n, m in student.named_modules() if n in layers}
             model = replace(source, module=student, onnx_path=None, meta={})
-            folder = tmp_path / target
+            folder = tmp_path / f"{target}{bits}"
             folder.mkdir()
             export_onnx(model, folder / "qat.onnx")
             if target == "onnx":
                 quantize_onnx(preprocess(folder / "qat.onnx", folder / "pre.onnx"), folder / "q.onnx", calib,
-                              QuantPlan(4))
+                              QuantPlan(bits))
                 got = initializer_integers(folder / "q.onnx")
                 for name, ints in want.items():
                     stored = got[f"{name}.weight_quantized"]
-                    assert stored.min() >= -8 and stored.max() <= 7
+                    assert stored.min() >= g.qmin and stored.max() <= g.qmax
                     assert np.array_equal(stored.astype(np.int32).reshape(ints.shape), ints), name
             else:
                 job = ExportJob(model, folder, folder, io.StringIO(), tf, reference_onnx=folder / "qat.onnx",
                                 calibration=calib)
                 fp32 = export_tflite_onnx2tf(job)[0]
-                write_int4(tf, fp32.path, folder / "q.tflite")
+                if bits == 4:
+                    write_int4(tf, fp32.path, folder / "q.tflite")
+                else:  # the TFLite converter's full-integer file, from the SavedModel, as the int8 pass makes it
+                    npz = calibration_npz(calib, fp32.mapping, folder / "calib.npz")
+                    tf.call("convert", "qat int8", saved_model=str(fp32.saved_model), precision="int8",
+                            out=str(folder / "q.tflite"), calibration=str(npz), int8_io=False)
                 got = list(integer_weights(folder / "q.tflite").values())
                 assert len(got) == len(want)
                 for ints in want.values():  # TFLite stores conv weights OHWI: compare each in torch's OIHW
                     match = [q for q in got if q.size == ints.size and np.array_equal(
                         (q.transpose(0, 3, 1, 2) if q.ndim == 4 else q), ints)]
-                    assert match, f"no int4 tensor in the .tflite holds the integers of a {ints.shape} weight"
-                    assert np.abs(ints).max() == 7  # ai-edge-quantizer's scale: max |w| / 7
+                    assert match, f"no int{bits} tensor in the .tflite holds the integers of a {ints.shape} weight"
+                    assert np.abs(ints).max() == g.qmax  # the scale rule: max |w| / 7 (int4), / 127 (int8)
 
 
 @pytest.mark.slow
@@ -132,16 +119,41 @@ def test_qat_rescues_a_tight_4_bit_build_keeping_every_layer_at_4_bits(small_cnn
     for name in ("model_int4.onnx", "model_int4.tflite"):
         a = files[name]
         q = a["export"]["qat"]
-        assert q["drop_before"] > 0.015, "PTQ alone met the budget: this build does not exercise QAT"
+        assert q["drop_before"] > 0.01, "PTQ alone met the budget: this build does not exercise QAT"
         assert q["shipped"] and q["drop_after"] == pytest.approx(a["validation"]["drop"], abs=1e-9)
-        assert a["validation"]["drop"] <= 0.015  # measured in the file's own runtime on held-out digits
+        assert a["validation"]["drop"] <= 0.01  # measured in the file's own runtime on held-out digits
         assert set(a["precision_map"].values()) == {"int4"}, a["precision_map"]  # nothing moved to int8 or float
-        assert q["epochs_run"] == 15 and q["samples"] == len(_digits_8px()[0]) and q["labels_used"]
+        scores = q["epoch_scores"]  # the kept weights are the best-scoring epoch's, on samples validation never sees
+        assert len(scores) == 15 and scores[q["kept_epoch"] - 1] == max(scores) and max(scores) > 0.9
+        assert q["scored_by"] == "top-1 on the 135 calibration samples"
+        assert q["epochs_run"] == 15 and q["samples"] == len(_digits_8px(small_cnn)[0]) and q["labels_used"]
         assert any(n.startswith("QAT at int4: drop") and "meets the budget" in n for n in a["export"]["notes"])
     assert files["model_int4.onnx"]["export"]["qat"]["activations"].startswith("4 layer inputs fake-quantized")
     assert files["model_int4.tflite"]["export"]["qat"]["activations"].startswith("float")
     md = (result.bundle / "report.md").read_text()
     assert "QAT at int4: drop" in md
+
+
+@pytest.mark.slow
+def test_qat_trains_the_full_integer_int8_tflite_file_and_ships_the_better(small_cnn, tmp_path):
+    """qat.mode = "always" on an 8-bit build: the converter's int8 file is trained (weights on its grid, layer
+    inputs at 8 bits) and the file that ships is the one with the lower drop measured in LiteRT."""
+    profile = tmp_path / "m8.toml"
+    profile.write_text('name = "m8"\nextends = "mobile"\n[prune]\nmethod = "none"\n[budget]\n'
+                       'max_accuracy_drop = 0.015\n[bench]\nwarmup = 2\nruns = 20\nbatch = 4\nmax_seconds = 2.0\n'
+                       '[qat]\nepochs = 15\nmode = "always"\n')
+    result = edgekit.build(f"{small_cnn / 'model.py'}:make_model", weights=small_cnn / "model.pt",
+                           data=small_cnn / "digits.npz", profile=profile, out=tmp_path / "out", formats=("tflite",))
+    report = json.loads((result.bundle / "report.json").read_text())
+    a = next(a for a in report["artifacts"] if a["file"] == "model_int8.tflite")
+    q = a["export"]["qat"]
+    assert q["grid"] == "tf.lite.TFLiteConverter int8 per-channel symmetric" and q["bits"] == 8
+    assert q["activations"].startswith("4 layer inputs fake-quantized to 8 bits")
+    assert q["drop_after"] is not None and q["shipped"] == (q["drop_after"] < q["drop_before"])
+    assert a["validation"]["drop"] == pytest.approx(min(q["drop_before"], q["drop_after"]), abs=1e-9)
+    assert a["validation"]["drop"] <= 0.015 and set(a["precision_map"].values()) == {"int8"}
+    assert any(n.startswith("QAT at int8") for n in a["export"]["notes"])
+    assert "QAT at int8" in (result.bundle / "report.md").read_text()
 
 
 def test_qat_skip_and_verdict_lines():

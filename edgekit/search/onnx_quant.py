@@ -146,6 +146,10 @@ def _quantize(src: Exported, ctx: PassContext, precision: str) -> Exported:
     details["chosen"] = best["name"]
     if qat_details is not None:
         details["qat"] = {**qat_details, "shipped": best["graph"] != pre}
+        after = qat_details.get("drop_after")
+        if not details["qat"]["shipped"] and after is not None and after < qat_details["drop_before"]:
+            notes.append(f"the QAT file (drop {after:.4f}) does not ship: {best['name']} is within the budget "
+                         f"and faster ({best['p50_ms']:.3f} ms p50)")
     details["attempts"] = [{"name": a["name"], "drop": a["drop"] if a["validation"] is not None else None, "p50_ms": a["p50_ms"], "snr_db": a["snr_db"],
                             **({"error": a["error"]} if "error" in a else {}),
                             "bytes": a["bytes"], "plan": a["plan"].describe(),

@@ -61,7 +61,8 @@ def train(ctx: PassContext, target: str, bits: int, progress=None) -> QatRun:
         return QatRun(None, {"skipped": f"QAT skipped: {exc}"})
     names = ctx.model.iospec.input_names
     observed = 0
-    if target == "onnx" and ctx.data.calibration is not None:  # a full-integer file: 8-bit activations too
+    full_integer = target == "onnx" or bits == 8  # ORT's files and the converter's int8 file: 8-bit activations
+    if full_integer and ctx.data.calibration is not None:
         ranges = observe_inputs(student, layers, (args for args, _ in batches(ctx.data.calibration, names, 64,
                                                                                shuffle=False)))
         observed = fake_quant_inputs(student, ranges)
