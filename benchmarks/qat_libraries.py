@@ -4,7 +4,7 @@
 
 The same small digits CNN (tests/data/small_cnn.py, trained here, BatchNorm folded) is fine-tuned for the
 same epochs with each library's weight fake-quantizer, then exported exactly as `edgekit build` exports:
-ONNX Runtime ``quantize_static`` (int4 and int8 QDQ, per channel), ai-edge-quantizer's weight-only int4 and
+ONNX Runtime ``quantize_static`` (int4 and int8 QDQ, int8 QOperator, per channel), ai-edge-quantizer's weight-only int4 and
 the TFLite converter's full-integer int8 (from onnx2tf's SavedModel). Per row:
 
 - ``match %``: the share of weights whose integer in the file is the integer the fake-quantizer trained on;
@@ -29,7 +29,10 @@ from pathlib import Path
 
 import numpy as np
 
-TARGETS = (("onnx", 4), ("tflite", 4), ("onnx", 8), ("tflite", 8))
+# (file, grid, bits, ONNX Runtime arrangement)
+TARGETS = (("ORT int4 QDQ", "onnx", 4, "qdq-u8s8"), ("ai-edge-quantizer int4", "tflite", 4, None),
+           ("ORT int8 QDQ", "onnx", 8, "qdq-u8s8"), ("ORT int8 QOperator", "onnx", 8, "qoperator-u8s8"),
+           ("TFLite converter int8", "tflite", 8, None))
 
 
 def _small_cnn(folder: Path):
@@ -135,7 +138,7 @@ def finetune(source, kind: str, target: str, bits: int, data, epochs: int):
     return model.eval(), wanted, top1
 
 
-def export(model, source, target: str, bits: int, folder: Path, tf, calib):
+def export(model, source, target: str, bits: int, arrangement: str | None, folder: Path, tf, calib):
     """The file edgekit's pass makes for (target, bits), its integers by layer order, and its runner."""
     from edgekit.export.job import ExportJob
     from edgekit.export.onnx import export_onnx
@@ -151,7 +154,8 @@ def export(model, source, target: str, bits: int, folder: Path, tf, calib):
     m = replace(source, module=model, onnx_path=None, meta={})
     export_onnx(m, folder / "f.onnx")
     if target == "onnx":
-        quantize_onnx(preprocess(folder / "f.onnx", folder / "pre.onnx"), folder / "q.onnx", calib, QuantPlan(bits))
+        quantize_onnx(preprocess(folder / "f.onnx", folder / "pre.onnx"), folder / "q.onnx", calib,
+                      QuantPlan(bits, arrangement))
         got = {k.removesuffix(".weight_quantized"): v.astype(np.int32) for k, v in
                initializer_integers(folder / "q.onnx").items() if k.endswith(".weight_quantized")}
         return got, open_runner(folder / "q.onnx", "onnxruntime")
@@ -204,14 +208,13 @@ def main() -> None:
               f"{torchao.__version__}; CPU: {cpu_info()}")
         print(f"{'file':<30} {'fake-quantizer':<44} {'match %':>8} {'torch drop pt':>13} {'file drop pt':>12}")
         with TfWorker(io.StringIO()) as tf:
-            for target, bits in TARGETS:
-                label = {("onnx", 4): "ORT int4 QDQ", ("onnx", 8): "ORT int8 QDQ",
-                         ("tflite", 4): "ai-edge-quantizer int4", ("tflite", 8): "TFLite converter int8"}[(target, bits)]
+            for label, target, bits, arrangement in TARGETS:
                 for kind, what in (("edgekit", "edgekit grid (the target's scale rule)"),
                                    ("torchao", "torchao IntxFakeQuantizer"),
                                    ("pt2e", "PT2E FusedMovingAvgObsFakeQuantize")):
                     model, want, torch_top1 = finetune(source, kind, target, bits, data, args.epochs)
-                    got, runner = export(model, source, target, bits, tmp / f"{target}{bits}-{kind}", tf, calib)
+                    got, runner = export(model, source, target, bits, arrangement, tmp / f"{label}-{kind}".replace(" ", "-"),
+                                       tf, calib)
                     same, total = matched(want, got)
                     out = runner.run({"x": data["x"]})
                     file_top1 = float((np.asarray(next(iter(out.values()))).argmax(1) == data["y"]).mean())

@@ -198,7 +198,9 @@ def _qat(best: dict, attempt, ctx: PassContext, bits: int, precision: str, tmp: 
         ctx.log.write(f"QAT graph export failed: {exc}\n")
         return best, verdict(run, best["drop"], None, ctx.profile.budget.max_accuracy_drop, precision), {
             **run.details, "error": str(exc)[:300]}
-    plan = replace(best["plan"], float_nodes=frozenset(), int8_nodes=frozenset(), only_nodes=frozenset())
+    # the grid QAT trained on is the full 8-bit one: a reduce-range (7-bit) arrangement gives way to its twin
+    plan = replace(best["plan"], float_nodes=frozenset(), int8_nodes=frozenset(), only_nodes=frozenset(),
+                   arrangement=best["plan"].arrangement.removesuffix("-reduce-range"))
     entry = attempt(plan, f"qat: {precision} {plan.arrangement}", graph=graph)
     drop = entry["drop"] if entry["validation"] is not None else None
     note = verdict(run, best["drop"], drop, ctx.profile.budget.max_accuracy_drop, precision)
