@@ -149,7 +149,7 @@ def test_qat_trains_the_full_integer_int8_tflite_file_and_ships_the_better(small
     q = a["export"]["qat"]
     assert q["grid"] == "tf.lite.TFLiteConverter int8 per-channel symmetric" and q["bits"] == 8
     assert q["activations"].startswith("4 layer inputs fake-quantized to 8 bits")
-    assert q["drop_after"] is not None and q["shipped"] == (q["drop_after"] < q["drop_before"])
+    assert q["drop_after"] is not None and q["drop_after"] < q["drop_before"] and q["shipped"]  # the QAT file ships
     assert a["validation"]["drop"] == pytest.approx(min(q["drop_before"], q["drop_after"]), abs=1e-9)
     assert a["validation"]["drop"] <= 0.015 and set(a["precision_map"].values()) == {"int8"}
     assert any(n.startswith("QAT at int8") for n in a["export"]["notes"])
@@ -171,6 +171,61 @@ def test_qat_skip_and_verdict_lines():
     assert verdict(run, 0.02, 0.03, 0.01, "int4") == ("QAT at int4 did not help (drop 0.0300 vs PTQ 0.0200; 2 epoch(s) "
                                                       "of 3, 4.0 s, 100 samples (at its 4 s time box)): the PTQ file ships")
     assert verdict(run, 0.02, 0.015, 0.01, "int8").startswith("QAT at int8: drop 0.0200 -> 0.0150, still misses")
+    kept = QatRun(object(), {**run.details, "kept_epoch": 1, "scored_by": "top-1 on the 135 calibration samples"})
+    assert verdict(kept, 0.02, 0.005, 0.01, "int4").endswith(
+        "4.0 s, 100 samples (at its 4 s time box), kept epoch 1 (best top-1 on the 135 calibration samples))")
+
+
+def test_a_failing_training_is_a_skipped_qat_not_a_failed_file():
+    import torch
+
+    from edgekit.data import Split
+    from edgekit.profiles import load_profile
+    from edgekit.search.qat import train
+
+    class Broken(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(4, 3)
+
+        def forward(self, x):
+            if self.training:
+                raise RuntimeError("an op without a gradient")
+            return self.fc(x)
+
+    split = Split({"x": np.ones((8, 4), np.float32)}, np.zeros(8, np.int64))
+    model = SimpleNamespace(kind="torch", module=Broken().eval(), meta={}, iospec=SimpleNamespace(input_names=["x"]))
+    log = io.StringIO()
+    ctx = SimpleNamespace(model=model, teacher=None, log=log, profile=load_profile("iot"),
+                          data=SimpleNamespace(train=split, calibration=split, task="classification",
+                                               train_kind="given"))
+    run = train(ctx, "onnx", 4)
+    assert run.model is None and run.skipped.startswith("QAT skipped: its training failed (RuntimeError: an op without")
+    assert "training failed" in log.getvalue()
+
+
+def test_distill_keeps_the_best_scoring_epoch():
+    """A score that falls after the first epoch: the first epoch's weights come back, not the last ones."""
+    import torch
+
+    from edgekit.data import Split
+    from edgekit.prune.recover import distill
+
+    torch.manual_seed(0)
+    teacher, student = torch.nn.Linear(4, 3), torch.nn.Linear(4, 3)
+    split = Split({"x": np.random.default_rng(0).standard_normal((64, 4)).astype(np.float32)})
+    seen = []
+
+    def score():
+        seen.append({k: v.clone() for k, v in student.state_dict().items()})
+        return -len(seen)  # 1st epoch best
+
+    cfg = SimpleNamespace(epochs=3, lr=1e-2, batch_size=16, distill_temperature=2.0, distill_alpha=1.0)
+    fit = distill(student, teacher, split, ["x"], "generic", cfg, score=score)
+    assert fit["kept_epoch"] == 1 and fit["scores"] == [-1.0, -2.0, -3.0]
+    assert not torch.equal(seen[0]["weight"], seen[2]["weight"])  # the training moved the weights
+    for k, v in student.state_dict().items():
+        assert torch.equal(v, seen[0][k]), k
 
 
 def test_qat_always_is_refused_up_front_for_onnx_sources(tmp_path):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,7 +70,8 @@ def hypervolume(pts: list[Point], reference: tuple[float, float]) -> float:
 
 
 def write_trials_csv(path: Path, trials) -> None:
-    with open(path, "w", newline="") as fh:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # workers sharing a study write the same folder
+    with open(tmp, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(list(COLUMNS) + sorted({k for t in trials for k in t.params}))
         keys = sorted({k for t in trials for k in t.params})
@@ -80,6 +82,7 @@ def write_trials_csv(path: Path, trials) -> None:
                    "broke": " ".join(a.get("broke", [])), **{k: a.get(k, "") for k in COLUMNS if k in a
                                                              and k not in ("broke", "seed", "stage")}}
             writer.writerow([_cell(row.get(c, "")) for c in COLUMNS] + [t.params.get(k, "") for k in keys])
+    tmp.replace(path)
 
 
 def _cell(value):
@@ -89,7 +92,9 @@ def _cell(value):
 def write_pareto_json(path: Path, front_points: list[Point], summary: dict) -> None:
     from ..bundle import write_json
 
-    write_json(path, {**summary, "front": [p.to_dict() for p in front_points]})
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    write_json(tmp, {**summary, "front": [p.to_dict() for p in front_points]})
+    tmp.replace(path)
 
 
 def plot(path: Path, trials, front_points: list[Point], profile, title: str, promoted: list[dict] | None = None) -> None:
@@ -141,7 +146,7 @@ def plot(path: Path, trials, front_points: list[Point], profile, title: str, pro
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")  # one per process: workers share the folder
     fig.savefig(tmp)
     plt.close(fig)
     tmp.replace(path)
@@ -155,4 +160,6 @@ def trials_summary(trials) -> dict:
 
 
 def dump(path: Path, data) -> None:
-    path.write_text(json.dumps(data, indent=2) + "\n")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # whole or not at all, whichever worker wrote last
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(path)

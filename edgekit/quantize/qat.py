@@ -14,7 +14,7 @@ The op is torch's own ``torch.fake_quantize_per_channel_affine`` (a straight-thr
 range, zero gradient where it clamps), the op torch.ao's and PT2E's FakeQuantize modules call; the scale is
 recomputed from the weight at every step, as the quantizer will compute it from the final weight. torchao's
 ``IntxFakeQuantizer`` fixes int4 at max abs / 7.5 and int8 at max abs / 127.5, which matches only the first
-row (see benchmarks/quantization.py, which measures how many integers each one transfers).
+row (see benchmarks/qat_libraries.py, which measures how many integers each one transfers).
 
 BatchNorm is folded into the convolution before training (``torch.fx.experimental.optimization.fuse``), as
 the exporters fold it: the quantized weight is the folded one. The weights stay float after training (the

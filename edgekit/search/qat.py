@@ -43,7 +43,18 @@ def refusal(model: Model | None) -> str | None:
 
 
 def train(ctx: PassContext, target: str, bits: int, progress=None) -> QatRun:
-    """A copy of ``ctx.model`` fine-tuned on ``target``'s ``bits``-bit weight grid, time-boxed by the profile."""
+    """A copy of ``ctx.model`` fine-tuned on ``target``'s ``bits``-bit weight grid, time-boxed by the profile.
+    A training that fails (an op torch cannot differentiate, say) is a skipped QAT, not a failed file: the
+    PTQ file the ladder already validated stays."""
+    try:
+        return _train(ctx, target, bits, progress)
+    except Exception as exc:  # noqa: BLE001 - see above
+        ctx.log.write(f"qat {target} int{bits} training failed: {exc!r}\n")
+        return QatRun(None, {"skipped": f"QAT skipped: its training failed ({type(exc).__name__}: "
+                                        f"{str(exc)[:160]}); the PTQ file ships", "error": repr(exc)[:300]})
+
+
+def _train(ctx: PassContext, target: str, bits: int, progress=None) -> QatRun:
     from ..prune.recover import batches, distill
     from ..quantize.qat import fake_quant_inputs, finish, grid, observe_inputs, prepare
 

@@ -46,18 +46,23 @@ def tflite_int8(src: Exported, ctx: PassContext) -> Exported:
         folder.mkdir()
         try:
             from ..export.onnx import export_onnx
-            from ..export.tflite import export_tflite_torch
+            from ..export.tflite import export_tflite_onnx2tf
 
             export_onnx(run.model, tmp / "qat.onnx", ctx.log)
             job = ExportJob(run.model, folder, tmp, ctx.log, ctx.tf, reference_onnx=tmp / "qat.onnx",
                             calibration=ctx.data.calibration)
-            base = export_tflite_torch(job)[0]
+            base = export_tflite_onnx2tf(job)[0]  # the PTQ file's route: a SavedModel for the converter
+            if base.saved_model is None:
+                raise EdgekitError("onnx2tf left no SavedModel for the converter")
             trained = _convert(base, replace(ctx, folder=tmp, scratch=tmp))
+            if trained.info.details.get("quantization") != "full integer":
+                raise EdgekitError("the converter did not write a full-integer file: " +
+                                   "; ".join(trained.info.notes)[:200])
             v = check(trained.path, trained.mapping)
             if v.failures:
                 raise EdgekitError("; ".join(v.failures))
-        except EdgekitError as exc:
-            ctx.log.write(f"QAT int8 TFLite file failed: {exc}\n")
+        except Exception as exc:  # noqa: BLE001 - as above: the PTQ file stays
+            ctx.log.write(f"QAT int8 TFLite file failed: {exc!r}\n")
             return _with(made, first, verdict(run, first.drop, None, budget, "int8"),
                          {**run.details, "error": str(exc)[:300], "drop_before": first.drop, "drop_after": None,
                           "shipped": False})
