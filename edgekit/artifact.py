@@ -41,6 +41,15 @@ class Artifact:
                 "bench": self.bench.to_dict() if self.bench else {}, "zip_bytes": self.zip_bytes}
 
 
+def companion(path: Path) -> Path | None:
+    """The file a deployable needs beside it: an OpenVINO IR's weights (.bin next to the .xml)."""
+    path = Path(path)
+    return path.with_suffix(".bin") if path.suffix == ".xml" else None
+
+
 def file_digest(path: Path) -> tuple[str, int]:
+    """sha256 of the file itself; its bytes on the device, with its companion file's (an IR's weights)."""
     data = Path(path).read_bytes()
-    return hashlib.sha256(data).hexdigest(), len(data)
+    extra = companion(path)
+    more = extra.stat().st_size if extra is not None and extra.is_file() else 0
+    return hashlib.sha256(data).hexdigest(), len(data) + more

@@ -35,7 +35,11 @@ def main(argv: list[str]) -> int:
     if "compare" in args:
         return _compare(args)
     try:
-        import_runtime(runtime_for(args["path"], args["runtime"]))
+        runtime = runtime_for(args["path"], args["runtime"])
+        import_runtime(runtime)
+        if runtime == "executorch":  # its thread pool is process-wide: set here, in the worker, only
+            from edgekit.runtimes.executorch import set_threads
+            set_threads(args["threads"])
         rss_before = _status_mb("VmRSS")
         opened = time.perf_counter()
         runner = open_runner(args["path"], args["runtime"], threads=args["threads"])
@@ -83,11 +87,17 @@ def main(argv: list[str]) -> int:
     result = {"file": args["path"], "runtime": runner.runtime, "threads": args["threads"], "runs": len(times),
               "warmup": args["warmup"], **stats, "throughput_b1": 1000.0 / stats["mean_ms"], "batch": batch,
               "throughput_batch": throughput, "peak_rss_mb": peak, "rss_growth_mb": max(0.0, peak_b1 - rss_before),
-              "file_bytes": Path(args["path"]).stat().st_size,
+              "file_bytes": _file_bytes(Path(args["path"])),
               "runner_notes": list(getattr(runner, "notes", ())), "init_ms": init_ms, "first_run_ms": first_run_ms, "round_p50_ms": round_p50,
               "by_batch": by_batch}
     print(json.dumps(result))
     return 0
+
+
+def _file_bytes(path: Path) -> int:
+    """The file's size; an OpenVINO IR's with its weights (.bin) beside it."""
+    weights = path.with_suffix(".bin") if path.suffix == ".xml" else None
+    return path.stat().st_size + (weights.stat().st_size if weights is not None and weights.is_file() else 0)
 
 
 def _at_batch(runner, one: dict, batch: int, dynamic: bool, seconds: float) -> dict:
@@ -126,10 +136,13 @@ def _compare(args: dict) -> int:
     import numpy as np
 
     from edgekit.errors import UsageError
-    from edgekit.runtimes import open_runner
+    from edgekit.runtimes import open_runner, runtime_for
 
     runners, samples = [], []
     try:
+        if any(runtime_for(f["path"], f["runtime"]) == "executorch" for f in args["compare"]):
+            from edgekit.runtimes.executorch import set_threads
+            set_threads(args["threads"])  # process-wide: this worker process only
         for f in args["compare"]:
             runner = open_runner(f["path"], f["runtime"], threads=args["threads"])
             with np.load(f["sample"]) as npz:

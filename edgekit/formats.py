@@ -35,6 +35,7 @@ class Format:
     embeds: str = ""  # a container format (the C array): the format whose file it embeds
     embed_preference: tuple[str, ...] = ()
     requires: tuple[str, ...] = ()  # importable modules the format's exporter, passes and runtime need
+    extra: str = "tflite"  # the pip extra that installs ``requires``
 
     def tolerance_for(self, precision: str) -> Tolerance | None:
         """Element-wise tolerance; None for integer files, which the accuracy gate judges instead."""
@@ -45,7 +46,7 @@ class Format:
 
 
 _KEYS = {"name", "suffix", "runtime", "precisions", "description", "tolerance", "order", "converted_from", "bits",
-         "fallback", "embeds", "embed_preference", "requires"}
+         "fallback", "embeds", "embed_preference", "requires", "extra"}
 
 
 @lru_cache(maxsize=1)
@@ -66,7 +67,7 @@ def format_table() -> dict[str, Format]:
                                     raw.get("description", ""), tol, int(raw.get("order", 0)),
                                     raw.get("converted_from", ""), bits, dict(raw.get("fallback", {})),
                                     raw.get("embeds", ""), tuple(raw.get("embed_preference", ())),
-                                    tuple(raw.get("requires", ())))
+                                    tuple(raw.get("requires", ())), raw.get("extra", "tflite"))
     return dict(sorted(table.items(), key=lambda item: item[1].order))
 
 

@@ -17,6 +17,8 @@ def zip_bytes(path: Path) -> int:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as z:
         z.write(path, arcname=Path(path).name)
+        if Path(path).suffix == ".xml" and Path(path).with_suffix(".bin").is_file():  # an OpenVINO IR's weights
+            z.write(Path(path).with_suffix(".bin"), arcname=Path(path).with_suffix(".bin").name)
     return buf.tell()
 
 

@@ -225,7 +225,8 @@ def run_plan(plan: BuildPlan, source: Model, reference: Reference, data: Data, p
                                           f"files, and none was made"))
             continue
         job = ExportJob(source, folder, scratch, log, tf, reference_onnx=source_file, calibration=data.calibration,
-                        produced=tuple(produced), missed_budget=frozenset(missed_budget))
+                        produced=tuple(produced), missed_budget=frozenset(missed_budget),
+                        min_delegated_share=prof.target.min_delegated_share)
         exporter = exporter_for(name, source.kind)
         measured = attempt(name, "fp32", f"export {name}", lambda: exporter(job))
         if measured is None:
@@ -311,6 +312,19 @@ def _mcu_entry(a: Artifact) -> dict:
     return {"mcu": entry}
 
 
+def _runtime_entry(a: Artifact) -> dict:
+    """What an app must set or know to run the file as it was validated: OpenVINO's precision hint and its
+    weights file, ExecuTorch's delegation."""
+    details, out = a.export.details or {}, {}
+    if a.format == "openvino":
+        out["weights_file"] = str(Path(a.file).with_suffix(".bin"))
+    if details.get("runtime_options"):
+        out["runtime_options"] = dict(details["runtime_options"])
+    if details.get("delegation"):
+        out["delegation"] = dict(details["delegation"])
+    return out
+
+
 def _manifest(source, prof: DeviceProfile, artifacts: list[Artifact], gates, report) -> dict:
     def latency(a: Artifact) -> dict:
         b = a.bench.to_dict() if a.bench else {}
@@ -331,7 +345,7 @@ def _manifest(source, prof: DeviceProfile, artifacts: list[Artifact], gates, rep
                    "metrics": a.validation.metrics if a.validation else None, "metric_drop": a.drop,
                    "outputs": _output_figures(a), "drop_decided_by": a.validation.decided_by if a.validation else None,
                    "validated_on": a.validation.measured_on if a.validation else None,
-                   "latency": latency(a), **_mcu_entry(a)} for a in artifacts],
+                   "latency": latency(a), **_mcu_entry(a), **_runtime_entry(a)} for a in artifacts],
         "profile": prof.to_dict(),
         "gates": [g.to_dict() for g in gates],
         "recommended": report["recommended"],

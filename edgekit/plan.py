@@ -8,12 +8,14 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from .errors import UsageError
-from .export import Exported, PassContext, exporter_for, formats_with_exporters
+from .export import REFUSALS, Exported, PassContext, exporter_for, formats_with_exporters
 from .formats import Format, format_table, get_format
 from .model import Model
 from .profiles import DeviceProfile
 from .quantize.passes import onnx_fp16, tflite_converted
+from .search.executorch_quant import executorch_int8
 from .search.onnx_quant import onnx_quantized
+from .search.openvino_quant import openvino_bf16, openvino_fp16, openvino_int8
 from .search.tflite_int4 import tflite_int4
 from .search.tflite_int8 import tflite_int8
 from .tf_import import missing
@@ -29,6 +31,10 @@ QUANTIZERS: dict[tuple[str, str], Pass] = {
     ("tflite", "int8"): tflite_int8,
     ("tflite", "int16x8"): tflite_converted("int16x8"),
     ("tflite", "int4"): tflite_int4,
+    ("openvino", "bf16"): openvino_bf16,
+    ("openvino", "fp16"): openvino_fp16,
+    ("openvino", "int8"): openvino_int8,
+    ("executorch", "int8"): executorch_int8,
 }
 
 
@@ -79,8 +85,20 @@ def make_plan(source: Model, profile: DeviceProfile, wanted: tuple[str, ...], ex
         if fmt.name not in names:
             continue
         absent = [m for m in fmt.requires if importlib.util.find_spec(m) is None]
-        if absent:
-            raise missing(f"the {fmt.name} format", ", ".join(absent))
+        if absent and (explicit or fmt.extra == "tflite"):
+            raise missing(f"the {fmt.name} format", ", ".join(absent), fmt.extra)
+        if absent:  # an extra format the profile adds (server: OpenVINO) is a note without its extra
+            skipped.append(f"{fmt.name}: not built: {', '.join(absent)} is not installed (pip install "
+                           f"'edgekit[{fmt.extra}]')")
+            continue
+        refusal = REFUSALS.get((fmt.name, source.kind))
+        if refusal is None and fmt.name == "executorch" and source.loader == "torchscript":
+            refusal = REFUSALS[("executorch", "onnx")].replace("an ONNX", "a TorchScript")
+        if refusal is not None:
+            if explicit:
+                raise UsageError(f"{source.origin}: {refusal}")
+            skipped.append(f"{fmt.name}: not built: {refusal}")
+            continue
         if exporter_for(fmt.name, source.kind) is None:
             raise UsageError(f"{source.origin}: no {fmt.name} exporter for {source.kind} sources")
         precisions = fmt.precisions_for(bits)

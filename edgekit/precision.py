@@ -14,7 +14,43 @@ def precision_map(path: Path) -> dict[str, str]:
     if Path(path).suffix == ".tflite":
         from .tflite_info import read_tflite
         return read_tflite(path).precision_map
+    if Path(path).suffix == ".xml":
+        return openvino_precision_map(path)
+    if Path(path).suffix == ".pte":
+        return {}  # the weights live inside XNNPACK's delegate blob; the export details say how they were quantized
     return onnx_precision_map(path)
+
+
+OV_WEIGHTED = {"Convolution", "GroupConvolution", "MatMul", "ConvolutionBackpropData", "GroupConvolutionBackpropData"}
+
+
+def openvino_precision_map(path: Path) -> dict[str, str]:
+    """Per weighted op of an OpenVINO IR, the precision its weights are stored at: the constant behind it
+    (through Convert/Reshape/Transpose/Subtract/Multiply decompression) and an 8-bit FakeQuantize on the way."""
+    import openvino as ov
+
+    model = ov.Core().read_model(str(path))
+    names = {"f32": "fp32", "f16": "fp16", "bf16": "bf16", "i8": "int8", "u8": "int8", "i4": "int4", "u4": "int4"}
+    out = {}
+    for op in model.get_ordered_ops():
+        if op.get_type_name() not in OV_WEIGHTED:
+            continue
+        node, quantized = op.input_value(1).get_node(), False
+        for _ in range(8):
+            kind = node.get_type_name()
+            if kind == "Constant":
+                break
+            if kind == "FakeQuantize":
+                quantized = quantized or int(node.get_attributes().get("levels", 0)) <= 256
+            if kind not in ("Convert", "Reshape", "Transpose", "Subtract", "Multiply", "FakeQuantize", "Unsqueeze"):
+                node = None
+                break
+            node = node.input_value(0).get_node()
+        if node is None or node.get_type_name() != "Constant":
+            continue
+        stored = names.get(str(node.get_element_type().get_type_name()), "other")
+        out[op.get_friendly_name()] = "int8" if quantized else stored
+    return out
 
 
 def onnx_precision_map(path: Path) -> dict[str, str]:

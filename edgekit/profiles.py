@@ -11,7 +11,7 @@ from .config import Config
 from .errors import UsageError, did_you_mean
 from .resources import data_dir
 
-KNOWN_RUNTIMES = ("onnxruntime", "litert", "tflm")
+KNOWN_RUNTIMES = ("onnxruntime", "litert", "tflm", "openvino", "executorch")
 PRUNE_METHODS = ("structured", "unstructured", "none")
 IMPORTANCES = ("auto", "l1", "l2", "taylor")
 CALIBRATIONS = ("minmax", "entropy", "percentile")
@@ -24,6 +24,7 @@ class Target(Config):
     threads: int = 1  # 0 means every core of the machine
     accelerator: str = "cpu"  # "cpu" or "gpu-if-present"
     device: str = ""  # validate and bench on this device: ssh://user@host[:port], adb:SERIAL ("" = this host)
+    min_delegated_share: float = 0.9  # ExecuTorch: refuse a .pte with less of its ops on the XNNPACK delegate
 
     def check(self) -> None:
         for rt in self.runtimes:
@@ -31,6 +32,8 @@ class Target(Config):
                 raise ValueError(f"target.runtimes: unknown runtime {rt!r}{did_you_mean(rt, KNOWN_RUNTIMES)}")
         if self.threads < 0:
             raise ValueError(f"target.threads must be >= 0 (0 = all cores), got {self.threads!r}")
+        if not 0.0 <= self.min_delegated_share <= 1.0:
+            raise ValueError(f"target.min_delegated_share must be in [0, 1], got {self.min_delegated_share!r}")
         if self.accelerator not in ("cpu", "gpu-if-present"):
             raise ValueError(f"target.accelerator must be 'cpu' or 'gpu-if-present', got {self.accelerator!r}")
 

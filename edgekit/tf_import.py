@@ -10,10 +10,11 @@ from .errors import UsageError
 TFLITE_EXTRA = "pip install 'edgekit[tflite]'"
 
 
-def missing(what: str, module: str | None = None) -> UsageError:
+def missing(what: str, module: str | None = None, extra: str = "tflite") -> UsageError:
     """The exit-2 error for a missing optional dependency, with the line that installs it."""
     name = f" ({module} is not installed)" if module else ""
-    return UsageError(f"{what} needs the TFLite extra{name}: {TFLITE_EXTRA}")
+    line = TFLITE_EXTRA if extra == "tflite" else f"pip install 'edgekit[{extra}]'"
+    return UsageError(f"{what} needs the {'TFLite' if extra == 'tflite' else extra} extra{name}: {line}")
 
 
 def import_tf(what: str = "loading a Keras or SavedModel source"):

@@ -35,6 +35,7 @@ class ExportJob:
     calibration: Split | None = None
     produced: tuple[Exported, ...] = ()  # files earlier formats wrote (the C array embeds a .tflite)
     missed_budget: frozenset[str] = frozenset()  # files among ``produced`` that missed the accuracy budget
+    min_delegated_share: float = 0.9  # ExecuTorch: a program with less of its ops on XNNPACK is refused
 
 
 @dataclass(frozen=True)

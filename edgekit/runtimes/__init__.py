@@ -12,8 +12,8 @@ from ..iospec import IOSpec
 from ..model import Model
 from .base import Runner
 
-SUFFIX_RUNTIME = {".onnx": "onnxruntime", ".tflite": "litert"}
-RUNTIMES = ("onnxruntime", "litert", "tflm")
+SUFFIX_RUNTIME = {".onnx": "onnxruntime", ".tflite": "litert", ".xml": "openvino", ".pte": "executorch"}
+RUNTIMES = ("onnxruntime", "litert", "tflm", "openvino", "executorch")
 
 
 def runtime_for(path: str | Path, runtime: str | None = None) -> str:
@@ -34,6 +34,12 @@ def import_runtime(runtime: str) -> None:
     elif runtime == "tflm":
         from .tflm import import_tflm
         import_tflm()
+    elif runtime == "openvino":
+        from .openvino import import_openvino
+        import_openvino()
+    elif runtime == "executorch":
+        from .executorch import import_executorch
+        import_executorch()
 
 
 def open_runner(path: str | Path, runtime: str | None = None, threads: int = 1, mapping: IOSpec | None = None) -> Runner:
@@ -51,6 +57,12 @@ def open_runner(path: str | Path, runtime: str | None = None, threads: int = 1, 
     if runtime == "tflm":
         from .tflm import TflmRunner
         return TflmRunner(path, mapping=mapping)
+    if runtime == "openvino":
+        from .openvino import OpenVINORunner
+        return OpenVINORunner(path, threads=threads, mapping=mapping)
+    if runtime == "executorch":
+        from .executorch import ExecuTorchRunner
+        return ExecuTorchRunner(path, threads=threads, mapping=mapping)
     raise UsageError(f"{path}: unknown runtime '{runtime}'; known: {', '.join(RUNTIMES)}")
 
 
