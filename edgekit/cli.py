@@ -134,6 +134,10 @@ def build(model, profile, weights, data, out, force, task, formats, threads, cal
             flagged = f"; slower than fp32, not recommended: {', '.join(rec['slower_than_fp32'])}" \
                 if rec["slower_than_fp32"] else ""
             click.echo(f"  recommended for {runtime}: {rec['file']} ({rec['why']}{flagged})")
+        fastest = result.report.get("fastest")
+        if fastest and len({a.runtime for a in result.artifacts if a.bench is not None}) > 1:
+            click.echo(f"  fastest for the target: {fastest['file']} ({fastest['runtime']}, {fastest['p50_ms']:.3f} ms p50, "
+                       f"on {fastest['cpu'] or fastest['measured_on']})")
         comp = result.report.get("compression")
         if comp and comp.get("after") and comp.get("applied") is False:
             click.echo(f"  compression: nothing applied ({len(comp['attempts'])} attempts); the graph is unchanged")
@@ -277,7 +281,7 @@ def _print_side_by_side(file, host, there, side) -> None:
 @click.argument("file", type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def inspect(file, as_json):
-    """Print the ops, parameters, size and IO of an ONNX or TFLite FILE."""
+    """Print the ops, parameters, size and IO of an ONNX, TFLite, OpenVINO (.xml) or ExecuTorch (.pte) FILE."""
     import json
 
     from .inspect_file import inspect_file
@@ -286,12 +290,15 @@ def inspect(file, as_json):
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return
-    rows = [("size", f"{info['bytes']} bytes"), ("parameters", f"{info['params']:,}")]
+    params = "inside the delegate's blob" if info["params"] is None else f"{info['params']:,}"
+    rows = [("size", f"{info['bytes']} bytes"), ("parameters", params)]
     for kind in ("inputs", "outputs"):
         for t in info["iospec"][kind]:
             rows.append((kind[:-1], f"{t['name']} {t['shape']} {t['dtype']} {t['layout'] or ''}"))
     rows += [("ops", ", ".join(f"{op}×{n}" for op, n in info["ops"].items()))]
-    rows += [(k, str(v)) for k, v in info.items() if k in ("opset", "producer", "weight_precisions")]
+    rows += [(k, str(v)) for k, v in info.items() if k in ("opset", "producer", "weight_precisions",
+                                                           "inference_precision_hint", "weights_file", "delegates",
+                                                           "non_delegated_ops")]
     _print_pairs(f"edgekit inspect {file}", rows)
 
 

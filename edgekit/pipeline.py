@@ -30,7 +30,7 @@ from .plan import QUANTIZERS, BuildPlan, make_plan, planned_files
 from .profiles import DeviceProfile, load_profile, with_overrides
 from .prune.summary import compression_report, manifest_entry
 from .quantize.onnx_quant import check_calibration
-from .recommend import quantization_notes, recommend
+from .recommend import fastest_for_target, quantization_notes, recommend
 from .report import write_reports
 from .search.prune import compress
 from .stages import (check_compressible, load_data, load_source, measure, pending_settings, speed_verdicts,
@@ -163,6 +163,7 @@ def _build(source, arrays, data_source, prof, final, out, wanted, formats, pruni
             report["failed"] = [f.to_dict() for f in failures]
             report["speed"] = speed
             report["recommended"] = recommend(artifacts, prof.budget.max_accuracy_drop, speed)
+            report["fastest"] = fastest_for_target(artifacts, gates, prof.target.runtimes, speed)
             report["notes"] += [skipped_compression] if skipped_compression else []
             if static_shape:
                 report["notes"].append("--static-shape " + ", ".join(f"{k}={v}" for k, v in static_shape.items())
@@ -349,6 +350,7 @@ def _manifest(source, prof: DeviceProfile, artifacts: list[Artifact], gates, rep
         "profile": prof.to_dict(),
         "gates": [g.to_dict() for g in gates],
         "recommended": report["recommended"],
+        "fastest": report["fastest"],
         "failed": report["failed"],
         "compression": manifest_entry(report.get("compression")),
         "passed": report["passed"],

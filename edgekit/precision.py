@@ -17,7 +17,10 @@ def precision_map(path: Path) -> dict[str, str]:
     if Path(path).suffix == ".xml":
         return openvino_precision_map(path)
     if Path(path).suffix == ".pte":
-        return {}  # the weights live inside XNNPACK's delegate blob; the export details say how they were quantized
+        from .runtimes.executorch import ExecuTorchRunner  # the weights live inside XNNPACK's delegate blob:
+
+        stored = ExecuTorchRunner(path).precision  # the precision edgekit's exporter recorded in the program
+        return {"XNNPACK delegate": stored} if stored else {}
     return onnx_precision_map(path)
 
 

@@ -55,3 +55,31 @@ def quantization_notes(profile: DeviceProfile, artifacts: list[Artifact]) -> lis
             notes.append(f"{a.file} is larger than its fp32 twin {twin.file} ({a.bytes} vs {twin.bytes} bytes): "
                          "quantization adds scales and casts that outweigh the weights it shrinks on a model this small")
     return list(dict.fromkeys(notes))
+
+
+def fastest_for_target(artifacts: list[Artifact], gates: list, runtimes: tuple[str, ...],
+                       speed: dict[str, dict] | None = None) -> dict | None:
+    """Besides the per-runtime picks: the fastest validated file of any format whose runtime the target has and
+    whose every gate passed (accuracy, p90, flash, memory), by the median of the interleaved rounds where there
+    are any (the same process, the same minutes: a fair race across runtimes), else its own p50."""
+    failed = {g.file for g in gates if g.passed is False}
+    candidates = [a for a in artifacts if a.runtime in runtimes and a.validation is not None and a.bench is not None
+                  and a.file not in failed]
+    if not candidates:
+        return None
+
+    def p50(a: Artifact) -> tuple[float, str]:
+        rounds = (speed or {}).get(a.file, {}).get("p50_by_round")
+        if rounds:
+            return sorted(rounds)[len(rounds) // 2], "median of the interleaved rounds"
+        return a.bench.p50_ms, "its own p50"
+
+    best = min(candidates, key=lambda a: (p50(a)[0], a.bytes))
+    ms, how = p50(best)
+    cpu = best.bench.cpu or {}
+    where = best.bench.measured_on or "host"
+    return {"file": best.file, "runtime": best.runtime, "format": best.format, "precision": best.precision,
+            "p50_ms": round(ms, 4), "measured_by": how, "measured_on": where,
+            "cpu": cpu.get("model") if isinstance(cpu, dict) else str(cpu),
+            "why": f"fastest of the {len(candidates)} validated files within every budget, on the target's runtimes "
+                   f"({', '.join(runtimes)})"}

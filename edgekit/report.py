@@ -108,6 +108,10 @@ def to_markdown(report: dict[str, Any]) -> str:
                 if rec["slower_than_fp32"] else ""
             lines.append(f"- {runtime}: `{rec['file']}` ({rec['why']}{flagged})")
         lines.append("")
+    if report.get("fastest"):
+        f = report["fastest"]
+        lines += [f"Fastest for the target: `{f['file']}` ({f['runtime']}, {f['p50_ms']:.3f} ms p50, {f['measured_by']}; "
+                  f"{f['why']}; measured on {f['measured_on']}, CPU {f['cpu'] or 'unknown'})", ""]
     if report.get("compression"):
         from .prune.summary import markdown
         lines += markdown(report["compression"])

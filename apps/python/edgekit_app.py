@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Classify inputs with an edgekit bundle on a Linux board (Raspberry Pi OS 64-bit, Jetson, any Linux).
 
-Needs only numpy plus onnxruntime or ai-edge-litert (or tflite-runtime); never edgekit. Pillow, when
+Needs only numpy plus onnxruntime, ai-edge-litert (or tflite-runtime) or openvino; never edgekit. Pillow, when
 installed, reads PNG/JPEG; OpenCV, when installed, grabs a camera frame. Everything model-specific comes
 from the bundle's manifest.json (apps/README.md documents it): which file suits the installed runtime,
 the preprocessing, the layout of each file's inputs, the quantization of integer tensors, the labels.
@@ -21,12 +21,14 @@ import numpy as np
 
 from bundle_contract import SCHEMA_FILE, AppError, find_schema, image_to_raw, load_manifest, preprocess
 
-RUNTIMES = ("onnxruntime", "litert")
+RUNTIMES = ("onnxruntime", "litert", "openvino")
+INSTALL = {"onnxruntime": "onnxruntime", "litert": "ai-edge-litert", "openvino": "openvino"}
 
 
 def installed_runtimes() -> list[str]:
     found = []
-    for runtime, modules in (("onnxruntime", ("onnxruntime",)), ("litert", ("ai_edge_litert", "tflite_runtime"))):
+    for runtime, modules in (("onnxruntime", ("onnxruntime",)), ("litert", ("ai_edge_litert", "tflite_runtime")),
+                             ("openvino", ("openvino",))):
         for module in modules:
             try:
                 __import__(module)
@@ -43,16 +45,20 @@ def choose_file(manifest: dict, wanted: str, file_name: str | None) -> dict:
     if file_name:
         entry = next((f for f in files if f["file"] == file_name), None)
         if entry is None or entry["runtime"] not in RUNTIMES:
-            raise AppError(f"--file {file_name}: not a file of this bundle that onnxruntime or LiteRT runs "
+            raise AppError(f"--file {file_name}: not a file of this bundle that onnxruntime, LiteRT or OpenVINO runs "
                            f"(it has {', '.join(f['file'] for f in files)})")
         return entry
     have = installed_runtimes()
-    order = [wanted] if wanted != "auto" else [r for r in ("litert", "onnxruntime") if r in have]
+    if wanted == "auto":  # the bundle's fastest file for its target when its runtime is here, else by preference
+        fastest = manifest.get("fastest") or {}
+        order = ([fastest["runtime"]] if fastest.get("runtime") in have else []) + [
+            r for r in ("litert", "openvino", "onnxruntime") if r in have and r != fastest.get("runtime")]
+    else:
+        order = [wanted]
     if wanted != "auto" and wanted not in have:
-        raise AppError(f"--runtime {wanted} is not installed; pip install "
-                       f"{'onnxruntime' if wanted == 'onnxruntime' else 'ai-edge-litert'}")
+        raise AppError(f"--runtime {wanted} is not installed; pip install {INSTALL[wanted]}")
     if not order:
-        raise AppError("neither onnxruntime nor ai-edge-litert is installed; pip install one of them")
+        raise AppError("none of onnxruntime, ai-edge-litert or openvino is installed; pip install one of them")
     for runtime in order:
         pick = manifest["recommended"].get(runtime, {}).get("file")
         entry = next((f for f in files if f["file"] == pick), None) or next(
@@ -104,11 +110,20 @@ class Session:
         self.entry, path = entry, str(folder / entry["file"])
         if not Path(path).is_file():
             raise AppError(f"{path}: the manifest lists it but the file is missing; copy the whole bundle")
+        self.ov = None
         if entry["runtime"] == "onnxruntime":
             import onnxruntime as ort
             opts = ort.SessionOptions()
             opts.intra_op_num_threads = threads
             self.ort = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+        elif entry["runtime"] == "openvino":  # compiled as edgekit validated it: the manifest's precision hint
+            import openvino as ov
+            self.ort = None
+            hint = entry.get("runtime_options", {}).get("INFERENCE_PRECISION_HINT", "f32")
+            self.ov = ov.Core().compile_model(path, "CPU", {"INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1,
+                                                            "PERFORMANCE_HINT": "LATENCY",
+                                                            "INFERENCE_PRECISION_HINT": hint})
+            self.ov_request = self.ov.create_infer_request()
         else:
             try:
                 from ai_edge_litert.interpreter import Interpreter
@@ -132,6 +147,9 @@ class Session:
             file_feed[t["name"]] = np.ascontiguousarray(x, dtype=t["dtype"])
         if self.ort is not None:
             values = self.ort.run([t["name"] for t in spec["outputs"]], file_feed)
+        elif self.ov is not None:
+            result = self.ov_request.infer({t["name"]: file_feed[t["name"]] for t in spec["inputs"]})
+            values = [np.array(result[self.ov.output(t["name"])]) for t in spec["outputs"]]
         else:
             details = {d["name"]: d for d in self.tfl.get_input_details()}
             for name, x in file_feed.items():

@@ -29,7 +29,7 @@ def example_args(model, calibration) -> tuple:
     return tuple(torch.from_numpy(np.ascontiguousarray(src[t.name][:1], dtype=t.dtype)) for t in model.iospec.inputs)
 
 
-def lower(module, args: tuple, iospec: IOSpec, stage: str, min_share: float):
+def lower(module, args: tuple, iospec: IOSpec, stage: str, min_share: float, precision: str = "fp32"):
     """(the .pte bytes, the delegation summary). Raises StageError naming ``stage`` when the share is too low."""
     import torch
 
@@ -42,7 +42,7 @@ def lower(module, args: tuple, iospec: IOSpec, stage: str, min_share: float):
     program = module if isinstance(module, torch.export.ExportedProgram) else torch.export.export(module, args)
     names = ",".join(t.name for t in iospec.inputs) + "|" + ",".join(t.name for t in iospec.outputs)
     edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()],
-                                       constant_methods={"edgekit_io": names})
+                                       constant_methods={"edgekit_io": names, "edgekit_precision": precision})
     info = get_delegation_info(edge.exported_program().graph_module)
     by_op = {op: (b.delegated, b.non_delegated) for op, b in info.delegation_by_operator.items()
              if not any(s in op for s in _SKIP)}

@@ -83,6 +83,9 @@ class ExecuTorchRunner:
                              "re-export the model") from None
         program, self.method = loaded["program"], loaded["method"]
         names_in, names_out = [], []
+        self.precision = None  # what edgekit's exporter recorded: fp32 or int8 (the delegate's blob hides the weights)
+        if "edgekit_precision" in program.method_names:
+            self.precision = str(program.load_method("edgekit_precision").execute([])[0])
         if IO_METHOD in program.method_names:
             text = str(program.load_method(IO_METHOD).execute([])[0])
             ins, _, outs = text.partition("|")

@@ -66,7 +66,7 @@ def executorch_int8(src: Exported, ctx: PassContext) -> Exported:
             path = tmp / f"a{len(attempts)}.pte"
             try:
                 program, n = _quantized_program(model.module, args, ctx.data.calibration, model.iospec, excluded)
-                buffer, summary = lower(program, args, model.iospec, stage, prof.target.min_delegated_share)
+                buffer, summary = lower(program, args, model.iospec, stage, prof.target.min_delegated_share, "int8")
                 path.write_bytes(buffer)
                 v = validate_file(path, ctx.reference, ctx.data, None, runtime="executorch", threads=threads,
                                   raise_on_failure=False)
