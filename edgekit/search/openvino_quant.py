@@ -135,8 +135,10 @@ def _repair(first: dict, attempt, reference_onnx: Path, src: Exported, ctx: Pass
     started = time.perf_counter()
     box = ctx.profile.quantize.repair_time_box_s
     pre = preprocess(reference_onnx, tmp / "pre.onnx")
-    in_ir = set(ov_call("weighted_ops", "quantize openvino int8", ctx.log, src=str(src.path.resolve()))["ops"])
-    candidates = [n for n in weighted_nodes(pre) if n in in_ir]
+    in_ir = ov_call("weighted_ops", "quantize openvino int8", ctx.log, src=str(src.path.resolve()))["ops"]
+    # an ONNX node keeps its name in the IR, or becomes ops named after it ("node_linear/WithoutBiases")
+    ir_ops = {n: [op for op in in_ir if op == n or op.startswith(n + "/")] for n in weighted_nodes(pre)}
+    candidates = [n for n, ops in ir_ops.items() if ops]
     if not candidates:
         return first, [f"repair skipped: none of the ONNX graph's layers keeps its name in the IR; drop "
                        f"{first['drop']:.4f}"]
@@ -144,7 +146,8 @@ def _repair(first: dict, attempt, reference_onnx: Path, src: Exported, ctx: Pass
                           tmp, candidates, seconds=box / 2)
     notes = ["sensitivity, ONNX Runtime's output SNR with only that layer quantized (worst first, dB): " +
              ", ".join(f"{n} {snr:.1f}" for n, snr in ranking[:5])]
-    chosen, more = climb(frozenset(), [n for n, _ in ranking], ["float"], lambda plan, node, level: plan | {node},
+    chosen, more = climb(frozenset(), [n for n, _ in ranking], ["float"],
+                         lambda plan, node, level: plan | frozenset(ir_ops[node]),
                          lambda plan, label: attempt(plan, label.replace("-> float", "-> ignored_scope")),
                          ctx.profile.budget.max_accuracy_drop, best=first, started=started, time_box_s=box)
     return chosen, notes + [n.replace("moved to float", "left float (ignored_scope)") for n in more]

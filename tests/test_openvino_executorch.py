@@ -1,0 +1,253 @@
+"""OpenVINO IR and ExecuTorch .pte, built as a user would (a factory file, weights and samples) and validated,
+timed and recorded in their own runtimes; the refusals; the Python app running the OpenVINO file."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from edgekit.cli import main
+from edgekit.errors import UsageError
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[1]
+LIGHT = """name = "light-x86"
+extends = "x86-edge"
+[target]
+threads = 1
+[bench]
+warmup = 3
+runs = 40
+batch = 4
+max_seconds = 1.0
+attempt_runs = 20
+attempt_max_seconds = 0.3
+[quantize]
+repair_time_box_s = 20.0
+"""
+
+
+def run(*args):
+    result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+    return result.exit_code, result.stdout, result.stderr
+
+
+@pytest.fixture(scope="module")
+def user(tmp_path_factory) -> Path:
+    sys.path.insert(0, str(REPO / "tests" / "data"))
+    from small_cnn import write_user_folder
+
+    folder = tmp_path_factory.mktemp("ov-et-user")
+    write_user_folder(folder, epochs=15)
+    (folder / "light.toml").write_text(LIGHT)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def bundle(user) -> tuple[int, str, Path]:
+    code, _, err = run("build", user / "model.py:make_model", "--weights", user / "model.pt", "--data",
+                       user / "digits.npz", "--profile", user / "light.toml", "--prune-method", "none",
+                       "--formats", "onnx,openvino,executorch", "--out", user / "out")
+    folder = next((user / "out").iterdir())
+    return code, err, folder
+
+
+def _files(manifest: dict, fmt: str) -> dict[str, dict]:
+    return {f["precision"]: f for f in manifest["files"] if f["format"] == fmt}
+
+
+def test_both_formats_validated_in_their_runtimes(bundle):
+    import openvino as ov
+
+    from edgekit.runtimes.openvino import has_bf16, stored_hint
+
+    code, err, folder = bundle
+    assert code == 0, err
+    assert "Traceback" not in err and "cpuinfo" not in err  # native start-up chatter stays off the terminal
+    manifest = json.loads((folder / "manifest.json").read_text())
+    report = json.loads((folder / "report.json").read_text())
+    budget = manifest["profile"]["budget"]["max_accuracy_drop"]
+    ovf = _files(manifest, "openvino")
+    want = {"fp32", "bf16", "int8"} if has_bf16() else {"fp32", "fp16", "int8"}
+    assert set(ovf) == want, ovf.keys()
+    for precision, f in ovf.items():
+        assert f["runtime"] == "openvino" and f["validated_on"] == "host"
+        assert (folder / f["weights_file"]).is_file() and f["weights_file"] == f["file"].replace(".xml", ".bin")
+        assert f["bytes"] == (folder / f["file"]).stat().st_size + (folder / f["weights_file"]).stat().st_size
+        hint = f["runtime_options"]["INFERENCE_PRECISION_HINT"]
+        assert hint == ("bf16" if precision == "bf16" else "f32")
+        assert stored_hint(ov.Core().read_model(str(folder / f["file"]))) == hint  # the IR carries it too
+        assert f["metric_drop"] <= budget, (f["file"], f["metric_drop"])
+        assert f["latency"]["p50_ms"] > 0
+    assert set(ovf["int8"]["precision_map"].values()) == {"int8"} and len(ovf["int8"]["precision_map"]) >= 4
+    assert set(ovf["fp32"]["precision_map"].values()) == {"fp32"}
+    etf = _files(manifest, "executorch")
+    assert set(etf) == {"fp32", "int8"}
+    for precision, f in etf.items():
+        d = f["delegation"]
+        assert d["delegate"] == "XNNPACK" and d["delegated_share"] >= 0.9
+        assert d["delegated_share"] == pytest.approx(d["delegated_nodes"] / d["nodes"], abs=1e-4)
+        assert f["precision_map"] == {"XNNPACK delegate": precision}
+        assert f["iospec"]["inputs"][0]["shape"] == [1, 1, 8, 8]  # a static batch-1 program
+        assert f["metric_drop"] <= budget
+    fp32_pte = next(a for a in report["artifacts"] if a["file"] == etf["fp32"]["file"])
+    assert fp32_pte["validation"]["outputs"]["logits"]["within_tolerance"]  # fp32 .pte matches torch to 1e-4
+    # the fastest validated file within every budget, of any format, by the interleaved rounds
+    fastest = manifest["fastest"]
+    timed = {a["file"]: a for a in report["artifacts"] if a["bench"]}
+    failed = {g["file"] for g in manifest["gates"] if g["passed"] is False}
+    medians = {f: sorted(v["p50_by_round"])[len(v["p50_by_round"]) // 2] for f, v in report["speed"].items()
+               if f in timed and f not in failed and timed[f]["runtime"] in ("onnxruntime", "openvino")}
+    assert fastest["file"] == min(medians, key=medians.get)
+    assert fastest["p50_ms"] == pytest.approx(medians[fastest["file"]], rel=1e-3) and fastest["cpu"]
+
+
+def test_lone_files_validate_bench_inspect(bundle, user):
+    _, _, folder = bundle
+    manifest = json.loads((folder / "manifest.json").read_text())
+    ref = ("--model", user / "model.py:make_model", "--weights", user / "model.pt", "--data", user / "digits.npz")
+    for f in manifest["files"]:
+        if f["format"] not in ("openvino", "executorch"):
+            continue
+        code, out, err = run("validate", folder / f["file"], *ref)
+        assert code == 0, (f["file"], err)
+        assert "top1" in out
+        code, out, err = run("inspect", folder / f["file"], "--json")
+        assert code == 0, err
+        info = json.loads(out)
+        assert info["bytes"] == f["bytes"]
+        assert [t["name"] for t in info["iospec"]["inputs"]] == ["x"]
+        if f["format"] == "executorch":
+            assert info["delegates"] == {"XnnpackBackend": 1} and info["non_delegated_ops"] == 0
+        else:
+            assert info["inference_precision_hint"] == f["runtime_options"]["INFERENCE_PRECISION_HINT"]
+    pte = next(f["file"] for f in manifest["files"] if f["format"] == "executorch" and f["precision"] == "int8")
+    code, out, err = run("bench", folder / pte, "--runs", "30", "--json")
+    assert code == 0, err
+    assert json.loads(out)["p50_ms"] > 0
+
+
+def test_python_app_runs_the_openvino_file_and_agrees_with_onnxruntime(bundle, user):
+    _, _, folder = bundle
+    manifest = json.loads((folder / "manifest.json").read_text())
+    x = np.load(user / "digits.npz")["x"][:12]
+    samples = []
+    for i, sample in enumerate(x):
+        np.save(user / f"s{i}.npy", sample)
+        samples.append(str(user / f"s{i}.npy"))
+    app = REPO / "apps" / "python" / "edgekit_app.py"
+
+    def probabilities(file: str) -> np.ndarray:
+        proc = subprocess.run([sys.executable, str(app), str(folder), *samples, "--file", file, "--preprocessed",
+                               "--json"], capture_output=True, text=True, cwd=app.parent)
+        assert proc.returncode == 0, proc.stderr
+        rows = [json.loads(line) for line in proc.stdout.splitlines()]
+        assert {r["file"] for r in rows} == {file}
+        return np.array([r["probabilities"] for r in rows])
+
+    onnx = _files(manifest, "onnx")["fp32"]["file"]
+    xml = _files(manifest, "openvino")["fp32"]["file"]
+    assert np.abs(probabilities(xml) - probabilities(onnx)).max() < 1e-4  # f32 hint: the same numbers
+    int8 = probabilities(_files(manifest, "openvino")["int8"]["file"])
+    assert (int8.argmax(1) == probabilities(onnx).argmax(1)).mean() >= 0.9
+
+
+def test_onnx_source_asked_for_pte_is_refused(bundle, user):
+    _, _, folder = bundle
+    onnx = next(f["file"] for f in json.loads((folder / "manifest.json").read_text())["files"]
+                if f["format"] == "onnx" and f["precision"] == "fp32")
+    code, _, err = run("build", folder / onnx, "--data", user / "digits.npz", "--profile", user / "light.toml",
+                       "--formats", "onnx,executorch", "--out", user / "refused")
+    assert code == 2, err
+    lines = [line for line in err.strip().splitlines() if line.startswith("edgekit:")]
+    assert len(lines) == 1 and "Traceback" not in err
+    assert "ExecuTorch lowers a torch program" in lines[0] and "FILE.py:FUNC --weights" in lines[0]
+    assert not (user / "refused").exists()
+
+
+MOSTLY_PORTABLE = '''import torch
+
+
+class Scan(torch.nn.Module):
+    """A linear layer, then ops XNNPACK has no kernels for (cumulative sums and products, sorting)."""
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(8, 8)
+
+    def forward(self, x):
+        y = self.fc(x)
+        y = torch.cumsum(y, dim=-1)
+        y = torch.cumprod(torch.tanh(y), dim=-1)
+        y = torch.sort(y, dim=-1).values
+        return torch.flip(torch.cumsum(y, dim=-1), dims=[-1])
+
+    def example_inputs(self):
+        return (torch.zeros(1, 8),)
+
+
+def make():
+    return Scan()
+'''
+
+
+def test_a_mostly_undelegated_program_is_refused(tmp_path):
+    import torch
+
+    from edgekit.export.executorch import lower
+    from edgekit.iospec import IOSpec, TensorSpec
+    from edgekit.errors import StageError
+
+    (tmp_path / "scan.py").write_text(MOSTLY_PORTABLE)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import scan
+    finally:
+        sys.path.pop(0)
+    spec = IOSpec((TensorSpec("x", (1, 8), "float32"),), (TensorSpec("y", (1, 8), "float32"),))
+    args = (torch.zeros(1, 8),)
+    _, summary = lower(scan.make().eval(), args, spec, "export executorch", 0.0)
+    assert summary["delegated_share"] < 0.9 and summary["not_delegated"]
+    with pytest.raises(StageError, match=r"only \d+% of the graph's \d+ ops were delegated to XNNPACK"):
+        lower(scan.make().eval(), args, spec, "export executorch", 0.9)
+    # as a user: the .pte is listed as not made, with the reason; the ONNX file still ships
+    np.savez(tmp_path / "d.npz", x=np.random.default_rng(0).normal(size=(48, 8)).astype(np.float32))
+    profile = tmp_path / "p.toml"
+    profile.write_text(LIGHT.replace('extends = "x86-edge"', 'extends = "x86-edge"\n[budget]\nmax_accuracy_drop = 1.0'))
+    code, _, err = run("build", tmp_path / "scan.py:make", "--data", tmp_path / "d.npz", "--profile", profile,
+                       "--prune-method", "none", "--formats", "onnx,executorch", "--out", tmp_path / "out")
+    assert code == 1, err  # the formats gate: the asked-for .pte was not made
+    manifest = json.loads(next((tmp_path / "out").iterdir()).joinpath("manifest.json").read_text())
+    assert {f["format"] for f in manifest["files"]} == {"onnx"}
+    failed = [f for f in manifest["failed"] if f["format"] == "executorch"]
+    assert failed and "delegated to XNNPACK" in failed[0]["reason"] and "min_delegated_share" in failed[0]["reason"]
+
+
+def test_missing_extras(monkeypatch):
+    import importlib.util
+
+    import edgekit.plan as plan
+    from edgekit.examples import digits
+    from edgekit.profiles import load_profile
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(plan.importlib.util, "find_spec",
+                        lambda name, *a: None if name in ("openvino", "executorch") else real(name, *a))
+    model = digits.load_model()
+    for fmt in ("openvino", "executorch"):
+        with pytest.raises(UsageError, match=rf"pip install 'edgekit\[{fmt}\]'"):
+            plan.make_plan(model, load_profile("mobile"), ("onnx", fmt), explicit=True)
+    made = plan.make_plan(model, load_profile("server"), ("onnx", "openvino"), explicit=False)
+    assert [s.format.name for s in made.steps] == ["onnx"]
+    assert any("pip install 'edgekit[openvino]'" in s for s in made.skipped)
+
+
+def test_x86_edge_profile():
+    from edgekit.profiles import load_profile
+
+    prof = load_profile("x86-edge")
+    assert prof.target.formats == ("onnx", "openvino") and "openvino" in prof.target.runtimes
+    assert prof.quantize.weight_bits == 8 and prof.target.min_delegated_share == 0.9
+    assert load_profile("server").target.formats == ("onnx", "openvino")
