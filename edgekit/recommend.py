@@ -79,7 +79,7 @@ def fastest_for_target(artifacts: list[Artifact], gates: list, runtimes: tuple[s
     cpu = best.bench.cpu or {}
     where = best.bench.measured_on or "host"
     return {"file": best.file, "runtime": best.runtime, "format": best.format, "precision": best.precision,
-            "p50_ms": round(ms, 4), "measured_by": how, "measured_on": where,
+            "p50_ms": round(ms, 6), "measured_by": how, "measured_on": where,
             "cpu": cpu.get("model") if isinstance(cpu, dict) else str(cpu),
             "why": f"fastest of the {len(candidates)} validated files within every budget, on the target's runtimes "
                    f"({', '.join(runtimes)})"}

@@ -32,6 +32,11 @@ def file_precision(path: Path) -> str:
     from .precision import precision_map
 
     stored = set(precision_map(path).values())
+    if Path(path).suffix == ".xml":  # an IR computed in bf16 is judged as bf16, whatever its weights are stored at
+        from .runtimes.openvino import import_openvino, stored_hint
+
+        if stored_hint(import_openvino().Core().read_model(str(path))) == "bf16" and not stored & {"int4", "int8"}:
+            return "bf16"
     return next((p for p in ("int4", "int8", "fp16") if p in stored), "fp32")
 
 

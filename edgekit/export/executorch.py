@@ -6,6 +6,7 @@ reference kernels, far slower than any other file of the bundle.
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -39,10 +40,12 @@ def lower(module, args: tuple, iospec: IOSpec, stage: str, min_share: float, pre
     from executorch.devtools.backend_debug import get_delegation_info
     from executorch.exir import to_edge_transform_and_lower
 
-    program = module if isinstance(module, torch.export.ExportedProgram) else torch.export.export(module, args)
     names = ",".join(t.name for t in iospec.inputs) + "|" + ",".join(t.name for t in iospec.outputs)
-    edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()],
-                                       constant_methods={"edgekit_io": names, "edgekit_precision": precision})
+    with warnings.catch_warnings():  # torch's pytree deprecations, once per serialised node
+        warnings.simplefilter("ignore", FutureWarning)
+        program = module if isinstance(module, torch.export.ExportedProgram) else torch.export.export(module, args)
+        edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()],
+                                           constant_methods={"edgekit_io": names, "edgekit_precision": precision})
     info = get_delegation_info(edge.exported_program().graph_module)
     by_op = {op: (b.delegated, b.non_delegated) for op, b in info.delegation_by_operator.items()
              if not any(s in op for s in _SKIP)}
@@ -57,7 +60,9 @@ def lower(module, args: tuple, iospec: IOSpec, stage: str, min_share: float, pre
         raise StageError(stage, f"only {share:.0%} of the graph's {total} ops were delegated to XNNPACK (the profile "
                                 f"asks for {min_share:.0%}: target.min_delegated_share); the rest would run on "
                                 f"portable kernels: {worst}")
-    return edge.to_executorch().buffer, summary
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return edge.to_executorch().buffer, summary
 
 
 def static_spec(model, args: tuple) -> IOSpec:

@@ -84,8 +84,8 @@ class OpenVINORunner:
             raise UsageError(f"{self.path}: OpenVINO cannot compile it for the CPU "
                              f"({str(exc).splitlines()[0][:200]}); re-export the model") from None
         self.request = self.compiled.create_infer_request()
-        self.precision_hint = str(self.compiled.get_property("INFERENCE_PRECISION_HINT")).replace("float32", "f32") \
-            .replace("bfloat16", "bf16").replace("float16", "f16")
+        compiled_hint = self.compiled.get_property("INFERENCE_PRECISION_HINT")  # an openvino Type
+        self.precision_hint = compiled_hint.get_type_name() if hasattr(compiled_hint, "get_type_name") else str(compiled_hint)
         own = IOSpec(tuple(_spec(p, i, "input") for i, p in enumerate(model.inputs)),
                      tuple(_spec(p, i, "output") for i, p in enumerate(model.outputs)))
         self.file_spec = own

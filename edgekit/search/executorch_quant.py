@@ -23,7 +23,7 @@ from ..validate import validate_file
 from .ladder import climb
 from .onnx_quant import _worst_snr
 
-CALIBRATION_LIMIT = 256  # samples run through the observers
+CALIBRATION_LIMIT = 128  # samples run through the observers (XNNPACK's histogram observers are slow)
 
 
 def _quantized_program(module, args: tuple, calibration, iospec, excluded: frozenset):
