@@ -2,7 +2,7 @@
 factory file in its own folder), at realistic sizes; ratios from one run.
 
     python benchmarks/families.py [--size real|tiny] [--families encoder,kws,...] [--profiles mobile,iot,server]
-                                  [--out DIR] [--markdown]
+                                  [--formats onnx,tflite,openvino,executorch] [--no-prune] [--out DIR]
 
 For each (family, profile, format): validated (with the file's drop, the cosine of its deciding output
 against the source, its size against the fp32 ONNX file and its speedup over it from interleaved rounds)
@@ -228,6 +228,8 @@ def main() -> int:
     ap.add_argument("--families", default=",".join(families.FAMILIES))
     ap.add_argument("--profiles", default="mobile,iot,server")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--formats", default=None, help="passed to every build (e.g. onnx,tflite,openvino,executorch)")
+    ap.add_argument("--no-prune", action="store_true", help="--prune-method none for every build")
     args = ap.parse_args()
     print(cpu_line(), flush=True)
     work = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="edgekit-families-"))
@@ -245,6 +247,13 @@ def main() -> int:
         for profile in args.profiles.split(","):
             extra = {"kws": ["--weights", str(folder / "kws.pt"), "--output-task", "output=distribution"],
                      "regressor": ["--weights", str(folder / "regressor.pt")]}.get(family, [])
+            if args.formats:
+                wanted_formats = args.formats.split(",")
+                if family == "keras":  # ExecuTorch lowers torch programs: a Keras source is refused up front
+                    wanted_formats = [f for f in wanted_formats if f != "executorch"]
+                extra = extra + ["--formats", ",".join(wanted_formats)]
+            if args.no_prune:
+                extra = extra + ["--prune-method", "none"]
             result = build(folder, family, profile, work / "out" / f"{family}-{profile}", extra)
             results[(family, profile)] = result
             table += rows(family, profile, result)

@@ -134,10 +134,8 @@ def build(model, profile, weights, data, out, force, task, formats, threads, cal
             flagged = f"; slower than fp32, not recommended: {', '.join(rec['slower_than_fp32'])}" \
                 if rec["slower_than_fp32"] else ""
             click.echo(f"  recommended for {runtime}: {rec['file']} ({rec['why']}{flagged})")
-        fastest = result.report.get("fastest")
-        if fastest and len({a.runtime for a in result.artifacts if a.bench is not None}) > 1:
-            click.echo(f"  fastest for the target: {fastest['file']} ({fastest['runtime']}, {fastest['p50_ms']:.3f} ms p50, "
-                       f"on {fastest['cpu'] or fastest['measured_on']})")
+        if (f := result.report.get("fastest")) and len({a.runtime for a in result.artifacts if a.bench}) > 1:
+            click.echo(f"  fastest for the target: {f['file']} ({f['runtime']}, {f['p50_ms']:.3f} ms p50, on {f['cpu']})")
         comp = result.report.get("compression")
         if comp and comp.get("after") and comp.get("applied") is False:
             click.echo(f"  compression: nothing applied ({len(comp['attempts'])} attempts); the graph is unchanged")
@@ -290,16 +288,9 @@ def inspect(file, as_json):
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return
-    params = "inside the delegate's blob" if info["params"] is None else f"{info['params']:,}"
-    rows = [("size", f"{info['bytes']} bytes"), ("parameters", params)]
-    for kind in ("inputs", "outputs"):
-        for t in info["iospec"][kind]:
-            rows.append((kind[:-1], f"{t['name']} {t['shape']} {t['dtype']} {t['layout'] or ''}"))
-    rows += [("ops", ", ".join(f"{op}×{n}" for op, n in info["ops"].items()))]
-    rows += [(k, str(v)) for k, v in info.items() if k in ("opset", "producer", "weight_precisions",
-                                                           "inference_precision_hint", "weights_file", "delegates",
-                                                           "non_delegated_ops")]
-    _print_pairs(f"edgekit inspect {file}", rows)
+    from .cli_tables import inspect_rows
+
+    _print_pairs(f"edgekit inspect {file}", inspect_rows(info))
 
 
 @main.group(invoke_without_command=True)

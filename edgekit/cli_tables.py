@@ -32,3 +32,16 @@ def print_batches(rows) -> None:
         table.add_row(str(r["batch"]), r["mode"], f"{r['p50_ms']:.3f}", f"{r['p90_ms']:.3f}", f"{r['p99_ms']:.3f}",
                       f"{r['samples_per_s']:.0f}")
     console(stderr=False).print(table)
+
+
+def inspect_rows(info: dict) -> list[tuple[str, str]]:
+    """`edgekit inspect`'s rows: size, parameters, each input and output, ops and the format's own facts."""
+    params = "inside the delegate's blob" if info["params"] is None else f"{info['params']:,}"
+    rows = [("size", f"{info['bytes']} bytes"), ("parameters", params)]
+    for kind in ("inputs", "outputs"):
+        for t in info["iospec"][kind]:
+            rows.append((kind[:-1], f"{t['name']} {t['shape']} {t['dtype']} {t['layout'] or ''}"))
+    rows += [("ops", ", ".join(f"{op}×{n}" for op, n in info["ops"].items()))]
+    return rows + [(k, str(v)) for k, v in info.items() if k in ("opset", "producer", "weight_precisions", "weights_file",
+                                                                 "inference_precision_hint", "delegates",
+                                                                 "non_delegated_ops")]

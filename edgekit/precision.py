@@ -17,11 +17,19 @@ def precision_map(path: Path) -> dict[str, str]:
     if Path(path).suffix == ".xml":
         return openvino_precision_map(path)
     if Path(path).suffix == ".pte":
-        from .runtimes.executorch import ExecuTorchRunner  # the weights live inside XNNPACK's delegate blob:
-
-        stored = ExecuTorchRunner(path).precision  # the precision edgekit's exporter recorded in the program
+        stored = pte_precision(path)  # the weights live inside XNNPACK's delegate blob
         return {"XNNPACK delegate": stored} if stored else {}
     return onnx_precision_map(path)
+
+
+def pte_precision(path: Path) -> str | None:
+    """The precision edgekit's exporter recorded in a .pte program (its ``edgekit_precision`` constant method)."""
+    from executorch.runtime import Runtime
+
+    program = Runtime.get().load_program(str(path))
+    if "edgekit_precision" not in program.method_names:
+        return None
+    return str(program.load_method("edgekit_precision").execute([])[0])
 
 
 OV_WEIGHTED = {"Convolution", "GroupConvolution", "MatMul", "ConvolutionBackpropData", "GroupConvolutionBackpropData"}

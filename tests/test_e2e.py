@@ -6,6 +6,7 @@ import pytest
 
 import edgekit
 from edgekit.examples import digits
+from edgekit.runtimes.openvino import has_bf16
 from edgekit.runtimes.ort import OrtRunner, cuda_available
 
 
@@ -20,7 +21,9 @@ def test_example_build(profile, threads, tmp_path):
     expected |= {"iot": {"digits_cnn_int4.onnx", "digits_cnn.tflite", "digits_cnn_int8.tflite", "digits_cnn_int4.tflite",
                          "digits_cnn_model_data.cc", "digits_cnn_model_data.h", "digits_cnn_model_ops.h"},
                  "mobile": {"digits_cnn_int8.onnx", "digits_cnn.tflite", "digits_cnn_int8.tflite"},
-                 "server": {"digits_cnn_fp16.onnx"}}[profile]
+                 "server": {"digits_cnn_fp16.onnx", "digits_cnn.xml", "digits_cnn.bin", "digits_cnn_int8.xml",
+                            "digits_cnn_int8.bin"} | ({"digits_cnn_bf16.xml", "digits_cnn_bf16.bin"} if has_bf16() else
+                                                      {"digits_cnn_fp16.xml", "digits_cnn_fp16.bin"})}[profile]
     expected |= {"pruning.png"}  # every profile prunes the example (structured): the channels kept per layer
     assert {p.name for p in bundle.iterdir()} == expected
     manifest = json.loads((bundle / "manifest.json").read_text())
@@ -61,6 +64,12 @@ def test_example_build(profile, threads, tmp_path):
     assert "## What pruning kept" in (bundle / "report.md").read_text()
     assert "](pruning.png)" in (bundle / "report.md").read_text()
     assert (bundle / "pruning.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    if profile == "server":  # OpenVINO besides ONNX: each IR at the precision hint it was measured with
+        hints = {f["precision"]: f["runtime_options"]["INFERENCE_PRECISION_HINT"] for f in manifest["files"]
+                 if f["format"] == "openvino"}
+        assert hints == ({"fp32": "f32", "bf16": "bf16", "int8": "f32"} if has_bf16() else
+                         {"fp32": "f32", "fp16": "f32", "int8": "f32"})
+        assert manifest["fastest"]["runtime"] in ("onnxruntime", "openvino") and manifest["fastest"]["cpu"]
     if profile == "server":  # throughput by batch size, per file, in the manifest and the report
         rows = entry["latency"]["by_batch"]
         assert [r["batch"] for r in rows] == [1, 8, 16, 32] and all(r["mode"] == "batched" for r in rows)
