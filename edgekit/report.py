@@ -167,7 +167,8 @@ def to_markdown(report: dict[str, Any]) -> str:
                 if t.get("error"):
                     lines.append(f"  | {t['name']} | failed: {t['error'][:120]} | - | - | - | - | - |")
                     continue
-                lines.append(f"  | {t['name']} | {t['drop']:+.4f} | {snr} | {t['p50_ms']:.3f} | {t['bytes']} | "
+                p50 = "-" if t.get("p50_ms") is None else f"{t['p50_ms']:.3f}"  # OpenVINO/ExecuTorch: judged by accuracy
+                lines.append(f"  | {t['name']} | {t['drop']:+.4f} | {snr} | {p50} | {t['bytes']} | "
                              f"{', '.join(t['float_layers']) or '-'} | {', '.join(t['int8_layers']) or '-'} |")
             lines.append("")
         if a["export"].get("int4_attempts"):

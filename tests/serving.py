@@ -18,6 +18,9 @@ from edgekit.cli import main
 
 LIGHT_SERVER = """name = "server-light"
 extends = "server"
+[target]
+formats = ["onnx"]
+runtimes = ["onnxruntime"]
 [bench]
 warmup = 3
 runs = 20

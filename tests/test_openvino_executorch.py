@@ -258,3 +258,76 @@ def test_x86_edge_profile():
     assert prof.target.formats == ("onnx", "openvino") and "openvino" in prof.target.runtimes
     assert prof.quantize.weight_bits == 8 and prof.target.min_delegated_share == 0.9
     assert load_profile("server").target.formats == ("onnx", "openvino")
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory) -> Path:
+    from edgekit.examples import families
+
+    folder = tmp_path_factory.mktemp("ov-et-zoo")
+    families.write_nets(folder, "tiny")
+    for family in families.FAMILIES:
+        if family != "keras":
+            families.write_data(folder, family, "tiny")
+    return folder
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.reshape(len(a), -1).astype(np.float64), b.reshape(len(b), -1).astype(np.float64)
+    return float(np.mean(np.sum(a * b, 1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)))
+
+
+@pytest.mark.parametrize("family", ["encoder", "recommender", "kws", "gru", "regressor", "threehead", "fcn"])
+def test_every_family_in_openvino_and_executorch(zoo, family, tmp_path):
+    """The conformance suite's families at its tiny size, through the two exporters and NNCF's int8 pass: each file
+    runs in its own runtime and matches the torch source within the format table's fp32 tolerance (int8: cosine),
+    or, for ExecuTorch, is refused in one line (too little delegated, or a lowering failure)."""
+    import io
+
+    import edgekit
+    from edgekit.errors import StageError
+    from edgekit.examples import families
+    from edgekit.export import ExportJob
+    from edgekit.export.executorch import export_executorch
+    from edgekit.export.onnx import export_onnx
+    from edgekit.export.openvino import export_openvino, ov_call
+    from edgekit.formats import get_format
+    from edgekit.runtimes import open_runner, reference_runner
+    from edgekit.runtimes.base import run_batched
+    from edgekit.search.openvino_quant import _calibration_npz
+    from edgekit.stages import stage
+
+    arrays = edgekit.read_arrays(zoo / f"{family}.npz")
+    model = edgekit.load_model(families.source_for(zoo, family), sample_inputs=arrays)
+    data = edgekit.prepare(arrays, model.iospec, source=family, val_samples=24, calib_samples=32)
+    want = run_batched(reference_runner(model), data.validation.inputs)
+    onnx = tmp_path / "nets.onnx"
+    export_onnx(model, onnx)
+    job = ExportJob(model, tmp_path, tmp_path, io.StringIO(), reference_onnx=onnx, calibration=data.calibration)
+
+    def close(path, runtime, fmt):
+        got = run_batched(open_runner(path, runtime), data.validation.inputs)
+        tol = get_format(fmt).tolerance_for("fp32")
+        for name, ref in want.items():
+            assert got[name].shape == ref.shape, (fmt, name)
+            assert np.all(np.abs(got[name] - ref) <= tol.atol + tol.rtol * np.abs(ref)), (fmt, name)
+        return got
+
+    (ir,) = export_openvino(job)
+    close(ir.path, "openvino", "openvino")
+    int8 = tmp_path / "nets_int8.xml"
+    made = ov_call("quantize", "quantize openvino int8", src=str(ir.path), out=str(int8),
+                   calibration=str(_calibration_npz(type("C", (), {"data": data})(), ir, tmp_path / "c.npz")),
+                   transformer=family == "encoder", hint="f32")
+    assert made["fake_quantize"] > 0 and made["samples"] == len(data.calibration)
+    got = run_batched(open_runner(int8, "openvino"), data.validation.inputs)
+    assert all(_cosine(got[n], want[n]) > 0.9 for n in want), {n: _cosine(got[n], want[n]) for n in want}
+    try:
+        with stage("export executorch", io.StringIO()):  # what the build wraps every exporter in
+            (pte,) = export_executorch(job)
+    except StageError as exc:  # a refusal or a lowering failure: one line, naming the stage
+        assert exc.stage == "export executorch" and "\n" not in str(exc) and len(str(exc)) < 600
+        assert family in ("encoder", "recommender", "gru", "threehead"), str(exc)  # the ones that are refused today
+        return
+    assert pte.info.details["delegation"]["delegated_share"] >= 0.9
+    close(pte.path, "executorch", "executorch")

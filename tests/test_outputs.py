@@ -275,7 +275,8 @@ def test_pruning_attempts_that_break_the_model_are_recorded_and_the_build_goes_o
     (tmp_path / "heads.py").write_text(FRAGILE_VIEW)
     np.savez(tmp_path / "d.npz", x=np.random.default_rng(0).standard_normal((200, 6)).astype(np.float32))
     prof = tmp_path / "p.toml"
-    prof.write_text('name = "p"\nextends = "server"\n[prune]\nround_to = 1\ntime_box_s = 30.0\n[recover]\nepochs = 1\n'
+    prof.write_text('name = "p"\nextends = "server"\n[target]\nformats = ["onnx"]\n[prune]\nround_to = 1\ntime_box_s = 30.0\n'
+                    '[recover]\nepochs = 1\n'
                     '[bench]\nwarmup = 2\nruns = 20\nbatch = 4\nmax_seconds = 1.0\n')
     code, _, err = run("build", f"{tmp_path / 'heads.py'}:make", "--data", tmp_path / "d.npz", "--profile", prof,
                        "--out", tmp_path / "out")

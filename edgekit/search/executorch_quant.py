@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 
-from ..bench import bench_file
 from ..errors import EdgekitError, StageError
 from ..export.executorch import example_args, lower
 from ..export.job import Exported, PassContext
@@ -57,7 +56,6 @@ def executorch_int8(src: Exported, ctx: PassContext) -> Exported:
     budget, threads = prof.budget.max_accuracy_drop, prof.target.resolved_threads
     args = example_args(model, ctx.data.calibration)
     target = ctx.folder / f"{ctx.name}_int8.pte"
-    one = {t.name: ctx.data.validation.inputs[t.name][:1] for t in model.iospec.inputs}
     with tempfile.TemporaryDirectory(prefix="edgekit-et-", dir=ctx.scratch) as tmp_name:
         tmp = Path(tmp_name)
         attempts: list[dict] = []
@@ -70,16 +68,13 @@ def executorch_int8(src: Exported, ctx: PassContext) -> Exported:
                 path.write_bytes(buffer)
                 v = validate_file(path, ctx.reference, ctx.data, None, runtime="executorch", threads=threads,
                                   raise_on_failure=False)
-                p50 = bench_file(path, runtime="executorch", threads=threads, inputs=one, warmup=prof.bench.warmup,
-                                 runs=prof.bench.attempt_runs, batch=1,
-                                 max_seconds=prof.bench.attempt_max_seconds).p50_ms
             except EdgekitError as exc:
                 ctx.log.write(f"ExecuTorch int8 attempt {label} failed: {exc}\n")
                 entry = {"name": label, "excluded": excluded, "path": path, "drop": float("inf"), "p50_ms": None,
                          "validation": None, "error": str(exc)[:300]}
                 attempts.append(entry)
                 return entry
-            entry = {"name": label, "excluded": excluded, "path": path, "drop": float(v.drop), "p50_ms": p50,
+            entry = {"name": label, "excluded": excluded, "path": path, "drop": float(v.drop), "p50_ms": None,
                      "validation": v, "delegation": summary, "samples": n, "bytes": len(buffer)}
             attempts.append(entry)
             return entry

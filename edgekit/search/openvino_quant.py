@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 
 from ..artifact import file_digest
-from ..bench import bench_file
 from ..errors import EdgekitError, StageError
 from ..export.job import Exported, PassContext
 from ..export.openvino import ir_files, ov_call
@@ -79,7 +78,6 @@ def openvino_int8(src: Exported, ctx: PassContext) -> Exported:
     budget, threads = prof.budget.max_accuracy_drop, prof.target.resolved_threads
     reference_onnx = ctx.folder / src.info.made_from
     target = ctx.folder / f"{ctx.name}_int8.xml"
-    one = {k: v[:1] for k, v in ctx.data.validation.inputs.items()}
     transformer = has_attention(reference_onnx)
     with tempfile.TemporaryDirectory(prefix="edgekit-ov-", dir=ctx.scratch) as tmp_name:
         tmp = Path(tmp_name)
@@ -93,16 +91,13 @@ def openvino_int8(src: Exported, ctx: PassContext) -> Exported:
                                calibration=calibration, transformer=transformer, ignored=sorted(ignored), hint="f32")
                 v = validate_file(path, ctx.reference, ctx.data, None, runtime="openvino", threads=threads,
                                   raise_on_failure=False)
-                p50 = bench_file(path, runtime="openvino", threads=threads, inputs=one, warmup=prof.bench.warmup,
-                                 runs=prof.bench.attempt_runs, batch=1,
-                                 max_seconds=prof.bench.attempt_max_seconds).p50_ms
             except EdgekitError as exc:
                 ctx.log.write(f"OpenVINO int8 attempt {label} failed: {exc}\n")
                 entry = {"name": label, "ignored": ignored, "path": path, "drop": float("inf"), "p50_ms": None,
                          "validation": None, "made": {}, "error": str(exc)[:300]}
                 attempts.append(entry)
                 return entry
-            entry = {"name": label, "ignored": ignored, "path": path, "drop": float(v.drop), "p50_ms": p50,
+            entry = {"name": label, "ignored": ignored, "path": path, "drop": float(v.drop), "p50_ms": None,
                      "validation": v, "made": made, "bytes": file_digest(path)[1]}
             attempts.append(entry)
             return entry
