@@ -3,31 +3,19 @@
     python benchmarks/runtimes.py [--rounds 7] [--runs 200] [--round-seconds 2] [--models cnn,encoder] [--quick]
                                   [--out DIR]
 
-Two models, each written into a user folder as a user would and built with ``edgekit.build`` (a profile
-that extends x86-edge at 1 thread, no pruning):
+Two models, each in a user folder, built with ``edgekit.build`` (x86-edge at 1 thread, no pruning):
 
 - cnn: the MobileNetV2-style net of benchmarks/mbv2.py at 224 px (seeded random weights, BatchNorm statistics
   from 20 random batches), random seeded images, labels = the fp32 model's top-1 (so the drop is top-1
   agreement); formats onnx, tflite, openvino, executorch.
 - encoder: a MiniLM-sized BertModel (edgekit.examples.families "real": 6 layers, hidden 384, 12 heads,
-  sequence 32, mean-pooled), seeded init, random token ids and masks; formats onnx, tflite, openvino,
-  executorch.
+  sequence 32, mean-pooled), seeded init, random token ids and masks; the same four formats.
 
-The peers, on the bundle's fp32 ONNX file and the same calibration split: ONNX Runtime fp32 (the reference),
-``quantize_static`` defaults (QDQ), for the encoder ``quantize_dynamic`` per-channel; NNCF defaults by hand
-(``convert_model`` + ``nncf.quantize``, in edgekit's OpenVINO worker process with telemetry off); the fp32 IR at
-OpenVINO's default precision (bf16 where the CPU has it) and at hint f32; for the cnn a hand-run PT2E +
-XNNPACKQuantizer (symmetric per-channel) .pte. Every file of a model is timed in one
-``edgekit.compare.interleaved`` run; per file: median over rounds of the p50, speedup over ORT fp32 (ratio of
-the medians; min-max of the per-round ratios), size (an IR with its .bin) against the fp32 ONNX file, the output
-cosine against the torch source on the validation split (mean, min), for the cnn the top-1 agreement drop.
-Then the goals, each PASS or MISS with its figure: cnn, edgekit's OpenVINO int8 >= 0.98x NNCF defaults and
->= 2.7x ORT fp32, its drop <= NNCF's, cosine >= 0.999; its ExecuTorch int8 >= 2.0x ORT fp32, cosine >= 0.999,
->= 0.95x the hand-run PT2E .pte; encoder, the fastest validated edgekit int8 file >= 4.5x ORT fp32 at cosine
->= 0.995; each bundle's ``fastest`` is this run's fastest of its files on the profile's runtimes within every
-budget; and (info) the fp32 IR at f32 and at OpenVINO's default precision. ``--quick``: 64 px, the tiny encoder (2 layers,
-hidden 32), 2 short rounds, a 10 s repair box and no QAT: a smoke test only. ``--out DIR`` keeps the user
-folders, bundles and peers' files (else a temporary folder). The CPU model and flags are printed first.
+Peers, on the bundle's fp32 ONNX file and the same calibration split: ORT fp32, ``quantize_static`` (and
+``quantize_dynamic`` for the encoder), NNCF defaults by hand (in edgekit's telemetry-free OpenVINO worker), the fp32 IR
+at OpenVINO's default precision, a hand-run PT2E + XNNPACK .pte (cnn). All files of a model are timed in one
+``edgekit.compare.interleaved`` run (median p50, speedup over ORT fp32, size, cosine against torch), then the goals,
+PASS or MISS. ``--quick`` (64 px, a 2-layer encoder, 2 rounds) is a smoke test; ``--out DIR`` keeps the files.
 """
 from __future__ import annotations
 

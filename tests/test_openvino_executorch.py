@@ -294,7 +294,7 @@ def test_every_family_in_openvino_and_executorch(zoo, family, tmp_path):
     from edgekit.formats import get_format
     from edgekit.runtimes import open_runner, reference_runner
     from edgekit.runtimes.base import run_batched
-    from edgekit.search.openvino_quant import _calibration_npz
+    from edgekit.quantize.passes import calibration_npz
     from edgekit.stages import stage
 
     arrays = edgekit.read_arrays(zoo / f"{family}.npz")
@@ -317,7 +317,7 @@ def test_every_family_in_openvino_and_executorch(zoo, family, tmp_path):
     close(ir.path, "openvino", "openvino")
     int8 = tmp_path / "nets_int8.xml"
     made = ov_call("quantize", "quantize openvino int8", src=str(ir.path), out=str(int8),
-                   calibration=str(_calibration_npz(type("C", (), {"data": data})(), ir, tmp_path / "c.npz")),
+                   calibration=str(calibration_npz(data.calibration, ir.mapping, tmp_path / "c.npz")),
                    transformer=family == "encoder", hint="f32")
     assert made["fake_quantize"] > 0 and made["samples"] == len(data.calibration)
     got = run_batched(open_runner(int8, "openvino"), data.validation.inputs)

@@ -15,16 +15,14 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
-
 from ..artifact import file_digest
 from ..errors import EdgekitError, StageError
 from ..export.job import Exported, PassContext
 from ..export.openvino import ir_files, ov_call
+from ..quantize.passes import calibration_npz
 from ..quantize.onnx_quant import QuantPlan, has_attention, preprocess, weighted_nodes
 from ..quantize.sensitivity import rank_layers
 from ..results import ExportInfo
-from ..runtimes.mapping import to_file
 from ..validate import validate_file
 from .ladder import climb
 from .onnx_quant import _worst_snr
@@ -62,14 +60,6 @@ def openvino_bf16(src: Exported, ctx: PassContext) -> Exported:
     return _recompressed(src, ctx, "bf16", "bf16", "bf16 (the CPU's AVX512-BF16/AMX units)")
 
 
-def _calibration_npz(ctx: PassContext, src: Exported, path: Path) -> Path:
-    spec = src.mapping
-    arrays = {t.name: np.ascontiguousarray(to_file(t, ctx.data.calibration.inputs[t.source_name or t.name]),
-                                           dtype=t.dtype) for t in spec.inputs}
-    np.savez(path, **arrays)
-    return path
-
-
 def openvino_int8(src: Exported, ctx: PassContext) -> Exported:
     stage = "quantize openvino int8"
     if ctx.data.calibration is None or len(ctx.data.calibration) == 0:
@@ -81,7 +71,7 @@ def openvino_int8(src: Exported, ctx: PassContext) -> Exported:
     transformer = has_attention(reference_onnx)
     with tempfile.TemporaryDirectory(prefix="edgekit-ov-", dir=ctx.scratch) as tmp_name:
         tmp = Path(tmp_name)
-        calibration = str(_calibration_npz(ctx, src, tmp / "calibration.npz").resolve())
+        calibration = str(calibration_npz(ctx.data.calibration, src.mapping, tmp / "calibration.npz").resolve())
         attempts: list[dict] = []
 
         def attempt(ignored: frozenset, label: str) -> dict:
