@@ -2,7 +2,7 @@
 factory file in its own folder), at realistic sizes; ratios from one run.
 
     python benchmarks/families.py [--size real|tiny] [--families encoder,kws,...] [--profiles mobile,iot,server]
-                                  [--formats onnx,tflite,openvino,executorch] [--no-prune] [--out DIR]
+                                  [--formats onnx,tflite,openvino,executorch] [--no-prune] [--threads N] [--out DIR]
 
 For each (family, profile, format): validated (with the file's drop, the cosine of its deciding output
 against the source, its size against the fp32 ONNX file and its speedup over it from interleaved rounds)
@@ -140,6 +140,35 @@ def rows(family: str, profile: str, result: dict) -> list[tuple]:
     return out
 
 
+FORMAT_NAMES = {"onnx": "ONNX", "tflite": "TFLite", "c_array": "C array", "openvino": "OpenVINO",
+                "executorch": "ExecuTorch"}
+
+
+def pivot(table: list[tuple]) -> list[str]:
+    """The README's table: one row per (family, profile), one column per format that any build made."""
+    formats = [f for f in FORMAT_NAMES if any(r[2] == f for r in table)]
+    cells: dict[tuple, dict[str, list[str]]] = {}
+    for family, profile, fmt, precision, status, drop, cos, ratio, speed in table:
+        row = cells.setdefault((family, profile), {})
+        if fmt == "-":  # the build itself failed
+            row.setdefault(formats[0] if formats else "onnx", []).append(status)
+            continue
+        if status == "validated":
+            text = f"{precision} ✓ drop {drop}, cos {cos}"
+            if not (fmt == "onnx" and precision == "fp32") and ratio != "-":
+                text += f", {ratio}× size, {speed}"
+        elif status.startswith("failed: "):
+            text = f"{precision} **failed**: {status[8:]}"
+        else:
+            text = f"{precision} {status}"
+        row.setdefault(fmt, []).append(text)
+    out = ["| family | profile | " + " | ".join(FORMAT_NAMES[f] for f in formats) + " |",
+           "|---|---|" + "---|" * len(formats)]
+    for (family, profile), row in cells.items():
+        out.append(f"| {family} | {profile} | " + " | ".join("<br>".join(row.get(f, [])) or "-" for f in formats) + " |")
+    return out
+
+
 def goals(results: dict) -> list[tuple[str, bool, str]]:
     out = []
 
@@ -230,6 +259,7 @@ def main() -> int:
     ap.add_argument("--out", default=None)
     ap.add_argument("--formats", default=None, help="passed to every build (e.g. onnx,tflite,openvino,executorch)")
     ap.add_argument("--no-prune", action="store_true", help="--prune-method none for every build")
+    ap.add_argument("--threads", type=int, default=None, help="--threads N for every build (default: the profile's)")
     args = ap.parse_args()
     print(cpu_line(), flush=True)
     work = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="edgekit-families-"))
@@ -254,6 +284,8 @@ def main() -> int:
                 extra = extra + ["--formats", ",".join(wanted_formats)]
             if args.no_prune:
                 extra = extra + ["--prune-method", "none"]
+            if args.threads:
+                extra = extra + ["--threads", str(args.threads)]
             result = build(folder, family, profile, work / "out" / f"{family}-{profile}", extra)
             results[(family, profile)] = result
             table += rows(family, profile, result)
@@ -271,6 +303,8 @@ def main() -> int:
     print("|" + "---|" * len(head))
     for r in table:
         print("| " + " | ".join(str(x) for x in r) + " |")
+    print()
+    print("\n".join(pivot(table)))
     print()
     print("| goal | result | measured |")
     print("|---|---|---|")

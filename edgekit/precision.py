@@ -32,7 +32,8 @@ def pte_precision(path: Path) -> str | None:
     return str(program.load_method("edgekit_precision").execute([])[0])
 
 
-OV_WEIGHTED = {"Convolution", "GroupConvolution", "MatMul", "ConvolutionBackpropData", "GroupConvolutionBackpropData"}
+OV_WEIGHTED = {"Convolution", "GroupConvolution", "MatMul", "ConvolutionBackpropData", "GroupConvolutionBackpropData",
+               "Gather"}  # Gather: an embedding table (its data input, a constant of rank >= 2)
 
 
 def openvino_precision_map(path: Path) -> dict[str, str]:
@@ -46,7 +47,8 @@ def openvino_precision_map(path: Path) -> dict[str, str]:
     for op in model.get_ordered_ops():
         if op.get_type_name() not in OV_WEIGHTED:
             continue
-        node, quantized = op.input_value(1).get_node(), False
+        gather = op.get_type_name() == "Gather"
+        node, quantized = op.input_value(0 if gather else 1).get_node(), False
         for _ in range(8):
             kind = node.get_type_name()
             if kind == "Constant":
@@ -57,7 +59,7 @@ def openvino_precision_map(path: Path) -> dict[str, str]:
                 node = None
                 break
             node = node.input_value(0).get_node()
-        if node is None or node.get_type_name() != "Constant":
+        if node is None or node.get_type_name() != "Constant" or (gather and len(node.get_output_shape(0)) < 2):
             continue
         stored = names.get(str(node.get_element_type().get_type_name()), "other")
         out[op.get_friendly_name()] = "int8" if quantized else stored

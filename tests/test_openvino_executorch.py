@@ -294,6 +294,8 @@ def test_every_family_in_openvino_and_executorch(zoo, family, tmp_path):
     from edgekit.formats import get_format
     from edgekit.runtimes import open_runner, reference_runner
     from edgekit.runtimes.base import run_batched
+    from edgekit.precision import precision_map
+    from edgekit.quantize.onnx_quant import has_attention
     from edgekit.quantize.passes import calibration_npz
     from edgekit.stages import stage
 
@@ -320,6 +322,13 @@ def test_every_family_in_openvino_and_executorch(zoo, family, tmp_path):
                    calibration=str(calibration_npz(data.calibration, ir.mapping, tmp_path / "c.npz")),
                    transformer=family == "encoder", hint="f32")
     assert made["fake_quantize"] > 0 and made["samples"] == len(data.calibration)
+    # attention is Softmax over a MatMul of two activations: the threehead's and the fcn's softmax heads are not
+    assert has_attention(onnx) == (family == "encoder")
+    stored = precision_map(int8)  # every weighted op, embedding tables included, at the precision it is stored at
+    assert set(stored.values()) <= {"int8", "fp32"} and "int8" in stored.values(), stored
+    tables = [n for n in stored if "embedding" in n.lower()]
+    assert (len(tables) > 0) == (family in ("encoder", "recommender")), stored
+    assert all(stored[n] == "int8" for n in tables), stored
     got = run_batched(open_runner(int8, "openvino"), data.validation.inputs)
     assert all(_cosine(got[n], want[n]) > 0.9 for n in want), {n: _cosine(got[n], want[n]) for n in want}
     try:

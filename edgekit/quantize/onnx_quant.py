@@ -153,9 +153,13 @@ def attention_path(path: Path) -> set[str]:
 
 
 def has_attention(path: Path) -> bool:
+    """A Softmax and a MatMul of two activations (Q.K^T): attention. A classifier's softmax head alone is not."""
     import onnx
 
-    return any(n.op_type == "Softmax" for n in onnx.load(str(path)).graph.node)
+    g = onnx.load(str(path)).graph
+    constants = {t.name for t in g.initializer} | {o for n in g.node if n.op_type == "Constant" for o in n.output}
+    return any(n.op_type == "Softmax" for n in g.node) and any(
+        n.op_type == "MatMul" and not any(i in constants for i in n.input) for n in g.node)
 
 
 def to_fp16(src: Path, out: Path, keep_io_types: bool = True) -> dict:

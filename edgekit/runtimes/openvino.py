@@ -95,6 +95,8 @@ class OpenVINORunner:
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         feed = {i: np.ascontiguousarray(inputs[t.name], dtype=t.dtype) for i, t in enumerate(self.iospec.inputs)}
-        result = self.request.infer(feed)
-        outs = [np.array(result[port]) for port in self.compiled.outputs]
+        # shared in and out (no copies inside OpenVINO); the outputs are copied here, before the next call
+        # overwrites the request's tensors. On a 10-feature MLP this is 33 us a call instead of 50-100 us.
+        result = self.request.infer(feed, share_inputs=True, share_outputs=True)
+        outs = [np.array(value) for value in result.to_tuple()]
         return dict(zip(self.iospec.output_names, outs))

@@ -95,13 +95,16 @@ def openvino_int8(src: Exported, ctx: PassContext) -> Exported:
         first = attempt(frozenset(), "nncf defaults" + (" (ModelType.TRANSFORMER)" if transformer else ""))
         if first["validation"] is None:
             raise StageError(stage, first["error"])
-        best, notes = first, []
+        best, notes, repair_s = first, [], None
         if first["drop"] > budget:
+            started = time.perf_counter()
             best, notes = _repair(first, attempt, reference_onnx, src, ctx, tmp)
+            repair_s = round(time.perf_counter() - started, 1)
         _copy_ir(best["path"], target)
     details = {"quantizer": f"nncf {best['made']['nncf']}", "model_type": best["made"]["model_type"],
                "calibration_samples": best["made"]["samples"], "fake_quantize_nodes": best["made"]["fake_quantize"],
-               "ignored_scope": sorted(best["ignored"]), "chosen": best["name"], "inference_precision_hint": "f32",
+               "ignored_scope": sorted(best["ignored"]), "chosen": best["name"], "repair_seconds": repair_s,
+               "inference_precision_hint": "f32",
                "runtime_options": {"INFERENCE_PRECISION_HINT": "f32"},
                "attempts": [{"name": a["name"], "drop": a["drop"] if a["validation"] is not None else None,
                              "p50_ms": a["p50_ms"], "snr_db": _worst_snr(a["validation"]) if a["validation"] else None,
