@@ -36,10 +36,11 @@ def main(argv: list[str]) -> int:
         return _compare(args)
     try:
         runtime = runtime_for(args["path"], args["runtime"])
-        import_runtime(runtime)
-        if runtime == "executorch":  # its thread pool is process-wide: set here, in the worker, only
-            from edgekit.runtimes.executorch import set_threads
+        if runtime == "executorch":  # the runtime without the exporter; its thread pool is process-wide: both
+            from edgekit.runtimes.executorch import import_runtime_only, set_threads  # here, in the worker, only
+            import_runtime_only()
             set_threads(args["threads"])
+        import_runtime(runtime)
         rss_before = _status_mb("VmRSS")
         opened = time.perf_counter()
         runner = open_runner(args["path"], args["runtime"], threads=args["threads"])
@@ -141,7 +142,8 @@ def _compare(args: dict) -> int:
     runners, samples = [], []
     try:
         if any(runtime_for(f["path"], f["runtime"]) == "executorch" for f in args["compare"]):
-            from edgekit.runtimes.executorch import set_threads
+            from edgekit.runtimes.executorch import import_runtime_only, set_threads
+            import_runtime_only()  # the runtime without the exporter
             set_threads(args["threads"])  # process-wide: this worker process only
         for f in args["compare"]:
             runner = open_runner(f["path"], f["runtime"], threads=args["threads"])

@@ -30,6 +30,18 @@ def example_args(model, calibration) -> tuple:
     return tuple(torch.from_numpy(np.ascontiguousarray(src[t.name][:1], dtype=t.dtype)) for t in model.iospec.inputs)
 
 
+def _line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0][:240]}" if text else type(exc).__name__
+
+
+def _root(exc: BaseException) -> str:
+    root = exc
+    while root.__cause__ is not None:
+        root = root.__cause__
+    return "" if root is exc else f" ({_line(root)})"
+
+
 def lower(module, args: tuple, iospec: IOSpec, stage: str, min_share: float, precision: str = "fp32"):
     """(the .pte bytes, the delegation summary). Raises StageError naming ``stage`` when the share is too low."""
     import torch
@@ -44,8 +56,11 @@ def lower(module, args: tuple, iospec: IOSpec, stage: str, min_share: float, pre
     with warnings.catch_warnings():  # torch's pytree deprecations, once per serialised node
         warnings.simplefilter("ignore", FutureWarning)
         program = module if isinstance(module, torch.export.ExportedProgram) else torch.export.export(module, args)
-        edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()],
-                                           constant_methods={"edgekit_io": names, "edgekit_precision": precision})
+        try:
+            edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()],
+                                               constant_methods={"edgekit_io": names, "edgekit_precision": precision})
+        except Exception as exc:  # noqa: BLE001 - the pass manager wraps the real error: say both in one line
+            raise StageError(stage, f"XNNPACK lowering failed: {_line(exc)}" + _root(exc)) from None
     info = get_delegation_info(edge.exported_program().graph_module)
     by_op = {op: (b.delegated, b.non_delegated) for op, b in info.delegation_by_operator.items()
              if not any(s in op for s in _SKIP)}

@@ -46,6 +46,32 @@ def import_executorch(lowering: bool = False):
     return runtime
 
 
+def import_runtime_only() -> None:
+    """For a worker process that only runs programs (the bench worker): ExecuTorch's pybindings import
+    ``executorch.exir._warnings``, and with it ``executorch.exir``'s ``__init__``, the whole exporter (about 4 s of
+    torch._dynamo and inductor imports). Here ``executorch.exir`` is registered as its own package directory with that
+    ``__init__`` not run, so only ``_warnings.py`` loads. Never in a process that lowers programs; if the bare
+    package is not enough for this executorch version, the full import runs instead."""
+    import importlib.util
+    import sys
+
+    if "executorch.runtime" in sys.modules or "executorch.exir" in sys.modules:
+        return
+    try:
+        spec = importlib.util.find_spec("executorch.exir")
+    except ImportError:  # no executorch at all: import_executorch says so, with the pip line
+        spec = None
+    if spec is None or not spec.submodule_search_locations:
+        return import_executorch()
+    sys.modules["executorch.exir"] = importlib.util.module_from_spec(spec)  # the package, its __init__ not run
+    try:
+        import_executorch()
+    except Exception:  # noqa: BLE001 - fall back to the full import, from a clean slate
+        for name in [m for m in sys.modules if m == "executorch" or m.startswith("executorch.")]:
+            del sys.modules[name]
+    import_executorch()
+
+
 def set_threads(threads: int) -> None:
     """Resize ExecuTorch's process-wide thread pool: for the bench worker process only."""
     from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
