@@ -62,7 +62,8 @@ def import_runtime_only() -> None:
     except ImportError:  # no executorch at all: import_executorch says so, with the pip line
         spec = None
     if spec is None or not spec.submodule_search_locations:
-        return import_executorch()
+        import_executorch()
+        return
     sys.modules["executorch.exir"] = importlib.util.module_from_spec(spec)  # the package, its __init__ not run
     try:
         import_executorch()
