@@ -284,7 +284,7 @@ def main() -> int:
                 extra = extra + ["--formats", ",".join(wanted_formats)]
             if args.no_prune:
                 extra = extra + ["--prune-method", "none"]
-            if args.threads:
+            if args.threads is not None:
                 extra = extra + ["--threads", str(args.threads)]
             result = build(folder, family, profile, work / "out" / f"{family}-{profile}", extra)
             results[(family, profile)] = result

@@ -13,7 +13,8 @@ calibration split and its validation split, and a ``validation_fn`` that returns
 (``edgekit.validate.judge``: every output against the source). Both files are judged again by
 ``edgekit.validate.validate_file`` and timed in one interleaved run (1 thread, batch 1), with NNCF's defaults
 (the ladder's first rung) as the third file. Printed: drop, layers left float, p50, speed against the defaults,
-and the seconds each repair took.
+and the seconds each repair took (the ladder's from after its first rung; accuracy control's whole call, which
+includes its own first quantization and the fp32 model's validation).
 """
 from __future__ import annotations
 
@@ -159,38 +160,35 @@ def family(name: str, size: str, budget: float, rounds: int, root: Path) -> list
     manifest = json.loads((bundle / "manifest.json").read_text())
     report = json.loads((bundle / "report.json").read_text())
     entry = {f["precision"]: f for f in manifest["files"] if f["format"] == "openvino"}
-    art = next(a for a in report["artifacts"] if a["format"] == "openvino" and a["precision"] == "int8")
+    art = next((a for a in report["artifacts"] if a["format"] == "openvino" and a["precision"] == "int8"), None)
+    if art is None or "fp32" not in entry:
+        return [f"{name} ({size}): the build made no int8 IR: "
+                + "; ".join(f"{f['format']} {f['precision']}: {f['reason'][:160]}" for f in manifest["failed"])]
     details = art["export"]
     attempts = details["attempts"]
     lines = [f"{name} ({size}): budget {budget}; build {build_s:.0f} s; ladder: {len(attempts)} attempt(s), "
              f"chose '{details['chosen']}'"]
-    fp32 = bundle / entry["fp32"]["file"]
-    ac_path = folder / "ac_int8.xml"
-    try:
-        ac = run_child({"spec": spec, "data": str(data), "iospec": entry["fp32"]["iospec"], "fp32_ir": str(fp32),
-                        "budget": budget, "out": str(ac_path), "inspect": [str(bundle / entry["int8"]["file"])],
-                        "transformer": details["model_type"] == "TRANSFORMER"})
-    except RuntimeError as exc:
-        return lines + [f"  {exc}"]
-
+    fp32, ladder_file = bundle / entry["fp32"]["file"], bundle / entry["int8"]["file"]
+    ac_path, defaults = folder / "ac_int8.xml", folder / "defaults_int8.xml"
     model, split = split_for(spec, data)
     reference = reference_outputs(model, split)
-    ladder_file = bundle / entry["int8"]["file"]
-    defaults = folder / "defaults_int8.xml"
-    rows = [("NNCF defaults (rung 1)", None, attempts[0]["drop"], [], None)]
-    ladder_v = validate_file(ladder_file, reference, split, None, runtime="openvino", raise_on_failure=False)
-    rows.append(("edgekit ladder (ignored_scope)", ladder_file, ladder_v.drop, ac["float_layers"][str(ladder_file)],
-                 details.get("repair_seconds")))
-    ac_v = validate_file(ac_path, reference, split, None, runtime="openvino", raise_on_failure=False)
-    rows.append(("quantize_with_accuracy_control", ac_path, ac_v.drop, ac["float_layers"][str(ac_path)], ac["seconds"]))
-    # NNCF's defaults again: the ladder keeps only the file it ships
     mapping = IOSpec.from_dict(entry["fp32"]["iospec"])
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp:  # NNCF's defaults again: the ladder keeps only the file it ships
         calib = calibration_npz(split.calibration, mapping, Path(tmp) / "c.npz")
         ov_call("quantize", "benchmark", None, src=str(fp32), out=str(defaults), calibration=str(calib),
                 transformer=details["model_type"] == "TRANSFORMER", ignored=[], hint="f32")
-    rows[0] = (rows[0][0], defaults, validate_file(defaults, reference, split, None, runtime="openvino",
-                                                   raise_on_failure=False).drop, [], None)
+    try:
+        ac = run_child({"spec": spec, "data": str(data), "iospec": entry["fp32"]["iospec"], "fp32_ir": str(fp32),
+                        "budget": budget, "out": str(ac_path), "inspect": [str(defaults), str(ladder_file)],
+                        "transformer": details["model_type"] == "TRANSFORMER"})
+    except RuntimeError as exc:
+        return lines + [f"  {exc}"]
+    rows = []
+    for label, path, secs in (("NNCF defaults (rung 1)", defaults, None),
+                              ("edgekit ladder (ignored_scope)", ladder_file, details.get("repair_seconds")),
+                              ("quantize_with_accuracy_control", ac_path, ac["seconds"])):
+        v = validate_file(path, reference, split, None, runtime="openvino", raise_on_failure=False)
+        rows.append((label, path, v.drop, ac["float_layers"][str(path)], secs))
     files = [(fp32, "openvino")] + [(r[1], "openvino") for r in rows]
     one = sample_for(mapping, {k: v[:1] for k, v in split.validation.inputs.items()})
     p50s = interleaved([(p, rt, one) for p, rt in files], threads=1, rounds=rounds, runs=100, round_seconds=1.5)

@@ -27,7 +27,7 @@ class StageError(EdgekitError):
     exit_code = 3
 
     def __init__(self, stage: str, message: str):
-        self.stage = stage
+        self.stage, self.reason = stage, message
         super().__init__(f"stage '{stage}' failed: {message}")
 
 

@@ -48,19 +48,22 @@ def openvino_precision_map(path: Path) -> dict[str, str]:
         if op.get_type_name() not in OV_WEIGHTED:
             continue
         gather = op.get_type_name() == "Gather"
-        node, quantized = op.input_value(0 if gather else 1).get_node(), False
+        node, quantized, decoded = op.input_value(0 if gather else 1).get_node(), False, False
         for _ in range(8):
             kind = node.get_type_name()
             if kind == "Constant":
                 break
+            decoded = decoded or kind in ("Convert", "FakeQuantize")
             if kind == "FakeQuantize":
                 quantized = quantized or int(node.get_attributes().get("levels", 0)) <= 256
             if kind not in ("Convert", "Reshape", "Transpose", "Subtract", "Multiply", "FakeQuantize", "Unsqueeze"):
                 node = None
                 break
             node = node.input_value(0).get_node()
-        if node is None or node.get_type_name() != "Constant" or (gather and len(node.get_output_shape(0)) < 2):
+        if node is None or node.get_type_name() != "Constant":
             continue
+        if gather and (len(node.get_output_shape(0)) < 2 or not (node.get_element_type().is_real() or decoded)):
+            continue  # not an embedding table: a shape or index lookup (an integer table read as it is stored)
         stored = names.get(str(node.get_element_type().get_type_name()), "other")
         out[op.get_friendly_name()] = "int8" if quantized else stored
     return out

@@ -42,6 +42,12 @@ def _root(exc: BaseException) -> str:
     return "" if root is exc else f" ({_line(root)})"
 
 
+def lowering_error(stage: str, exc: BaseException) -> StageError:
+    """One line for a failure inside torch.export, PT2E or ExecuTorch: the error and, when the pass manager
+    wraps it, its root cause."""
+    return StageError(stage, f"XNNPACK lowering failed: {_line(exc)}" + _root(exc))
+
+
 def lower(module, args: tuple, iospec: IOSpec, stage: str, min_share: float, precision: str = "fp32"):
     """(the .pte bytes, the delegation summary). Raises StageError naming ``stage`` when the share is too low."""
     import torch
@@ -55,13 +61,13 @@ def lower(module, args: tuple, iospec: IOSpec, stage: str, min_share: float, pre
     names = ",".join(t.name for t in iospec.inputs) + "|" + ",".join(t.name for t in iospec.outputs)
     with warnings.catch_warnings():  # torch's pytree deprecations, once per serialised node
         warnings.simplefilter("ignore", FutureWarning)
-        program = module if isinstance(module, torch.export.ExportedProgram) else torch.export.export(module, args)
         try:
+            program = module if isinstance(module, torch.export.ExportedProgram) else torch.export.export(module, args)
             edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()],
                                                constant_methods={"edgekit_io": names, "edgekit_precision": precision})
+            info = get_delegation_info(edge.exported_program().graph_module)
         except Exception as exc:  # noqa: BLE001 - the pass manager wraps the real error: say both in one line
-            raise StageError(stage, f"XNNPACK lowering failed: {_line(exc)}" + _root(exc)) from None
-    info = get_delegation_info(edge.exported_program().graph_module)
+            raise lowering_error(stage, exc) from exc
     by_op = {op: (b.delegated, b.non_delegated) for op, b in info.delegation_by_operator.items()
              if not any(s in op for s in _SKIP)}
     delegated = sum(d for d, _ in by_op.values())
@@ -77,7 +83,10 @@ def lower(module, args: tuple, iospec: IOSpec, stage: str, min_share: float, pre
                                 f"portable kernels: {worst}")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        return edge.to_executorch().buffer, summary
+        try:
+            return edge.to_executorch().buffer, summary
+        except Exception as exc:  # noqa: BLE001
+            raise lowering_error(stage, exc) from exc
 
 
 def static_spec(model, args: tuple) -> IOSpec:

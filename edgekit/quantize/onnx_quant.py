@@ -30,7 +30,7 @@ ARRANGEMENTS = {
     # ranges to be wrecked by outliers); ORT's choice for transformers.
     "dynamic-u8s8": {"format": "dynamic", "activation": "QUInt8", "weight": "QInt8", "reduce_range": False},
 }
-ATTENTION_ONLY = ("qdq-u8s8-float-attention",)  # tried only on graphs that have attention (a Softmax)
+ATTENTION_ONLY = ("qdq-u8s8-float-attention",)  # tried only on graphs that have attention (has_attention)
 CALIBRATION = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
 
 
@@ -153,13 +153,21 @@ def attention_path(path: Path) -> set[str]:
 
 
 def has_attention(path: Path) -> bool:
-    """A Softmax and a MatMul of two activations (Q.K^T): attention. A classifier's softmax head alone is not."""
+    """A Softmax and a MatMul (or Einsum) of two activations (Q.K^T): attention. A classifier's softmax head alone
+    is not. Constness flows through nodes computed from constants only (a Transpose, Cast or DequantizeLinear of a
+    weight), so a weight reached through them is still a weight."""
     import onnx
 
     g = onnx.load(str(path)).graph
-    constants = {t.name for t in g.initializer} | {o for n in g.node if n.op_type == "Constant" for o in n.output}
-    return any(n.op_type == "Softmax" for n in g.node) and any(
-        n.op_type == "MatMul" and not any(i in constants for i in n.input) for n in g.node)
+    constants = {t.name for t in g.initializer}
+    pairs = False
+    for n in g.node:  # graph order is topological
+        inputs = [i for i in n.input if i]
+        if n.op_type == "Constant" or (inputs and all(i in constants for i in inputs)):
+            constants.update(n.output)
+        elif n.op_type in ("MatMul", "Einsum") and len(inputs) >= 2 and not any(i in constants for i in inputs):
+            pairs = True
+    return pairs and any(n.op_type == "Softmax" for n in g.node)
 
 
 def to_fp16(src: Path, out: Path, keep_io_types: bool = True) -> dict:

@@ -35,6 +35,9 @@ def import_executorch(lowering: bool = False):
             import executorch.exir  # noqa: F401
             import torchao.quantization.pt2e.quantize_pt2e  # noqa: F401
 
+    if lowering and getattr(sys.modules.get("executorch.exir"), "__edgekit_bare__", False):
+        raise RuntimeError("this process loaded ExecuTorch's runtime only (import_runtime_only, for bench workers); "
+                           "lowering a program needs a process that has not")
     wanted = ("executorch.exir",) if lowering else ("executorch.runtime",)
     if not all(m in sys.modules for m in wanted):
         try:
@@ -64,7 +67,11 @@ def import_runtime_only() -> None:
     if spec is None or not spec.submodule_search_locations:
         import_executorch()
         return
-    sys.modules["executorch.exir"] = importlib.util.module_from_spec(spec)  # the package, its __init__ not run
+    bare = importlib.util.module_from_spec(spec)  # the package, its __init__ not run
+    bare.__edgekit_bare__ = True  # import_executorch(lowering=True) refuses to run after it
+    sys.modules["executorch.exir"] = bare
+    if "executorch" in sys.modules:
+        sys.modules["executorch"].exir = bare
     try:
         import_executorch()
     except Exception:  # noqa: BLE001 - fall back to the full import, from a clean slate

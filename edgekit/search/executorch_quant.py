@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import EdgekitError, StageError
-from ..export.executorch import example_args, lower
+from ..export.executorch import example_args, lower, lowering_error
 from ..export.job import Exported, PassContext
 from ..quantize.onnx_quant import QuantPlan, preprocess, weighted_nodes
 from ..quantize.sensitivity import rank_layers
@@ -63,7 +63,10 @@ def executorch_int8(src: Exported, ctx: PassContext) -> Exported:
         def attempt(excluded: frozenset, label: str) -> dict:
             path = tmp / f"a{len(attempts)}.pte"
             try:
-                program, n = _quantized_program(model.module, args, ctx.data.calibration, model.iospec, excluded)
+                try:
+                    program, n = _quantized_program(model.module, args, ctx.data.calibration, model.iospec, excluded)
+                except Exception as exc:  # noqa: BLE001 - torch.export or PT2E: this rung fails, the ladder goes on
+                    raise lowering_error(stage, exc) from exc
                 buffer, summary = lower(program, args, model.iospec, stage, prof.target.min_delegated_share, "int8")
                 path.write_bytes(buffer)
                 v = validate_file(path, ctx.reference, ctx.data, None, runtime="executorch", threads=threads,
@@ -71,7 +74,7 @@ def executorch_int8(src: Exported, ctx: PassContext) -> Exported:
             except EdgekitError as exc:
                 ctx.log.write(f"ExecuTorch int8 attempt {label} failed: {exc}\n")
                 entry = {"name": label, "excluded": excluded, "path": path, "drop": float("inf"), "p50_ms": None,
-                         "validation": None, "error": str(exc)[:300]}
+                         "validation": None, "error": str(getattr(exc, "reason", exc))[:600]}
                 attempts.append(entry)
                 return entry
             entry = {"name": label, "excluded": excluded, "path": path, "drop": float(v.drop), "p50_ms": None,
