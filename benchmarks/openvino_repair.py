@@ -53,36 +53,12 @@ def split_for(spec: str, data: Path):
     return model, split
 
 
-def float_layers(model) -> list[str]:
-    """The IR's weighted ops (convolutions, matmuls and gathers on a float weight constant of rank >= 2) that
-    have no FakeQuantize on any input: the layers left float."""
-    def source(port):
-        node = port.get_source_output().get_node()
-        while node.get_type_name() == "Convert":
-            node = node.input(0).get_source_output().get_node()
-        return node
-
-    def weight(node) -> bool:
-        if node.get_type_name() == "FakeQuantize":
-            node = source(node.input(0))
-        return node.get_type_name() == "Constant" and node.get_element_type().is_real() and \
-            len(node.get_output_shape(0)) >= 2
-
-    out = []
-    for op in model.get_ordered_ops():
-        if op.get_type_name() not in {"Convolution", "GroupConvolution", "MatMul", "Gather"}:
-            continue
-        inputs = [source(port) for port in op.inputs()]
-        if any(weight(n) for n in inputs) and not any(n.get_type_name() == "FakeQuantize" for n in inputs):
-            out.append(op.get_friendly_name())
-    return out
-
-
 def accuracy_control(args: dict) -> dict:
     """In the child: nncf.quantize_with_accuracy_control on the bundle's fp32 IR."""
     import nncf
     import openvino as ov
 
+    from edgekit.export.ov_worker import HINT_KEY
     from edgekit.iospec import IOSpec
     from edgekit.stages import sample_for
     from edgekit.validate import judge, reference_outputs
@@ -119,14 +95,15 @@ def accuracy_control(args: dict) -> dict:
         ir, nncf.Dataset(calibration), nncf.Dataset(items(split.validation.inputs)), validation_fn,
         max_drop=args["budget"], drop_type=nncf.DropType.ABSOLUTE, subset_size=len(calibration), **kwargs)
     seconds = time.perf_counter() - started
-    quantized.set_rt_info("f32", ["edgekit", "inference_precision_hint"])
+    quantized.set_rt_info("f32", HINT_KEY)
     ov.save_model(quantized, args["out"], compress_to_fp16=False)
-    return {"seconds": seconds, "validation_calls": calls,
-            "float_layers": {path: float_layers(ov.Core().read_model(path)) for path in [args["out"], *args["inspect"]]}}
+    return {"seconds": seconds, "validation_calls": calls}
 
 
 def run_child(args: dict) -> dict:
-    env = {**os.environ, "CI": "true", "NNCF_CI": "1"}  # OpenVINO's and NNCF's usage telemetry off, as edgekit's worker
+    from edgekit.export.openvino import NO_TELEMETRY
+
+    env = {**os.environ, **NO_TELEMETRY}  # OpenVINO's and NNCF's usage telemetry off, as in edgekit's worker
     proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(args)], capture_output=True, text=True,
                           env=env)
     lines = [x for x in proc.stdout.splitlines() if x.startswith("{")]
@@ -142,6 +119,7 @@ def family(name: str, size: str, budget: float, rounds: int, root: Path) -> list
     from edgekit.examples import families
     from edgekit.export.openvino import ov_call
     from edgekit.iospec import IOSpec
+    from edgekit.precision import precision_map
     from edgekit.quantize.passes import calibration_npz
     from edgekit.stages import sample_for
     from edgekit.validate import reference_outputs, validate_file
@@ -179,7 +157,7 @@ def family(name: str, size: str, budget: float, rounds: int, root: Path) -> list
                 transformer=details["model_type"] == "TRANSFORMER", ignored=[], hint="f32")
     try:
         ac = run_child({"spec": spec, "data": str(data), "iospec": entry["fp32"]["iospec"], "fp32_ir": str(fp32),
-                        "budget": budget, "out": str(ac_path), "inspect": [str(defaults), str(ladder_file)],
+                        "budget": budget, "out": str(ac_path),
                         "transformer": details["model_type"] == "TRANSFORMER"})
     except RuntimeError as exc:
         return lines + [f"  {exc}"]
@@ -188,7 +166,8 @@ def family(name: str, size: str, budget: float, rounds: int, root: Path) -> list
                               ("edgekit ladder (ignored_scope)", ladder_file, details.get("repair_seconds")),
                               ("quantize_with_accuracy_control", ac_path, ac["seconds"])):
         v = validate_file(path, reference, split, None, runtime="openvino", raise_on_failure=False)
-        rows.append((label, path, v.drop, ac["float_layers"][str(path)], secs))
+        floats = [op for op, stored in precision_map(path).items() if stored == "fp32"]  # weights left float
+        rows.append((label, path, v.drop, floats, secs))
     files = [(fp32, "openvino")] + [(r[1], "openvino") for r in rows]
     one = sample_for(mapping, {k: v[:1] for k, v in split.validation.inputs.items()})
     p50s = interleaved([(p, rt, one) for p, rt in files], threads=1, rounds=rounds, runs=100, round_seconds=1.5)
