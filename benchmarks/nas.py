@@ -80,7 +80,7 @@ def part_grid(out: Path, example_p90: float, seeds: int, trials: int) -> None:
     rows = []
     for seed in range(seeds):
         arms = {}
-        for arm, grid in (("grid", "full"), ("search", "baseline")):
+        for arm, grid in (("grid", "full"), ("search", "auto")):
             r = edgekit.nas(profile="iot", trials=trials, grid=grid, seed=seed, out=out, study=f"{arm}-s{seed}",
                             promote_k=0, hv_reference=ref, progress=_dots)
             pts = [Point(p["trial"], p["metric"], p["p90_ms"], p["params"], p) for p in r.front]

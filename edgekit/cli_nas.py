@@ -50,8 +50,11 @@ def reference(text: str | None) -> tuple[float, float] | None:
               help="Front members re-trained and re-measured; 0: none, and no bundle (extra workers).")
 @click.option("--pick", default="best", show_default=True,
               help="best (most accurate within every budget), fastest, smallest, or a trial number.")
-@click.option("--grid", type=click.Choice(["full", "baseline", "none"]), default="full", show_default=True,
-              help="Seed the study with the example's width x resolution grid, the example alone, or nothing.")
+@click.option("--grid", type=click.Choice(["auto", "full", "design", "baseline", "none"]), default="auto",
+              show_default=True,
+              help="Seed the study with the example's width x resolution grid (full), the example with the grid's "
+                   "corners and centre (design), the example alone, or nothing; auto: full with a time budget "
+                   "or --trials of at least twice the grid, else design.")
 @click.option("--bits", type=click.Choice(["16", "8", "4"]), help="Override the profile's weight bits.")
 @click.option("--threads", type=click.IntRange(min=0), help="Override the profile's thread count for benches.")
 @click.option("--train-threads", type=click.IntRange(min=1), help="Threads for training (default: all cores).")

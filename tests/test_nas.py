@@ -87,6 +87,35 @@ def test_a_budget_an_untrained_candidate_breaks_is_recorded_without_training(tmp
     assert sum(1 for c in scorer.calls if not c.endswith("untrained")) == len(trials) - len(slow)
 
 
+def test_the_builtin_space_holds_the_example_and_a_short_search_starts_from_a_design():
+    from edgekit.archsearch.api import grid_seeds
+    from edgekit.archsearch.space import architecture
+    from edgekit.examples import digits
+
+    space = builtin_space(1, 10, 32)
+    module, resolution = candidate(space, example_params(1.0, 32), 0)
+    shipped = digits.load_model().module  # width 1.0 at full resolution is the shipped example, layer for layer
+    assert resolution == 32 and [p.shape for p in module.parameters()] == [p.shape for p in shipped.parameters()]
+    narrow = architecture({**example_params(0.25, 32), "s3_scale": 2.0, "head_scale": 0.5})
+    assert narrow == {"stem": 8, "channels": [8, 16, 16, 48], "head": 32}  # multiples of 8, per stage
+    wider, _ = candidate(space, {**example_params(0.25, 32), "s3_scale": 2.0}, 0)
+    assert sum(p.numel() for p in wider.parameters()) > sum(p.numel() for p in candidate(space, example_params(0.25, 32), 0)[0].parameters())
+    short = grid_seeds("auto", (16, 24, 32), 32, 15)  # 15 trials: the example, the four corners, the centre
+    assert [(p["width"], p["resolution"]) for p in short] == [(1.0, 32), (0.25, 32), (0.25, 16), (1.0, 16), (0.5, 24)]
+    full = grid_seeds("auto", (16, 24, 32), 32, None)  # a time budget: the whole grid, the example first
+    assert len(full) == 15 and full[0] == example_params(1.0, 32) and grid_seeds("auto", (16, 24, 32), 32, 30) == full
+    assert {(p["width"], p["resolution"]) for p in full} == {(w, r) for w in (0.25, 0.35, 0.5, 0.75, 1.0)
+                                                             for r in (16, 24, 32)}
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    for params in short:
+        study.enqueue_trial(params)
+    for params in short:  # every seed is a point of the space the sampler searches
+        trial = study.ask()
+        space.make(trial)
+        assert trial.params == params and trial.user_attrs["architecture"] == architecture(params)
+        study.tell(trial, [0.5, 1.0])
+
+
 def test_constraint_values_and_their_order():
     prof = load_profile("stm32h743")
     m = Measured("f", "tflite", "int8", "litert", 0.95, 0.97, 0.02, 1, 2, 3, 1536 * 1024 + 1024, 400 * 1024, True,

@@ -13,12 +13,12 @@ from ..profiles import DeviceProfile, load_profile, with_overrides
 from .hostlock import HostLock
 from .promote import PICKS, build_bundle, choose, promote, spearman, spread
 from .results import front, hypervolume, plot, points, trials_summary, write_pareto_json, write_trials_csv
-from .space import WIDTHS, example_params, space_for
+from .space import WIDTHS, design_params, example_params, space_for
 from .storage import open_storage, open_study
 from .study import CONSTRAINTS, Loop, run_worker, seed_study
 from .trainer import Recipe, image_info, search_arrays
 
-GRIDS = ("full", "baseline", "none")
+GRIDS = ("auto", "full", "design", "baseline", "none")
 STARTUP_TRIALS = 5  # random trials (seeded ones count) before TPE models the rest; Optuna's default is 10
 DEFAULT_BUDGET_S = 600.0  # with neither a trial count nor a time budget: ten minutes
 
@@ -43,7 +43,7 @@ class NasResult:
 def nas(space: str = "builtin", *, data=None, profile: str | Path | DeviceProfile = "iot", trials: int | None = None,
         time_budget_s: float | None = None, storage: str | None = None, study: str | None = None, out="nas",
         seed: int = 0, proxy_epochs: int = 3, final_epochs: int = 12, promote_k: int = 3, pick: str = "best",
-        grid: str = "full", bits: int | None = None, threads: int | None = None, train_threads: int | None = None,
+        grid: str = "auto", bits: int | None = None, threads: int | None = None, train_threads: int | None = None,
         hv_reference: tuple[float, float] | None = None, evaluator=None,
         progress: Callable[[dict], None] | None = None) -> NasResult:
     """Search ``space`` ('builtin' or FILE.py:FUNC) for ``profile``; see docs in the README ("edgekit nas").
@@ -80,11 +80,7 @@ def nas(space: str = "builtin", *, data=None, profile: str | Path | DeviceProfil
     folder.mkdir(parents=True, exist_ok=True)
     lock = HostLock()
     if the_space.builtin and grid != "none":
-        widths = WIDTHS if grid == "full" else (1.0,)
-        res = the_space.resolutions if grid == "full" else (size,)
-        seeds = [example_params(1.0, size)] + [example_params(w, r) for w in widths for r in res
-                                               if (w, r) != (1.0, size)]
-        seed_study(the_study, seeds, lock)
+        seed_study(the_study, grid_seeds(grid, the_space.resolutions, size, trials), lock)
     log = io.StringIO()
     input_names = [k for k in arrays if k not in ("y", "y_train") and not k.endswith("_train")]
     task = "classification" if arrays["y"].dtype.kind in "iu" else "regression"
@@ -138,6 +134,18 @@ def nas(space: str = "builtin", *, data=None, profile: str | Path | DeviceProfil
                                                         "bundle": str(built.bundle), "bundle_passed": built.passed})
     return NasResult(name, folder, url, summary["counts"], result.front, hv, ref, [p.to_dict() for p in promoted],
                      rho, chosen.trial, built.bundle, built.passed, ran)
+
+
+def grid_seeds(grid: str, resolutions: tuple[int, ...], size: int, trials: int | None) -> list[dict]:
+    """The parameter sets a built-in study starts with. ``auto``: the full width x resolution grid when
+    the search has time for it and as many trials again (a time budget, or ``trials`` >= twice the grid),
+    else ``design``: the example, the grid's corners and its centre, so that most of a short budget is
+    left to the sampler."""
+    full = [example_params(1.0, size)] + [example_params(w, r) for w in WIDTHS for r in resolutions
+                                          if (w, r) != (1.0, size)]
+    if grid == "auto":
+        grid = "full" if trials is None or trials >= 2 * len(full) else "design"
+    return {"full": full, "design": design_params(resolutions), "baseline": full[:1]}[grid]
 
 
 def _reference(trials, prof) -> tuple[float, float]:

@@ -17,9 +17,10 @@ from ..errors import UsageError, one_line
 STAGES = 4
 STRIDES = (1, 2, 2, 2)  # after a stride-2 stem, like the shipped example
 DEPTHS = ((1, 2), (1, 3), (1, 3), (1, 3))
-CHANNELS = ((8, 48), (8, 64), (16, 96), (16, 128))  # per stage, multiples of 8
 EXPANSIONS = (2, 3, 4, 6)
 KERNELS = (3, 5)
+WIDTH_RANGE = (0.2, 1.25)  # the global width multiplier of the example, sampled on a log scale
+SCALES = (0.5, 0.75, 1.0, 1.5, 2.0)  # a stage's (or the head's) width relative to the global multiplier
 # The shipped example (edgekit/examples/digits.py) in this space's terms: the hand-designed baseline.
 EXAMPLE = {"stem": 32, "head": 256, "depth": (1, 2, 2, 2), "channels": (32, 48, 64, 96), "expand": 4, "kernel": 3}
 WIDTHS = (0.25, 0.35, 0.5, 0.75, 1.0)
@@ -47,30 +48,50 @@ def resolutions_for(size: int) -> tuple[int, ...]:
 def example_params(width: float = 1.0, resolution: int = 32) -> dict[str, Any]:
     """The shipped example's architecture scaled by a width multiplier, at ``resolution``: the grid
     the study is seeded with (``enqueue_trial``)."""
-    params: dict[str, Any] = {"resolution": resolution, "stem": divisible(EXAMPLE["stem"] * width),
-                              "head": divisible(EXAMPLE["head"] * width)}
+    params: dict[str, Any] = {"resolution": resolution, "width": float(width), "head_scale": 1.0}
     for i in range(STAGES):
         params[f"s{i}_depth"] = EXAMPLE["depth"][i]
-        params[f"s{i}_channels"] = divisible(EXAMPLE["channels"][i] * width)
+        params[f"s{i}_scale"] = 1.0
         params[f"s{i}_expand"] = EXAMPLE["expand"]
         params[f"s{i}_kernel"] = EXAMPLE["kernel"]
     return params
+
+
+def design_params(resolutions: tuple[int, ...]) -> list[dict[str, Any]]:
+    """A small space-filling start for a short search: the example, then the width x resolution grid's
+    four corners and its centre (a 2^2 factorial design with a centre point)."""
+    lo, mid, hi = resolutions[0], resolutions[len(resolutions) // 2], resolutions[-1]
+    widths = (WIDTHS[0], WIDTHS[len(WIDTHS) // 2], WIDTHS[-1])
+    points = [(widths[2], hi), (widths[0], hi), (widths[0], lo), (widths[2], lo), (widths[1], mid)]
+    return [example_params(w, r) for w, r in dict.fromkeys(points)]
+
+
+def architecture(params: dict[str, Any]) -> dict[str, Any]:
+    """The widths a parameter set means: stem, per-stage output channels (multiples of 8), head."""
+    width = params["width"]
+    return {"stem": divisible(EXAMPLE["stem"] * width),
+            "channels": [divisible(EXAMPLE["channels"][i] * width * params[f"s{i}_scale"]) for i in range(STAGES)],
+            "head": divisible(EXAMPLE["head"] * width * params["head_scale"])}
 
 
 def builtin_space(in_channels: int, classes: int, size: int) -> Space:
     resolutions = resolutions_for(size)
 
     def make(trial):
-        resolution = trial.suggest_categorical("resolution", list(resolutions))
-        stem = trial.suggest_int("stem", 8, 48, step=8)
-        stages = []
+        params = {"resolution": trial.suggest_categorical("resolution", list(resolutions)),
+                  "width": trial.suggest_float("width", *WIDTH_RANGE, log=True)}
         for i in range(STAGES):
-            stages.append((trial.suggest_int(f"s{i}_depth", *DEPTHS[i]),
-                           trial.suggest_int(f"s{i}_channels", *CHANNELS[i], step=8),
-                           trial.suggest_categorical(f"s{i}_expand", list(EXPANSIONS)),
-                           trial.suggest_categorical(f"s{i}_kernel", list(KERNELS))))
-        head = trial.suggest_int("head", 32, 320, step=8)
-        return mobilenet(in_channels, classes, resolution, stem, tuple(stages), head), resolution
+            params[f"s{i}_depth"] = trial.suggest_int(f"s{i}_depth", *DEPTHS[i])
+            params[f"s{i}_scale"] = trial.suggest_categorical(f"s{i}_scale", list(SCALES))
+            params[f"s{i}_expand"] = trial.suggest_categorical(f"s{i}_expand", list(EXPANSIONS))
+            params[f"s{i}_kernel"] = trial.suggest_categorical(f"s{i}_kernel", list(KERNELS))
+        params["head_scale"] = trial.suggest_categorical("head_scale", list(SCALES))
+        arch = architecture(params)
+        trial.set_user_attr("architecture", arch)
+        stages = tuple((params[f"s{i}_depth"], arch["channels"][i], params[f"s{i}_expand"], params[f"s{i}_kernel"])
+                       for i in range(STAGES))
+        resolution = params["resolution"]
+        return mobilenet(in_channels, classes, resolution, arch["stem"], stages, arch["head"]), resolution
 
     return Space("builtin", make, True, resolutions)
 
