@@ -140,6 +140,8 @@ def _build(source, arrays, data_source, prof, final, out, wanted, formats, pruni
     try:
         with staging(final, force) as folder, tempfile.TemporaryDirectory(prefix="edgekit-") as scratch, \
                 TfWorker(log) as tf:
+            if needs_converter(plan, source):
+                tf.prestart()  # its TensorFlow imports overlap pruning and the ONNX export
             teacher = source.module
             if prof.prune.active and skipped_compression is None:
                 with stage("compress", log, progress):
@@ -200,7 +202,11 @@ def run_plan(plan: BuildPlan, source: Model, reference: Reference, data: Data, p
         before = set(folder.iterdir())
         try:
             with stage(title, log, progress):
+                if tf is not None and not title.startswith("export "):
+                    tf.settle()  # quantization passes time their candidates: not beside the worker's imports
                 made = make()
+            if tf is not None:
+                tf.settle()  # nothing is validated or timed while the converter worker is still importing
             measured = []
             for entry in made:
                 with stage(f"validate+bench {entry.path.name}", log, progress):
@@ -256,6 +262,11 @@ def run_plan(plan: BuildPlan, source: Model, reference: Reference, data: Data, p
         first = failures[0]
         raise StageError(first.stage, first.reason)
     return artifacts, failures
+
+
+def needs_converter(plan: BuildPlan, source: Model) -> bool:
+    """Whether the build calls the TensorFlow worker: a Keras source, or a format that needs TensorFlow."""
+    return source.kind == "keras" or any("tensorflow" in s.format.requires for s in plan.steps)
 
 
 def _with_why(entry: Exported, why: str) -> Exported:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import time
 import traceback
 from dataclasses import replace
 from typing import Iterator
@@ -30,6 +31,7 @@ def stage(name: str, log: io.StringIO, progress=None) -> Iterator[None]:
     if progress is not None:
         progress(name)
     log.write(f"== {name}\n")
+    started = time.perf_counter()
     try:
         yield
     except EdgekitError:
@@ -38,6 +40,7 @@ def stage(name: str, log: io.StringIO, progress=None) -> Iterator[None]:
     except Exception as exc:
         log.write(traceback.format_exc())
         raise StageError(name, one_line(exc)) from exc
+    log.write(f"-- {name}: {time.perf_counter() - started:.1f} s\n")
 
 
 def load_source(model, weights, data_path, trust_pickle, dynamic=None) -> tuple[Model, dict | None, str]:

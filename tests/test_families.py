@@ -5,6 +5,7 @@ Every (family, profile, format) cell ends validated in its runtime or listed as 
 reason; no build exits 2 or 3. Family checks assert the numbers that make each file usable.
 """
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -99,6 +100,9 @@ def test_encoder(zoo, profile):
         assert fp32["export"]["exporter"].startswith("litert-torch")
         assert fp32["validation"]["outputs"]["embedding"]["within_tolerance"]  # matches the (pruned) twin it was made from
         assert any(n.startswith("exporter fallback: onnx2tf cannot convert this graph") for n in fp32["export"]["notes"])
+        log = (bundle / "build.log").read_text()  # onnx2tf failed twice, and searched no replacement JSON
+        assert log.count("onnx2tf cannot convert the graph at op") >= 2 and "automatic JSON generation" not in log
+        assert re.search(r"^-- export tflite: \d+\.\d s$", log, re.M)  # every stage's wall time is logged
         int8 = next(a for a in tfl if a["file"] == "nets_int8.tflite")
         assert "dynamic_wi8_afp32" in int8["export"]["exporter"] and int8["validation"]["outputs"]["embedding"]["cosine"] > 0.99
     if profile == "mobile":

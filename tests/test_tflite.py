@@ -65,6 +65,26 @@ def tflite_fp32(model, tmp_path, reference_onnx, calibration=None):
     return out
 
 
+def test_a_prestarted_converter_worker_imports_before_its_first_call(tmp_path):
+    torch.manual_seed(0)
+    src = tmp_path / "lin.onnx"
+    torch.onnx.export(torch.nn.Sequential(torch.nn.Linear(4, 3)).eval(), (torch.zeros(1, 4),), str(src),
+                      input_names=["x"], output_names=["y"], dynamo=False)
+    model = load_model(str(src))
+    log = io.StringIO()
+    with TfWorker(log) as tf:
+        tf.prestart()
+        first = tf._proc.pid
+        tf.prestart()  # already running: the same worker
+        tf.settle()
+        assert tf._proc.pid == first and tf._proc.poll() is None  # imported, waiting for work
+        (out,) = export_tflite_onnx2tf(ExportJob(model, tmp_path, tmp_path, log, tf, reference_onnx=src))
+        assert tf._proc.pid == first and out.path.stat().st_size > 0  # the call went to the prestarted worker
+    x = np.random.default_rng(0).standard_normal((1, 4)).astype(np.float32)
+    got = LiteRTRunner(out.path, mapping=out.mapping).run({"x": x})["y"]
+    np.testing.assert_allclose(got, OrtRunner(src).run({"x": x})["y"], rtol=1e-4, atol=1e-5)
+
+
 class RGBNet(torch.nn.Module):
     def __init__(self):
         super().__init__()

@@ -1,5 +1,5 @@
-"""The build's handle on its converter worker (tf_worker.py): started on the first call, one per build,
-closed with the build. Calls from several threads of one build are serialised."""
+"""The build's handle on its converter worker (tf_worker.py): started on the first call (or early, by
+``prestart``), one per build, closed with the build. Calls from several threads of one build are serialised."""
 from __future__ import annotations
 
 import io
@@ -26,6 +26,7 @@ class TfWorker:
         self._lock = threading.Lock()
         self._logfile = None
         self._offset = 0  # how much of the worker's log has been copied to ``log``
+        self._warming = False  # a prestart's answer is still to be read
 
     def __enter__(self) -> "TfWorker":
         return self
@@ -37,6 +38,7 @@ class TfWorker:
         """Run ``op`` in the worker. A missing package or an input it cannot convert is a UsageError (exit 2);
         a converter failure a StageError naming ``stage``."""
         with self._lock:
+            self._settle()
             proc = self._start()
             proc.stdin.write(json.dumps({"op": op, "args": args}) + "\n")
             proc.stdin.flush()
@@ -60,9 +62,34 @@ class TfWorker:
             raise StageError(stage, onnx2tf_reason(answer["message"], printed))
         raise StageError(stage, answer["message"])
 
+    def prestart(self) -> None:
+        """Start the worker now and let it import the converters while the build does its torch-side
+        work. ``settle()`` waits for those imports; a build calls it before it times anything, so that no
+        measurement shares the CPU with them. A failed import shows at the first real call."""
+        with self._lock:
+            if self._proc is not None and self._proc.poll() is None:
+                return
+            proc = self._start()
+            proc.stdin.write(json.dumps({"op": "warm", "args": {}}) + "\n")
+            proc.stdin.flush()
+            self._warming = True
+
+    def settle(self) -> None:
+        """Block until a prestarted worker has finished its imports (at once otherwise)."""
+        with self._lock:
+            self._settle()
+
+    def _settle(self) -> None:
+        if self._warming and self._proc is not None:
+            self._proc.stdout.readline()  # the warm answer; a crash restarts the worker at the next call
+            self._drain()
+        self._warming = False
+
     def close(self) -> None:
         with self._lock:
             if self._proc is not None:
+                if self._warming:  # never used: its imports are not waited for
+                    self._proc.kill()
                 self._proc.stdin.close()
                 try:
                     self._proc.wait(timeout=30)
@@ -71,6 +98,7 @@ class TfWorker:
                     self._proc.wait()
                 self._proc.stdout.close()
                 self._proc = None
+                self._warming = False
                 self._drain()
             if self._logfile is not None:
                 self._logfile.close()

@@ -45,10 +45,16 @@ def op_onnx2tf(onnx: str, out_dir: str, samples: str | None = None, batch_size: 
         return np.resize(x, (max(20, len(x)),) + x.shape[1:])
 
     o2t.download_test_image_data = cf.download_test_image_data = local_samples  # this process only
+    # An empty parameter-replacement file: without one, onnx2tf answers a conversion error by testing
+    # fix combinations for a replacement JSON (three rounds, each reconverting the graph), which it then
+    # does not use. The build reports the failing op and goes on to its own fallbacks (batch 1, litert-torch).
+    no_replacements = out / "edgekit_no_replacements.json"
+    no_replacements.write_text(json.dumps({"format_version": 1, "operations": []}))
     os.chdir(out)
     try:
         onnx2tf.convert(input_onnx_file_path=str(source), output_folder_path=str(out), not_use_onnxsim=True,
-                        non_verbose=False, verbosity="info", batch_size=batch_size)
+                        non_verbose=False, verbosity="info", batch_size=batch_size,
+                        param_replacement_file=str(no_replacements))
     except SystemExit as exc:
         raise RuntimeError(f"onnx2tf stopped (exit {exc.code})") from None
     fp32 = out / (source.stem + "_float32.tflite")
@@ -201,7 +207,15 @@ def op_aeq(src: str, out: str, recipe: str, calibration: str | None = None) -> d
     return {"version": getattr(ai_edge_quantizer, "__version__", "")}
 
 
-OPS = {"onnx2tf": op_onnx2tf, "litert_torch": op_litert_torch, "aeq": op_aeq, "keras_saved_model": op_keras_saved_model, "convert": op_convert, "int4": op_int4,
+def op_warm() -> dict:
+    """Import the converters ahead of the first real call: a build starts its worker early so that these
+    imports overlap its torch-side work."""
+    import onnx2tf  # noqa: F401  (imports tensorflow and tf_keras)
+
+    return {}
+
+
+OPS = {"warm": op_warm, "onnx2tf": op_onnx2tf, "litert_torch": op_litert_torch, "aeq": op_aeq, "keras_saved_model": op_keras_saved_model, "convert": op_convert, "int4": op_int4,
        "tf2onnx": op_tf2onnx}
 
 
