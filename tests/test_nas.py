@@ -74,6 +74,16 @@ def test_every_figure_is_kept_in_user_attrs_and_feasible_trials_make_the_front(t
     assert 0 < result.hypervolume < 1
 
 
+def test_the_hypervolume_region_steers_the_sampler_not_the_front(tmp_path):
+    inside, _ = run(tmp_path / "in", trials=3, hv_reference=(0.0, 1e9))
+    outside, _ = run(tmp_path / "out", trials=3, hv_reference=(2.0, 1e9))  # no metric reaches 2: none counts
+    for result, sign in ((inside, -1), (outside, 1)):
+        for t in load(result).trials:
+            assert t.constraints["region"] * sign > 0 and "region" not in t.user_attrs["constraints"]
+    assert [p["trial"] for p in outside.front] == [p["trial"] for p in inside.front] and outside.front
+    assert outside.hypervolume == 0.0 < inside.hypervolume
+
+
 def test_a_budget_an_untrained_candidate_breaks_is_recorded_without_training(tmp_path):
     prof = with_overrides(load_profile("iot"), {"budget.p90_latency_ms": 1.0})
     result, scorer = run(tmp_path, profile=prof, trials=4, grid="full")  # the example's width 1.0 is too slow

@@ -90,7 +90,8 @@ def nas(space: str = "builtin", *, data=None, profile: str | Path | DeviceProfil
 
             evaluator = Evaluator(prof, Path(scratch), tf, log, meta)
         loop = Loop(the_space, arrays, input_names, task, evaluator, Recipe(proxy_epochs), seed,
-                    train_threads or max(1, os.cpu_count() or 1), lock, trials, time_budget_s, progress=progress)
+                    train_threads or max(1, os.cpu_count() or 1), lock, trials, time_budget_s, progress=progress,
+                    region=hv_reference)
         try:
             ran = run_worker(the_study, loop)
         finally:

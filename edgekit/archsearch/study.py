@@ -9,7 +9,12 @@ tell the study. Several processes (on one host or several) may run this loop on 
   from starting trials after that long.
 - **Early stop.** Optuna's pruners are single-objective, so the rule is edgekit's own: after the first
   epoch, a candidate whose held-out metric is ``margin`` below the median first-epoch metric of at least
-  two finished trials of similar latency (p90 within 1.5x of its untrained p90) is pruned.
+  two finished trials of similar latency (p90 within 1.5x of its untrained p90) is pruned. The first epoch
+  of a short one-cycle recipe is still warming up, so the margin is wide (0.20): in six 15-trial studies of
+  the digits example, trials up to 0.09 below that median still finished on their study's front.
+- **Region.** With ``region`` (the hypervolume's reference point: a metric floor and a p90 ceiling), a
+  trained trial outside it is infeasible to the sampler (constraint ``region``): it adds nothing to the
+  hypervolume, so TPE models the candidates that do. The front and ``trials.csv`` judge the budgets only.
 - **Resume.** A trial left running by a worker that died on this host is marked failed when the next
   worker starts, so the same command resumes a stopped search.
 """
@@ -46,8 +51,9 @@ class Loop:
     lock: HostLock
     trials: int | None
     time_budget_s: float | None
-    margin: float = 0.10
+    margin: float = 0.20
     progress: Callable[[dict], None] | None = None
+    region: tuple[float, float] | None = None
 
 
 def constraint_values(m: Measured, profile) -> dict[str, float]:
@@ -189,6 +195,9 @@ def run_trial(study, trial, loop: Loop):
         trial.set_user_attr("stage", "trained")
         limits = constraint_values(m, prof)
         set_constraints(trial, limits)
+        if loop.region is not None:  # for the sampler only: outside the region the trial adds no hypervolume
+            floor, ceiling = loop.region
+            trial.set_constraint("region", max(floor - m.metric, m.p90_ms - ceiling))
         trial.set_user_attr("broke", sorted(k for k, v in limits.items() if v > 0))
         trial.set_user_attr("seconds", round(time.perf_counter() - t0, 2))
         return states.COMPLETE, [m.metric, m.p90_ms]
