@@ -172,8 +172,8 @@ class Bench(Config):
     max_seconds: float = 10.0  # time box of one file's timed runs
     attempt_runs: int = 300  # timed runs of each quantization attempt (the latency check), at batch 1
     attempt_max_seconds: float = 4.0  # time box of one attempt's timed runs
-    min_seconds: float = 0.0  # on a device: every round runs at least this long (MLPerf Mobile: 60)
-    repeat: int = 1  # on a device: rounds of timed runs, their samples pooled
+    min_seconds: float = 0.0  # every round runs at least this long (MLPerf Mobile: 60)
+    repeat: int = 1  # rounds of timed runs, their samples pooled
     batches: tuple = ()  # request sizes timed for throughput by batch (server: 1, 8, 16, 32)
 
     def check(self) -> None:

@@ -141,7 +141,8 @@ def measure(exported: Exported, reference: Reference, data: Data, profile: Devic
                                   min_seconds=b.min_seconds, repeat=b.repeat, max_seconds=b.max_seconds)
         else:
             timing = bench_file(run_path, runtime=fmt.runtime, threads=threads, warmup=b.warmup, runs=b.runs,
-                                batch=b.batch, max_seconds=b.max_seconds, inputs=one, batches=tuple(b.batches))
+                                batch=b.batch, max_seconds=b.max_seconds, inputs=one, batches=tuple(b.batches),
+                                min_seconds=b.min_seconds, repeat=b.repeat)
     sha, size = file_digest(exported.path)
     iospec = (exported.mapping or iospec_from_onnx(exported.path)).to_dict()
     if run_path.suffix == ".tflite":

@@ -71,8 +71,14 @@ def trial_formats(profile: DeviceProfile) -> tuple[str, ...]:
     return (name, "c_array") if tflm else (name,)
 
 
+SCORE_SECONDS = 1.0  # a scored measurement times at least this long: 200 runs of a 25 us net are 5 ms of samples
+
+
 class Evaluator:
-    """Measures candidates through the build pipeline with one TensorFlow worker for the whole search."""
+    """Measures candidates through the build pipeline with one TensorFlow worker for the whole search.
+    A scored measurement (no ``val_samples``: a trained trial, a promoted member) pools at least
+    ``SCORE_SECONDS`` of runs, so that the p90 of a net of tens of microseconds is not a few milliseconds of
+    samples; the untrained pre-check times the profile's runs."""
 
     def __init__(self, profile: DeviceProfile, scratch: Path, tf, log: io.StringIO, meta: dict | None = None,
                  stages=None):
@@ -87,6 +93,8 @@ class Evaluator:
     def measure(self, module, arrays: dict, name: str, *, val_samples: int | None = None) -> Measured:
         start = time.perf_counter()
         prof = self.profile
+        if val_samples is None and prof.bench.min_seconds < SCORE_SECONDS:
+            prof = replace(prof, bench=replace(prof.bench, min_seconds=SCORE_SECONDS))
         held_out = {k: v for k, v in arrays.items() if not k.endswith("_train")}
         model = torch_model(module, name=name, loader="nas", origin=f"nas candidate {name}", sample_inputs=held_out,
                             meta=self.meta)
