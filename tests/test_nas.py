@@ -84,6 +84,26 @@ def test_the_hypervolume_region_steers_the_sampler_not_the_front(tmp_path):
     assert outside.hypervolume == 0.0 < inside.hypervolume
 
 
+def test_the_gp_sampler_models_the_trials_after_the_design_with_every_constraint_named(tmp_path):
+    """The Gaussian-process sampler needs the same constraint names on every trial: a candidate the
+    precheck rejects gets the region constraint too, and the trials after the seeds are the GP's."""
+    from edgekit.archsearch.api import STARTUP_TRIALS
+
+    prof = with_overrides(load_profile("iot"), {"budget.p90_latency_ms": 1.0})  # the example (1.0, 8) breaks it
+    result, _ = run(tmp_path, profile=prof, trials=STARTUP_TRIALS + 2, grid="design", sampler="gp",
+                    hv_reference=(0.5, 1.0))
+    trials = load(result).trials
+    assert len(trials) == STARTUP_TRIALS + 2 and all(t.state.name == "COMPLETE" for t in trials)
+    assert any(t.user_attrs["stage"] == "precheck" for t in trials[:STARTUP_TRIALS])
+    names = {tuple(sorted(t.constraints)) for t in trials}
+    assert names == {tuple(sorted((*CONSTRAINTS, "region")))}
+    modelled = [t.number for t in trials if "gp:relative_params:0" in t.system_attrs]
+    assert modelled == [STARTUP_TRIALS, STARTUP_TRIALS + 1]
+    assert isinstance(trials[-1].params["s0_scale"], float) and isinstance(trials[-1].params["s0_expand"], int)
+    with pytest.raises(UsageError, match="sampler 'bo'"):
+        run(tmp_path / "bad", sampler="bo")
+
+
 def test_a_budget_an_untrained_candidate_breaks_is_recorded_without_training(tmp_path):
     prof = with_overrides(load_profile("iot"), {"budget.p90_latency_ms": 1.0})
     result, scorer = run(tmp_path, profile=prof, trials=4, grid="full")  # the example's width 1.0 is too slow

@@ -19,7 +19,8 @@ from .study import CONSTRAINTS, Loop, run_worker, seed_study
 from .trainer import Recipe, image_info, search_arrays
 
 GRIDS = ("auto", "full", "design", "baseline", "none")
-STARTUP_TRIALS = 5  # random trials (seeded ones count) before TPE models the rest; Optuna's default is 10
+SAMPLERS = ("tpe", "gp")
+STARTUP_TRIALS = 5  # random trials (seeded ones count) before the sampler models the rest; Optuna's default is 10
 DEFAULT_BUDGET_S = 600.0  # with neither a trial count nor a time budget: ten minutes
 
 
@@ -43,7 +44,7 @@ class NasResult:
 def nas(space: str = "builtin", *, data=None, profile: str | Path | DeviceProfile = "iot", trials: int | None = None,
         time_budget_s: float | None = None, storage: str | None = None, study: str | None = None, out="nas",
         seed: int = 0, proxy_epochs: int = 3, final_epochs: int = 12, promote_k: int = 3, pick: str = "best",
-        grid: str = "auto", bits: int | None = None, threads: int | None = None, train_threads: int | None = None,
+        grid: str = "auto", sampler: str = "tpe", bits: int | None = None, threads: int | None = None, train_threads: int | None = None,
         hv_reference: tuple[float, float] | None = None, evaluator=None,
         progress: Callable[[dict], None] | None = None) -> NasResult:
     """Search ``space`` ('builtin' or FILE.py:FUNC) for ``profile``; see docs in the README ("edgekit nas").
@@ -62,6 +63,8 @@ def nas(space: str = "builtin", *, data=None, profile: str | Path | DeviceProfil
         time_budget_s = DEFAULT_BUDGET_S
     if grid not in GRIDS:
         raise UsageError(f"grid {grid!r}: one of {', '.join(GRIDS)}")
+    if sampler not in SAMPLERS:
+        raise UsageError(f"sampler {sampler!r}: one of {', '.join(SAMPLERS)}")
     if pick not in PICKS and not str(pick).isdigit():
         raise UsageError(f"--pick {pick}: one of {', '.join(PICKS)} or a trial number")
     prof = profile if isinstance(profile, DeviceProfile) else load_profile(profile)
@@ -73,10 +76,8 @@ def nas(space: str = "builtin", *, data=None, profile: str | Path | DeviceProfil
     name = study or f"{Path(space.rpartition(':')[2] or space).name}-{prof.name}"
     folder = Path(out) / name
     store, url = open_storage(storage, folder)
-    sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True,  # constraints: Trial.set_constraint
-                                         n_startup_trials=STARTUP_TRIALS)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    the_study = open_study(store, url, name, sampler)
+    the_study = open_study(store, url, name, make_sampler(sampler, seed))
     folder.mkdir(parents=True, exist_ok=True)
     lock = HostLock()
     if the_space.builtin and grid != "none":
@@ -135,6 +136,16 @@ def nas(space: str = "builtin", *, data=None, profile: str | Path | DeviceProfil
                                                         "bundle": str(built.bundle), "bundle_passed": built.passed})
     return NasResult(name, folder, url, summary["counts"], result.front, hv, ref, [p.to_dict() for p in promoted],
                      rho, chosen.trial, built.bundle, built.passed, ran)
+
+
+def make_sampler(kind: str, seed: int):
+    """Multivariate TPE, or Gaussian-process Bayesian optimisation (log constrained expected hypervolume
+    improvement). Both read the budgets from ``Trial.set_constraint``."""
+    import optuna
+
+    if kind == "gp":
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=STARTUP_TRIALS)
+    return optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=STARTUP_TRIALS)
 
 
 def grid_seeds(grid: str, resolutions: tuple[int, ...], size: int, trials: int | None) -> list[dict]:

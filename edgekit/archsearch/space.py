@@ -2,8 +2,10 @@
 
 Every space is a callable ``(trial) -> (module, resolution)``. ``resolution`` is the square input size
 the data adapter resizes image inputs to (None: the data's own size). The built-in space suggests the
-same fixed-length parameters in every trial, so a multivariate TPE can model them jointly, and a
-member is rebuilt from its parameters with ``optuna.trial.FixedTrial``.
+same fixed-length parameters in every trial, so a multivariate sampler can model them jointly. Every
+parameter with an order (widths, depths, expansion, kernel, resolution) is suggested as a number, not
+a category, so that the sampler can carry what it learned about 1.0 to 1.25. A member is rebuilt
+from its parameters with ``optuna.trial.FixedTrial``.
 """
 from __future__ import annotations
 
@@ -17,10 +19,10 @@ from ..errors import UsageError, one_line
 STAGES = 4
 STRIDES = (1, 2, 2, 2)  # after a stride-2 stem, like the shipped example
 DEPTHS = ((1, 2), (1, 3), (1, 3), (1, 3))
-EXPANSIONS = (2, 3, 4, 6)
-KERNELS = (3, 5)
+EXPANSIONS = (2, 6)  # the inverted residual's expansion ratio, an integer in this range
+KERNELS = (3, 5)  # depthwise kernel sizes, odd
 WIDTH_RANGE = (0.2, 1.25)  # the global width multiplier of the example, sampled on a log scale
-SCALES = (0.5, 0.75, 1.0, 1.5, 2.0)  # a stage's (or the head's) width relative to the global multiplier
+SCALES = (0.5, 2.0, 0.25)  # a stage's (or the head's) width relative to the global multiplier: low, high, step
 # The shipped example (edgekit/examples/digits.py) in this space's terms: the hand-designed baseline.
 EXAMPLE = {"stem": 32, "head": 256, "depth": (1, 2, 2, 2), "channels": (32, 48, 64, 96), "expand": 4, "kernel": 3}
 WIDTHS = (0.25, 0.35, 0.5, 0.75, 1.0)
@@ -78,14 +80,15 @@ def builtin_space(in_channels: int, classes: int, size: int) -> Space:
     resolutions = resolutions_for(size)
 
     def make(trial):
-        params = {"resolution": trial.suggest_categorical("resolution", list(resolutions)),
+        params = {"resolution": suggest_resolution(trial, resolutions),
                   "width": trial.suggest_float("width", *WIDTH_RANGE, log=True)}
+        lo, hi, step = SCALES
         for i in range(STAGES):
             params[f"s{i}_depth"] = trial.suggest_int(f"s{i}_depth", *DEPTHS[i])
-            params[f"s{i}_scale"] = trial.suggest_categorical(f"s{i}_scale", list(SCALES))
-            params[f"s{i}_expand"] = trial.suggest_categorical(f"s{i}_expand", list(EXPANSIONS))
-            params[f"s{i}_kernel"] = trial.suggest_categorical(f"s{i}_kernel", list(KERNELS))
-        params["head_scale"] = trial.suggest_categorical("head_scale", list(SCALES))
+            params[f"s{i}_scale"] = trial.suggest_float(f"s{i}_scale", lo, hi, step=step)
+            params[f"s{i}_expand"] = trial.suggest_int(f"s{i}_expand", *EXPANSIONS)
+            params[f"s{i}_kernel"] = trial.suggest_int(f"s{i}_kernel", *KERNELS, step=2)
+        params["head_scale"] = trial.suggest_float("head_scale", lo, hi, step=step)
         arch = architecture(params)
         trial.set_user_attr("architecture", arch)
         stages = tuple((params[f"s{i}_depth"], arch["channels"][i], params[f"s{i}_expand"], params[f"s{i}_kernel"])
@@ -94,6 +97,14 @@ def builtin_space(in_channels: int, classes: int, size: int) -> Space:
         return mobilenet(in_channels, classes, resolution, arch["stem"], stages, arch["head"]), resolution
 
     return Space("builtin", make, True, resolutions)
+
+
+def suggest_resolution(trial, resolutions: tuple[int, ...]) -> int:
+    """An integer with a step when the resolutions are evenly spaced (16/24/32), else a category."""
+    steps = {b - a for a, b in zip(resolutions, resolutions[1:])}
+    if len(steps) == 1:
+        return trial.suggest_int("resolution", resolutions[0], resolutions[-1], step=steps.pop())
+    return trial.suggest_categorical("resolution", list(resolutions))
 
 
 def mobilenet(in_channels: int, classes: int, resolution: int, stem: int, stages: tuple, head: int):

@@ -77,6 +77,14 @@ def set_constraints(trial, values: dict[str, float]) -> None:
     trial.set_user_attr("constraints", values)
 
 
+def set_region(trial, region: tuple[float, float] | None, m: Measured) -> None:
+    """For the sampler only: outside the region (a metric floor, a p90 ceiling) a trial adds no
+    hypervolume. Every measured trial gets the constraint, as a GP sampler needs the same names on all."""
+    if region is not None:
+        floor, ceiling = region
+        trial.set_constraint("region", max(floor - m.metric, m.p90_ms - ceiling))
+
+
 def seed_study(study, grid: list[dict], lock: HostLock) -> int:
     """Enqueue the baseline grid once per study (the first worker does it)."""
     with lock.short():
@@ -165,6 +173,7 @@ def run_trial(study, trial, loop: Loop):
         if broken:
             trial.set_user_attr("stage", "precheck")
             set_constraints(trial, broken)
+            set_region(trial, loop.region, pre)
             trial.set_user_attr("broke", sorted(broken))
             trial.set_user_attr("seconds", round(time.perf_counter() - t0, 2))
             return states.COMPLETE, [pre.metric, pre.p90_ms]
@@ -195,9 +204,7 @@ def run_trial(study, trial, loop: Loop):
         trial.set_user_attr("stage", "trained")
         limits = constraint_values(m, prof)
         set_constraints(trial, limits)
-        if loop.region is not None:  # for the sampler only: outside the region the trial adds no hypervolume
-            floor, ceiling = loop.region
-            trial.set_constraint("region", max(floor - m.metric, m.p90_ms - ceiling))
+        set_region(trial, loop.region, m)
         trial.set_user_attr("broke", sorted(k for k, v in limits.items() if v > 0))
         trial.set_user_attr("seconds", round(time.perf_counter() - t0, 2))
         return states.COMPLETE, [m.metric, m.p90_ms]
