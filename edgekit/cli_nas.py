@@ -55,9 +55,9 @@ def reference(text: str | None) -> tuple[float, float] | None:
               help="Seed the study with the example's width x resolution grid (full), the example with the grid's "
                    "corners and centre (design), the example alone, or nothing; auto: full with a time budget "
                    "or --trials of at least twice the grid, else design.")
-@click.option("--sampler", type=click.Choice(["tpe", "gp"]), default="tpe", show_default=True,
+@click.option("--sampler", type=click.Choice(["auto", "tpe", "gp"]), default="auto", show_default=True,
               help="Optuna's multivariate TPE, or its Gaussian-process sampler (constrained expected hypervolume "
-                   "improvement).")
+                   "improvement); auto: gp for the built-in space with --trials under twice the grid, else tpe.")
 @click.option("--bits", type=click.Choice(["16", "8", "4"]), help="Override the profile's weight bits.")
 @click.option("--threads", type=click.IntRange(min=0), help="Override the profile's thread count for benches.")
 @click.option("--train-threads", type=click.IntRange(min=1), help="Threads for training (default: all cores).")

@@ -19,7 +19,7 @@ from .study import CONSTRAINTS, Loop, run_worker, seed_study
 from .trainer import Recipe, image_info, search_arrays
 
 GRIDS = ("auto", "full", "design", "baseline", "none")
-SAMPLERS = ("tpe", "gp")
+SAMPLERS = ("auto", "tpe", "gp")
 STARTUP_TRIALS = 5  # random trials (seeded ones count) before the sampler models the rest; Optuna's default is 10
 DEFAULT_BUDGET_S = 600.0  # with neither a trial count nor a time budget: ten minutes
 
@@ -44,7 +44,7 @@ class NasResult:
 def nas(space: str = "builtin", *, data=None, profile: str | Path | DeviceProfile = "iot", trials: int | None = None,
         time_budget_s: float | None = None, storage: str | None = None, study: str | None = None, out="nas",
         seed: int = 0, proxy_epochs: int = 3, final_epochs: int = 12, promote_k: int = 3, pick: str = "best",
-        grid: str = "auto", sampler: str = "tpe", bits: int | None = None, threads: int | None = None, train_threads: int | None = None,
+        grid: str = "auto", sampler: str = "auto", bits: int | None = None, threads: int | None = None, train_threads: int | None = None,
         hv_reference: tuple[float, float] | None = None, evaluator=None,
         progress: Callable[[dict], None] | None = None) -> NasResult:
     """Search ``space`` ('builtin' or FILE.py:FUNC) for ``profile``; see docs in the README ("edgekit nas").
@@ -77,6 +77,8 @@ def nas(space: str = "builtin", *, data=None, profile: str | Path | DeviceProfil
     folder = Path(out) / name
     store, url = open_storage(storage, folder)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if sampler == "auto":  # the GP needs a fixed-length space, and earns its cost when trials are few
+        sampler = "gp" if the_space.builtin and short_budget(trials, the_space.resolutions) else "tpe"
     the_study = open_study(store, url, name, make_sampler(sampler, seed))
     folder.mkdir(parents=True, exist_ok=True)
     lock = HostLock()
@@ -102,7 +104,7 @@ def nas(space: str = "builtin", *, data=None, profile: str | Path | DeviceProfil
         members = front(pts)
         ref = hv_reference or _reference(all_trials, prof)
         hv = hypervolume(members, ref)
-        summary = {"study": name, "storage": url, "profile": prof.name, "space": space, "data": data_name,
+        summary = {"study": name, "storage": url, "profile": prof.name, "space": space, "sampler": sampler, "data": data_name,
                    "scored": {"format": evaluator.format, "precision": evaluator.precision} if hasattr(evaluator, "format") else {},
                    "counts": trials_summary(all_trials), "hypervolume": round(hv, 6), "reference_point": list(ref),
                    "proxy_recipe": Recipe(proxy_epochs).to_dict(), "final_recipe": Recipe(final_epochs).to_dict()}
@@ -148,6 +150,11 @@ def make_sampler(kind: str, seed: int):
     return optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=STARTUP_TRIALS)
 
 
+def short_budget(trials: int | None, resolutions: tuple[int, ...]) -> bool:
+    """A trial budget under twice the width x resolution grid (a time budget is never short)."""
+    return trials is not None and trials < 2 * len(WIDTHS) * len(resolutions)
+
+
 def grid_seeds(grid: str, resolutions: tuple[int, ...], size: int, trials: int | None) -> list[dict]:
     """The parameter sets a built-in study starts with. ``auto``: the full width x resolution grid when
     the search has time for it and as many trials again (a time budget, or ``trials`` >= twice the grid),
@@ -156,7 +163,7 @@ def grid_seeds(grid: str, resolutions: tuple[int, ...], size: int, trials: int |
     full = [example_params(1.0, size)] + [example_params(w, r) for w in WIDTHS for r in resolutions
                                           if (w, r) != (1.0, size)]
     if grid == "auto":
-        grid = "full" if trials is None or trials >= 2 * len(full) else "design"
+        grid = "design" if short_budget(trials, resolutions) else "full"
     return {"full": full, "design": design_params(resolutions), "baseline": full[:1]}[grid]
 
 
