@@ -77,8 +77,7 @@ def nas(space: str = "builtin", *, data=None, profile: str | Path | DeviceProfil
     folder = Path(out) / name
     store, url = open_storage(storage, folder)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    if sampler == "auto":  # the GP needs a fixed-length space, and earns its cost when trials are few
-        sampler = "gp" if the_space.builtin and short_budget(trials, the_space.resolutions) else "tpe"
+    sampler = sampler_for(sampler, the_space, trials)
     the_study = open_study(store, url, name, make_sampler(sampler, seed))
     folder.mkdir(parents=True, exist_ok=True)
     lock = HostLock()
@@ -148,6 +147,14 @@ def make_sampler(kind: str, seed: int):
     if kind == "gp":
         return optuna.samplers.GPSampler(seed=seed, n_startup_trials=STARTUP_TRIALS)
     return optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=STARTUP_TRIALS)
+
+
+def sampler_for(sampler: str, space, trials: int | None) -> str:
+    """``auto``: the GP for the built-in space with a short trial budget (it needs a fixed-length space,
+    and earns its cost where trials are few: ``benchmarks/nas.py``'s grid part), else TPE."""
+    if sampler != "auto":
+        return sampler
+    return "gp" if space.builtin and short_budget(trials, space.resolutions) else "tpe"
 
 
 def short_budget(trials: int | None, resolutions: tuple[int, ...]) -> bool:
