@@ -44,8 +44,8 @@ class NasResult:
 def nas(space: str = "builtin", *, data=None, profile: str | Path | DeviceProfile = "iot", trials: int | None = None,
         time_budget_s: float | None = None, storage: str | None = None, study: str | None = None, out="nas",
         seed: int = 0, proxy_epochs: int = 3, final_epochs: int = 12, promote_k: int = 3, pick: str = "best",
-        grid: str = "auto", sampler: str = "auto", bits: int | None = None, threads: int | None = None, train_threads: int | None = None,
-        hv_reference: tuple[float, float] | None = None, evaluator=None,
+        grid: str = "auto", sampler: str = "auto", bits: int | None = None, threads: int | None = None,
+        train_threads: int | None = None, hv_reference: tuple[float, float] | None = None, evaluator=None,
         progress: Callable[[dict], None] | None = None) -> NasResult:
     """Search ``space`` ('builtin' or FILE.py:FUNC) for ``profile``; see docs in the README ("edgekit nas").
 
@@ -103,7 +103,8 @@ def nas(space: str = "builtin", *, data=None, profile: str | Path | DeviceProfil
         members = front(pts)
         ref = hv_reference or _reference(all_trials, prof)
         hv = hypervolume(members, ref)
-        summary = {"study": name, "storage": url, "profile": prof.name, "space": space, "sampler": sampler, "data": data_name,
+        summary = {"study": name, "storage": url, "profile": prof.name, "space": space, "sampler": sampler,
+                   "data": data_name,
                    "scored": {"format": evaluator.format, "precision": evaluator.precision} if hasattr(evaluator, "format") else {},
                    "counts": trials_summary(all_trials), "hypervolume": round(hv, 6), "reference_point": list(ref),
                    "proxy_recipe": Recipe(proxy_epochs).to_dict(), "final_recipe": Recipe(final_epochs).to_dict()}
