@@ -302,6 +302,8 @@ def run_model(kind: str, args, root: Path) -> list[tuple[str, bool | None, str]]
 
 
 def goals(kind: str, rows: list[dict], manifest: dict) -> list[tuple[str, bool | None, str]]:
+    from edgekit.recommend import TIE
+
     row = {r["key"]: r for r in rows}
     out = []
 
@@ -352,8 +354,9 @@ def goals(kind: str, rows: list[dict], manifest: dict) -> list[tuple[str, bool |
         theirs = next((r for r in mine if r["file"] == said["file"]), None)
         tail = "" if theirs is None or theirs is top else f"; the bundle's pick here {theirs['median']:.3f} ms " \
                                                          f"({theirs['median'] / top['median']:.3f}x slower)"
-        out.append((f"{kind}: bundle's fastest = this run's fastest on {', '.join(runtimes)} within budget",
-                    said["file"] == top["file"], f"bundle {said['file']} ({said['p50_ms']} ms in the build); this run "
+        tied = theirs is not None and theirs["median"] <= top["median"] * (1 + TIE)
+        out.append((f"{kind}: bundle's fastest = this run's fastest (within {TIE:.0%}) on {', '.join(runtimes)}",
+                    tied, f"bundle {said['file']} ({said['p50_ms']} ms in the build); this run "
                     f"{top['file']} {top['median']:.3f} ms{tail}"))
     else:
         out.append((f"{kind}: bundle's fastest", None, f"bundle says {said}; {len(mine)} candidates here"))

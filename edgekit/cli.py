@@ -7,6 +7,7 @@ import sys
 import click
 
 from .errors import EdgekitError
+from .recommend import TIE
 from .cli_tables import console as _console
 
 
@@ -135,7 +136,9 @@ def build(model, profile, weights, data, out, force, task, formats, threads, cal
                 if rec["slower_than_fp32"] else ""
             click.echo(f"  recommended for {runtime}: {rec['file']} ({rec['why']}{flagged})")
         if (f := result.report.get("fastest")) and len({a.runtime for a in result.artifacts if a.bench}) > 1:
-            click.echo(f"  fastest for the target: {f['file']} ({f['runtime']}, {f['p50_ms']:.3f} ms p50, on {f['cpu']})")
+            tied = f"; the smaller of the files within {TIE:.0%}: {', '.join(f['tied_with'])}" if f.get("tied_with") else ""
+            click.echo(f"  fastest for the target: {f['file']} ({f['runtime']}, {f['p50_ms']:.3f} ms p50, on {f['cpu']}"
+                       f"{tied})")
         comp = result.report.get("compression")
         if comp and comp.get("after") and comp.get("applied") is False:
             click.echo(f"  compression: nothing applied ({len(comp['attempts'])} attempts); the graph is unchanged")

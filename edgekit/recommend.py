@@ -5,6 +5,17 @@ from .artifact import Artifact
 from .profiles import DeviceProfile
 
 
+TIE = 0.05  # p50s this close are one speed on a shared machine (the spread of interleaved rounds): size decides
+
+
+def _p50(a: Artifact, speed: dict[str, dict] | None) -> tuple[float, str]:
+    """The median over the interleaved rounds when there are any, else the file's own p50."""
+    rounds = (speed or {}).get(a.file, {}).get("p50_by_round")
+    if rounds:
+        return sorted(rounds)[len(rounds) // 2], "median of the interleaved rounds"
+    return a.bench.p50_ms, "its own p50"
+
+
 def recommend(artifacts: list[Artifact], budget: float, speed: dict[str, dict] | None = None) -> dict[str, dict]:
     """Per runtime, the fastest file within the accuracy budget that is not slower than its fp32 twin.
     With ``speed`` (interleaved verdicts, stages.speed_verdicts) a file is slower only when every round
@@ -23,14 +34,11 @@ def recommend(artifacts: list[Artifact], budget: float, speed: dict[str, dict] |
         if not fast:
             continue
         if all(a.bench is not None for a in fast):
-            def p50(a: Artifact) -> float:  # the median over the interleaved rounds when there are any
-                rounds = (speed or {}).get(a.file, {}).get("p50_by_round")
-                return sorted(rounds)[len(rounds) // 2] if rounds else a.bench.p50_ms
-            quickest = min(p50(a) for a in fast)
-            near = [a for a in fast if p50(a) <= quickest * 1.05]  # tied within the noise: the smaller file wins
-            best = min(near, key=lambda a: (a.bytes, p50(a)))
+            quickest = min(_p50(a, speed)[0] for a in fast)
+            near = [a for a in fast if _p50(a, speed)[0] <= quickest * (1 + TIE)]  # tied: the smaller file wins
+            best = min(near, key=lambda a: (a.bytes, _p50(a, speed)[0]))
             why = ("fastest file within the accuracy budget" if len(near) == 1 else
-                   f"smallest of the {len(near)} files within 5% of the fastest, within the accuracy budget")
+                   f"smallest of the {len(near)} files within {TIE:.0%} of the fastest, within the accuracy budget")
         else:  # TFLite-Micro is not timed on the host: the smallest file that passes
             best = min(fast, key=lambda a: a.device_bytes)
             why = "smallest file within the accuracy budget"
@@ -61,25 +69,25 @@ def fastest_for_target(artifacts: list[Artifact], gates: list, runtimes: tuple[s
                        speed: dict[str, dict] | None = None) -> dict | None:
     """Besides the per-runtime picks: the fastest validated file of any format whose runtime the target has and
     whose every gate passed (accuracy, p90, flash, memory), by the median of the interleaved rounds where there
-    are any (the same process, the same minutes: a fair race across runtimes), else its own p50."""
+    are any (the same process, the same minutes: a fair race across runtimes), else its own p50. Files within
+    TIE of the quickest are tied, as in ``recommend``: the smallest of them wins."""
     failed = {g.file for g in gates if g.passed is False}
     candidates = [a for a in artifacts if a.runtime in runtimes and a.validation is not None and a.bench is not None
                   and a.file not in failed]
     if not candidates:
         return None
-
-    def p50(a: Artifact) -> tuple[float, str]:
-        rounds = (speed or {}).get(a.file, {}).get("p50_by_round")
-        if rounds:
-            return sorted(rounds)[len(rounds) // 2], "median of the interleaved rounds"
-        return a.bench.p50_ms, "its own p50"
-
-    best = min(candidates, key=lambda a: (p50(a)[0], a.bytes))
-    ms, how = p50(best)
+    quickest = min(_p50(a, speed)[0] for a in candidates)
+    near = [a for a in candidates if _p50(a, speed)[0] <= quickest * (1 + TIE)]
+    best = min(near, key=lambda a: (a.bytes, _p50(a, speed)[0]))
+    ms, how = _p50(best, speed)
     cpu = best.bench.cpu or {}
     where = best.bench.measured_on or "host"
+    why = f"fastest of the {len(candidates)} validated files within every budget, on the target's runtimes " \
+          f"({', '.join(runtimes)})"
+    if len(near) > 1:
+        why = f"smallest of the {len(near)} files within {TIE:.0%} of the fastest ({quickest:.4g} ms), of the " \
+              f"{len(candidates)} validated files within every budget on the target's runtimes ({', '.join(runtimes)})"
     return {"file": best.file, "runtime": best.runtime, "format": best.format, "precision": best.precision,
             "p50_ms": round(ms, 6), "measured_by": how, "measured_on": where,
             "cpu": cpu.get("model") if isinstance(cpu, dict) else str(cpu),
-            "why": f"fastest of the {len(candidates)} validated files within every budget, on the target's runtimes "
-                   f"({', '.join(runtimes)})"}
+            "tied_with": sorted(a.file for a in near if a is not best), "why": why}

@@ -107,7 +107,9 @@ def test_both_formats_validated_in_their_runtimes(bundle):
     failed = {g["file"] for g in manifest["gates"] if g["passed"] is False}
     medians = {f: sorted(v["p50_by_round"])[len(v["p50_by_round"]) // 2] for f, v in report["speed"].items()
                if f in timed and f not in failed and timed[f]["runtime"] in ("onnxruntime", "openvino")}
-    assert fastest["file"] == min(medians, key=medians.get)
+    near = {f for f, m in medians.items() if m <= min(medians.values()) * 1.05}  # tied: the smaller file wins
+    assert fastest["file"] == min(near, key=lambda f: (timed[f]["bytes"], medians[f]))
+    assert set(fastest["tied_with"]) == near - {fastest["file"]}
     assert fastest["p50_ms"] == pytest.approx(medians[fastest["file"]], rel=1e-3) and fastest["cpu"]
 
 
@@ -232,6 +234,47 @@ def test_a_mostly_undelegated_program_is_refused(tmp_path):
     assert failed and "delegated to XNNPACK" in failed[0]["reason"] and "min_delegated_share" in failed[0]["reason"]
 
 
+def test_prelu_off_nchw_is_lowered_whole_and_exact(tmp_path):
+    """XNNPACK's channels-last pass refuses PReLU on a 2-D or 3-D tensor; edgekit writes it as clamps before lowering:
+    the program is wholly delegated and matches torch, per-channel weights acting on dim 1 (not the last dim)."""
+    import torch
+    from torch import nn
+
+    from edgekit.export.executorch import lower, xnnpack_rewrites
+    from edgekit.iospec import IOSpec, TensorSpec
+    from edgekit.runtimes import open_runner
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.act1 = nn.Conv1d(4, 6, 3), nn.PReLU(6)  # [N, 6, L]: weight on dim 1
+            self.fc, self.act2 = nn.Linear(6 * 8, 5), nn.PReLU(5)   # [N, 5]
+
+        def forward(self, x):
+            return self.act2(self.fc(self.act1(self.conv(x)).flatten(1)))
+
+    torch.manual_seed(0)
+    net = Net().eval()
+    with torch.no_grad():  # distinct slopes per channel, so a weight on the wrong axis shows
+        net.act1.weight.copy_(torch.linspace(-0.9, 0.9, 6))
+        net.act2.weight.copy_(torch.linspace(0.1, 0.5, 5))
+    args = (torch.randn(1, 4, 10),)
+    program = torch.export.export(net, args)
+    rewritten = xnnpack_rewrites(program)
+    assert not any("prelu" in str(n.target) for n in rewritten.graph.nodes)
+    convs = torch.export.export(nn.Sequential(nn.Conv2d(3, 4, 3), nn.PReLU(4)).eval(), (torch.zeros(1, 3, 8, 8),))
+    assert xnnpack_rewrites(convs) is convs  # a 4-D PReLU is XNNPACK's own op: left alone
+    spec = IOSpec((TensorSpec("x", (1, 4, 10), "float32"),), (TensorSpec("y", (1, 5), "float32"),))
+    buffer, summary = lower(net, args, spec, "export executorch", 0.9)
+    assert summary["delegated_share"] == 1.0 and summary["not_delegated"] == {}, summary
+    (tmp_path / "net.pte").write_bytes(buffer)
+    runner = open_runner(tmp_path / "net.pte", "executorch")
+    for seed in range(3):
+        x = torch.randn(1, 4, 10, generator=torch.Generator().manual_seed(seed)) * 3
+        got = runner.run({"x": x.numpy()})["y"]
+        np.testing.assert_allclose(got, net(x).detach().numpy(), rtol=1e-5, atol=1e-5)
+
+
 def test_missing_extras(monkeypatch):
     import importlib.util
 
@@ -339,7 +382,7 @@ def test_every_family_in_openvino_and_executorch(zoo, family, tmp_path):
             (pte,) = export_executorch(job)
     except StageError as exc:  # a refusal or a lowering failure: one line, naming the stage
         assert exc.stage == "export executorch" and "\n" not in str(exc) and len(str(exc)) < 600
-        assert family in ("encoder", "recommender", "gru", "threehead"), str(exc)  # the ones that are refused today
+        assert family in ("encoder", "recommender", "gru"), str(exc)  # the ones that are refused today
         return
     assert pte.info.details["delegation"]["delegated_share"] >= 0.9
     close(pte.path, "executorch", "executorch")

@@ -10,7 +10,7 @@ import edgekit
 from edgekit.artifact import Artifact
 from edgekit.precision import onnx_precision_map
 from edgekit.search.onnx_quant import choose
-from edgekit.recommend import recommend
+from edgekit.recommend import fastest_for_target, recommend
 from edgekit.tflite_info import read_tflite
 
 
@@ -48,10 +48,10 @@ def test_choose_prefers_the_fastest_file_within_budget():
     assert best["name"] == "qop" and "no attempt meets the accuracy budget" in notes[0] and "gap 0.0010" in notes[0]
 
 
-def _artifact(file, precision, p50, drop, runtime="onnxruntime"):
+def _artifact(file, precision, p50, drop, runtime="onnxruntime", size=100):
     from edgekit.results import ExportInfo, ValidationResult
     from test_gates_bundle import bench_result
-    return Artifact(file=file, format="onnx", precision=precision, runtime=runtime, sha256="", bytes=100, iospec={},
+    return Artifact(file=file, format="onnx", precision=precision, runtime=runtime, sha256="", bytes=size, iospec={},
                     precision_map={}, export=ExportInfo("test"), validation=ValidationResult(file, runtime, {}, drop),
                     bench=bench_result(p50=p50, p90=p50))
 
@@ -64,6 +64,29 @@ def test_recommend_never_picks_a_file_slower_than_float():
     assert recommend(arts, budget=0.01)["onnxruntime"]["file"] == "m_int8.onnx"
     arts = [_artifact("m.onnx", "fp32", 1.0, 0.0), _artifact("m_int8.onnx", "int8", 0.4, 0.05)]
     assert recommend(arts, budget=0.01)["onnxruntime"]["file"] == "m.onnx"  # too inaccurate
+
+
+def test_fastest_for_the_target_takes_the_smaller_of_tied_files():
+    """Within 5% (one speed on a shared machine) the smaller file wins, across runtimes; a clear win stays a win;
+    the interleaved rounds' median decides over a file's own p50, and a failed gate drops a file."""
+    from types import SimpleNamespace
+
+    bf16 = _artifact("m_bf16.xml", "bf16", 2.00, 0.0, "openvino", size=1960)
+    int8 = _artifact("m_int8.xml", "int8", 2.06, 0.0, "openvino", size=1250)
+    fp32 = _artifact("m.onnx", "fp32", 4.20, 0.0, size=3650)
+    pick = fastest_for_target([fp32, bf16, int8], [], ("onnxruntime", "openvino"))
+    assert pick["file"] == "m_int8.xml" and pick["tied_with"] == ["m_bf16.xml"] and pick["p50_ms"] == 2.06
+    assert "smallest of the 2 files within 5% of the fastest (2 ms)" in pick["why"]
+    slower = _artifact("m_int8.xml", "int8", 2.20, 0.0, "openvino", size=1250)  # 10% slower: not a tie
+    pick = fastest_for_target([fp32, bf16, slower], [], ("onnxruntime", "openvino"))
+    assert pick["file"] == "m_bf16.xml" and pick["tied_with"] == [] and pick["why"].startswith("fastest of the 3")
+    speed = {"m_bf16.xml": {"p50_by_round": [2.5, 2.4, 2.6]}, "m_int8.xml": {"p50_by_round": [2.2, 2.1, 2.3]}}
+    pick = fastest_for_target([fp32, bf16, slower], [], ("onnxruntime", "openvino"), speed)
+    assert pick["file"] == "m_int8.xml" and pick["measured_by"] == "median of the interleaved rounds"
+    assert pick["p50_ms"] == 2.2
+    gate = SimpleNamespace(file="m_int8.xml", passed=False)
+    assert fastest_for_target([fp32, bf16, int8], [gate], ("onnxruntime", "openvino"))["file"] == "m_bf16.xml"
+    assert fastest_for_target([fp32, bf16, int8], [], ("onnxruntime",))["file"] == "m.onnx"
 
 
 @pytest.mark.slow
