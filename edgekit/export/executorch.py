@@ -15,6 +15,7 @@ from ..errors import StageError, UsageError
 from ..iospec import IOSpec, TensorSpec
 from ..results import ExportInfo
 from .job import Exported, ExportJob
+from .xnnpack_rewrites import xnnpack_rewrites
 
 EXTRA = "pip install 'edgekit[executorch]'"
 REFUSAL = ("ExecuTorch lowers a torch program (torch.export), and this is {kind} source: give the torch model "
@@ -46,30 +47,6 @@ def lowering_error(stage: str, exc: BaseException) -> StageError:
     """One line for a failure inside torch.export, PT2E or ExecuTorch: the error and, when the pass manager
     wraps it, its root cause."""
     return StageError(stage, f"XNNPACK lowering failed: {_line(exc)}" + _root(exc))
-
-
-def _prelu_by_clamps(x, weight):
-    """PReLU on a tensor that is not 4-D, in ops XNNPACK takes: its channels-last pass refuses a PReLU on [N, C]
-    ("Attempting to convert non-NHWC compatible node to NHWC"). The weight acts on dim 1 (dim 0 of a 1-D x)."""
-    import torch
-
-    if x.dim() == 4:
-        return NotImplemented  # XNNPACK's own PReLU
-    if x.dim() >= 2 and weight.numel() > 1:
-        weight = weight.reshape([1, -1] + [1] * (x.dim() - 2))
-    return torch.clamp(x, min=0) + weight * torch.clamp(x, max=0)
-
-
-def xnnpack_rewrites(program):
-    """The program with the ops XNNPACK's partitioner accepts but cannot lower written in ones it can (the same
-    math): today PReLU on tensors of rank other than 4. Untouched (the same object) when there are none."""
-    import torch
-
-    prelu = torch.ops.aten.prelu.default
-    if not any(n.op == "call_function" and n.target is prelu and getattr(n.args[0].meta.get("val"), "ndim", 4) != 4
-               for n in program.graph.nodes):
-        return program
-    return program.run_decompositions({prelu: _prelu_by_clamps})
 
 
 def lower(module, args: tuple, iospec: IOSpec, stage: str, min_share: float, precision: str = "fp32"):

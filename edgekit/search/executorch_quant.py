@@ -14,6 +14,7 @@ import numpy as np
 
 from ..errors import EdgekitError, StageError
 from ..export.executorch import example_args, lower, lowering_error
+from ..export.xnnpack_rewrites import lift_integer_scalars
 from ..export.job import Exported, PassContext
 from ..quantize.onnx_quant import QuantPlan, preprocess, weighted_nodes
 from ..quantize.sensitivity import rank_layers
@@ -38,6 +39,7 @@ def _quantized_program(module, args: tuple, calibration, iospec, excluded: froze
     for name in sorted(excluded):
         quantizer.set_module_name(name, None)
     graph = torch.export.export(module, args).module()
+    lift_integer_scalars(graph)
     prepared = prepare_pt2e(graph, quantizer)
     n = min(CALIBRATION_LIMIT, len(calibration))
     with torch.no_grad():
