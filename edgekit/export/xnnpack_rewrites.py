@@ -111,3 +111,41 @@ def lift_integer_scalars(graph_module):
     if lifted:
         graph_module.recompile()
     return lifted
+
+
+def edge_views(graph_module):
+    """An edge-dialect transform pass (``to_edge_transform_and_lower(transform_passes=...)``): ``split_with_sizes``
+    as one ``slice_copy`` per piece and ``squeeze_copy`` as ``view_copy``, both ops XNNPACK takes. An unrolled
+    GRU or LSTM splits its gates and squeezes its steps at every time step (61 of the 309 ops of a 20-step GRU)."""
+    from executorch.exir.dialects._ops import ops as exir_ops
+    from executorch.exir.pass_base import PassResult
+
+    edge = exir_ops.edge.aten
+    graph, changed = graph_module.graph, False
+    for node in list(graph.nodes):
+        if node.op != "call_function":
+            continue
+        if node.target == edge.split_with_sizes_copy.default and all(u.target.__name__ == "getitem" for u in node.users):
+            x, sizes = node.args[0], node.args[1]
+            dim = node.args[2] if len(node.args) > 2 else node.kwargs.get("dim", 0)
+            starts = [sum(sizes[:i]) for i in range(len(sizes))]
+            for user in list(node.users):
+                i = user.args[1]
+                with graph.inserting_before(user):
+                    piece = graph.call_function(edge.slice_copy.Tensor, (x, dim, starts[i], starts[i] + sizes[i], 1))
+                piece.meta = dict(user.meta)
+                user.replace_all_uses_with(piece)
+                graph.erase_node(user)
+            graph.erase_node(node)
+            changed = True
+        elif node.target == edge.squeeze_copy.dims and "val" in node.meta:
+            with graph.inserting_before(node):
+                view = graph.call_function(edge.view_copy.default, (node.args[0], list(node.meta["val"].shape)))
+            view.meta = dict(node.meta)
+            node.replace_all_uses_with(view)
+            graph.erase_node(node)
+            changed = True
+    if changed:
+        graph.lint()
+        graph_module.recompile()
+    return PassResult(graph_module, changed)
