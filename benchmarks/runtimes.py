@@ -4,17 +4,16 @@
 
 Two models, each in a user folder, built with ``edgekit.build`` (x86-edge at 1 thread, no pruning):
 
-- cnn: the MobileNetV2-style net of benchmarks/mbv2.py at 224 px (seeded random weights, BatchNorm statistics
-  from 20 random batches), random seeded images, labels = the fp32 model's top-1 (so the drop is top-1
-  agreement); formats onnx, tflite, openvino, executorch.
-- encoder: a MiniLM-sized BertModel (edgekit.examples.families "real": 6 layers, hidden 384, 12 heads,
-  sequence 32, mean-pooled), seeded init, random token ids and masks; the same four formats.
+- cnn: the MobileNetV2-style net of benchmarks/mbv2.py at 224 px (seeded random weights, BatchNorm statistics from
+  20 random batches), random seeded images, labels = the fp32 top-1; formats onnx, tflite, openvino, executorch.
+- encoder: a MiniLM-sized BertModel (edgekit.examples.families "real": 6 layers, hidden 384, 12 heads, sequence 32,
+  mean-pooled), seeded init, random token ids and masks; the same four formats.
 
 Peers, on the bundle's fp32 ONNX file and the same calibration split: ORT fp32, ``quantize_static`` (and
 ``quantize_dynamic`` for the encoder), NNCF defaults by hand (in edgekit's telemetry-free OpenVINO worker), the fp32 IR
 at OpenVINO's default precision, a hand-run PT2E + XNNPACK .pte (cnn). One ``edgekit.compare.interleaved`` run per
-model (median p50, speedup over ORT fp32, size, cosine against torch), then the goals, PASS or MISS. ``--quick``
-(64 px, 2-layer encoder, 2 rounds) is a smoke test; ``--out DIR`` keeps the files.
+model (median p50, speedup over ORT fp32, size, cosine against torch), then the goals, PASS or MISS. ``--quick`` (64
+px, 2-layer encoder, 2 rounds) is a smoke test; ``--out DIR`` keeps the files.
 """
 from __future__ import annotations
 
@@ -303,7 +302,6 @@ def run_model(kind: str, args, root: Path) -> list[tuple[str, bool | None, str]]
 
 def goals(kind: str, rows: list[dict], manifest: dict) -> list[tuple[str, bool | None, str]]:
     from edgekit.recommend import TIE
-
     row = {r["key"]: r for r in rows}
     out = []
 
@@ -352,13 +350,12 @@ def goals(kind: str, rows: list[dict], manifest: dict) -> list[tuple[str, bool |
     if mine and said:
         top = min(mine, key=lambda r: r["median"])
         theirs = next((r for r in mine if r["file"] == said["file"]), None)
-        tail = "" if theirs is None or theirs is top else f"; the bundle's pick here {theirs['median']:.3f} ms " \
-                                                         f"({theirs['median'] / top['median']:.3f}x slower)"
-        tied = theirs is not None and theirs["median"] <= top["median"] * (1 + TIE)
+        tail = "" if theirs is None or theirs is top else f"; the pick {theirs['median'] / top['median']:.3f}x"
         out.append((f"{kind}: bundle's fastest = this run's fastest (within {TIE:.0%}) on {', '.join(runtimes)}",
-                    tied, f"bundle {said['file']} ({said['p50_ms']} ms in the build); this run "
-                    f"{top['file']} {top['median']:.3f} ms{tail}"))
-    else:
+                    theirs is not None and theirs["median"] <= top["median"] * (1 + TIE),
+                    f"bundle {said['file']} ({said['p50_ms']} ms in the build); this run {top['file']} "
+                    f"{top['median']:.3f} ms{tail}"))
+    else:  # no candidate, or no pick
         out.append((f"{kind}: bundle's fastest", None, f"bundle says {said}; {len(mine)} candidates here"))
     f32, bf = "edgekit openvino fp32", "OpenVINO fp32 IR, default precision (bf16)"
     if f32 in row:

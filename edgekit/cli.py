@@ -136,7 +136,8 @@ def build(model, profile, weights, data, out, force, task, formats, threads, cal
                 if rec["slower_than_fp32"] else ""
             click.echo(f"  recommended for {runtime}: {rec['file']} ({rec['why']}{flagged})")
         if (f := result.report.get("fastest")) and len({a.runtime for a in result.artifacts if a.bench}) > 1:
-            tied = f"; the smaller of the files within {TIE:.0%}: {', '.join(f['tied_with'])}" if f.get("tied_with") else ""
+            tied = f"; the smaller of the files within {TIE:.0%}: {', '.join(f['tied_with'])}" \
+                if f.get("tied_with") else ""
             click.echo(f"  fastest for the target: {f['file']} ({f['runtime']}, {f['p50_ms']:.3f} ms p50, on {f['cpu']}"
                        f"{tied})")
         comp = result.report.get("compression")

@@ -65,7 +65,8 @@ def lower(module, args: tuple, iospec: IOSpec, stage: str, min_share: float, pre
         try:
             program = module if isinstance(module, torch.export.ExportedProgram) else torch.export.export(module, args)
             program = xnnpack_rewrites(program)
-            edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()], transform_passes=[edge_views],
+            edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()],
+                                               transform_passes=[edge_views],
                                                constant_methods={"edgekit_io": names, "edgekit_precision": precision})
             info = get_delegation_info(edge.exported_program().graph_module)
         except Exception as exc:  # noqa: BLE001 - the pass manager wraps the real error: say both in one line

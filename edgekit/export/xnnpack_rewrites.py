@@ -75,7 +75,8 @@ def xnnpack_rewrites(program):
 
     aten = torch.ops.aten
     table = {aten.prelu.default: _prelu, aten.layer_norm.default: _layer_norm, aten.matmul.default: _matmul}
-    found = {n.target for n in program.graph.nodes if n.op == "call_function" and n.target in table and _needed(n, aten)}
+    found = {n.target for n in program.graph.nodes
+             if n.op == "call_function" and n.target in table and _needed(n, aten)}
     if found:
         program = program.run_decompositions({op: table[op] for op in found})
     if any("quantize" in str(n.target) for n in program.graph.nodes if n.op == "call_function"):
@@ -125,7 +126,8 @@ def edge_views(graph_module):
     for node in list(graph.nodes):
         if node.op != "call_function":
             continue
-        if node.target == edge.split_with_sizes_copy.default and all(u.target.__name__ == "getitem" for u in node.users):
+        pieces = all(getattr(u.target, "__name__", "") == "getitem" for u in node.users)
+        if node.target == edge.split_with_sizes_copy.default and pieces:
             x, sizes = node.args[0], node.args[1]
             dim = node.args[2] if len(node.args) > 2 else node.kwargs.get("dim", 0)
             starts = [sum(sizes[:i]) for i in range(len(sizes))]
