@@ -3,7 +3,8 @@
     python benchmarks/nas.py [--parts budget,grid,mcu] [--seeds 3] [--trials 15] [--out nas-bench]
 
 - budget: ``edgekit.nas(profile="iot", time_budget_s=600)`` on the digits example (the full width x
-  resolution grid seeded, then TPE), then 5 front members promoted (12 epochs) and the best built. Goals:
+  resolution grid seeded, then TPE), then 5 front members promoted (the default full recipe) and the best
+  built. Goals:
   >= 24 measured trials in 10 minutes; a promoted int8 member at >= 98.5% top-1 with p90 <= 0.5x the
   shipped example's int8 TFLite p90, one at >= 97% with p90 <= 0.25x; proxy->final Spearman >= 0.6.
 - grid: per seed, the baseline grid (width {0.25, 0.35, 0.5, 0.75, 1.0} x resolution {16, 24, 32}: 15
@@ -15,6 +16,8 @@
   search wins on >= 2 of 3 seeds and on the mean by >= 5%, and at the grid's best top-1 (within 0.5 pt)
   its p90 is <= 0.7x the grid's.
 - mcu: the stm32h743 profile: every front member loads in TFLite-Micro within its 384 KB arena.
+- recipe: how many epochs the full recipe needs: the grid's fast corner (widths 0.25/0.35/0.5 at 16 px) trained
+  for 12, 24 and 40 epochs on two seeds each, torch top-1 on the held-out split (what ``--final-epochs`` sets).
 
 Every trial is scored by its int8 TFLite file in LiteRT (1 thread, the iot profile's) and its C array in
 TFLite-Micro, through the build pipeline. The shipped example is measured the same way in the same run.
@@ -56,8 +59,7 @@ def mark(ok: bool) -> str:
 
 def part_budget(out: Path, example_p90: float) -> None:
     start = time.time()
-    r = edgekit.nas(profile="iot", time_budget_s=600, out=out, study="budget", promote_k=5, final_epochs=12,
-                    progress=_dots)
+    r = edgekit.nas(profile="iot", time_budget_s=600, out=out, study="budget", promote_k=5, progress=_dots)
     searched = time.time() - start
     measured = r.counts.get("COMPLETE", 0) + r.counts.get("PRUNED", 0)
     print(f"\n## 10-minute search on the iot profile ({searched:.0f} s with promotion and the bundle)\n")
@@ -156,6 +158,32 @@ def part_mcu(out: Path) -> None:
     print(f"\nevery front member loads in TFLite-Micro within the arena budget: {mark(ok)}")
 
 
+def part_recipe(epochs=(12, 24, 40), seeds=(0, 1)) -> None:
+    import optuna
+    import torch
+
+    from edgekit.archsearch.space import builtin_space, example_params
+    from edgekit.archsearch.trainer import Recipe, fit, held_out_metric, resized
+
+    arrays = search_arrays(digits.load_arrays(), "digits")
+    space = builtin_space(1, 10, 32)
+    print(f"\n## The full recipe: held-out top-1 (torch fp32) by epochs, seeds {list(seeds)}\n")
+    head = " | ".join(f"{e} epochs" for e in epochs)
+    print(f"| width | resolution | {head} |\n|---|---|" + "---|" * len(epochs))
+    for width in (0.25, 0.35, 0.5):
+        cells = []
+        for n in epochs:
+            accs = []
+            for seed in seeds:
+                torch.manual_seed(seed)
+                module, res = space.make(optuna.trial.FixedTrial(example_params(width, 16)))
+                data = resized(arrays, res)
+                fit(module, data, ["x"], "classification", Recipe(n), seed=seed, threads=1)
+                accs.append(held_out_metric(module, data, ["x"], "classification"))
+            cells.append(" / ".join(f"{a:.4f}" for a in accs))
+        print(f"| {width} | 16 | " + " | ".join(cells) + " |")
+
+
 def _ratio(value) -> str:
     return "none" if value is None else f"{value:.2f}x"
 
@@ -183,6 +211,8 @@ def main() -> None:
         part_grid(out, example, args.seeds, args.trials, args.samplers.split(","))
     if "mcu" in parts:
         part_mcu(out)
+    if "recipe" in parts:
+        part_recipe()
 
 
 if __name__ == "__main__":

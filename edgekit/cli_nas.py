@@ -44,8 +44,8 @@ def reference(text: str | None) -> tuple[float, float] | None:
 @click.option("--out", default="nas", show_default=True, type=click.Path(), help="Parent folder of OUT/STUDY/.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--proxy-epochs", type=click.IntRange(min=1), default=3, show_default=True, help="Training per trial.")
-@click.option("--final-epochs", type=click.IntRange(min=1), default=12, show_default=True,
-              help="Training of promoted members (the full recipe).")
+@click.option("--final-epochs", type=click.IntRange(min=1), default=30, show_default=True,
+              help="Epochs of the full recipe that trains promoted members (12 left 16 px nets 1-3 points short).")
 @click.option("--promote", "promote_k", type=click.IntRange(min=0), default=3, show_default=True,
               help="Front members re-trained and re-measured; 0: none, and no bundle (extra workers).")
 @click.option("--pick", default="best", show_default=True,

@@ -43,7 +43,7 @@ class NasResult:
 
 def nas(space: str = "builtin", *, data=None, profile: str | Path | DeviceProfile = "iot", trials: int | None = None,
         time_budget_s: float | None = None, storage: str | None = None, study: str | None = None, out="nas",
-        seed: int = 0, proxy_epochs: int = 3, final_epochs: int = 12, promote_k: int = 3, pick: str = "best",
+        seed: int = 0, proxy_epochs: int = 3, final_epochs: int = 30, promote_k: int = 3, pick: str = "best",
         grid: str = "auto", sampler: str = "auto", bits: int | None = None, threads: int | None = None,
         train_threads: int | None = None, hv_reference: tuple[float, float] | None = None, evaluator=None,
         progress: Callable[[dict], None] | None = None) -> NasResult:
