@@ -69,8 +69,8 @@ def _needed(node, aten) -> bool:
 
 
 def xnnpack_rewrites(program):
-    """The ExportedProgram with the ops above rewritten and, unless it is quantized, its constants folded; the
-    same object when there is nothing to do."""
+    """The ExportedProgram with the ops above rewritten where they occur and, unless it is quantized, its
+    constants folded."""
     import torch
 
     aten = torch.ops.aten
