@@ -16,6 +16,13 @@ def _p50(a: Artifact, speed: dict[str, dict] | None) -> tuple[float, str]:
     return a.bench.p50_ms, "its own p50"
 
 
+def _tied_pick(files: list[Artifact], speed: dict[str, dict] | None) -> tuple[Artifact, list[Artifact], float]:
+    """(the pick, the files within TIE of the quickest, the quickest p50): the smallest of the tied files."""
+    quickest = min(_p50(a, speed)[0] for a in files)
+    near = [a for a in files if _p50(a, speed)[0] <= quickest * (1 + TIE)]
+    return min(near, key=lambda a: (a.bytes, _p50(a, speed)[0])), near, quickest
+
+
 def recommend(artifacts: list[Artifact], budget: float, speed: dict[str, dict] | None = None) -> dict[str, dict]:
     """Per runtime, the fastest file within the accuracy budget that is not slower than its fp32 twin.
     With ``speed`` (interleaved verdicts, stages.speed_verdicts) a file is slower only when every round
@@ -34,9 +41,7 @@ def recommend(artifacts: list[Artifact], budget: float, speed: dict[str, dict] |
         if not fast:
             continue
         if all(a.bench is not None for a in fast):
-            quickest = min(_p50(a, speed)[0] for a in fast)
-            near = [a for a in fast if _p50(a, speed)[0] <= quickest * (1 + TIE)]  # tied: the smaller file wins
-            best = min(near, key=lambda a: (a.bytes, _p50(a, speed)[0]))
+            best, near, _ = _tied_pick(fast, speed)
             why = ("fastest file within the accuracy budget" if len(near) == 1 else
                    f"smallest of the {len(near)} files within {TIE:.0%} of the fastest, within the accuracy budget")
         else:  # TFLite-Micro is not timed on the host: the smallest file that passes
@@ -76,9 +81,7 @@ def fastest_for_target(artifacts: list[Artifact], gates: list, runtimes: tuple[s
                   and a.file not in failed]
     if not candidates:
         return None
-    quickest = min(_p50(a, speed)[0] for a in candidates)
-    near = [a for a in candidates if _p50(a, speed)[0] <= quickest * (1 + TIE)]
-    best = min(near, key=lambda a: (a.bytes, _p50(a, speed)[0]))
+    best, near, quickest = _tied_pick(candidates, speed)
     ms, how = _p50(best, speed)
     cpu = best.bench.cpu or {}
     where = best.bench.measured_on or "host"
