@@ -58,12 +58,17 @@ def reference(text: str | None) -> tuple[float, float] | None:
 @click.option("--sampler", type=click.Choice(["auto", "tpe", "gp"]), default="auto", show_default=True,
               help="Optuna's multivariate TPE, or its Gaussian-process sampler (constrained expected hypervolume "
                    "improvement); auto: gp for the built-in space with --trials under twice the grid, else tpe.")
+@click.option("--space-form", "form", type=click.Choice(["auto", "per-stage", "compound"]), default="auto",
+              show_default=True,
+              help="The built-in space per stage (depth, width, expansion, kernel of each stage: 19 parameters) or "
+                   "compound (one depth, expansion and kernel for all stages: 6); auto: compound with --trials "
+                   "under twice the grid, else per stage. A resumed study keeps its form.")
 @click.option("--bits", type=click.Choice(["16", "8", "4"]), help="Override the profile's weight bits.")
 @click.option("--threads", type=click.IntRange(min=0), help="Override the profile's thread count for benches.")
 @click.option("--train-threads", type=click.IntRange(min=1), help="Threads for training (default: all cores).")
 @click.option("--hv-ref", help="Hypervolume reference point METRIC,P90_MS (default: 0 and twice the seeded baseline's p90).")
 def nas_cmd(space, data, profile, trials, time_budget, storage, study_name, out, seed, proxy_epochs, final_epochs,
-            promote_k, pick, grid, sampler, bits, threads, train_threads, hv_ref):
+            promote_k, pick, grid, sampler, form, bits, threads, train_threads, hv_ref):
     """Search architectures scored by their quantized file's metric and p90, measured in the target runtime."""
     from rich.console import Console
     from rich.table import Table
@@ -94,7 +99,7 @@ def nas_cmd(space, data, profile, trials, time_budget, storage, study_name, out,
     result = nas(space, data=data, profile=profile, trials=trials, time_budget_s=duration(time_budget),
                  storage=storage, study=study_name, out=out, seed=seed, proxy_epochs=proxy_epochs,
                  final_epochs=final_epochs, promote_k=promote_k, pick=pick, grid=grid, sampler=sampler,
-                 bits=int(bits) if bits else None, threads=threads, train_threads=train_threads,
+                 form=form, bits=int(bits) if bits else None, threads=threads, train_threads=train_threads,
                  hv_reference=reference(hv_ref), progress=progress)
     table = Table(title=f"Pareto front of {result.study} (hypervolume {result.hypervolume:.4f} against "
                         f"{result.reference_point[0]:g}, {result.reference_point[1]:g} ms)")

@@ -100,8 +100,10 @@ def test_the_gp_sampler_models_the_trials_after_the_design_with_every_constraint
     assert names == {tuple(sorted((*CONSTRAINTS, "region")))}
     modelled = [t.number for t in trials if "gp:relative_params:0" in t.system_attrs]
     assert modelled == [STARTUP_TRIALS, STARTUP_TRIALS + 1]
-    assert isinstance(trials[-1].params["s0_scale"], float) and isinstance(trials[-1].params["s0_expand"], int)
-    assert json.loads((result.folder / "pareto.json").read_text())["sampler"] == "gp"
+    assert isinstance(trials[-1].params["width"], float) and isinstance(trials[-1].params["depth"], int)
+    assert "s0_scale" not in trials[-1].params  # 7 trials: the compound form, 6 parameters
+    summary = json.loads((result.folder / "pareto.json").read_text())
+    assert summary["sampler"] == "gp" and summary["space_form"] == "compound"
     with pytest.raises(UsageError, match="sampler 'bo'"):
         run(tmp_path / "bad", sampler="bo")
 
@@ -139,7 +141,8 @@ def test_the_builtin_space_holds_the_example_and_a_short_search_starts_from_a_de
     shipped = digits.load_model().module  # width 1.0 at full resolution is the shipped example, layer for layer
     assert resolution == 32 and [p.shape for p in module.parameters()] == [p.shape for p in shipped.parameters()]
     narrow = architecture({**example_params(0.25, 32), "s3_scale": 2.0, "head_scale": 0.5})
-    assert narrow == {"stem": 8, "channels": [8, 16, 16, 48], "head": 32}  # multiples of 8, per stage
+    assert narrow == {"stem": 8, "channels": [8, 16, 16, 48], "head": 32,  # multiples of 8, per stage
+                      "depths": [1, 2, 2, 2], "expand": [4] * 4, "kernels": [3] * 4}
     wider, _ = candidate(space, {**example_params(0.25, 32), "s3_scale": 2.0}, 0)
     assert sum(p.numel() for p in wider.parameters()) > sum(p.numel() for p in candidate(space, example_params(0.25, 32), 0)[0].parameters())
     short = grid_seeds("auto", (16, 24, 32), 32, 15)  # 15 trials: the example, the four corners, the centre
@@ -156,6 +159,51 @@ def test_the_builtin_space_holds_the_example_and_a_short_search_starts_from_a_de
         space.make(trial)
         assert trial.params == params and trial.user_attrs["architecture"] == architecture(params)
         study.tell(trial, [0.5, 1.0])
+
+
+def test_the_compound_form_ties_the_stages_and_holds_the_same_grid():
+    from edgekit.archsearch.api import grid_seeds
+    from edgekit.archsearch.space import architecture, per_stage
+
+    compound = builtin_space(1, 10, 32, "compound")
+    per = builtin_space(1, 10, 32)
+    for w in (0.25, 0.5, 1.0):  # the grid's nets are the same nets in either form
+        assert per_stage(example_params(w, 24, "compound")) == example_params(w, 24)
+        a, _ = candidate(compound, example_params(w, 24, "compound"), 0)
+        b, _ = candidate(per, example_params(w, 24), 0)
+        assert [t.shape for t in a.parameters()] == [t.shape for t in b.parameters()]
+    shallow = {**example_params(1.0, 16, "compound"), "depth": 1, "expand": 6, "kernel": 5}
+    assert architecture(shallow)["depths"] == [1, 1, 1, 1] and architecture(shallow)["kernels"] == [5] * 4
+    assert architecture({**shallow, "depth": 3})["depths"] == [2, 3, 3, 3]
+    module, _ = candidate(compound, shallow, 0)
+    assert sum(isinstance(m, type(module.features[1])) for m in module.features) == 4
+    short = grid_seeds("auto", (16, 24, 32), 32, 15, "compound")
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    for params in short:
+        study.enqueue_trial(params)
+        trial = study.ask()
+        compound.make(trial)
+        assert trial.params == params and set(params) == {"resolution", "width", "depth", "expand", "kernel",
+                                                          "head_scale"}
+        study.tell(trial, [0.5, 1.0])
+
+
+def test_a_study_keeps_the_form_it_was_started_with(tmp_path):
+    short, _ = run(tmp_path, trials=2)  # tiny digits: one resolution, a 5-member grid; 2 trials is short
+    assert json.loads((short.folder / "pareto.json").read_text())["space_form"] == "compound"
+    again, _ = run(tmp_path, trials=3, time_budget_s=600)  # resumed with a time budget: still compound
+    assert {tuple(sorted(t.params)) for t in load(again).trials} == {
+        ("depth", "expand", "head_scale", "kernel", "resolution", "width")}
+    with pytest.raises(UsageError, match="searches the compound form"):
+        run(tmp_path, trials=4, form="per-stage")
+    long, _ = run(tmp_path / "long", trials=1, time_budget_s=600, form="auto")
+    assert "s3_kernel" in load(long).trials[0].params
+    stages, _ = run(tmp_path / "stages", trials=1, form="per-stage")
+    assert "s3_kernel" in load(stages).trials[0].params
+    with pytest.raises(UsageError, match="--space-form sideways"):
+        run(tmp_path / "bad", form="sideways")
+    with pytest.raises(UsageError, match="the built-in space has forms"):
+        run(tmp_path / "bad", space="nets.py:space", form="compound")
 
 
 def test_constraint_values_and_their_order():
@@ -266,8 +314,13 @@ def test_early_stop_prunes_a_candidate_far_below_its_latency_peers(tmp_path):
             user_attrs={"stage": "trained", "epoch1_metric": 0.999, "untrained_p90_ms": p90,
                         "constraints": {k: -1.0 for k in CONSTRAINTS}}))
     study.enqueue_trial(study.trials[0].params)
-    again, _ = run(tmp_path, trials=4, proxy_epochs=2, grid="baseline")
-    last = load(again).trials[3]
+    again, _ = run(tmp_path, trials=4, proxy_epochs=2, grid="baseline")  # a trial count alone: no early stop
+    full = load(again).trials[3]
+    assert full.state.name == "COMPLETE" and full.user_attrs["train"]["epochs_run"] == 2
+    assert full.user_attrs["epoch1_metric"] < 0.999 - 0.2
+    study.enqueue_trial(study.trials[0].params)
+    again, _ = run(tmp_path, trials=5, time_budget_s=600, proxy_epochs=2, grid="baseline")
+    last = load(again).trials[4]
     assert last.state.name == "PRUNED" and "below the median 0.999" in last.user_attrs["pruned_reason"]
     assert last.user_attrs["train"]["epochs_run"] == 1
 

@@ -13,7 +13,7 @@ from ..profiles import DeviceProfile, load_profile, with_overrides
 from .hostlock import HostLock
 from .promote import PICKS, build_bundle, choose, promote, spearman, spread
 from .results import front, hypervolume, plot, points, trials_summary, write_pareto_json, write_trials_csv
-from .space import WIDTHS, design_params, example_params, space_for
+from .space import FORMS, WIDTHS, design_params, example_params, space_for
 from .storage import open_storage, open_study
 from .study import CONSTRAINTS, Loop, run_worker, seed_study
 from .trainer import Recipe, image_info, search_arrays
@@ -44,8 +44,9 @@ class NasResult:
 def nas(space: str = "builtin", *, data=None, profile: str | Path | DeviceProfile = "iot", trials: int | None = None,
         time_budget_s: float | None = None, storage: str | None = None, study: str | None = None, out="nas",
         seed: int = 0, proxy_epochs: int = 3, final_epochs: int = 30, promote_k: int = 3, pick: str = "best",
-        grid: str = "auto", sampler: str = "auto", bits: int | None = None, threads: int | None = None,
-        train_threads: int | None = None, hv_reference: tuple[float, float] | None = None, evaluator=None,
+        grid: str = "auto", sampler: str = "auto", form: str = "auto", bits: int | None = None,
+        threads: int | None = None, train_threads: int | None = None,
+        hv_reference: tuple[float, float] | None = None, evaluator=None,
         progress: Callable[[dict], None] | None = None) -> NasResult:
     """Search ``space`` ('builtin' or FILE.py:FUNC) for ``profile``; see docs in the README ("edgekit nas").
 
@@ -65,6 +66,10 @@ def nas(space: str = "builtin", *, data=None, profile: str | Path | DeviceProfil
         raise UsageError(f"grid {grid!r}: one of {', '.join(GRIDS)}")
     if sampler not in SAMPLERS:
         raise UsageError(f"sampler {sampler!r}: one of {', '.join(SAMPLERS)}")
+    if form not in ("auto",) + FORMS:
+        raise UsageError(f"--space-form {form}: one of auto, {', '.join(FORMS)}")
+    if form != "auto" and space != "builtin":
+        raise UsageError(f"--space-form {form}: the built-in space has forms; {space} is searched as it is written")
     if pick not in PICKS and not str(pick).isdigit():
         raise UsageError(f"--pick {pick}: one of {', '.join(PICKS)} or a trial number")
     prof = profile if isinstance(profile, DeviceProfile) else load_profile(profile)
@@ -81,8 +86,10 @@ def nas(space: str = "builtin", *, data=None, profile: str | Path | DeviceProfil
     the_study = open_study(store, url, name, make_sampler(sampler, seed))
     folder.mkdir(parents=True, exist_ok=True)
     lock = HostLock()
+    if the_space.builtin:
+        the_space = space_for(space, channels, classes, size, study_form(the_study, form, trials, the_space, lock))
     if the_space.builtin and grid != "none":
-        seed_study(the_study, grid_seeds(grid, the_space.resolutions, size, trials), lock)
+        seed_study(the_study, grid_seeds(grid, the_space.resolutions, size, trials, the_space.form), lock)
     log = io.StringIO()
     input_names = [k for k in arrays if k not in ("y", "y_train") and not k.endswith("_train")]
     task = "classification" if arrays["y"].dtype.kind in "iu" else "regression"
@@ -104,6 +111,7 @@ def nas(space: str = "builtin", *, data=None, profile: str | Path | DeviceProfil
         ref = hv_reference or _reference(all_trials, prof)
         hv = hypervolume(members, ref)
         summary = {"study": name, "storage": url, "profile": prof.name, "space": space, "sampler": sampler,
+                   "space_form": the_space.form if the_space.builtin else None,
                    "data": data_name,
                    "scored": {"format": evaluator.format, "precision": evaluator.precision} if hasattr(evaluator, "format") else {},
                    "counts": trials_summary(all_trials), "hypervolume": round(hv, 6), "reference_point": list(ref),
@@ -158,21 +166,36 @@ def sampler_for(sampler: str, space, trials: int | None) -> str:
     return "gp" if space.builtin and short_budget(trials, space.resolutions) else "tpe"
 
 
+def study_form(study, form: str, trials: int | None, space, lock: HostLock) -> str:
+    """The built-in space's form: the one the study was started with (a resumed or shared study keeps it),
+    else ``form``; ``auto`` is compound with a short trial budget, else per stage."""
+    with lock.short():
+        stored = study.user_attrs.get("space_form")
+        if stored is not None and form not in ("auto", stored):
+            raise UsageError(f"study {study.study_name} searches the {stored} form of the built-in space; "
+                             f"resume it without --space-form {form}, or start another --study")
+        if stored is None:
+            stored = form if form != "auto" else "compound" if short_budget(trials, space.resolutions) else "per-stage"
+            study.set_user_attr("space_form", stored)
+    return stored
+
+
 def short_budget(trials: int | None, resolutions: tuple[int, ...]) -> bool:
     """A trial budget under twice the width x resolution grid (a time budget is never short)."""
     return trials is not None and trials < 2 * len(WIDTHS) * len(resolutions)
 
 
-def grid_seeds(grid: str, resolutions: tuple[int, ...], size: int, trials: int | None) -> list[dict]:
+def grid_seeds(grid: str, resolutions: tuple[int, ...], size: int, trials: int | None,
+               form: str = "per-stage") -> list[dict]:
     """The parameter sets a built-in study starts with. ``auto``: the full width x resolution grid when
     the search has time for it and as many trials again (a time budget, or ``trials`` >= twice the grid),
     else ``design``: the example, the grid's corners and its centre, so that most of a short budget is
     left to the sampler."""
-    full = [example_params(1.0, size)] + [example_params(w, r) for w in WIDTHS for r in resolutions
-                                          if (w, r) != (1.0, size)]
+    full = [example_params(1.0, size, form)] + [example_params(w, r, form) for w in WIDTHS for r in resolutions
+                                                if (w, r) != (1.0, size)]
     if grid == "auto":
         grid = "design" if short_budget(trials, resolutions) else "full"
-    return {"full": full, "design": design_params(resolutions), "baseline": full[:1]}[grid]
+    return {"full": full, "design": design_params(resolutions, form), "baseline": full[:1]}[grid]
 
 
 def _reference(trials, prof) -> tuple[float, float]:

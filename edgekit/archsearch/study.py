@@ -11,7 +11,10 @@ tell the study. Several processes (on one host or several) may run this loop on 
   epoch, a candidate whose held-out metric is ``margin`` below the median first-epoch metric of at least
   two finished trials of similar latency (p90 within 1.5x of its untrained p90) is pruned. The first epoch
   of a short one-cycle recipe is still warming up, so the margin is wide (0.20): in six 15-trial studies of
-  the digits example, trials up to 0.09 below that median still finished on their study's front.
+  the digits example, trials up to 0.09 below that median still finished on their study's front. The rule
+  holds when the worker has a time budget, where the time a stopped trial saves buys more trials. Under a
+  trial count alone it would buy none, and a stopped trial has no values for the sampler to learn from (the
+  GP proposed stopped candidates again), so every trial runs to the end.
 - **Region.** With ``region`` (the hypervolume's reference point: a metric floor and a p90 ceiling), a
   trained trial outside it is infeasible to the sampler (constraint ``region``): it adds nothing to the
   hypervolume, so TPE models the candidates that do. The front and ``trials.csv`` judge the budgets only.
@@ -180,7 +183,7 @@ def run_trial(study, trial, loop: Loop):
 
         def after_epoch(epoch: int, score: float) -> bool:
             trial.set_user_attr(f"epoch{epoch + 1}_metric", round(score, 5))
-            if epoch != 0 or loop.recipe.epochs < 2:
+            if epoch != 0 or loop.recipe.epochs < 2 or loop.time_budget_s is None:
                 return True
             peers = [t.user_attrs["epoch1_metric"] for t in study.get_trials(deepcopy=False, states=(states.COMPLETE,))
                      if t.user_attrs.get("stage") == "trained" and "epoch1_metric" in t.user_attrs

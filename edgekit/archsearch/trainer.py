@@ -29,7 +29,8 @@ class Recipe:
     lr: float = 5e-3
     batch_size: int = 32
     weight_decay: float = 1e-4
-    shift: int = 2  # random translation of image inputs by up to this many pixels (0: none)
+    shift: float = 0.0625  # random translation of image inputs by up to this share of their height (0: none):
+    # 2 px at 32 px, 1 px at 16 px (a fixed 2 px cost four 16 px candidates 1-11 points of 3-epoch top-1)
 
     def to_dict(self) -> dict:
         return {"epochs": self.epochs, "lr": self.lr, "batch_size": self.batch_size,
@@ -107,6 +108,8 @@ def fit(module, arrays: dict[str, np.ndarray], names: list[str], task: str, reci
     x = [torch.from_numpy(np.ascontiguousarray(a)) for a in inputs]
     y = torch.from_numpy(np.asarray(labels).astype(np.int64 if task == "classification" else np.float32))
     steps = max(1, math.ceil(len(y) / recipe.batch_size))
+    images = [t for t in x if t.ndim == 4 and t.is_floating_point()]
+    pixels = round(recipe.shift * images[0].shape[2]) if images and recipe.shift else 0
     losses, start = [], time.perf_counter()
     with torch_threads(threads, seed=seed):
         opt = torch.optim.AdamW(module.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
@@ -120,8 +123,8 @@ def fit(module, arrays: dict[str, np.ndarray], names: list[str], task: str, reci
                     if len(idx) < 2:
                         continue
                     batch = [t[idx] for t in x]
-                    if recipe.shift:
-                        shift = torch.randint(-recipe.shift, recipe.shift + 1, (2,), generator=gen).tolist()
+                    if pixels:
+                        shift = torch.randint(-pixels, pixels + 1, (2,), generator=gen).tolist()
                         batch = [torch.roll(t, shifts=shift, dims=(2, 3)) if t.ndim == 4 and t.is_floating_point()
                                  else t for t in batch]
                     out = module(*batch)
