@@ -11,7 +11,7 @@ import pytest
 
 import edgekit
 from edgekit.archsearch.evaluate import Measured
-from edgekit.archsearch.promote import Promoted, choose, spearman, spread
+from edgekit.archsearch.promote import Promoted, choose, spearman, spread, to_promote
 from edgekit.archsearch.results import Point, front, hypervolume
 from edgekit.archsearch.space import builtin_space, candidate, example_params
 from edgekit.archsearch.study import CONSTRAINTS, constraint_values
@@ -176,7 +176,8 @@ def test_the_compound_form_ties_the_stages_and_holds_the_same_grid():
     assert architecture(shallow)["depths"] == [1, 1, 1, 1] and architecture(shallow)["kernels"] == [5] * 4
     assert architecture({**shallow, "depth": 3})["depths"] == [2, 3, 3, 3]
     module, _ = candidate(compound, shallow, 0)
-    assert sum(isinstance(m, type(module.features[1])) for m in module.features) == 4
+    blocks = [m for m in module.features if type(m).__name__ == "InvertedResidual"]
+    assert len(blocks) == 4 and blocks[0].block[3].kernel_size == (5, 5)  # one block per stage, depthwise 5x5
     short = grid_seeds("auto", (16, 24, 32), 32, 15, "compound")
     study = optuna.create_study(directions=["maximize", "minimize"])
     for params in short:
@@ -191,12 +192,12 @@ def test_the_compound_form_ties_the_stages_and_holds_the_same_grid():
 def test_a_study_keeps_the_form_it_was_started_with(tmp_path):
     short, _ = run(tmp_path, trials=2)  # tiny digits: one resolution, a 5-member grid; 2 trials is short
     assert json.loads((short.folder / "pareto.json").read_text())["space_form"] == "compound"
-    again, _ = run(tmp_path, trials=3, time_budget_s=600)  # resumed with a time budget: still compound
+    again, _ = run(tmp_path, trials=None, time_budget_s=0.5)  # resumed with a time budget: still compound
     assert {tuple(sorted(t.params)) for t in load(again).trials} == {
         ("depth", "expand", "head_scale", "kernel", "resolution", "width")}
     with pytest.raises(UsageError, match="searches the compound form"):
         run(tmp_path, trials=4, form="per-stage")
-    long, _ = run(tmp_path / "long", trials=1, time_budget_s=600, form="auto")
+    long, _ = run(tmp_path / "long", trials=None, time_budget_s=0.5, form="auto")  # a time budget: per stage
     assert "s3_kernel" in load(long).trials[0].params
     stages, _ = run(tmp_path / "stages", trials=1, form="per-stage")
     assert "s3_kernel" in load(stages).trials[0].params
@@ -243,6 +244,12 @@ def test_promotion_spreads_along_the_front():
     assert [p.number for p in spread(pts, 3)] == [7, 4, 0]
     assert [p.number for p in spread(pts, 5)] == [7, 5, 4, 2, 0]
     assert [p.number for p in spread(pts, 20)] == list(range(7, -1, -1)) and spread(pts, 0) == []
+    assert [p.number for p in to_promote(pts, 3)] == [7, 4, 0]  # a front of 8 holds 3
+    # a front of 2 (10, 11) and a second layer behind it (0-7, each dominated by 10 or 11): 5 come from both
+    short = pts + [Point(10, 0.99, 0.005, {}, {}), Point(11, 0.999, 0.05, {}, {})]
+    picked = [p.number for p in to_promote(short, 5)]
+    assert picked[:2] == [11, 10] and sorted(picked[2:]) == [0, 4, 7] and len(set(picked)) == 5
+    assert [p.number for p in to_promote(short, 20)] == [11, 10, 7, 6, 5, 4, 3, 2, 1, 0]
 
 
 def test_pick_and_rank_correlation():
@@ -314,15 +321,15 @@ def test_early_stop_prunes_a_candidate_far_below_its_latency_peers(tmp_path):
             user_attrs={"stage": "trained", "epoch1_metric": 0.999, "untrained_p90_ms": p90,
                         "constraints": {k: -1.0 for k in CONSTRAINTS}}))
     study.enqueue_trial(study.trials[0].params)
-    again, _ = run(tmp_path, trials=4, proxy_epochs=2, grid="baseline")  # a trial count alone: no early stop
-    full = load(again).trials[3]
-    assert full.state.name == "COMPLETE" and full.user_attrs["train"]["epochs_run"] == 2
-    assert full.user_attrs["epoch1_metric"] < 0.999 - 0.2
+    again, _ = run(tmp_path, trials=4, time_budget_s=600, proxy_epochs=2, grid="baseline")
+    pruned = load(again).trials[3]
+    assert pruned.state.name == "PRUNED" and "below the median 0.999" in pruned.user_attrs["pruned_reason"]
+    assert pruned.user_attrs["train"]["epochs_run"] == 1
     study.enqueue_trial(study.trials[0].params)
-    again, _ = run(tmp_path, trials=5, time_budget_s=600, proxy_epochs=2, grid="baseline")
-    last = load(again).trials[4]
-    assert last.state.name == "PRUNED" and "below the median 0.999" in last.user_attrs["pruned_reason"]
-    assert last.user_attrs["train"]["epochs_run"] == 1
+    again, _ = run(tmp_path, trials=5, proxy_epochs=2, grid="baseline")  # a trial count alone: no early stop
+    full = load(again).trials[4]
+    assert full.state.name == "COMPLETE" and full.user_attrs["train"]["epochs_run"] == 2
+    assert full.user_attrs["epoch1_metric"] == pruned.user_attrs["epoch1_metric"]  # the same first epoch
 
 
 def test_no_feasible_trial_exits_1_naming_the_budget(tmp_path):

@@ -105,6 +105,7 @@ def test_a_user_space_with_its_own_resolution(workdir):
     (["--time-budget", "soon"], 2, ["--time-budget soon"]),
     (["--data", "missing.npz"], 2, ["missing.npz"]),
     (["--pick", "quickest"], 2, ["--pick quickest"]),
+    (["--space", "spaces.py:mlp", "--space-form", "compound"], 2, ["--space-form compound", "built-in space"]),
 ])
 def test_bad_input_is_one_line_and_exit_2(workdir, args, code, words):
     r = edgekit("nas", "--profile", "quick.toml", "--data", "d8.npz", "--trials", "1", "--promote", "0",

@@ -11,7 +11,7 @@ from typing import Callable
 from ..errors import GateFailed, UsageError
 from ..profiles import DeviceProfile, load_profile, with_overrides
 from .hostlock import HostLock
-from .promote import PICKS, build_bundle, choose, promote, spearman, spread
+from .promote import PICKS, build_bundle, choose, promote, spearman, to_promote
 from .results import front, hypervolume, plot, points, trials_summary, write_pareto_json, write_trials_csv
 from .space import FORMS, WIDTHS, design_params, example_params, space_for
 from .storage import open_storage, open_study
@@ -125,7 +125,7 @@ def nas(space: str = "builtin", *, data=None, profile: str | Path | DeviceProfil
         result = NasResult(name, folder, url, summary["counts"], [p.to_dict() for p in members], hv, ref, ran=ran)
         if promote_k <= 0:
             return result
-        top = spread(members, promote_k)
+        top = to_promote(pts, promote_k)
         if str(pick).isdigit() and int(pick) not in {p.number for p in top}:
             extra = next((p for p in pts if p.number == int(pick)), None)
             if extra is None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UsageError
-from .results import Point
+from .results import Point, front
 from .space import candidate
 from .study import Loop, constraint_values
 from .trainer import Recipe, fit, resized
@@ -53,6 +53,19 @@ def spread(members: list[Point], k: int) -> list[Point]:
             picks.add(i)
         ranked = [ranked[i] for i in sorted(picks)][-k:] if len(picks) > k else [ranked[i] for i in sorted(picks)]
     return sorted(ranked, key=lambda p: (-p.metric, p.p90_ms))
+
+
+def to_promote(pts: list[Point], k: int) -> list[Point]:
+    """``k`` members to train with the full recipe: spread along the front; when the front holds fewer than
+    ``k``, the next non-dominated layers (as NSGA-II ranks trials) fill up, each spread the same way. A rank
+    correlation over 3 members is 1, 0.5, -0.5 or -1: one swap of two near-tied members halves it."""
+    chosen, rest = [], list(pts)
+    while len(chosen) < k and rest:
+        layer = front(rest)
+        chosen += spread(layer, k - len(chosen))
+        taken = {p.number for p in layer}
+        rest = [p for p in rest if p.number not in taken]
+    return sorted(chosen, key=lambda p: (-p.metric, p.p90_ms))
 
 
 def promote(loop: Loop, members: list[Point], final: Recipe, *, progress=None) -> list[Promoted]:
