@@ -3,8 +3,8 @@
     python benchmarks/nas.py [--parts budget,grid,mcu] [--seeds 3] [--trials 15] [--out nas-bench]
 
 - budget: ``edgekit.nas(profile="iot", time_budget_s=600)`` on the digits example (the full width x
-  resolution grid seeded, then TPE), then 5 front members promoted (the default full recipe) and the best
-  built. Goals:
+  resolution grid seeded, then TPE), then 5 members promoted (the front, then the next non-dominated
+  layers; the default full recipe) and the best built. Goals:
   >= 24 measured trials in 10 minutes; a promoted int8 member at >= 98.5% top-1 with p90 <= 0.5x the
   shipped example's int8 TFLite p90, one at >= 97% with p90 <= 0.25x; proxy->final Spearman >= 0.6.
 - grid: per seed, the baseline grid (width {0.25, 0.35, 0.5, 0.75, 1.0} x resolution {16, 24, 32}: 15
