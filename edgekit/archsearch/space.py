@@ -7,8 +7,8 @@ parameter with an order (widths, depths, expansion, kernel, resolution) is sugge
 a category, so that the sampler can carry what it learned about 1.0 to 1.25. A member is rebuilt
 from its parameters with ``optuna.trial.FixedTrial``.
 
-The built-in space has two forms with the same nets. *Per stage* suggests each stage's depth, width
-scale, expansion and kernel (19 parameters). *Compound* (as EfficientNet scales depth, width and
+The built-in space has two forms, and the grid's nets are members of both. *Per stage* suggests each
+stage's depth, width scale, expansion and kernel (19 parameters). *Compound* (as EfficientNet scales depth, width and
 resolution together) suggests one depth, expansion and kernel for every stage and keeps the example's
 channel progression, scaled by the width multiplier (6 parameters), at resolutions twice as fine (16, 20,
 24, 28, 32 for 32 px data). With a short trial budget a sampler can model 6 dimensions from a few
