@@ -207,6 +207,29 @@ def test_a_study_keeps_the_form_it_was_started_with(tmp_path):
         run(tmp_path / "bad", space="nets.py:space", form="compound")
 
 
+def test_image_shifts_scale_with_the_resolution(monkeypatch):
+    """The recipe's shift is a share of the height: at most 2 px at 32 px, 1 px at 16 px, none at 8 px."""
+    import torch
+
+    from edgekit.archsearch.trainer import Recipe, fit
+
+    seen, roll = [], torch.roll
+
+    def recording_roll(t, shifts, dims):
+        seen.extend(abs(s) for s in shifts)
+        return roll(t, shifts, dims)
+
+    monkeypatch.setattr(torch, "roll", recording_roll)
+    largest = {}
+    for size in (32, 16, 8):
+        seen.clear()
+        arrays = tiny_digits(size)
+        module, _ = candidate(builtin_space(1, 10, size), example_params(0.25, size), 0)
+        fit(module, arrays, ["x"], "classification", Recipe(1), seed=0, threads=1)
+        largest[size] = max(seen, default=0)
+    assert largest == {32: 2, 16: 1, 8: 0}  # 1/16 of the height: 2 and 1 px are both drawn over 40 batches
+
+
 def test_constraint_values_and_their_order():
     prof = load_profile("stm32h743")
     m = Measured("f", "tflite", "int8", "litert", 0.95, 0.97, 0.02, 1, 2, 3, 1536 * 1024 + 1024, 400 * 1024, True,
