@@ -30,11 +30,11 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 
 from sshd_fixture import start_sshd  # noqa: E402
 
-from edgekit.bench import bench_file, cpu_info  # noqa: E402
+from edgekit.measure.bench import bench_file, cpu_info  # noqa: E402
 from edgekit.device import open_device  # noqa: E402
 from edgekit.device.remote import device_bench  # noqa: E402
 from edgekit.runtimes import open_runner  # noqa: E402
-from edgekit.validation_api import validate_on_device  # noqa: E402
+from edgekit.pipeline.validate_file import validate_on_device  # noqa: E402
 
 
 def sample(runner) -> dict:
@@ -52,7 +52,7 @@ def main() -> None:
     work = Path(args.out or tempfile.mkdtemp(prefix="device-bench-"))
     cpu = cpu_info()
     print(f"CPU: {cpu['model']}, {cpu['cores']} cores, flags {' '.join(cpu['flags'])}")
-    build = subprocess.run([sys.executable, "-c", "from edgekit.cli import main; main()", "build", "--profile", "rpi4",
+    build = subprocess.run([sys.executable, "-c", "from edgekit.cli.main import main; main()", "build", "--profile", "rpi4",
                             "--threads", "1", "--prune-method", "none", "--out", str(work / "bundle"), "--force"],
                            capture_output=True, text=True)
     if build.returncode != 0:

@@ -20,10 +20,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    from edgekit.bench import bench_file
+    from edgekit.measure.bench import bench_file
     from edgekit.examples import digits
     from edgekit.export.onnx import export_onnx
-    from edgekit.graph_stats import onnx_stats
+    from edgekit.files.graph_stats import onnx_stats
 
     model = digits.load_model()
     print(f"{'exporter':<28} {'export s':>9} {'params':>9} {'MACs':>10} {'bytes':>9} {'ORT p50 ms':>11}")

@@ -38,7 +38,7 @@ HERE = Path(__file__).resolve().parent
 
 
 def cpu_line() -> str:
-    from edgekit.bench import cpu_info
+    from edgekit.measure.bench import cpu_info
 
     c = cpu_info()
     return f"CPU: {c['model']} ({c['cores']} cores; {', '.join(c['flags'])})"
@@ -103,7 +103,7 @@ def train_regressor(folder: Path) -> Path:
 def build(folder: Path, family: str, profile: str, out: Path, extra: list[str]) -> dict:
     from edgekit.examples import families
 
-    args = [sys.executable, "-c", "from edgekit.cli import main; main()", "build", families.source_for(folder, family), "--data",
+    args = [sys.executable, "-c", "from edgekit.cli.main import main; main()", "build", families.source_for(folder, family), "--data",
             str(folder / f"{family}.npz"), "--profile", profile, "--out", str(out), "--force", *extra]
     started = time.perf_counter()
     proc = subprocess.run(args, capture_output=True, text=True)

@@ -36,10 +36,10 @@ import edgekit
 from edgekit.archsearch.evaluate import Evaluator
 from edgekit.archsearch.results import Point, front, hypervolume
 from edgekit.archsearch.trainer import search_arrays
-from edgekit.bench import cpu_info
+from edgekit.measure.bench import cpu_info
 from edgekit.examples import digits
 from edgekit.export.tf_client import TfWorker
-from edgekit.profiles import load_profile
+from edgekit.targets.profiles import load_profile
 
 
 def shipped_p90() -> float:

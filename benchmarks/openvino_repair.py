@@ -10,8 +10,8 @@ from the ladder: ONNX Runtime's one-layer sensitivity ranking picks the layers t
 ``ignored_scope``, worst first. The same fp32 IR is then given, in a child process with OpenVINO's and NNCF's
 telemetry off, to ``nncf.quantize_with_accuracy_control`` with ``max_drop`` = the budget (absolute), the build's
 calibration split and its validation split, and a ``validation_fn`` that returns 1 minus edgekit's gated drop
-(``edgekit.validate.judge``: every output against the source). Both files are judged again by
-``edgekit.validate.validate_file`` and timed in one interleaved run (1 thread, batch 1), with NNCF's defaults
+(``edgekit.measure.validate.judge``: every output against the source). Both files are judged again by
+``edgekit.measure.validate.validate_file`` and timed in one interleaved run (1 thread, batch 1), with NNCF's defaults
 (the ladder's first rung) as the third file. Printed: drop, layers left float, p50, speed against the defaults,
 and the seconds each repair took (the ladder's from after its first rung; accuracy control's whole call, which
 includes its own first quantization and the fp32 model's validation).
@@ -59,9 +59,9 @@ def accuracy_control(args: dict) -> dict:
     import openvino as ov
 
     from edgekit.export.ov_worker import HINT_KEY
-    from edgekit.iospec import IOSpec
-    from edgekit.stages import sample_for
-    from edgekit.validate import judge, reference_outputs
+    from edgekit.core.iospec import IOSpec
+    from edgekit.pipeline.stages import sample_for
+    from edgekit.measure.validate import judge, reference_outputs
 
     model, split = split_for(args["spec"], Path(args["data"]))
     reference = reference_outputs(model, split)
@@ -114,15 +114,15 @@ def run_child(args: dict) -> dict:
 
 def family(name: str, size: str, budget: float, rounds: int, root: Path) -> list[str]:
     import edgekit
-    from edgekit.artifact import file_digest
-    from edgekit.compare import interleaved
+    from edgekit.core.artifact import file_digest
+    from edgekit.measure.compare import interleaved
     from edgekit.examples import families
     from edgekit.export.openvino import ov_call
-    from edgekit.iospec import IOSpec
-    from edgekit.precision import precision_map
+    from edgekit.core.iospec import IOSpec
+    from edgekit.files.precision import precision_map
     from edgekit.quantize.passes import calibration_npz
-    from edgekit.stages import sample_for
-    from edgekit.validate import reference_outputs, validate_file
+    from edgekit.pipeline.stages import sample_for
+    from edgekit.measure.validate import reference_outputs, validate_file
 
     folder = root / name
     folder.mkdir(parents=True, exist_ok=True)
@@ -198,7 +198,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
-    from edgekit.bench import cpu_info
+    from edgekit.measure.bench import cpu_info
 
     cpu = cpu_info()
     print(f"CPU: {cpu['model']}; flags: {', '.join(cpu['flags'])}", flush=True)

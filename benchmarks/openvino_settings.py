@@ -6,7 +6,7 @@
 On the fp32 IR and calibration split that ``benchmarks/runtimes.py`` kept, NNCF is run (telemetry off, as
 edgekit's worker runs it) with its defaults, with ``target_device=CPU_SPR``, and with the performance preset and
 fast bias correction; the defaults' IR is also compiled with a bf16 inference-precision hint (its float layers in
-bf16). Each file is timed against ORT fp32 on the bundle's ONNX file in one ``edgekit.compare.interleaved`` run at
+bf16). Each file is timed against ORT fp32 on the bundle's ONNX file in one ``edgekit.measure.compare.interleaved`` run at
 1 thread, with its cosine to ORT fp32 on 32 calibration images.
 """
 from __future__ import annotations
@@ -58,8 +58,8 @@ def main() -> None:
     args = ap.parse_args()
     import tempfile
 
-    from edgekit.bench import cpu_info
-    from edgekit.compare import interleaved
+    from edgekit.measure.bench import cpu_info
+    from edgekit.measure.compare import interleaved
     from edgekit.runtimes import open_runner
 
     onnx = next(args.folder.glob("out/*/model.onnx"), None)

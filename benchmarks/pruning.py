@@ -82,7 +82,7 @@ def _with_bn_stats(model, size: int):
 
 
 def _wrap(module, name: str):
-    from edgekit.sources import torch_model
+    from edgekit.sources.load import torch_model
     return torch_model(module.eval(), name=name, loader="factory", origin="benchmark")
 
 
@@ -108,7 +108,7 @@ def interleaved_p50(files: list[tuple[Path, str, dict]], runs: int, rounds: int)
     per timing), so a busy spell on a shared machine hits every file alike."""
     import statistics
 
-    from edgekit.bench import bench_file
+    from edgekit.measure.bench import bench_file
 
     seen: list[list[float]] = [[] for _ in files]
     for _ in range(rounds):
@@ -122,7 +122,7 @@ def prune_table(tmp: Path, runs: int, size: int, rounds: int) -> None:
     import torch
 
     from edgekit.export.onnx import export_onnx
-    from edgekit.graph_stats import onnx_stats
+    from edgekit.files.graph_stats import onnx_stats
     from edgekit.prune import structured, unstructured
     from edgekit.prune.layers import protected
 
@@ -189,8 +189,8 @@ def example_table(tmp: Path, runs: int, rounds: int) -> None:
 
 
 def _file_sample(artifact, sample: dict) -> dict:
-    from edgekit.iospec import IOSpec
-    from edgekit.stages import sample_for
+    from edgekit.core.iospec import IOSpec
+    from edgekit.pipeline.stages import sample_for
 
     spec = IOSpec.from_dict(artifact.iospec) if artifact.format == "tflite" else None
     return sample_for(spec, sample)

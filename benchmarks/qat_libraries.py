@@ -41,7 +41,7 @@ def _small_cnn(folder: Path):
     spec.loader.exec_module(module)
     folder.mkdir(parents=True)
     module.write_user_folder(folder)
-    from edgekit.sources import load_model
+    from edgekit.sources.load import load_model
     return load_model(f"{folder / 'model.py'}:make_model", weights=folder / "model.pt"), np.load(folder / "digits.npz")
 
 
@@ -143,12 +143,12 @@ def export(model, source, target: str, bits: int, arrangement: str | None, folde
     from edgekit.export.job import ExportJob
     from edgekit.export.onnx import export_onnx
     from edgekit.export.tflite import export_tflite_onnx2tf, map_to_source
-    from edgekit.onnx_io import initializer_integers
-    from edgekit.quantize.onnx_quant import QuantPlan, preprocess, quantize_onnx
+    from edgekit.files.onnx_io import initializer_integers
+    from edgekit.quantize.onnx_ort import QuantPlan, preprocess, quantize_onnx
     from edgekit.quantize.passes import calibration_npz
-    from edgekit.quantize.tflite_int4 import write_int4
+    from edgekit.quantize.tflite_int4_recipe import write_int4
     from edgekit.runtimes import open_runner
-    from edgekit.tflite_info import integer_weights
+    from edgekit.files.tflite_info import integer_weights
 
     folder.mkdir(parents=True)
     m = replace(source, module=model, onnx_path=None, meta={})
@@ -192,8 +192,8 @@ def main() -> None:
     args = parser.parse_args()
     import torch
 
-    from edgekit.bench import cpu_info
-    from edgekit.data import Split
+    from edgekit.measure.bench import cpu_info
+    from edgekit.core.data import Split
     from edgekit.export.tf_client import TfWorker
     import torchao
 

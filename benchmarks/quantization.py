@@ -79,7 +79,7 @@ def mobilenet_v2():
 def ort_default_int8(src: Path, out: Path, calibration: dict[str, np.ndarray]) -> None:
     from onnxruntime.quantization import quantize_static
 
-    from edgekit.data import Split
+    from edgekit.core.data import Split
     from edgekit.quantize.calibration import SplitReader
     quantize_static(str(src), str(out), SplitReader(Split(calibration), list(calibration)))
 
@@ -103,8 +103,8 @@ def accuracy_table(tmp: Path) -> None:
     from edgekit.export.onnx import export_onnx
     from edgekit.export.tflite import map_to_source
     from edgekit.runtimes import open_runner
-    from edgekit.stages import load_data
-    from edgekit.validate import reference_outputs, validate_file
+    from edgekit.pipeline.stages import load_data
+    from edgekit.measure.validate import reference_outputs, validate_file
 
     model = digits.load_model()
     data = load_data(model, digits.load_arrays(), "digits", None, None, None)
@@ -145,9 +145,9 @@ def accuracy_table(tmp: Path) -> None:
 
 def latency_table(tmp: Path, runs: int, rounds: int) -> None:
     import edgekit
-    from edgekit.bench import bench_file
-    from edgekit.sources import torch_model
-    from edgekit.stages import sample_for
+    from edgekit.measure.bench import bench_file
+    from edgekit.sources.load import torch_model
+    from edgekit.pipeline.stages import sample_for
 
     module = mobilenet_v2()
     model = torch_model(module, name="mobilenetv2", loader="factory", origin="benchmarks/quantization.py")
@@ -201,7 +201,7 @@ def _own_input(path: Path) -> str:
 
 
 def _spec(artifact):
-    from edgekit.iospec import IOSpec
+    from edgekit.core.iospec import IOSpec
     return IOSpec.from_dict(artifact.iospec)
 
 
@@ -211,8 +211,8 @@ def qat_table(tmp: Path) -> None:
     import time
 
     import edgekit
-    from edgekit.bench import cpu_info
-    from edgekit.profiles import load_profile, with_overrides
+    from edgekit.measure.bench import cpu_info
+    from edgekit.targets.profiles import load_profile, with_overrides
 
     spec = importlib.util.spec_from_file_location("small_cnn", Path(__file__).parents[1] / "tests/data/small_cnn.py")
     small = importlib.util.module_from_spec(spec)

@@ -11,7 +11,7 @@ Two models, each in a user folder, built with ``edgekit.build`` (x86-edge at 1 t
 
 Peers, on the bundle's fp32 ONNX file and the same calibration split: ORT fp32, ``quantize_static`` (and
 ``quantize_dynamic`` for the encoder), NNCF defaults by hand (in edgekit's telemetry-free OpenVINO worker), the fp32 IR
-at OpenVINO's default precision, a hand-run PT2E + XNNPACK .pte (cnn). One ``edgekit.compare.interleaved`` run per
+at OpenVINO's default precision, a hand-run PT2E + XNNPACK .pte (cnn). One ``edgekit.measure.compare.interleaved`` run per
 model (median p50, speedup over ORT fp32, size, cosine against torch), then the goals, PASS or MISS. ``--quick`` (64
 px, 2-layer encoder, 2 rounds) is a smoke test; ``--out DIR`` keeps the files.
 """
@@ -206,12 +206,12 @@ def accuracy(row: dict, val: dict, names: list[str], ref_out: np.ndarray, labels
 
 def run_model(kind: str, args, root: Path) -> list[tuple[str, bool | None, str]]:
     import edgekit
-    from edgekit.artifact import file_digest
-    from edgekit.compare import interleaved
+    from edgekit.core.artifact import file_digest
+    from edgekit.measure.compare import interleaved
     from edgekit.examples.families import SIZES
-    from edgekit.iospec import IOSpec
+    from edgekit.core.iospec import IOSpec
     from edgekit.runtimes.openvino import has_bf16
-    from edgekit.stages import sample_for
+    from edgekit.pipeline.stages import sample_for
 
     folder = root / kind
     folder.mkdir(exist_ok=True)
@@ -301,7 +301,7 @@ def run_model(kind: str, args, root: Path) -> list[tuple[str, bool | None, str]]
 
 
 def goals(kind: str, rows: list[dict], manifest: dict) -> list[tuple[str, bool | None, str]]:
-    from edgekit.recommend import TIE
+    from edgekit.measure.recommend import TIE
     row = {r["key"]: r for r in rows}
     out = []
 
@@ -378,7 +378,7 @@ def main() -> None:
     warnings.filterwarnings("ignore", message=".*LeafSpec", category=FutureWarning)  # torch's pytree, in PT2E
     if args.quick:
         args.rounds, args.runs, args.round_seconds = 2, 20, 0.3
-    from edgekit.bench import cpu_info
+    from edgekit.measure.bench import cpu_info
 
     cpu = cpu_info()
     print(f"CPU: {cpu['model']}; flags: {', '.join(cpu['flags'])}")

@@ -36,7 +36,7 @@ HERE = Path(__file__).resolve().parent
 
 
 def cpu_line() -> str:
-    from edgekit.bench import cpu_info
+    from edgekit.measure.bench import cpu_info
 
     c = cpu_info()
     return f"CPU: {c['model']} ({c['cores']} cores; {', '.join(c['flags'])})"
@@ -58,7 +58,7 @@ def build(out: Path) -> dict[str, Path]:
                        ("mlp", [families.source_for(out, "regressor"), "--data", str(out / "regressor.npz")])):
         target = out / name
         if not target.exists():
-            cmd = [sys.executable, "-c", "from edgekit.cli import main; main()", "build", *args, "--profile",
+            cmd = [sys.executable, "-c", "from edgekit.cli.main import main; main()", "build", *args, "--profile",
                    "server", "--prune-method", "none", "--formats", "onnx", "--out", str(target)]
             done = subprocess.run(cmd, capture_output=True, text=True)
             if done.returncode not in (0, 1):
@@ -72,7 +72,7 @@ class Server:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
-        self.proc = subprocess.Popen([sys.executable, "-c", "from edgekit.cli import main; main()", "serve",
+        self.proc = subprocess.Popen([sys.executable, "-c", "from edgekit.cli.main import main; main()", "serve",
                                       str(bundle), "--port", str(self.port), *flags],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         meta = json.loads((bundle / "manifest.json").read_text())

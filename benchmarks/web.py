@@ -20,7 +20,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from edgekit.bench import bench_file, cpu_info  # noqa: E402
+from edgekit.measure.bench import bench_file, cpu_info  # noqa: E402
 
 
 def main() -> None:
@@ -34,7 +34,7 @@ def main() -> None:
     bundle = args.bundle
     if bundle is None:
         work = Path(tempfile.mkdtemp(prefix="web-bench-"))
-        subprocess.run([sys.executable, "-c", "from edgekit.cli import main; main()", "build", "--profile", "iot",
+        subprocess.run([sys.executable, "-c", "from edgekit.cli.main import main; main()", "build", "--profile", "iot",
                         "--out", str(work)], check=True, capture_output=True)
         bundle = work / "digits_cnn-iot"
     import json
@@ -60,7 +60,7 @@ def main() -> None:
                 try:
                     page.evaluate("([rt, f]) => edgekit.open('bundle/', rt, {file: f})", [f["runtime"], f["file"]])
                     page.evaluate("raw => edgekit.runRaw([raw])", [[0.0] * 8] * 8)
-                    stats = page.evaluate(f"edgekit.bench({{runs: {args.runs}, warmup: 30}})")
+                    stats = page.evaluate(f"edgekit.measure.bench({{runs: {args.runs}, warmup: 30}})")
                 except Exception as exc:  # a file a browser runtime cannot run is a result, not a crash
                     failed[f["file"]] = str(exc).splitlines()[0][:120]
                     continue

@@ -3,38 +3,43 @@
 The public API; everything else is internal. ``tests/test_api_surface.py`` pins these names.
 
 Layers. An import goes down this list, never up, and no modules import each other in a circle
-(``tests/test_layers.py`` walks every import, lazy ones included, and fails on either):
+(``tests/test_layers.py`` walks every import, lazy ones included, and fails on either). One package per layer:
 
-  0 domain      errors config iospec model data results artifact recipe: import nothing internal but each other
-  1 support     resources versions native_output tf_import metrics formats profiles onnx_io tflite_info
-                graph_stats precision bundle: domain only
-  2 runtimes/   one Runner per runtime (ORT, LiteRT, TFLM, torch, Keras) behind runtimes.base.Runner
-  3 stages      sources sources_keras examples/ export/ quantize/ prune/: make products
-  4 measure     validate bench bench_worker compare gates recommend report report_plot report_pruning inspect_file
+  0 core/       errors config iospec model data results artifact recipe metrics versions resources:
+                domain types; import nothing internal but each other
+  1 targets/    device profiles and the format table (TOML data)
+    files/      reading and writing files: ONNX and TFLite readers, graph size and cost, precision maps,
+                the one TensorFlow import, native output capture, atomic bundle folders
+  2 runtimes/   one Runner per runtime (ORT, LiteRT, TFLM, torch, Keras, OpenVINO, ExecuTorch) behind
+                runtimes.base.Runner; device_runner.py, the single file copied to a device as it is
+  3 sources/    loading user models into a Model;  examples/: the built-in models;  export/: one exporter
+                per format
+  4 measure/    validate, bench (+ its worker process), interleaved speed verdicts, gates, recommend, inspect
+    report/     report.md/json/png, the pruning plot, the compression summary
   5 device/     --device: the transports (local, ssh through paramiko, adb), the pushed runner's session,
-                bench and validation on the device (device_runner.py, the runner itself, is support: it
-                imports nothing internal and is copied to the device as it is)
-  6 search/     the pruning back-off, the int8 arrangement choice and the repair ladder
-  7 pipeline    plan stages pipeline validation_api
+                bench and validation on the device
+  6 prune/      pruning methods, recovery by distillation, and the pruning back-off search
+    quantize/   every quantization pass with its repair: ORT, TFLite, OpenVINO, ExecuTorch, QAT, the ladder
+  7 pipeline/   the plan, the stages, build() (the order of stages and the back-off loop), validate_against
   8 archsearch/ edgekit nas: the Optuna search over architectures, scored through the pipeline's own
                 run_plan, promotion and the chosen member's bundle through build()
   9 serve/      the KServe v2 app (batcher, cache, metrics), uvicorn, Ray Serve, Triton repositories;
                 never torch or TensorFlow: a server loads a bundle, not a model
- 10 cli         cli cli_serve cli_nas cli_tables
+ 10 cli/        the command line: parse, call the public API, render
 """
 __version__ = "0.1.0"
 
 from .archsearch import NasResult, nas
-from .bench import bench_file
-from .data import Data, Split, prepare, read_arrays
+from .measure.bench import bench_file
+from .core.data import Data, Split, prepare, read_arrays
 from .device import bench_on_device, open_device
-from .errors import EdgekitError, GateFailed, StageError, UsageError, ValidationFailed
-from .iospec import IOSpec, TensorSpec
-from .model import Model
-from .pipeline import BuildResult, build
-from .profiles import DeviceProfile, list_profiles, load_profile
-from .results import BenchResult
-from .sources import load_model
+from .core.errors import EdgekitError, GateFailed, StageError, UsageError, ValidationFailed
+from .core.iospec import IOSpec, TensorSpec
+from .core.model import Model
+from .pipeline.build import BuildResult, build
+from .targets.profiles import DeviceProfile, list_profiles, load_profile
+from .core.results import BenchResult
+from .sources.load import load_model
 
 __all__ = [
     "BenchResult", "BuildResult", "NasResult", "Data", "DeviceProfile", "EdgekitError", "GateFailed", "IOSpec", "Model",

@@ -7,7 +7,7 @@ import time
 import numpy as np
 
 from edgekit.archsearch.evaluate import Measured
-from edgekit.errors import StageError
+from edgekit.core.errors import StageError
 
 
 class SizeScorer:

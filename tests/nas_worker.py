@@ -2,7 +2,7 @@
 import sys
 
 import edgekit
-from edgekit.profiles import load_profile
+from edgekit.targets.profiles import load_profile
 
 from nas_helpers import SizeScorer, tiny_digits
 

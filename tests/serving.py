@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from click.testing import CliRunner
 
-from edgekit.cli import main
+from edgekit.cli.main import main
 
 LIGHT_SERVER = """name = "server-light"
 extends = "server"
@@ -53,7 +53,7 @@ class Server:
     def __init__(self, bundle: Path, *args: str):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen([sys.executable, "-c", "from edgekit.cli import main; main()", "serve",
+        self.proc = subprocess.Popen([sys.executable, "-c", "from edgekit.cli.main import main; main()", "serve",
                                       str(bundle), "--port", str(self.port), *args],
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 60

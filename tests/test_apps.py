@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from apps_helpers import SCHEMA, js_schema_errors, raw_heldout_digits, run_py_app, schema_problems
 
-from edgekit.validation_api import validate_against
+from edgekit.pipeline.validate_file import validate_against
 
 
 def _manifest(bundle) -> dict:
@@ -215,7 +215,7 @@ def test_a_users_model_with_labels_and_a_recipe_reaches_the_apps(user_models, ti
     Python app on raw 0..255 images gives what ONNX Runtime gives on the recipe's output computed here."""
     from click.testing import CliRunner
 
-    from edgekit.cli import main
+    from edgekit.cli.main import main
 
     (tmp_path / "labels.txt").write_text("cat\ndog\nbird\n")
     (tmp_path / "recipe.json").write_text(json.dumps(USER_RECIPE))
@@ -258,7 +258,7 @@ def test_a_users_model_with_labels_and_a_recipe_reaches_the_apps(user_models, ti
 def test_a_bad_recipe_or_labels_file_exits_2_naming_the_key(user_models, tiny_data, tmp_path, recipe, message):
     from click.testing import CliRunner
 
-    from edgekit.cli import main
+    from edgekit.cli.main import main
 
     (tmp_path / "recipe.json").write_text(json.dumps(recipe))
     result = CliRunner().invoke(main, ["build", f"{user_models}:make_tiny", "--data", str(tiny_data), "--out",
@@ -271,7 +271,7 @@ def test_a_bad_recipe_or_labels_file_exits_2_naming_the_key(user_models, tiny_da
 def test_labels_must_match_the_classes(user_models, tiny_data, tmp_path):
     from click.testing import CliRunner
 
-    from edgekit.cli import main
+    from edgekit.cli.main import main
 
     (tmp_path / "labels.json").write_text('["a", "b"]')
     result = CliRunner().invoke(main, ["build", f"{user_models}:make_tiny", "--data", str(tiny_data), "--out",
@@ -317,7 +317,7 @@ def test_both_apps_turn_an_image_into_the_same_input():
 def test_save_outputs_needs_an_npz_name_before_any_work(tmp_path):
     from click.testing import CliRunner
 
-    from edgekit.cli import main
+    from edgekit.cli.main import main
 
     (tmp_path / "m.onnx").write_bytes(b"not read")
     result = CliRunner().invoke(main, ["validate", str(tmp_path / "m.onnx"), "--save-outputs", str(tmp_path / "o.txt")])

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from edgekit.export.tflm_resolver import TFLM_METHODS, resolver_methods, with_margin, write_ops_header
-from edgekit.tflite_info import read_tflite
+from edgekit.files.tflite_info import read_tflite
 
 APP = Path(__file__).resolve().parents[1] / "apps" / "mcu"
 # the digits CNN's ops, by hand from tensorflow/lite/micro/micro_mutable_op_resolver.h (not from TFLM_METHODS)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from edgekit.cli import main
+from edgekit.cli.main import main
 
 
 def run(*args, cwd=None):
@@ -38,7 +38,7 @@ def test_corrupt_onnx(tmp_path):
 
 def test_truncated_onnx(tmp_path, user_models):
     import torch
-    from edgekit.sources import load_model
+    from edgekit.sources.load import load_model
     module = load_model(f"{user_models}:make_tiny").module
     good = tmp_path / "good.onnx"
     torch.onnx.export(module, (torch.zeros(1, 1, 8, 8),), str(good), dynamo=False)
@@ -129,9 +129,9 @@ def test_user_factory_with_two_inputs_one_int64(user_models, two_input_data, fas
 
 
 def test_help_is_fast_and_imports_no_heavy_library():
-    code = ("import sys, edgekit.cli\n"
+    code = ("import sys, edgekit.cli.main\n"
             "sys.argv=['edgekit','--help']\n"
-            "try:\n    edgekit.cli.main()\nexcept SystemExit:\n    pass\n"
+            "try:\n    edgekit.cli.main.main()\nexcept SystemExit:\n    pass\n"
             "heavy=[m for m in ('torch','tensorflow','onnx','onnxruntime','onnx2tf') if m in sys.modules]\n"
             "print('HEAVY', heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

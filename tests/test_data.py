@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from edgekit.data import detect_task, prepare, read_arrays
-from edgekit.errors import UsageError
-from edgekit.iospec import IOSpec, TensorSpec
+from edgekit.core.data import detect_task, prepare, read_arrays
+from edgekit.core.errors import UsageError
+from edgekit.core.iospec import IOSpec, TensorSpec
 
 IMG = IOSpec((TensorSpec("image", ("batch", 1, 8, 8), "float32", "NCHW"),), (TensorSpec("logits", ("batch", 3), "float32"),))
 TWO = IOSpec((TensorSpec("features", ("batch", 4), "float32"), TensorSpec("tokens", ("batch", 5), "int64")),

@@ -15,7 +15,7 @@ import pytest
 from edgekit.device import open_device, parse_device
 from edgekit.device.remote import DeviceRunner, device_bench
 from edgekit.device.session import parse_line
-from edgekit.errors import UsageError
+from edgekit.core.errors import UsageError
 from edgekit.runtimes import open_runner
 from edgekit.runtimes.base import run_batched
 
@@ -23,7 +23,7 @@ HERE = Path(__file__).parent
 
 
 def cli(*args, timeout=600):
-    return subprocess.run([sys.executable, "-c", "from edgekit.cli import main; main()", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-c", "from edgekit.cli.main import main; main()", *args], capture_output=True,
                           text=True, timeout=timeout)
 
 

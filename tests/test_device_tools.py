@@ -43,7 +43,7 @@ def test_garbage_is_refused():
 
 
 def cli(*args):
-    return subprocess.run([sys.executable, "-c", "from edgekit.cli import main; main()", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-c", "from edgekit.cli.main import main; main()", *args], capture_output=True,
                           text=True, timeout=300)
 
 

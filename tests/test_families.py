@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from edgekit.cli import main
+from edgekit.cli.main import main
 from edgekit.examples import families
-from edgekit.tflite_info import read_tflite
+from edgekit.files.tflite_info import read_tflite
 
 PROFILES = ("mobile", "iot", "server")
 LIGHT = """name = "{name}"

@@ -1,11 +1,11 @@
 import pytest
 
-from edgekit.artifact import Artifact
-from edgekit.bundle import staging
-from edgekit.errors import UsageError
-from edgekit.gates import evaluate, missed
-from edgekit.profiles import load_profile, with_overrides
-from edgekit.results import BenchResult, ExportInfo, ValidationResult
+from edgekit.core.artifact import Artifact
+from edgekit.files.bundle import staging
+from edgekit.core.errors import UsageError
+from edgekit.measure.gates import evaluate, missed
+from edgekit.targets.profiles import load_profile, with_overrides
+from edgekit.core.results import BenchResult, ExportInfo, ValidationResult
 
 
 def bench_result(p50=1.0, p90=1.0, rss=10.0) -> BenchResult:

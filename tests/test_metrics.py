@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from edgekit.metrics import agreement, metric_drop, task_metrics
+from edgekit.core.metrics import agreement, metric_drop, task_metrics
 
 
 def test_classification_numbers():

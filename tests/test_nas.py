@@ -15,8 +15,8 @@ from edgekit.archsearch.promote import Promoted, choose, spearman, spread, to_pr
 from edgekit.archsearch.results import Point, front, hypervolume
 from edgekit.archsearch.space import builtin_space, candidate, example_params
 from edgekit.archsearch.study import CONSTRAINTS, constraint_values
-from edgekit.errors import GateFailed, UsageError
-from edgekit.profiles import load_profile, with_overrides
+from edgekit.core.errors import GateFailed, UsageError
+from edgekit.targets.profiles import load_profile, with_overrides
 
 from nas_helpers import SizeScorer, tiny_digits
 

@@ -46,7 +46,7 @@ SPACES = textwrap.dedent('''
 
 def edgekit(*args, cwd, timeout=900):
     env = {**os.environ, "EDGEKIT_HOST_LOCK_DIR": str(Path(cwd) / "locks")}
-    return subprocess.run([sys.executable, "-c", "from edgekit.cli import main; main()", *args], cwd=cwd, env=env,
+    return subprocess.run([sys.executable, "-c", "from edgekit.cli.main import main; main()", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -130,7 +130,7 @@ def test_a_budget_no_trial_can_meet_exits_1_naming_it(workdir):
 
 
 def test_without_optuna_the_line_says_how_to_install_it(workdir):
-    code = "import sys; sys.modules['optuna'] = None; from edgekit.cli import main; main()"
+    code = "import sys; sys.modules['optuna'] = None; from edgekit.cli.main import main; main()"
     r = subprocess.run([sys.executable, "-c", code, "nas", "--trials", "1", "--out", "out"], cwd=workdir,
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and r.stderr.strip().splitlines() == [

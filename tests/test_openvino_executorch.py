@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from edgekit.cli import main
-from edgekit.errors import UsageError
+from edgekit.cli.main import main
+from edgekit.core.errors import UsageError
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
@@ -107,7 +107,7 @@ def test_both_formats_validated_in_their_runtimes(bundle):
     failed = {g["file"] for g in manifest["gates"] if g["passed"] is False}
     medians = {f: sorted(v["p50_by_round"])[len(v["p50_by_round"]) // 2] for f, v in report["speed"].items()
                if f in timed and f not in failed and timed[f]["runtime"] in ("onnxruntime", "openvino")}
-    from edgekit.recommend import TIE
+    from edgekit.measure.recommend import TIE
 
     near = {f for f, m in medians.items() if m <= min(medians.values()) * (1 + TIE)}  # tied: the smaller file wins
     assert fastest["file"] == min(near, key=lambda f: (timed[f]["bytes"], medians[f]))
@@ -208,8 +208,8 @@ def test_a_mostly_undelegated_program_is_refused(tmp_path):
     import torch
 
     from edgekit.export.executorch import lower
-    from edgekit.iospec import IOSpec, TensorSpec
-    from edgekit.errors import StageError
+    from edgekit.core.iospec import IOSpec, TensorSpec
+    from edgekit.core.errors import StageError
 
     (tmp_path / "scan.py").write_text(MOSTLY_PORTABLE)
     sys.path.insert(0, str(tmp_path))
@@ -244,7 +244,7 @@ def test_prelu_off_nchw_is_lowered_whole_and_exact(tmp_path):
 
     from edgekit.export.executorch import lower
     from edgekit.export.xnnpack_rewrites import xnnpack_rewrites
-    from edgekit.iospec import IOSpec, TensorSpec
+    from edgekit.core.iospec import IOSpec, TensorSpec
     from edgekit.runtimes import open_runner
 
     class Net(nn.Module):
@@ -282,9 +282,9 @@ def test_prelu_off_nchw_is_lowered_whole_and_exact(tmp_path):
 def test_missing_extras(monkeypatch):
     import importlib.util
 
-    import edgekit.plan as plan
+    import edgekit.pipeline.plan as plan
     from edgekit.examples import digits
-    from edgekit.profiles import load_profile
+    from edgekit.targets.profiles import load_profile
 
     real = importlib.util.find_spec
     monkeypatch.setattr(plan.importlib.util, "find_spec",
@@ -299,7 +299,7 @@ def test_missing_extras(monkeypatch):
 
 
 def test_x86_edge_profile():
-    from edgekit.profiles import load_profile
+    from edgekit.targets.profiles import load_profile
 
     prof = load_profile("x86-edge")
     assert prof.target.formats == ("onnx", "openvino") and "openvino" in prof.target.runtimes
@@ -332,19 +332,19 @@ def test_every_family_in_openvino_and_executorch(zoo, family, tmp_path):
     import io
 
     import edgekit
-    from edgekit.errors import StageError
+    from edgekit.core.errors import StageError
     from edgekit.examples import families
     from edgekit.export import ExportJob
     from edgekit.export.executorch import export_executorch
     from edgekit.export.onnx import export_onnx
     from edgekit.export.openvino import export_openvino, ov_call
-    from edgekit.formats import get_format
+    from edgekit.targets.formats import get_format
     from edgekit.runtimes import open_runner, reference_runner
     from edgekit.runtimes.base import run_batched
-    from edgekit.precision import precision_map
-    from edgekit.quantize.onnx_quant import has_attention
+    from edgekit.files.precision import precision_map
+    from edgekit.quantize.onnx_ort import has_attention
     from edgekit.quantize.passes import calibration_npz
-    from edgekit.stages import stage
+    from edgekit.pipeline.stages import stage
 
     arrays = edgekit.read_arrays(zoo / f"{family}.npz")
     model = edgekit.load_model(families.source_for(zoo, family), sample_inputs=arrays)

@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from edgekit.cli import main
-from edgekit.compare import verdict
-from edgekit.data import prepare
-from edgekit.errors import StageError, UsageError
+from edgekit.cli.main import main
+from edgekit.measure.compare import verdict
+from edgekit.core.data import prepare
+from edgekit.core.errors import StageError, UsageError
 from edgekit.export.tflite import pair_tensors
-from edgekit.iospec import IOSpec, TensorSpec, layout_fit, spec_from_array
-from edgekit.metrics import infer_output_task, output_fidelity, parse_output_task
-from edgekit.validate import Reference, judge
+from edgekit.core.iospec import IOSpec, TensorSpec, layout_fit, spec_from_array
+from edgekit.core.metrics import infer_output_task, output_fidelity, parse_output_task
+from edgekit.measure.validate import Reference, judge
 
 
 def run(*args):
@@ -212,7 +212,7 @@ def test_output_names_that_collide_with_exporter_nodes_survive(tmp_path):
     import torch
 
     from edgekit.export.onnx import export_onnx
-    from edgekit.sources import torch_model
+    from edgekit.sources.load import torch_model
 
     class Net(torch.nn.Module):
         output_names = ["linear", "relu"]  # torch.export names its own nodes this way
@@ -238,7 +238,7 @@ def test_output_names_that_collide_with_exporter_nodes_survive(tmp_path):
 
 
 def test_profile_outputs_table(tmp_path):
-    from edgekit.profiles import load_profile
+    from edgekit.targets.profiles import load_profile
 
     good = tmp_path / "p.toml"
     good.write_text('name = "p"\nextends = "mobile"\n[outputs]\nprob = "probability:0.6"\n')

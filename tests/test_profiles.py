@@ -1,7 +1,7 @@
 import pytest
 
-from edgekit.errors import UsageError
-from edgekit.profiles import list_profiles, load_profile, with_overrides
+from edgekit.core.errors import UsageError
+from edgekit.targets.profiles import list_profiles, load_profile, with_overrides
 
 
 @pytest.mark.parametrize("name, ratio, bits, threads", [("mobile", 0.7, 8, 4), ("iot", 0.8, 4, 1), ("server", 0.5, 16, 0)])

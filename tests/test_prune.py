@@ -8,19 +8,19 @@ import torch
 from torch import nn
 
 import edgekit
-from edgekit.data import prepare
+from edgekit.core.data import prepare
 from edgekit.examples import digits
 from edgekit.export.onnx import export_onnx
-from edgekit.graph_stats import onnx_stats, zip_bytes
-from edgekit.profiles import load_profile, with_overrides
+from edgekit.files.graph_stats import onnx_stats, zip_bytes
+from edgekit.targets.profiles import load_profile, with_overrides
 from edgekit.prune import grid
-from edgekit.search.prune import compress
+from edgekit.prune.search import compress
 from edgekit.prune import lowrank, recover, sharing, structured, unstructured
 from edgekit.prune.chain import evaluate
 from edgekit.prune.layers import protected
 from edgekit.runtimes.ort import OrtRunner
-from edgekit.sources import torch_model
-from edgekit.validate import reference_outputs
+from edgekit.sources.load import torch_model
+from edgekit.measure.validate import reference_outputs
 
 
 class Blocks(nn.Module):
@@ -256,7 +256,7 @@ def test_distillation_recovers_more_than_no_recovery(example):
     assert none < 0.5 and bn > none + 0.05 and distilled > bn + 0.5 and distilled > 0.95, (none, bn, distilled)
     assert info["epochs"] == 3 and info["labels_used"] and info["losses"][-1] < info["losses"][0]
     # unlabeled inputs are enough: the teacher alone
-    from edgekit.data import Split
+    from edgekit.core.data import Split
     unlabeled = copy.deepcopy(model.module)
     structured.prune_structured(unlabeled, args, 0.6, importance="l2", round_to=8, protect=protect)
     info = recover.distill(unlabeled, model.module, Split(data.train.inputs), ["image"], data.task, cfg)
@@ -289,7 +289,7 @@ def test_backoff_picks_a_lower_ratio_when_the_budget_is_tight(example, tmp_path)
 
 
 def test_time_box_stops_the_search_after_one_attempt(user_models, tmp_path):
-    from edgekit.sources import load_model
+    from edgekit.sources.load import load_model
     x = np.random.default_rng(0).standard_normal((200, 6)).astype(np.float32)
     model = load_model(f"{user_models}:make_regressor", sample_inputs={"x": x})
     y = model.module(torch.from_numpy(x)).detach().numpy()
@@ -305,7 +305,7 @@ def test_time_box_stops_the_search_after_one_attempt(user_models, tmp_path):
 @pytest.mark.slow
 def test_cli_overrides_on_a_user_model_are_reported(user_models, tmp_path):
     from click.testing import CliRunner
-    from edgekit.cli import main
+    from edgekit.cli.main import main
     rng = np.random.default_rng(0)
     x = rng.standard_normal((300, 6)).astype(np.float32)
     np.savez(tmp_path / "reg.npz", x=x, y=(x[:, :1] * 2 - x[:, 1:2]).astype(np.float32))
@@ -331,8 +331,8 @@ def test_cli_overrides_on_a_user_model_are_reported(user_models, tmp_path):
 
 def test_pruning_an_onnx_source_is_refused_up_front_or_skipped(user_models, tiny_data, tmp_path):
     from click.testing import CliRunner
-    from edgekit.cli import main
-    from edgekit.sources import load_model
+    from edgekit.cli.main import main
+    from edgekit.sources.load import load_model
     onnx_path = tmp_path / "tiny.onnx"
     export_onnx(load_model(f"{user_models}:make_tiny"), onnx_path)
     r = CliRunner().invoke(main, ["build", str(onnx_path), "--data", str(tiny_data), "--out", str(tmp_path / "o"),

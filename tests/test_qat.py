@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import edgekit
-from edgekit.errors import UsageError
+from edgekit.core.errors import UsageError
 
 DATA = Path(__file__).parent / "data"
 
@@ -48,18 +48,18 @@ def test_qat_weights_round_to_the_same_integers_in_onnx_and_tflite(small_cnn, tm
     saw: ONNX Runtime's QDQ files, ai-edge-quantizer's int4 file and the TFLite converter's full-integer file."""
     import torch
 
-    from edgekit.data import Split
+    from edgekit.core.data import Split
     from edgekit.export.job import ExportJob
     from edgekit.export.onnx import export_onnx
     from edgekit.export.tf_client import TfWorker
     from edgekit.export.tflite import export_tflite_onnx2tf
-    from edgekit.onnx_io import initializer_integers
+    from edgekit.files.onnx_io import initializer_integers
     from edgekit.quantize import qat
-    from edgekit.quantize.onnx_quant import QuantPlan, preprocess, quantize_onnx
+    from edgekit.quantize.onnx_ort import QuantPlan, preprocess, quantize_onnx
     from edgekit.quantize.passes import calibration_npz
-    from edgekit.quantize.tflite_int4 import write_int4
-    from edgekit.sources import load_model
-    from edgekit.tflite_info import integer_weights
+    from edgekit.quantize.tflite_int4_recipe import write_int4
+    from edgekit.sources.load import load_model
+    from edgekit.files.tflite_info import integer_weights
 
     source = load_model(f"{small_cnn / 'model.py'}:make_model", weights=small_cnn / "model.pt")
     x_tr, x_te, y_tr, _ = _digits_8px(small_cnn)
@@ -157,8 +157,8 @@ def test_qat_trains_the_full_integer_int8_tflite_file_and_ships_the_better(small
 
 
 def test_qat_skip_and_verdict_lines():
-    from edgekit.profiles import load_profile
-    from edgekit.search.qat import QatRun, train, verdict
+    from edgekit.targets.profiles import load_profile
+    from edgekit.quantize.qat import QatRun, train, verdict
 
     prof = load_profile("iot")
     torch_model = SimpleNamespace(kind="torch", module=object(), meta={})
@@ -179,9 +179,9 @@ def test_qat_skip_and_verdict_lines():
 def test_a_failing_training_is_a_skipped_qat_not_a_failed_file():
     import torch
 
-    from edgekit.data import Split
-    from edgekit.profiles import load_profile
-    from edgekit.search.qat import train
+    from edgekit.core.data import Split
+    from edgekit.targets.profiles import load_profile
+    from edgekit.quantize.qat import train
 
     class Broken(torch.nn.Module):
         def __init__(self):
@@ -208,7 +208,7 @@ def test_distill_keeps_the_best_scoring_epoch():
     """A score that falls after the first epoch: the first epoch's weights come back, not the last ones."""
     import torch
 
-    from edgekit.data import Split
+    from edgekit.core.data import Split
     from edgekit.prune.recover import distill
 
     torch.manual_seed(0)
@@ -229,8 +229,8 @@ def test_distill_keeps_the_best_scoring_epoch():
 
 
 def test_qat_always_is_refused_up_front_for_onnx_sources(tmp_path):
-    from edgekit.plan import make_plan
-    from edgekit.profiles import load_profile, with_overrides
+    from edgekit.pipeline.plan import make_plan
+    from edgekit.targets.profiles import load_profile, with_overrides
 
     prof = with_overrides(load_profile("iot"), {"qat.mode": "always"})
     source = SimpleNamespace(kind="onnx", origin="model.onnx")
@@ -256,7 +256,7 @@ def _relu_onnx(path: Path, batch) -> Path:
 def test_bench_by_batch_rows_and_json(tmp_path):
     from click.testing import CliRunner
 
-    from edgekit.cli import main
+    from edgekit.cli.main import main
 
     dynamic, fixed = _relu_onnx(tmp_path / "dyn.onnx", "batch"), _relu_onnx(tmp_path / "one.onnx", 1)
     out = CliRunner().invoke(main, ["bench", str(dynamic), "--batch", "1,8,32", "--runs", "20", "--json"])
@@ -274,7 +274,7 @@ def test_bench_by_batch_rows_and_json(tmp_path):
 
 
 def test_pruning_picture_rows_for_structured_and_unstructured(tmp_path):
-    from edgekit.report_pruning import pruning_rows, write_pruning_plot
+    from edgekit.report.pruning import pruning_rows, write_pruning_plot
 
     structured = {"applied": True, "details": {"structured": {"layers": {
         "conv1": {"before": [32, 3, 3, 3], "after": [16, 3, 3, 3]}, "conv2": {"before": [64, 32, 3, 3],

@@ -7,11 +7,11 @@ import pytest
 import torch
 
 import edgekit
-from edgekit.artifact import Artifact
-from edgekit.precision import onnx_precision_map
-from edgekit.search.onnx_quant import choose
-from edgekit.recommend import fastest_for_target, recommend
-from edgekit.tflite_info import read_tflite
+from edgekit.core.artifact import Artifact
+from edgekit.files.precision import onnx_precision_map
+from edgekit.quantize.onnx import choose
+from edgekit.measure.recommend import fastest_for_target, recommend
+from edgekit.files.tflite_info import read_tflite
 
 
 def test_choose_prefers_the_fastest_file_within_budget():
@@ -49,7 +49,7 @@ def test_choose_prefers_the_fastest_file_within_budget():
 
 
 def _artifact(file, precision, p50, drop, runtime="onnxruntime", size=100):
-    from edgekit.results import ExportInfo, ValidationResult
+    from edgekit.core.results import ExportInfo, ValidationResult
     from test_gates_bundle import bench_result
     return Artifact(file=file, format="onnx", precision=precision, runtime=runtime, sha256="", bytes=size, iospec={},
                     precision_map={}, export=ExportInfo("test"), validation=ValidationResult(file, runtime, {}, drop),
@@ -93,7 +93,7 @@ def test_fastest_for_the_target_takes_the_smaller_of_tied_files():
 def test_outlier_layer_is_found_and_repaired(user_models, tmp_path):
     x = np.random.default_rng(0).standard_normal((400, 16)).astype(np.float32)
     x[:, 0] *= 1000
-    from edgekit.sources import load_model
+    from edgekit.sources.load import load_model
     ref = load_model(f"{user_models}:make_outlier", sample_inputs={"x": x}).module
     y = ref(torch.from_numpy(x)).argmax(1).numpy()
     np.savez(tmp_path / "d.npz", x=x, y=y)
@@ -161,7 +161,7 @@ def test_example_int8_and_int4_files(tmp_path, mobile_unpruned):
 @pytest.mark.slow
 def test_bad_calibration_data_exits_2(user_models, tmp_path):
     from click.testing import CliRunner
-    from edgekit.cli import main
+    from edgekit.cli.main import main
     x = np.ones((40, 1, 8, 8), np.float32)
     x[5, 0, 0, 0] = np.inf
     np.savez(tmp_path / "bad.npz", x=x)
@@ -171,8 +171,8 @@ def test_bad_calibration_data_exits_2(user_models, tmp_path):
 
 
 def test_too_few_calibration_samples_warns_with_the_count():
-    from edgekit.data import Split
-    from edgekit.quantize.onnx_quant import check_calibration
+    from edgekit.core.data import Split
+    from edgekit.quantize.onnx_ort import check_calibration
     assert check_calibration(Split({"x": np.zeros((12, 3))})) == [
         "calibrating on only 12 samples; ranges may be unstable (100+ recommended)"]
     with pytest.raises(edgekit.UsageError):
@@ -183,7 +183,7 @@ def test_too_few_calibration_samples_warns_with_the_count():
 def test_tflite_int16_activations_when_int8_misses(user_models, tmp_path):
     x = np.random.default_rng(0).standard_normal((300, 16)).astype(np.float32)
     x[:, 0] *= 1000
-    from edgekit.sources import load_model
+    from edgekit.sources.load import load_model
     ref = load_model(f"{user_models}:make_outlier", sample_inputs={"x": x}).module
     np.savez(tmp_path / "d.npz", x=x, y=ref(torch.from_numpy(x)).argmax(1).numpy())
     prof = tmp_path / "p.toml"

@@ -6,14 +6,14 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from edgekit.precision import onnx_precision_map
-from edgekit.bench import bench_file, noise_notes
-from edgekit.data import prepare
-from edgekit.errors import UsageError, ValidationFailed
+from edgekit.files.precision import onnx_precision_map
+from edgekit.measure.bench import bench_file, noise_notes
+from edgekit.core.data import prepare
+from edgekit.core.errors import UsageError, ValidationFailed
 from edgekit.export.onnx import export_onnx
-from edgekit.formats import Tolerance, format_table, get_format, parse_formats
-from edgekit.sources import load_model
-from edgekit.validate import reference_outputs, validate_file
+from edgekit.targets.formats import Tolerance, format_table, get_format, parse_formats
+from edgekit.sources.load import load_model
+from edgekit.measure.validate import reference_outputs, validate_file
 
 
 @pytest.fixture()

@@ -198,7 +198,7 @@ def test_a_taken_port_is_one_line_and_exit_2(bundle):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = subprocess.run([sys.executable, "-c", "from edgekit.cli import main; main()", "serve", str(bundle),
+        result = subprocess.run([sys.executable, "-c", "from edgekit.cli.main import main; main()", "serve", str(bundle),
                                  "--port", str(port)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and f"cannot listen on 127.0.0.1:{port}" in result.stderr
     assert "Traceback" not in result.stderr

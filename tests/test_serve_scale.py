@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 from serving import Server, digits, free_port
 
-from edgekit.cli import main
+from edgekit.cli.main import main
 from edgekit.runtimes.ort import OrtRunner, cuda_available
 
 
@@ -50,7 +50,7 @@ def test_triton_repository_matches_triton_protos(bundle, tmp_path):
 
 @pytest.mark.slow
 def test_missing_gpu_is_an_error_that_names_the_provider(bundle):
-    result = subprocess.run([sys.executable, "-c", "from edgekit.cli import main; main()", "serve", str(bundle),
+    result = subprocess.run([sys.executable, "-c", "from edgekit.cli.main import main; main()", "serve", str(bundle),
                              "--device", "cuda", "--port", str(free_port())], capture_output=True, text=True,
                             timeout=120)
     if cuda_available():

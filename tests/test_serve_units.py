@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from edgekit.iospec import IOSpec, TensorSpec
+from edgekit.core.iospec import IOSpec, TensorSpec
 from edgekit.runtimes.ort import OrtRunner
 from edgekit.serve.batcher import Batcher, DeadlineExceeded, QueueFull
 from edgekit.serve.cache import ResponseCache, cache_key

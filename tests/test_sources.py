@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from edgekit.runtimes import reference_runner
-from edgekit.errors import UsageError
-from edgekit.sources import load_model
+from edgekit.core.errors import UsageError
+from edgekit.sources.load import load_model
 
 
 def _factory(user_models, name):

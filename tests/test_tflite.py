@@ -12,18 +12,18 @@ import pytest
 import torch
 
 import edgekit
-from edgekit.data import prepare
-from edgekit.errors import UsageError
+from edgekit.core.data import prepare
+from edgekit.core.errors import UsageError
 from edgekit.export import EXPORTERS, ExportJob, PassContext
 from edgekit.export.tf_client import TfWorker
 from edgekit.export.tflite import export_tflite_onnx2tf, map_to_source
 from edgekit.quantize.passes import tflite_converted
-from edgekit.formats import format_table
-from edgekit.profiles import load_profile
+from edgekit.targets.formats import format_table
+from edgekit.targets.profiles import load_profile
 from edgekit.runtimes.litert import LiteRTRunner
 from edgekit.runtimes.ort import OrtRunner
-from edgekit.sources import load_model
-from edgekit.tflite_info import read_tflite
+from edgekit.sources.load import load_model
+from edgekit.files.tflite_info import read_tflite
 
 pytestmark = pytest.mark.slow
 
@@ -139,7 +139,7 @@ def test_layout_mapping_is_recorded(user_models, tmp_path):
     spec = map_to_source(fp32.path, model.iospec)
     assert spec.inputs[0].shape == ("batch", 8, 8, 1) and spec.inputs[0].source_perm == (0, 2, 3, 1)
     assert spec.outputs[0].source_name == "output" and spec.outputs[0].source_perm is None
-    from edgekit.tflite_info import read_tflite
+    from edgekit.files.tflite_info import read_tflite
     assert set(read_tflite(fp16.path).precision_map.values()) == {"fp16"}
     assert set(read_tflite(fp32.path).precision_map.values()) == {"fp32"}
 
@@ -265,7 +265,7 @@ def test_keras_unsupported_op_names_it(tmp_path):
     tf.saved_model.save(module, str(tmp_path / "odd"), signatures=module.__call__.get_concrete_function())
     np.savez(tmp_path / "d.npz", x=np.ones((20, 4), np.float32))
     from click.testing import CliRunner
-    from edgekit.cli import main
+    from edgekit.cli.main import main
     r = CliRunner().invoke(main, ["build", str(tmp_path / "odd"), "--data", str(tmp_path / "d.npz"),
                                   "--out", str(tmp_path / "out"), "--formats", "tflite"])
     assert r.exit_code == 2, r.stderr
@@ -278,7 +278,7 @@ def test_corrupt_keras_and_tflite(tmp_path):
         load_model(str(tmp_path / "bad.keras"))
     (tmp_path / "bad.tflite").write_bytes(b"\x00" * 64)
     from click.testing import CliRunner
-    from edgekit.cli import main
+    from edgekit.cli.main import main
     for cmd in ("bench", "inspect"):
         r = CliRunner().invoke(main, [cmd, str(tmp_path / "bad.tflite")])
         assert r.exit_code == 2 and "bad.tflite" in r.stderr and "Traceback" not in r.stderr, (cmd, r.stderr)
@@ -288,7 +288,7 @@ def test_missing_tensorflow_is_a_usage_error(user_models, tiny_data, tmp_path, m
     import sys
     monkeypatch.setitem(sys.modules, "tensorflow", None)
     from click.testing import CliRunner
-    from edgekit.cli import main
+    from edgekit.cli.main import main
     r = CliRunner().invoke(main, ["build", f"{user_models}:make_tiny", "--data", str(tiny_data), "--out",
                                   str(tmp_path), "--formats", "onnx,tflite"])
     assert r.exit_code == 2 and "tensorflow is not installed): pip install 'edgekit[tflite]'" in r.stderr
@@ -297,7 +297,7 @@ def test_missing_tensorflow_is_a_usage_error(user_models, tiny_data, tmp_path, m
 
 def test_inspect_tflite_and_onnx(tmp_path, user_models):
     from click.testing import CliRunner
-    from edgekit.cli import main
+    from edgekit.cli.main import main
     from edgekit.export.onnx import export_onnx
     model = load_model(f"{user_models}:make_tiny")
     export_onnx(model, tmp_path / "t.onnx")

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from ..errors import GateFailed, UsageError
-from ..profiles import DeviceProfile, load_profile, with_overrides
+from ..core.errors import GateFailed, UsageError
+from ..targets.profiles import DeviceProfile, load_profile, with_overrides
 from .hostlock import HostLock
 from .promote import PICKS, build_bundle, choose, promote, spearman, to_promote
 from .results import front, hypervolume, plot, points, trials_summary, write_pareto_json, write_trials_csv
@@ -209,7 +209,7 @@ def _reference(trials, prof) -> tuple[float, float]:
 
 
 def _arrays(data, seed: int) -> tuple[dict, dict, str]:
-    from ..data import read_arrays
+    from ..core.data import read_arrays
 
     if data is None:
         from ..examples import digits

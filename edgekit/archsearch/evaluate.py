@@ -15,16 +15,16 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from ..bench import cpu_info
-from ..errors import StageError
+from ..measure.bench import cpu_info
+from ..core.errors import StageError
 from ..export.onnx import export_onnx
-from ..formats import get_format
-from ..plan import make_plan
-from ..pipeline import run_plan
-from ..profiles import DeviceProfile
-from ..sources import torch_model
-from ..stages import load_data
-from ..validate import reference_outputs
+from ..targets.formats import get_format
+from ..pipeline.plan import make_plan
+from ..pipeline.build import run_plan
+from ..targets.profiles import DeviceProfile
+from ..sources.load import torch_model
+from ..pipeline.stages import load_data
+from ..measure.validate import reference_outputs
 
 PRIMARY = {"classification": "top1", "regression": "r2"}
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UsageError
+from ..core.errors import UsageError
 from .results import Point, front
 from .space import candidate
 from .study import Loop, constraint_values
@@ -128,8 +128,8 @@ def resize_steps(steps: list, arrays: dict, before: dict) -> list:
 def build_bundle(chosen: Promoted, loop: Loop, folder: Path, study_name: str, meta: dict, *, progress=None):
     """The chosen member through ``edgekit build``: pruned, quantized, exported, validated and gated with the
     profile as it is. Its data (resized to its resolution) is saved beside the bundle for later rebuilds."""
-    from ..pipeline import build
-    from ..sources import torch_model
+    from ..pipeline.build import build
+    from ..sources.load import torch_model
 
     arrays = resized(loop.arrays, chosen.resolution)
     data_file = folder / f"data-{chosen.resolution or 'native'}.npz"

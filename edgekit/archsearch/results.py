@@ -90,7 +90,7 @@ def _cell(value):
 
 
 def write_pareto_json(path: Path, front_points: list[Point], summary: dict) -> None:
-    from ..bundle import write_json
+    from ..files.bundle import write_json
 
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     write_json(tmp, {**summary, "front": [p.to_dict() for p in front_points]})

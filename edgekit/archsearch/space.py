@@ -21,7 +21,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
 
-from ..errors import UsageError, one_line
+from ..core.errors import UsageError, one_line
 
 STAGES = 4
 STRIDES = (1, 2, 2, 2)  # after a stride-2 stem, like the shipped example
@@ -204,7 +204,7 @@ def user_space(spec: str) -> Space:
     function suggests as ``resolution`` is the size image inputs are resized to."""
     import importlib
 
-    from ..sources import load_user_file
+    from ..sources.load import load_user_file
 
     target, sep, attr = spec.rpartition(":")
     if not sep or not target or not attr:

@@ -5,7 +5,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..errors import UsageError, one_line
+from ..core.errors import UsageError, one_line
 
 DIRECTIONS = ("maximize", "minimize")  # the scored file's task metric, its p90 latency
 

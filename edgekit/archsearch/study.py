@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from ..errors import StageError, UsageError, one_line
+from ..core.errors import StageError, UsageError, one_line
 from .evaluate import Evaluator, Measured
 from .hostlock import HostLock
 from .space import Space, candidate

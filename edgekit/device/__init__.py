@@ -1,7 +1,7 @@
 """Measuring on the device itself: ``--device ssh://user@host[:port]``, ``adb:SERIAL`` or ``local``.
 
 A transport (``transport.Transport``: push, run, pull, cleanup) reaches the device; ``session.Device``
-pushes the single-file runner (``edgekit/device_runner.py``) into a temporary folder there, checks the
+pushes the single-file runner (``edgekit/runtimes/device_runner.py``) into a temporary folder there, checks the
 runtimes, and benches and validates files through it (``remote``).
 """
 from __future__ import annotations

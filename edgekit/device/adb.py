@@ -7,7 +7,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from ..errors import UsageError
+from ..core.errors import UsageError
 from .transport import GUARDIAN
 
 

@@ -6,16 +6,16 @@ from pathlib import Path
 
 import numpy as np
 
-from ..bench import noise_notes, summarize
-from ..errors import UsageError
-from ..results import BenchResult
+from ..measure.bench import noise_notes, summarize
+from ..core.errors import UsageError
+from ..core.results import BenchResult
 from ..runtimes.mapping import to_file, to_source
 from .session import Device
 
 
 def need_runtime(device: Device, runtime: str, path: Path) -> None:
     if not device.can_run(runtime):
-        from ..device_runner import INSTALL
+        from ..runtimes.device_runner import INSTALL
         raise UsageError(f"{device.where}: {runtime} is not installed there (for {Path(path).name}); on the device "
                          f"run: {INSTALL.get(runtime, 'python3 -m pip install numpy')}")
 
@@ -101,7 +101,7 @@ def validate_on_device(device: Device, path: str | Path, host_runner, reference,
     """The validation split on the device, judged by the host's code; with ``host_outputs`` (the same
     file on the host) also how far the two runs differ. (ValidationResult, side-by-side figures)."""
     from ..runtimes.base import run_batched
-    from ..validate import judge_outputs
+    from ..measure.validate import judge_outputs
 
     runner = DeviceRunner(device, path, host_runner)
     outputs = run_batched(runner, data.validation.inputs)
@@ -128,7 +128,7 @@ def bench_on_device(file: str | Path, device: str, *, threads: int = 1, warmup: 
                     inputs: dict[str, np.ndarray] | None = None, accept_host_key: bool = False) -> BenchResult:
     """``edgekit bench FILE --device URL``: time ``file`` on the device (``inputs``: one sample keyed by the
     source's or the file's tensors; default: synthetic inputs of the file's own shapes and dtypes)."""
-    from ..iospec import synthetic_input
+    from ..core.iospec import synthetic_input
     from ..runtimes import open_runner, runtime_for
     from .session import open_device
 

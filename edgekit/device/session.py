@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-from ..errors import UsageError
+from ..core.errors import UsageError
 
-RUNNER = Path(__file__).resolve().parent.parent / "device_runner.py"
+RUNNER = Path(__file__).resolve().parent.parent / "runtimes" / "device_runner.py"
 RUNNER_VERSION = 1
 TAG = "edgekit_device_runner"
 QUERY_KEYS = {"python", "identity", "known_hosts"}

@@ -5,7 +5,7 @@ import shlex
 import socket
 from pathlib import Path
 
-from ..errors import UsageError
+from ..core.errors import UsageError
 from .transport import GUARDIAN
 
 DEFAULT_KNOWN_HOSTS = Path("~/.ssh/known_hosts")

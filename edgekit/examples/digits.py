@@ -124,7 +124,7 @@ def load_model():
     """The example Model with the shipped weights and its labels/preprocessing in ``meta``."""
     import torch
 
-    from ..sources import torch_model
+    from ..sources.load import torch_model
 
     from ..runtimes.torch_runner import caller_rng_kept
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import re
 
-from ..errors import StageError
-from ..formats import get_format
-from ..results import ExportInfo
+from ..core.errors import StageError
+from ..targets.formats import get_format
+from ..core.results import ExportInfo
 from .job import Exported, ExportJob
 from .tflm_resolver import write_ops_header
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import StageError, UsageError
-from ..iospec import IOSpec, TensorSpec
-from ..results import ExportInfo
+from ..core.errors import StageError, UsageError
+from ..core.iospec import IOSpec, TensorSpec
+from ..core.results import ExportInfo
 from .job import Exported, ExportJob
 from .xnnpack_rewrites import edge_views, xnnpack_rewrites
 

@@ -6,11 +6,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..data import Data, Split
-from ..iospec import IOSpec
-from ..model import Model
-from ..profiles import DeviceProfile
-from ..results import ExportInfo, ValidationResult
+from ..core.data import Data, Split
+from ..core.iospec import IOSpec
+from ..core.model import Model
+from ..targets.profiles import DeviceProfile
+from ..core.results import ExportInfo, ValidationResult
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..results import ExportInfo
+from ..core.results import ExportInfo
 from .job import Exported, ExportJob
 from .tflite import check_builtin_ops, map_to_source
 

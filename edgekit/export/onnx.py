@@ -6,9 +6,9 @@ import os
 import shutil
 from pathlib import Path
 
-from ..errors import StageError, one_line
-from ..model import Model
-from ..results import ExportInfo
+from ..core.errors import StageError, one_line
+from ..core.model import Model
+from ..core.results import ExportInfo
 from ..runtimes.torch_runner import torch_threads
 from .job import Exported, ExportJob
 

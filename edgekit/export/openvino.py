@@ -12,8 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ..errors import StageError, UsageError
-from ..results import ExportInfo
+from ..core.errors import StageError, UsageError
+from ..core.results import ExportInfo
 from .job import Exported, ExportJob
 
 EXTRA = "pip install 'edgekit[openvino]'"
@@ -49,7 +49,7 @@ def export_openvino(job: ExportJob) -> list[Exported]:
     target = job.folder / f"{job.model.name}.xml"
     made = ov_call("convert", "export openvino", job.log, onnx=str(job.reference_onnx.resolve()),
                    out=str(target.resolve()), hint="f32")
-    from ..onnx_io import iospec_from_onnx
+    from ..files.onnx_io import iospec_from_onnx
 
     info = ExportInfo(f"openvino.convert_model {made['version']}", made_from=job.reference_onnx.name,
                       details={"inference_precision_hint": "f32", "weights": "fp32",

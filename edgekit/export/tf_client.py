@@ -12,8 +12,8 @@ import tempfile
 import threading
 from pathlib import Path
 
-from ..errors import StageError, UsageError
-from ..tf_import import missing
+from ..core.errors import StageError, UsageError
+from ..files.tf_import import missing
 
 WHAT = {"onnx2tf": "TFLite export (onnx2tf)", "keras_saved_model": "Keras export", "convert": "TFLite conversion",
         "int4": "4-bit TFLite (ai-edge-quantizer)", "tf2onnx": "ONNX export of Keras models (tf2onnx)"}

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import StageError
-from ..iospec import IOSpec, layout_fit
-from ..results import ExportInfo
+from ..core.errors import StageError
+from ..core.iospec import IOSpec, layout_fit
+from ..core.results import ExportInfo
 from .onnx_lower import lower_padded_pools, positive_reduce_axes
 from .job import Exported, ExportJob
 
@@ -156,7 +156,7 @@ def fix_dynamic_axes(path: Path, spec: IOSpec, calibration, out: Path) -> tuple[
 
 def check_builtin_ops(path: Path, stage: str, converter: str) -> None:
     """A file that needs TF Select (Flex) or custom ops will not run on LiteRT's builtin runtime: say which."""
-    from ..tflite_info import read_tflite
+    from ..files.tflite_info import read_tflite
 
     custom = sorted({op.removeprefix("CUSTOM:") for op in read_tflite(path).ops if op.startswith("CUSTOM:")})
     if custom:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UsageError
+from ..core.errors import UsageError
 
 # BuiltinOperator name (as tflite_info.read_tflite names ops) -> MicroMutableOpResolver method, copied from
 # tensorflow/tflite-micro tensorflow/lite/micro/micro_mutable_op_resolver.h (2025 revision): each entry is an
@@ -68,7 +68,7 @@ def resolver_methods(ops: list[str]) -> tuple[list[str], list[str]]:
 
 def model_ops(path: Path) -> list[str]:
     """The file's distinct ops in first-use order: the main graph's, then any only other subgraphs use."""
-    from ..tflite_info import read_tflite
+    from ..files.tflite_info import read_tflite
 
     ops = list(dict.fromkeys(read_tflite(path).ops))
     from ai_edge_litert import schema_py_generated as schema  # read_tflite just imported it

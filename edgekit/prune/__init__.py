@@ -1,6 +1,6 @@
 """Model compression before export: structured/unstructured pruning, low-rank factorization, weight
 sharing and recovery by distillation. The accuracy-aware back-off that picks the ratio is
-search/prune.py."""
+prune/search.py."""
 from .compression import Compression, grid
 
 __all__ = ["Compression", "grid"]

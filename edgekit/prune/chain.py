@@ -6,9 +6,9 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from ..data import Data
-from ..model import Model
-from ..profiles import DeviceProfile
+from ..core.data import Data
+from ..core.model import Model
+from ..targets.profiles import DeviceProfile
 from ..runtimes.torch_runner import torch_threads
 from . import lowrank, recover, sharing, structured, unstructured
 
@@ -100,7 +100,7 @@ def _taylor_losses(student, teacher, data: Data, names: list[str], samples: int 
 
 def evaluate(module, model: Model, data: Data, origin, threads: int) -> dict[str, float]:
     """Task metrics of a torch module on the validation split; ``origin``: the source's primary output there."""
-    from ..metrics import task_metrics
+    from ..core.metrics import task_metrics
     from ..runtimes.base import run_batched
     from ..runtimes.torch_runner import TorchRunner
 
@@ -112,7 +112,7 @@ def _check_outputs(student, args: tuple, model: Model) -> None:
     """Every output keeps its shape (a head that is not the last layer to run is not auto-protected)."""
     import torch
 
-    from ..errors import UsageError
+    from ..core.errors import UsageError
     from ..runtimes.torch_runner import flatten_outputs
 
     with torch.no_grad():

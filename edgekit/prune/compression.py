@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..model import Model
+from ..core.model import Model
 from .layers import out_channels, weighted_layers
 
 

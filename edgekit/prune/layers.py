@@ -1,7 +1,7 @@
 """Which layers of a torch module compression may touch: the output layer and ``keep`` names never."""
 from __future__ import annotations
 
-from ..errors import UsageError, did_you_mean
+from ..core.errors import UsageError, did_you_mean
 
 
 def weighted_layers(module) -> dict[str, object]:

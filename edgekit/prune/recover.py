@@ -12,7 +12,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..data import Split
+from ..core.data import Split
 
 
 def batches(split: Split, names: list[str], size: int, *, shuffle: bool, seed: int = 0):

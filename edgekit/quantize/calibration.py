@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..data import Split
+from ..core.data import Split
 
 
 class SplitReader:

@@ -7,17 +7,17 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data import Split
-from ..errors import StageError, UsageError
+from ..core.data import Split
+from ..core.errors import StageError, UsageError
 from ..export.job import Exported, PassContext
 from ..export.tflite import check_builtin_ops, map_to_source
-from ..iospec import IOSpec
-from ..results import ExportInfo
+from ..core.iospec import IOSpec
+from ..core.results import ExportInfo
 from ..runtimes.mapping import to_file
 
 
 def onnx_fp16(src: Exported, ctx: PassContext) -> Exported:
-    from .onnx_quant import to_fp16
+    from .onnx_ort import to_fp16
 
     target = ctx.folder / f"{ctx.name}_fp16.onnx"
     details = to_fp16(src.path, target, keep_io_types=not ctx.options.get("fp16_io", False))

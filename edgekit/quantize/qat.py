@@ -1,190 +1,160 @@
-"""Quantization-aware training of weights on the grid the target quantizer will round them to.
+"""Quantization-aware training as a rung of the repair ladder: PTQ, then QAT at the asked bits, then (only
+when QAT also misses) moving the most sensitive layers up in precision.
 
-A fine-tuned weight only keeps its accuracy in the file if the exporter rounds it to the very integers the
-training saw. So the fake-quantization follows each target quantizer's own rule (per output channel,
-symmetric, zero point 0, round half to even):
-
-| target                         | bits | integers   | scale                    |
-|--------------------------------|------|------------|--------------------------|
-| ONNX Runtime ``quantize_static`` (QDQ) | 4 | -8 .. 7  | max abs / 7.5 (its symmetric range is [-8, 7]) |
-| ai-edge-quantizer weight-only  | 4    | -8 .. 7    | max abs / 7 (so -7 .. 7 are reached)        |
-| ONNX Runtime / TFLite converter | 8   | -127 .. 127 | max abs / 127                             |
-
-The op is torch's own ``torch.fake_quantize_per_channel_affine`` (a straight-through estimator inside the
-range, zero gradient where it clamps), the op torch.ao's and PT2E's FakeQuantize modules call; the scale is
-recomputed from the weight at every step, as the quantizer will compute it from the final weight. torchao's
-``IntxFakeQuantizer`` fixes int4 at max abs / 7.5 and int8 at max abs / 127.5, which matches only the first
-row (see benchmarks/qat_libraries.py, which measures how many integers each one transfers).
-
-BatchNorm is folded into the convolution before training (``torch.fx.experimental.optimization.fuse``), as
-the exporters fold it: the quantized weight is the folded one. The weights stay float after training (the
-latent weights, not their fake-quantized values: re-quantizing the latter with a max-abs rule would move the
-grid), and the target's own quantizer writes the file.
+``train`` fine-tunes a copy of the model on the target quantizer's weight grid (quantize/qat_grid.py) by
+distillation from the source model (plus the task loss when the training split has labels); each format
+pass then exports the trained copy and quantizes it with the same quantizer as its PTQ file.
 """
 from __future__ import annotations
 
-import copy
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field, replace
+from types import SimpleNamespace
+from typing import Any
+
+from ..export.job import PassContext
+from ..core.model import Model
 
 
 @dataclass(frozen=True)
-class WeightGrid:
-    """One target quantizer's per-channel symmetric weight rule."""
-    target: str  # the quantizer it reproduces
-    bits: int
-    qmin: int
-    qmax: int
-    divisor: float  # scale = max |w| over the channel / divisor
-    depthwise: bool  # whether grouped convolutions are quantized at these bits
+class QatRun:
+    """A trained copy of the model (None when QAT did not run) and what happened."""
+    model: Model | None
+    details: dict = field(default_factory=dict)
+
+    @property
+    def skipped(self) -> str | None:
+        return self.details.get("skipped")
 
 
-GRIDS = {
-    ("onnx", 4): WeightGrid("onnxruntime quantize_static QInt4 per-channel symmetric", 4, -8, 7, 7.5, True),
-    ("onnx", 8): WeightGrid("onnxruntime quantize_static QInt8 per-channel symmetric", 8, -127, 127, 127.0, True),
-    ("tflite", 4): WeightGrid("ai-edge-quantizer weight-only int4 per-channel symmetric", 4, -7, 7, 7.0, False),
-    ("tflite", 8): WeightGrid("tf.lite.TFLiteConverter int8 per-channel symmetric", 8, -127, 127, 127.0, True),
-}
-MIN_SCALE = 1e-12  # an all-zero channel: any scale rounds it to 0
+def wanted(ctx: PassContext, missed: bool) -> bool:
+    """Whether the profile asks for QAT here: always, or on a missed budget."""
+    mode = ctx.profile.qat.mode
+    return mode == "always" or (mode == "on-miss" and missed)
 
 
-def grid(target: str, bits: int) -> WeightGrid:
+def refusal(model: Model | None) -> str | None:
+    """Why a source cannot be trained with QAT (one line), or None."""
+    if model is None or model.kind != "torch" or model.module is None:
+        kind = "no model" if model is None else f"a {model.kind} source"
+        return (f"QAT skipped: it needs a torch graph to train and this is {kind}; give the torch model "
+                "(FILE.py:FUNC --weights, or a torch.export .pt2) to use it")
+    return None
+
+
+def train(ctx: PassContext, target: str, bits: int, progress=None) -> QatRun:
+    """A copy of ``ctx.model`` fine-tuned on ``target``'s ``bits``-bit weight grid, time-boxed by the profile.
+    A training that fails (an op torch cannot differentiate, say) is a skipped QAT, not a failed file: the
+    PTQ file the ladder already validated stays."""
     try:
-        return GRIDS[(target, bits)]
-    except KeyError:
-        raise ValueError(f"no QAT weight grid for {target} at {bits} bits; known: "
-                         f"{', '.join(f'{t} {b}' for t, b in GRIDS)}") from None
+        return _train(ctx, target, bits, progress)
+    except Exception as exc:  # noqa: BLE001 - see above
+        ctx.log.write(f"qat {target} int{bits} training failed: {exc!r}\n")
+        return QatRun(None, {"skipped": f"QAT skipped: its training failed ({type(exc).__name__}: "
+                                        f"{str(exc)[:160]}); the PTQ file ships", "error": repr(exc)[:300]})
 
 
-def channel_scale(weight, g: WeightGrid):
-    """The per-output-channel scale ``g``'s quantizer computes for ``weight`` (float32, detached)."""
-    import torch
+def _train(ctx: PassContext, target: str, bits: int, progress=None) -> QatRun:
+    from ..prune.recover import batches, distill
+    from .qat_grid import fake_quant_inputs, finish, grid, observe_inputs, prepare
 
-    absmax = weight.detach().abs().reshape(weight.shape[0], -1).amax(dim=1).to(torch.float32)
-    return torch.clamp(absmax / g.divisor, min=MIN_SCALE)
-
-
-def integers(weight, g: WeightGrid):
-    """The integers ``g``'s quantizer writes for ``weight`` (for tests and reports)."""
-    import torch
-
-    scale = channel_scale(weight, g).reshape(-1, *([1] * (weight.dim() - 1)))
-    return torch.clamp(torch.round(weight.detach().to(torch.float32) / scale), g.qmin, g.qmax).to(torch.int32)
-
-
-def fake_quant(g: WeightGrid):
-    """A parametrization module: the weight as ``g``'s quantizer will round it (straight-through gradient)."""
-    import torch
-    from torch import nn
-
-    class FakeQuantWeight(nn.Module):
-        def forward(self, weight):
-            scale = channel_scale(weight, g)
-            zero = torch.zeros(weight.shape[0], dtype=torch.int32)
-            return torch.fake_quantize_per_channel_affine(weight, scale, zero, 0, g.qmin, g.qmax)
-
-    return FakeQuantWeight()
-
-
-def fold_batchnorm(module):
-    """A copy of ``module`` with every conv -> BatchNorm pair folded (None when torch.fx cannot trace it)."""
-    from torch import nn
-
-    if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules()):
-        return copy.deepcopy(module)
+    why = refusal(ctx.model)
+    if why:
+        return QatRun(None, {"skipped": why})
+    split = ctx.data.train
+    if split is None or len(split) < 2:
+        return QatRun(None, {"skipped": "QAT skipped: no samples to train on (give a train split, or input "
+                                        "samples for label-free distillation)"})
+    g = grid(target, bits)
     try:
-        from torch.fx.experimental.optimization import fuse
+        student, layers = prepare(ctx.model.module, g)
+    except ValueError as exc:
+        return QatRun(None, {"skipped": f"QAT skipped: {exc}"})
+    names = ctx.model.iospec.input_names
+    observed = 0
+    full_integer = target == "onnx" or bits == 8  # ORT's files and the converter's int8 file: 8-bit activations
+    if full_integer and ctx.data.calibration is not None:
+        ranges = observe_inputs(student, layers, (args for args, _ in batches(ctx.data.calibration, names, 64,
+                                                                               shuffle=False)))
+        observed = fake_quant_inputs(student, ranges)
+    q, rec = ctx.profile.qat, ctx.profile.recover
+    cfg = SimpleNamespace(epochs=q.epochs, lr=q.lr, batch_size=q.batch_size,
+                          distill_temperature=rec.distill_temperature, distill_alpha=rec.distill_alpha)
+    started = time.perf_counter()
+    teacher = ctx.teacher if ctx.teacher is not None else ctx.model.module
+    held = ctx.data.calibration if ctx.data.calibration is not None and len(ctx.data.calibration) >= 2 else None
+    score, scored_by = (None, None) if held is None else held_out_score(student, teacher, held, names, ctx.data.task)
+    fit = distill(student, teacher, split, names, ctx.data.task, cfg, threads=ctx.profile.target.resolved_threads,
+                  label=f"qat {target} int{bits}", time_s=q.time_s, progress=progress, score=score)
+    student = finish(student)
+    meta = {k: v for k, v in ctx.model.meta.items() if k != "onnx_export"}  # a new graph: export it anew
+    model = replace(ctx.model, module=student, onnx_path=None, meta=meta)
+    details: dict[str, Any] = {
+        "grid": g.target, "bits": bits, "layers": len(layers),
+        "activations": (f"{observed} layer inputs fake-quantized to 8 bits with ranges from the calibration split "
+                        "(min-max, as the quantizer calibrates)") if observed else "float (weight-only file)", "epochs": q.epochs, "epochs_run": fit["epochs_run"],
+        "lr": q.lr, "time_box_s": q.time_s, "samples": fit["samples"],
+        "samples_kind": ctx.data.train_kind, "labels_used": fit["labels_used"], "losses": fit["losses"],
+        "seconds": round(time.perf_counter() - started, 2),
+        "teacher": "the source model before pruning" if ctx.teacher is not ctx.model.module else "the source model",
+    }
+    if "stopped" in fit:
+        details["stopped"] = fit["stopped"]
+    if "kept_epoch" in fit:
+        details.update(kept_epoch=fit["kept_epoch"], epoch_scores=fit["scores"], scored_by=scored_by)
+    ctx.log.write(f"qat {target} int{bits}: {details}\n")
+    return QatRun(model, details)
 
-        return fuse(copy.deepcopy(module).eval(), inplace=True)
-    except Exception:
-        return None
 
+def held_out_score(student, teacher, split, names: list[str], task: str):
+    """(a function scoring the fake-quantized ``student`` on ``split``, higher is better; what it measures).
 
-def quantizable(module, g: WeightGrid) -> list[str]:
-    """The names of the layers ``g``'s quantizer quantizes: convolutions (grouped ones where it does) and
-    linear layers."""
-    from torch import nn
-
-    names = []
-    for name, m in module.named_modules():
-        if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
-            if m.groups == 1 or g.depthwise:
-                names.append(name)
-        elif isinstance(m, nn.Linear):
-            names.append(name)
-    return names
-
-
-def prepare(module, g: WeightGrid, skip: tuple[str, ...] = ()) -> tuple[object, list[str]]:
-    """A BatchNorm-folded copy of ``module`` whose quantizable weights are fake-quantized to ``g``; returns
-    it and the layers it covers. Raises ValueError when BatchNorm cannot be folded."""
-    import torch.nn.utils.parametrize as parametrize
-
-    folded = fold_batchnorm(module)
-    if folded is None:
-        raise ValueError("torch.fx cannot trace the model, so its BatchNorm layers cannot be folded into the "
-                         "convolutions the way the exporter folds them")
-    layers = [n for n in quantizable(folded, g) if n not in skip]
-    named = dict(folded.named_modules())
-    for name in layers:
-        parametrize.register_parametrization(named[name], "weight", fake_quant(g))
-    return folded, layers
-
-
-def observe_inputs(module, layers: list[str], batches) -> dict[str, tuple[float, float]]:
-    """The (min, max) of every listed layer's input over ``batches`` (tuples of input tensors): what a
-    min-max calibration sees."""
+    The split is the calibration one: the training never sees it and the validation that gates the file is
+    kept apart. Classification: top-1 against the labels (against the teacher's top-1 without labels);
+    otherwise the negative mean squared error to the teacher over every output."""
     import torch
 
-    named, seen, hooks = dict(module.named_modules()), {}, []
+    from ..prune.recover import batches
+    from ..runtimes.torch_runner import flatten_outputs
 
-    def hook(name):
-        def record(_, args):
-            x = args[0].detach()
-            low, high = float(x.min()), float(x.max())
-            old = seen.get(name, (low, high))
-            seen[name] = (min(old[0], low), max(old[1], high))
-        return record
+    teacher.eval()
+    with torch.no_grad():
+        cached = [(args, labels, flatten_outputs(teacher(*args)))
+                  for args, labels in batches(split, names, 256, shuffle=False)]
+    by_label = task == "classification" and split.labels is not None
+    top1 = task == "classification" and cached[0][2][0].dim() == 2
+    what = (f"top-1 on the {len(split)} calibration samples" if top1 and by_label else
+            f"top-1 agreement with the source model on the {len(split)} calibration samples" if top1
+            else f"-MSE to the source model over every output on the {len(split)} calibration samples")
 
-    hooks = [named[n].register_forward_pre_hook(hook(n)) for n in layers]
-    try:
+    def score() -> float:
+        total, n = 0.0, 0
         with torch.no_grad():
-            for args in batches:
-                module(*args)
-    finally:
-        for h in hooks:
-            h.remove()
-    return seen
+            for args, labels, target in cached:
+                outs = flatten_outputs(student(*args))
+                if top1:
+                    want = labels if by_label else target[0].argmax(1)
+                    total += float((outs[0].argmax(1) == want).sum())
+                else:
+                    total -= sum(float(((o.float() - t.float()) ** 2).mean()) for o, t in zip(outs, target)) * len(args[0])
+                n += len(args[0])
+        return total / n
+    return score, what
 
 
-def fake_quant_inputs(module, ranges: dict[str, tuple[float, float]]) -> int:
-    """Fake-quantize each layer's input to 8 bits the way ONNX Runtime's min-max calibration does (per
-    tensor, asymmetric: the range widened to include 0, scale (max - min) / 255, zero point round(-min /
-    scale)); the ranges stay fixed while training. Returns the hooks added (``finish`` removes them)."""
-    import torch
-
-    named, handles = dict(module.named_modules()), []
-    for name, (low, high) in ranges.items():
-        low, high = min(low, 0.0), max(high, 0.0)
-        scale = max((high - low) / 255.0, MIN_SCALE)
-        zero = int(round(-low / scale))
-
-        def pre(_, args, scale=scale, zero=zero):
-            return (torch.fake_quantize_per_tensor_affine(args[0], scale, zero, 0, 255), *args[1:])
-
-        handles.append(named[name].register_forward_pre_hook(pre))
-    module.edgekit_qat_hooks = handles  # on the trained copy itself: nothing kept outside it
-    return len(ranges)
-
-
-def finish(module) -> object:
-    """The trained module with its fake-quantization removed, keeping the latent float weights."""
-    import torch.nn.utils.parametrize as parametrize
-
-    for handle in getattr(module, "edgekit_qat_hooks", ()):
-        handle.remove()
-    if hasattr(module, "edgekit_qat_hooks"):
-        del module.edgekit_qat_hooks
-    for m in module.modules():
-        if parametrize.is_parametrized(m, "weight"):
-            parametrize.remove_parametrizations(m, "weight", leave_parametrized=False)
-    return module.eval()
+def verdict(run: QatRun, ptq_drop: float, qat_drop: float | None, budget: float, precision: str) -> str:
+    """The report's line on what QAT did."""
+    if run.skipped:
+        return run.skipped
+    d = run.details
+    how = (f"{d['epochs_run']} epoch(s) of {d['epochs']}, {d['seconds']:.1f} s, {d['samples']} "
+           f"{'labelled ' if d['labels_used'] else ''}samples{' (' + d['stopped'] + ')' if 'stopped' in d else ''}"
+           + (f", kept epoch {d['kept_epoch']} (best {d['scored_by']})"
+              if d.get("kept_epoch") not in (None, d["epochs_run"]) else ""))
+    if qat_drop is None:
+        return f"QAT at {precision} ran ({how}) but its file could not be made; the PTQ file ships"
+    if qat_drop >= ptq_drop:
+        return (f"QAT at {precision} did not help (drop {qat_drop:.4f} vs PTQ {ptq_drop:.4f}; {how}): "
+                "the PTQ file ships")
+    met = "meets the budget" if qat_drop <= budget else f"still misses the budget ({budget:.4f})"
+    return f"QAT at {precision}: drop {ptq_drop:.4f} -> {qat_drop:.4f}, {met} ({how})"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data import Split
+from ..core.data import Split
 from ..runtimes.base import run_batched
 from ..runtimes.ort import OrtRunner
 
@@ -22,7 +22,7 @@ from ..runtimes.ort import OrtRunner
 def rank_layers(pre: Path, plan, calibration: Split, tmp: Path, nodes: list[str],
                 seconds: float = 60.0, limit: int = 128) -> list[tuple[str, float]]:
     """``nodes`` ranked worst first by the output SNR when each is the only quantized layer."""
-    from .onnx_quant import quantize_onnx
+    from .onnx_ort import quantize_onnx
 
     sub = Split({k: v[:limit] for k, v in calibration.inputs.items()})
     want = run_batched(OrtRunner(pre), sub.inputs)

@@ -1,18 +1,134 @@
-"""4-bit TFLite weights for LiteRT through ai-edge-quantizer (in the converter worker). Weight-only: int4
-weights feed a DEQUANTIZE op and compute stays float, so the file is smaller, not faster.
-
-ai-edge-quantizer covers CONV_2D and FULLY_CONNECTED here; other weighted ops (e.g. depthwise convs)
-stay float, and the precision map read back from the file says so. The repair that moves layers up
-when the file misses the budget is search/tflite_int4.py. TFLite-Micro has no int4 kernels.
-"""
+"""The int4 TFLite pass: ai-edge-quantizer's weight-only int4 file, repaired with the ladder when it
+misses the accuracy budget. Layers are ranked by the drop each causes alone at int4 (measured in
+LiteRT), then moved up worst first, int4 -> int8 weights and then int8 -> float (NO_QUANTIZE)."""
 from __future__ import annotations
 
+import shutil
+import tempfile
+import time
+from dataclasses import replace
 from pathlib import Path
 
+from ..export.job import Exported, ExportJob, PassContext
+from .tflite_int4_recipe import write_int4
+from ..core.results import ExportInfo
+from ..runtimes import open_runner
+from ..files.tflite_info import read_tflite
+from ..measure.validate import validate_file
+from .ladder import climb, out_of_time
+from .qat import train, verdict, wanted
 
-def write_int4(tf, src: Path, target: Path, int8_scopes: tuple[str, ...] = (), float_scopes: tuple[str, ...] = (),
-               only: str | None = None) -> None:
-    """``src`` (fp32 .tflite) with int4 weight-only quantization; ``int8_scopes`` get int8 weights instead,
-    ``float_scopes`` stay float; ``only``: quantize just that op scope (for sensitivity). ``tf``: the worker."""
-    tf.call("int4", "quantize tflite int4", src=str(Path(src).resolve()), out=str(Path(target).resolve()),
-            int8_scopes=list(int8_scopes), float_scopes=list(float_scopes), only=only)
+EXPORTER = "ai-edge-quantizer (weight-only int4, float compute)"
+
+
+def tflite_int4(src: Exported, ctx: PassContext) -> Exported:
+    """``<name>_int4.tflite`` from the fp32 .tflite ``src``, repaired to the accuracy budget."""
+    target = ctx.folder / f"{ctx.name}_int4.tflite"
+    prof = ctx.profile
+    threads, budget, box = prof.target.resolved_threads, prof.budget.max_accuracy_drop, prof.quantize.repair_time_box_s
+    started = time.perf_counter()
+
+    def check(path: Path, mapping=src.mapping):
+        runner = open_runner(path, "litert", threads=threads, mapping=mapping)  # the file's own layout
+        return validate_file(path, ctx.reference, ctx.data, None, runtime="litert", threads=threads,
+                             raise_on_failure=False, runner=runner)
+
+    write_int4(ctx.tf, src.path, target)
+    first = check(target)
+    details: dict = {"int4_attempts": [{"name": "int4 everywhere it applies", "drop": first.drop}]}
+    notes: list[str] = []
+    best = {"drop": first.drop, "int8": (), "float": (), "validation": first, "path": target, "base": src}
+    with tempfile.TemporaryDirectory(prefix="edgekit-int4-", dir=ctx.scratch) as tmp:
+        if wanted(ctx, first.drop > budget):
+            best, note, details["qat"] = _qat(src, ctx, best, check, Path(tmp))
+            notes.append(note)
+            if details["qat"].get("drop_after") is not None:
+                details["int4_attempts"].append({"name": "qat: int4 everywhere it applies",
+                                                 "drop": details["qat"]["drop_after"]})
+            started = time.perf_counter()  # the repair's own time box starts after training
+        if best["drop"] > budget:
+            details["repair_weights"] = "qat" if best["base"] is not src else "ptq"
+            best, more = _repair(best["base"], ctx, best["path"], best, check, Path(tmp), details, started, box,
+                                 budget)
+            notes += more
+        if best["path"] != target:
+            shutil.copyfile(best["path"], target)
+    if "qat" in details:
+        details["qat"]["shipped"] = best["base"] is not src
+    details["int8_layers"], details["float_layers"] = list(best["int8"]), list(best["float"])
+    info = ExportInfo(EXPORTER, made_from=src.path.name, notes=tuple(notes), details=details)
+    return Exported(target, "tflite", "int4", info, best["base"].mapping,
+                    validation=replace(best["validation"], file=str(target)))
+
+
+def _qat(src: Exported, ctx: PassContext, best: dict, check, tmp: Path) -> tuple[dict, str, dict]:
+    """QAT on ai-edge-quantizer's int4 grid; the trained model converted as the fp32 file was, then made
+    int4 by the same quantizer. The better of it and ``best``."""
+    from ..export.onnx import export_onnx
+    from ..export.tflite import export_tflite_torch
+
+    run = train(ctx, "tflite", 4)
+    if run.skipped:
+        return best, run.skipped, dict(run.details)
+    budget = ctx.profile.budget.max_accuracy_drop
+    folder = tmp / "qat"
+    folder.mkdir()
+    try:
+        export_onnx(run.model, tmp / "qat.onnx", ctx.log)
+        job = ExportJob(run.model, folder, tmp, ctx.log, ctx.tf, reference_onnx=tmp / "qat.onnx",
+                        calibration=ctx.data.calibration)
+        base = export_tflite_torch(job)[0]
+        path = tmp / "qat_int4.tflite"
+        write_int4(ctx.tf, base.path, path)
+        v = check(path, base.mapping)
+    except Exception as exc:  # noqa: BLE001 - a failed QAT file must not cost the validated PTQ file
+        ctx.log.write(f"QAT file failed: {exc!r}\n")
+        return best, verdict(run, best["drop"], None, budget, "int4"), {**run.details, "error": str(exc)[:300]}
+    note = verdict(run, best["drop"], v.drop, budget, "int4")
+    details = {**run.details, "drop_before": best["drop"], "drop_after": v.drop}
+    if v.drop < best["drop"]:
+        return {"drop": v.drop, "int8": (), "float": (), "validation": v, "path": path, "base": base}, note, details
+    return best, note, details
+
+
+def _repair(src, ctx, target, best, check, tmp: Path, details: dict, started: float, box: float, budget: float):
+    first = read_tflite(target)
+    scopes = first.scopes
+    quantized = [w for w, p in first.precision_map.items() if p == "int4"]
+    ranked, notes = [], []
+    probe = tmp / "probe.tflite"
+    for weight in quantized:
+        if out_of_time(started, box):
+            notes.append(f"repair stopped at its {box:g} s time box while ranking layers "
+                         f"({len(ranked)} of {len(quantized)} measured)")
+            break
+        write_int4(ctx.tf, src.path, probe, only=scopes[weight])
+        ranked.append((check(probe, src.mapping).drop, weight))
+    ranked.sort(reverse=True)
+    details["sensitivity"] = [{"layer": w, "drop_alone": d} for d, w in ranked]
+    if len(ranked) < len(quantized):  # no time left to move any layer
+        return best, notes
+    count = [0]
+
+    def promote(plan: tuple, weight: str, level: str) -> tuple:
+        int8, floats = plan
+        if level == "int8":
+            return int8 + (weight,), floats
+        return tuple(w for w in int8 if w != weight), floats + (weight,)
+
+    def attempt(plan: tuple, label: str) -> dict:
+        int8, floats = plan
+        count[0] += 1
+        path = tmp / f"attempt{count[0]}.tflite"
+        write_int4(ctx.tf, src.path, path, int8_scopes=tuple(scopes[w] for w in int8),
+                   float_scopes=tuple(scopes[w] for w in floats))
+        v = check(path, src.mapping)
+        details["int4_attempts"].append({"name": label + (" (QAT weights)" if details.get("repair_weights") == "qat" else ""),
+                                         "drop": v.drop})
+        return {"drop": v.drop, "int8": int8, "float": floats, "validation": v, "path": path, "base": src}
+
+    chosen, more = climb(((), ()), [w for _, w in ranked], ["int8", "fp32"], promote, attempt, budget,
+                         best=best, started=started, time_box_s=box)
+    if quantized and len(chosen["float"]) == len(quantized):
+        more.append("every layer ended in float: the file holds no int4 weights")
+    return chosen, notes + more

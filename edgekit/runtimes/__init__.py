@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import UsageError
-from ..iospec import IOSpec
-from ..model import Model
+from ..core.errors import UsageError
+from ..core.iospec import IOSpec
+from ..core.model import Model
 from .base import Runner
 
 SUFFIX_RUNTIME = {".onnx": "onnxruntime", ".tflite": "litert", ".xml": "openvino", ".pte": "executorch"}

@@ -5,7 +5,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from ..iospec import IOSpec
+from ..core.iospec import IOSpec
 
 
 @runtime_checkable

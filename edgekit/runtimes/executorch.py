@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UsageError
-from ..iospec import IOSpec, TensorSpec, default_layout
+from ..core.errors import UsageError
+from ..core.iospec import IOSpec, TensorSpec, default_layout
 
 EXTRA = "pip install 'edgekit[executorch]'"
 IO_METHOD = "edgekit_io"
@@ -25,7 +25,7 @@ def import_executorch(lowering: bool = False):
     chatter of its native code and of torchao (cpuinfo probes, kernel-library notices) kept off the terminal."""
     import sys
 
-    from ..native_output import capture_fd2
+    from ..files.native_output import capture_fd2
 
     def load():
         from executorch import runtime
@@ -102,7 +102,7 @@ class ExecuTorchRunner:
         import torch  # noqa: F401 - the runtime takes and returns torch tensors
 
         self.path = Path(path)
-        from ..native_output import capture_fd2
+        from ..files.native_output import capture_fd2
 
         loaded = {}
 
@@ -147,7 +147,7 @@ class ExecuTorchRunner:
         feed = [torch.from_numpy(np.ascontiguousarray(inputs[t.name], dtype=f.dtype))
                 for t, f in zip(self.iospec.inputs, self.file_spec.inputs)]
         if not self._ran:  # the thread pool starts on the first parallel op and probes the CPU on fd 2
-            from ..native_output import capture_fd2
+            from ..files.native_output import capture_fd2
 
             got = {}
             capture_fd2(lambda: got.setdefault("outs", self.method.execute(feed)))

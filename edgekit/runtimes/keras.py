@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..iospec import IOSpec
+from ..core.iospec import IOSpec
 
 
 class SavedModelFn:
@@ -13,7 +13,7 @@ class SavedModelFn:
         self.fn, self._keep = fn, keep_alive
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from ..tf_import import import_tf
+        from ..files.tf_import import import_tf
 
         tf = import_tf()
         return {k: v.numpy() for k, v in self.fn(**{k: tf.constant(v) for k, v in inputs.items()}).items()}

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UsageError
-from ..tf_import import missing
-from ..iospec import IOSpec, TensorSpec
+from ..core.errors import UsageError
+from ..files.tf_import import missing
+from ..core.iospec import IOSpec, TensorSpec
 from .mapping import dequantize_out, quantize_in, source_view, to_file, to_source
 
 
@@ -60,7 +60,7 @@ class LiteRTRunner:
         self.threads = threads
 
     def _load(self, interpreter, threads: int, delegates: bool) -> None:
-        from ..native_output import capture_fd2
+        from ..files.native_output import capture_fd2
 
         kwargs = {} if delegates else {
             "experimental_op_resolver_type": interpreter.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES}

@@ -9,8 +9,8 @@ from dataclasses import replace
 
 import numpy as np
 
-from ..device_runner import dequantize_out, quantize_in  # noqa: F401  (one code path with the device)
-from ..iospec import IOSpec, TensorSpec
+from .device_runner import dequantize_out, quantize_in  # noqa: F401  (one code path with the device)
+from ..core.iospec import IOSpec, TensorSpec
 
 
 def inverse(perm: tuple[int, ...]) -> tuple[int, ...]:

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UsageError
-from ..iospec import IOSpec, TensorSpec, default_layout
+from ..core.errors import UsageError
+from ..core.iospec import IOSpec, TensorSpec, default_layout
 
 HINT_KEY = ["edgekit", "inference_precision_hint"]
 HINTS = ("f32", "bf16", "f16")

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UsageError
+from ..core.errors import UsageError
 
 
 def cuda_available() -> bool:
@@ -25,7 +25,7 @@ class OrtRunner:
         (``session.disable_cpu_ep_fallback``); anything else is an error that names the provider."""
         import onnxruntime as ort
 
-        from ..onnx_io import iospec_from_onnx
+        from ..files.onnx_io import iospec_from_onnx
 
         self.path = Path(path)
         opts = ort.SessionOptions()

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UsageError
-from ..tf_import import missing
-from ..native_output import capture_fd2
-from ..iospec import IOSpec
+from ..core.errors import UsageError
+from ..files.tf_import import missing
+from ..files.native_output import capture_fd2
+from ..core.iospec import IOSpec
 from .mapping import dequantize_out, quantize_in, source_view, to_file, to_source
 
 PROBE_ARENA = 64 * 1024 * 1024  # generous arena for the first load; the real need is then measured

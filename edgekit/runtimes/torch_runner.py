@@ -8,7 +8,7 @@ from typing import Iterator
 
 import numpy as np
 
-from ..iospec import IOSpec
+from ..core.iospec import IOSpec
 
 # torch's intra-op thread count and its default RNG belong to the whole process. Every edgekit section
 # that sets them holds this lock, so builds in other threads never run under each other's settings,

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from .. import __version__
-from ..errors import UsageError
+from ..core.errors import UsageError
 from .batcher import Batcher, DeadlineExceeded, QueueFull
 from .cache import ResponseCache, cache_key
 from .protocol import HEADER_LENGTH, BadRequest, decode, encode

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UsageError
-from ..iospec import IOSpec
+from ..core.errors import UsageError
+from ..core.iospec import IOSpec
 
 DEVICES = ("auto", "cpu", "cuda", "tensorrt")
 PLATFORMS = {"onnxruntime": "onnxruntime_onnx", "litert": "tensorflow_lite"}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import UsageError
+from ..core.errors import UsageError
 
 
 def import_ray_serve():

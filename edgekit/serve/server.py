@@ -39,7 +39,7 @@ def check_port(host: str, port: int) -> None:
     """A UsageError (exit 2) naming the address when it cannot be listened on, before uvicorn starts."""
     import socket
 
-    from ..errors import UsageError
+    from ..core.errors import UsageError
 
     try:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET

@@ -10,7 +10,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from ..errors import UsageError
+from ..core.errors import UsageError
 
 TYPES = {"bool": "TYPE_BOOL", "uint8": "TYPE_UINT8", "uint16": "TYPE_UINT16", "uint32": "TYPE_UINT32",
          "uint64": "TYPE_UINT64", "int8": "TYPE_INT8", "int16": "TYPE_INT16", "int32": "TYPE_INT32",
@@ -84,7 +84,7 @@ def _scalar(key: str, value) -> str:
 def write_repository(bundle: str | Path, out: str | Path, *, max_batch: int = 32, max_delay_ms: float = 2.0,
                      queue: int = 256, timeout_ms: float = 1000.0, instances: int = 1, gpu: bool = False) -> Path:
     """Write the repository for the bundle's recommended ONNX file; the model folder it wrote."""
-    from ..iospec import IOSpec
+    from ..core.iospec import IOSpec
     from .model import choose_file, model_name, read_manifest
 
     bundle, out = Path(bundle), Path(out)

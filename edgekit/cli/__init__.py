@@ -1,0 +1,1 @@
+"""The command line: parse, call the public API, render. No logic lives here."""

@@ -1,0 +1,1 @@
+"""Domain types: errors, configs, IOSpec, Model, Data, results, Artifact, recipes, metrics."""

@@ -1,0 +1,125 @@
+"""Typed results of the stages: what validation, the bench harness and the exporters report.
+
+Each serialises with ``to_dict`` to the manifest/report schema (``SCHEMA_VERSION`` in pipeline/build.py).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ValidationResult:
+    """One file run on the validation split in its runtime, compared with the reference per output."""
+    file: str
+    runtime: str
+    metrics: dict[str, float]
+    drop: float
+    outputs: dict[str, dict] = field(default_factory=dict)  # per output: shape, max_abs_diff, within tolerance
+    failures: tuple[str, ...] = ()
+    decided_by: str = ""  # the output whose drop is the file's drop (the worst one)
+    measured_on: str = "host"  # "host", or the device it ran on (ssh://user@host:port, adb:SERIAL)
+
+    def output_snr(self, name: str) -> float | None:
+        return self.outputs.get(name, {}).get("snr_db")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"file": self.file, "runtime": self.runtime, "metrics": self.metrics, "drop": self.drop,
+                "decided_by": self.decided_by, "outputs": self.outputs, "failures": list(self.failures),
+                "measured_on": self.measured_on}
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    """Latency and memory of one file at batch 1, measured in a fresh process."""
+    file: str
+    runtime: str
+    threads: int
+    runs: int
+    warmup: int
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    mean_ms: float
+    std_ms: float
+    throughput_b1: float  # inferences per second at batch 1
+    batch: int | None  # the larger batch, None when the batch axis is fixed
+    throughput_batch: float | None  # items per second at that batch
+    peak_rss_mb: float
+    rss_growth_mb: float  # peak RSS at batch 1 minus the RSS of the process with its runtime imported
+    file_bytes: int
+    cpu: dict = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+    init_ms: float | None = None  # opening the file in its runtime
+    first_run_ms: float | None = None  # the first inference, before the warm-up
+    measured_on: str = "host"  # "host", or the device it ran on (ssh://user@host:port, adb:SERIAL)
+    device: dict = field(default_factory=dict)  # on a device: uname -m, CPU, runtime and version, threads
+    by_batch: tuple[dict, ...] = ()  # per request size: batch, mode (batched | sequential), p50/p90/p99, samples_per_s
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["notes"] = list(self.notes)
+        d["by_batch"] = list(self.by_batch)
+        return d
+
+
+@dataclass(frozen=True)
+class TflmCheck:
+    """Whether TFLite-Micro loads every op of a file, and the arena it measured."""
+    loads: bool
+    arena_bytes: int | None = None
+    error: str = ""
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"loads": self.loads}
+        if self.loads:
+            out.update(arena_bytes=self.arena_bytes, note=self.note)
+        else:
+            out["error"] = self.error
+        return out
+
+
+@dataclass(frozen=True)
+class ExportInfo:
+    """How a file was made. ``details`` holds what only the report shows (attempts, plans, sensitivity)."""
+    exporter: str
+    made_from: str | None = None  # the file it was converted or quantized from
+    embeds: str | None = None  # a C array: the .tflite file it embeds
+    flash_bytes: int | None = None  # what the device stores, where it differs from the file's size
+    notes: tuple[str, ...] = ()
+    tflm: TflmCheck | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def with_details(self, **more: Any) -> "ExportInfo":
+        from dataclasses import replace
+        return replace(self, details={**self.details, **more})
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"exporter": self.exporter, **self.details}
+        if self.made_from is not None:
+            out["from"] = self.made_from
+        if self.embeds is not None:
+            out["embeds"] = self.embeds
+        if self.flash_bytes is not None:
+            out["flash_bytes"] = self.flash_bytes
+        if self.notes:
+            out["notes"] = list(self.notes)
+        if self.tflm is not None:
+            out["tflm"] = self.tflm.to_dict()
+        return out
+
+
+@dataclass(frozen=True)
+class FormatFailure:
+    """A file of the plan that was not made or did not validate: the other formats still ship."""
+    format: str
+    precision: str  # "fp32" when the format's export itself failed (and so every precision of it)
+    stage: str
+    reason: str
+
+    def describe(self) -> str:
+        return f"{self.format} {self.precision}: {self.stage}: {self.reason}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

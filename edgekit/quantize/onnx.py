@@ -1,0 +1,217 @@
+"""The int8/int4 ONNX passes: try arrangements, keep the fastest file that meets the accuracy budget
+(latency check), and repair accuracy with the ladder, moving the most sensitive layers up in precision."""
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from ..measure.bench import bench_file
+from ..export.job import Exported, PassContext
+from ..export.onnx import export_onnx
+from ..core.errors import EdgekitError, StageError
+from .onnx_ort import (ARRANGEMENTS, ATTENTION_ONLY, QuantPlan, attention_path, has_attention,
+                                     preprocess, quantize_onnx, weighted_nodes)
+from .sensitivity import rank_layers
+from ..core.results import ExportInfo
+from ..measure.validate import validate_file
+from .ladder import climb
+from .qat import train, verdict, wanted
+
+SAME_SPEED = 0.05  # p50s within 5% of the fastest count as equally fast (the machine's noise)
+SAME_SNR_DB = 1.0  # output SNRs within 1 dB count as equally faithful
+UNFAITHFUL_DB, UNFAITHFUL_HANDICAP = 10.0, 1.2  # 10 dB less faithful must be >25% faster to win
+SNR_CAP_DB = 60.0  # beyond this, output noise is at float's own level: compared as equal
+
+
+def choose(attempts: list[dict], float_p50: float | None, budget: float) -> tuple[dict, list[str]]:
+    """The fastest attempt within the accuracy budget; among those within 5% of the fastest, the
+    ones within 10 dB of the most faithful output (SNR against float), then the smallest drop, then
+    the most faithful, then the smallest file. An attempt 10 dB or more below the most faithful
+    passing one is timed with a 20% handicap (so with the 5% band it must be over 25% faster): a
+    large fidelity loss (e.g. int16 saturation in U8S8 kernels) must buy a real speedup, not noise.
+    If none is within budget, the most accurate. Pure, for tests."""
+    passing = [a for a in attempts if a["drop"] <= budget]
+    notes = []
+    if passing:
+        timed = [a for a in passing if a.get("p50_ms") is not None] or passing
+        top_snr = max(_snr(a) for a in timed)
+
+        def p50(a: dict) -> float:
+            ms = a.get("p50_ms") or float("inf")
+            return ms * UNFAITHFUL_HANDICAP if _snr(a) <= top_snr - UNFAITHFUL_DB else ms
+
+        fastest = min(p50(a) for a in timed)
+        near = [a for a in timed if p50(a) <= fastest * (1 + SAME_SPEED)]
+        top_near = max(_snr(a) for a in near)
+        near = [a for a in near if _snr(a) == top_near or _snr(a) > top_near - UNFAITHFUL_DB]
+        near = [a for a in near if a["drop"] <= min(b["drop"] for b in near)]
+        faithful = max(_snr(a) for a in near)
+        near = [a for a in near if _snr(a) >= faithful - SAME_SNR_DB]
+        best = min(near, key=lambda a: a.get("bytes", 0))
+    else:
+        best = min(attempts, key=lambda a: (a["drop"], -_snr(a)))
+        notes.append(f"no attempt meets the accuracy budget ({budget:.4f}); kept the most accurate "
+                     f"(drop {best['drop']:.4f}, gap {best['drop'] - budget:.4f})")
+    if float_p50 and best.get("p50_ms") and best["p50_ms"] > float_p50 * 1.2:  # beyond the latency check's noise
+        notes.append(f"{best['name']} is slower than its fp32 twin ({best['p50_ms']:.3f} vs {float_p50:.3f} ms p50)")
+    return best, notes
+
+
+def _worst_snr(v) -> float | None:
+    """The lowest output SNR of a validation (every output counts, not only the first)."""
+    snrs = [o["snr_db"] for o in v.outputs.values() if o.get("snr_db") is not None]
+    return min(snrs) if snrs else None
+
+
+def _snr(attempt: dict) -> float:
+    snr = attempt.get("snr_db")
+    return float("-inf") if snr is None else min(float(snr), SNR_CAP_DB)
+
+
+def onnx_quantized(precision: str):
+    """The pass that writes ``<name>_<precision>.onnx`` (int8 or int4) from the fp32 file."""
+    def run(src: Exported, ctx: PassContext) -> Exported:
+        return _quantize(src, ctx, precision)
+    return run
+
+
+def _quantize(src: Exported, ctx: PassContext, precision: str) -> Exported:
+    target = ctx.folder / f"{ctx.name}_{precision}.onnx"
+    prof = ctx.profile
+    budget, threads = prof.budget.max_accuracy_drop, prof.target.resolved_threads
+    quick = {"warmup": prof.bench.warmup, "runs": prof.bench.attempt_runs, "batch": 1,
+             "max_seconds": prof.bench.attempt_max_seconds}
+    with tempfile.TemporaryDirectory(prefix="edgekit-quant-", dir=ctx.scratch) as tmp_name:
+        tmp = Path(tmp_name)
+        pre = preprocess(src.path, tmp / "pre.onnx")
+        layer_names = _layer_names(pre)
+        attempts: list[dict] = []
+        one = {k: v[:1] for k, v in ctx.data.validation.inputs.items()}  # a real sample: dynamic axes at their size
+
+        def attempt(plan: QuantPlan, label: str, graph: Path = pre) -> dict:
+            path = tmp / f"a{len(attempts)}.onnx"
+            try:
+                info = quantize_onnx(graph, path, ctx.data.calibration, plan, ctx.log)
+                v = validate_file(path, ctx.reference, ctx.data, None, runtime="onnxruntime", threads=threads,
+                                  raise_on_failure=False)
+                p50 = bench_file(path, threads=threads, inputs=one, **quick).p50_ms
+            except EdgekitError as exc:  # ORT wrote a graph it cannot load or run: this arrangement fails
+                ctx.log.write(f"quantization attempt {label} failed: {exc}\n")
+                entry = {"name": label, "plan": plan, "path": path, "drop": float("inf"), "p50_ms": None,
+                         "snr_db": None, "bytes": 0, "info": {}, "validation": None, "error": str(exc)[:300],
+                         "graph": graph}
+                attempts.append(entry)
+                return entry
+            entry = {"name": label, "plan": plan, "path": path, "drop": float(v.drop), "p50_ms": p50,
+                     "snr_db": _worst_snr(v), "bytes": path.stat().st_size, "info": info, "validation": v,
+                     "graph": graph}
+            attempts.append(entry)
+            return entry
+
+        bits = 4 if precision == "int4" else 8
+        calib = prof.quantize.calibration
+        attention = has_attention(pre)
+        if bits == 8:  # latency check: every arrangement, measured
+            for arrangement in ARRANGEMENTS:
+                if arrangement not in ATTENTION_ONLY or attention:
+                    attempt(QuantPlan(8, arrangement, calib), arrangement)
+        else:
+            attempt(QuantPlan(4, "qdq-u8s8", calib), "int4 qdq-u8s8")
+            if attention:
+                attempt(QuantPlan(4, "qdq-u8s8-float-attention", calib), "int4 qdq-u8s8-float-attention")
+        made = [a for a in attempts if a["validation"] is not None]
+        if not made:
+            raise StageError(f"quantize onnx {precision}", f"every arrangement failed ({len(attempts)}); the first, "
+                             f"{attempts[0]['name']}: {attempts[0]['error'][:240]}")
+        best, first_notes = choose(made, ctx.float_p50_ms, budget)
+        qat_details, first, notes = None, best, []
+        if wanted(ctx, best["drop"] > budget):
+            best, qat_note, qat_details = _qat(best, attempt, ctx, bits, precision, tmp)
+            notes.append(qat_note)
+            layer_names.update(_layer_names(best["graph"]))
+        if best["drop"] > budget:
+            best, repair_notes = _repair(best, attempt, best["graph"], ctx, layer_names, tmp)
+            notes += repair_notes
+        if best is not first or first["drop"] > budget:  # the final state first, then the history
+            best, more = choose([a for a in attempts if a["drop"] <= budget] or [best], ctx.float_p50_ms, budget)
+            notes = [n for n in notes + more if n.startswith(("repaired", "QAT"))] + [
+                n for n in notes + more if not n.startswith(("repaired", "QAT"))]
+        else:
+            notes = first_notes + notes
+        shutil.copyfile(best["path"], target)
+    details = {k: v for k, v in best["info"].items() if k != "quantizer"}
+    details["chosen"] = best["name"]
+    if qat_details is not None:
+        details["qat"] = {**qat_details, "shipped": best["graph"] != pre}
+        after = qat_details.get("drop_after")
+        if not details["qat"]["shipped"] and after is not None and after < qat_details["drop_before"]:
+            notes.append(f"the QAT file (drop {after:.4f}) does not ship: the latency check chose {best['name']} "
+                         f"(within the budget, {best['p50_ms']:.3f} ms p50)")
+    details["attempts"] = [{"name": a["name"], "drop": a["drop"] if a["validation"] is not None else None, "p50_ms": a["p50_ms"], "snr_db": a["snr_db"],
+                            **({"error": a["error"]} if "error" in a else {}),
+                            "bytes": a["bytes"], "plan": a["plan"].describe(),
+                            "float_layers": [layer_names.get(n, n) for n in a["plan"].float_nodes],
+                            "int8_layers": [layer_names.get(n, n) for n in a["plan"].int8_nodes]} for a in attempts]
+    info = ExportInfo(best["info"]["quantizer"], made_from=src.path.name, notes=tuple(notes), details=details)
+    return Exported(target, "onnx", precision, info, validation=replace(best["validation"], file=str(target)))
+
+
+def _repair(best: dict, attempt, pre: Path, ctx: PassContext, names: dict, tmp: Path) -> tuple[dict, list[str]]:
+    """Rank layers by output SNR with only that layer quantized, then climb the ladder."""
+    started = time.perf_counter()
+    box = ctx.profile.quantize.repair_time_box_s
+    plan: QuantPlan = best["plan"]
+    candidates = [n for n in weighted_nodes(pre) if n not in plan.float_nodes]
+    if has_attention(pre):  # activation-only nodes (mask path, softmax, Q.K^T): the ladder can float them too
+        candidates += sorted(n for n in attention_path(pre) if n not in plan.float_nodes and n not in candidates)
+    ranking = rank_layers(pre, plan, ctx.data.calibration, tmp, candidates, seconds=box / 2)
+    notes = ["sensitivity, output SNR with only that layer quantized (worst first, dB): " +
+             ", ".join(f"{names.get(n, n)} {snr:.1f}" for n, snr in ranking[:5])]
+    levels = ["int8", "float"] if plan.bits == 4 else ["float"]
+
+    def promote(current: QuantPlan, node: str, level: str) -> QuantPlan:
+        if level == "int8":
+            return replace(current, int8_nodes=current.int8_nodes | {node})
+        return replace(current, float_nodes=current.float_nodes | {node}, int8_nodes=current.int8_nodes - {node})
+
+    def on_graph(current: QuantPlan, label: str) -> dict:
+        return attempt(current, label + (" (QAT weights)" if pre.name.startswith("qat") else ""), graph=pre)
+
+    chosen, more = climb(plan, [n for n, _ in ranking], levels, promote, on_graph, ctx.profile.budget.max_accuracy_drop,
+                         best=best, started=started, time_box_s=box, name=lambda n: names.get(n, n))
+    return chosen, notes + more
+
+
+def _qat(best: dict, attempt, ctx: PassContext, bits: int, precision: str, tmp: Path) -> tuple[dict, str, dict]:
+    """QAT on ORT's weight grid, its file made with the chosen arrangement; the better of it and ``best``."""
+    run = train(ctx, "onnx", bits)
+    if run.skipped:
+        return best, run.skipped, dict(run.details)
+    path = tmp / "qat.onnx"
+    try:
+        export_onnx(run.model, path, ctx.log)
+        graph = preprocess(path, tmp / "qat-pre.onnx")
+    except Exception as exc:  # noqa: BLE001 - a failed QAT graph must not cost the validated PTQ file
+        ctx.log.write(f"QAT graph export failed: {exc!r}\n")
+        return best, verdict(run, best["drop"], None, ctx.profile.budget.max_accuracy_drop, precision), {
+            **run.details, "error": str(exc)[:300]}
+    # the grid QAT trained on is the full 8-bit one: a reduce-range (7-bit) arrangement gives way to its twin
+    plan = replace(best["plan"], float_nodes=frozenset(), int8_nodes=frozenset(), only_nodes=frozenset(),
+                   arrangement=best["plan"].arrangement.removesuffix("-reduce-range"))
+    entry = attempt(plan, f"qat: {precision} {plan.arrangement}", graph=graph)
+    drop = entry["drop"] if entry["validation"] is not None else None
+    note = verdict(run, best["drop"], drop, ctx.profile.budget.max_accuracy_drop, precision)
+    details = {**run.details, "drop_before": best["drop"], "drop_after": drop}
+    return (entry if drop is not None and drop < best["drop"] else best), note, details
+
+
+def _layer_names(path: Path) -> dict[str, str]:
+    """Node name -> layer name (its weight's name without '.weight'), for readable reports."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    nodes = weighted_nodes(path)
+    return {n.name: n.input[1].removesuffix(".weight") for n in proto.graph.node if n.name in nodes and len(n.input) > 1}

@@ -1,0 +1,1 @@
+"""report.md/json/png, the pruning plot and the compression summary."""
