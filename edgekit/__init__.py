@@ -36,13 +36,15 @@ from .device import bench_on_device, open_device
 from .core.errors import EdgekitError, GateFailed, StageError, UsageError, ValidationFailed
 from .core.iospec import IOSpec, TensorSpec
 from .core.model import Model
+from .core.record import BuildRecord
 from .pipeline.build import BuildResult, build
+from .pipeline.options import BuildOptions
 from .targets.profiles import DeviceProfile, list_profiles, load_profile
 from .core.results import BenchResult
 from .sources.load import load_model
 
 __all__ = [
-    "BenchResult", "BuildResult", "NasResult", "Data", "DeviceProfile", "EdgekitError", "GateFailed", "IOSpec", "Model",
+    "BenchResult", "BuildOptions", "BuildRecord", "BuildResult", "NasResult", "Data", "DeviceProfile", "EdgekitError", "GateFailed", "IOSpec", "Model",
     "Split", "StageError", "TensorSpec", "UsageError", "ValidationFailed", "bench_file", "build",
     "bench_on_device", "list_profiles", "load_model", "load_profile", "nas", "open_device", "prepare", "read_arrays", "__version__",
 ]

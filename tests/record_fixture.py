@@ -52,7 +52,7 @@ def artifacts() -> list[Artifact]:
                             details={"runtime_options": {"INFERENCE_PRECISION_HINT": "f32"}}),
                  _validation("m.xml", "openvino", 0.97, 0.0), _bench("m.xml", "openvino", 0.45, 41000), 0),
         Artifact("m.int8.pte", "executorch", "int8", "executorch", "f" * 64, 15000, IOSPEC, q,
-                 ExportInfo("executorch (XNNPACK)", details={"delegation": {"delegated_share": 0.97, "ops": 30}}),
+                 ExportInfo("executorch (XNNPACK)", details={"delegation": {"delegate": "XnnpackBackend", "delegated_share": 0.97, "nodes": 30}}),
                  _validation("m.int8.pte", "executorch", 0.90, 0.07), _bench("m.int8.pte", "executorch", 0.60, 15000,
                                                                                 rss=9.0), 0),
     ]

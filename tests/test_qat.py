@@ -280,11 +280,11 @@ def test_pruning_picture_rows_for_structured_and_unstructured(tmp_path):
         "conv1": {"before": [32, 3, 3, 3], "after": [16, 3, 3, 3]}, "conv2": {"before": [64, 32, 3, 3],
                                                                            "after": [48, 16, 3, 3]}}}}}
     assert pruning_rows(structured) == ("structured", [("conv1", 32.0, 16.0), ("conv2", 64.0, 48.0)])
-    line = write_pruning_plot(tmp_path / "p.png", {"compression": structured})
+    line = write_pruning_plot(tmp_path / "p.png", structured)
     assert line.startswith("structured pruning: channels kept per layer (67% of") and (tmp_path / "p.png").stat().st_size > 5000
     sparse = {"applied": True, "details": {"unstructured": {"per_layer": {"fc": {"weights": 100, "sparsity": 0.5},
                                                                          "out": {"weights": 300, "sparsity": 0.9}}}}}
-    assert write_pruning_plot(tmp_path / "u.png", {"compression": sparse}).startswith(
+    assert write_pruning_plot(tmp_path / "u.png", sparse).startswith(
         "unstructured pruning: sparsity per layer (80% of")
-    assert write_pruning_plot(tmp_path / "n.png", {"compression": {"applied": False}}) is None
+    assert write_pruning_plot(tmp_path / "n.png", {"applied": False}) is None
     assert not (tmp_path / "n.png").exists()

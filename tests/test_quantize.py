@@ -10,6 +10,7 @@ import edgekit
 from edgekit.core.artifact import Artifact
 from edgekit.files.precision import onnx_precision_map
 from edgekit.quantize.onnx import choose
+from edgekit.core.record import FileSpeed
 from edgekit.measure.recommend import fastest_for_target, recommend
 from edgekit.files.tflite_info import read_tflite
 
@@ -56,14 +57,20 @@ def _artifact(file, precision, p50, drop, runtime="onnxruntime", size=100):
                     bench=bench_result(p50=p50, p90=p50))
 
 
+def _pick(recs, runtime):
+    return next(r for r in recs if r.runtime == runtime)
+
+
 def test_recommend_never_picks_a_file_slower_than_float():
     arts = [_artifact("m.onnx", "fp32", 1.0, 0.0), _artifact("m_int8.onnx", "int8", 1.4, 0.001)]
-    rec = recommend(arts, budget=0.01)["onnxruntime"]
-    assert rec["file"] == "m.onnx" and rec["slower_than_fp32"] == ["m_int8.onnx"]
+    rec = _pick(recommend(arts, budget=0.01), "onnxruntime")
+    assert rec.file == "m.onnx" and rec.slower_than_fp32 == ("m_int8.onnx",)
     arts = [_artifact("m.onnx", "fp32", 1.0, 0.0), _artifact("m_int8.onnx", "int8", 0.4, 0.001)]
-    assert recommend(arts, budget=0.01)["onnxruntime"]["file"] == "m_int8.onnx"
+    assert _pick(recommend(arts, budget=0.01), "onnxruntime").file == "m_int8.onnx"
     arts = [_artifact("m.onnx", "fp32", 1.0, 0.0), _artifact("m_int8.onnx", "int8", 0.4, 0.05)]
-    assert recommend(arts, budget=0.01)["onnxruntime"]["file"] == "m.onnx"  # too inaccurate
+    assert _pick(recommend(arts, budget=0.01), "onnxruntime").file == "m.onnx"  # too inaccurate
+    arts = [_artifact("m.onnx", "fp32", 1.0, 0.0), _artifact("m_int8.onnx", "int8", 0.4, 0.001)]
+    assert _pick(recommend(arts, budget=0.01, missed_gates={"m_int8.onnx"}), "onnxruntime").file == "m.onnx"  # a gate
 
 
 def test_fastest_for_the_target_takes_the_smaller_of_tied_files():
@@ -75,18 +82,18 @@ def test_fastest_for_the_target_takes_the_smaller_of_tied_files():
     int8 = _artifact("m_int8.xml", "int8", 2.06, 0.0, "openvino", size=1250)
     fp32 = _artifact("m.onnx", "fp32", 4.20, 0.0, size=3650)
     pick = fastest_for_target([fp32, bf16, int8], [], ("onnxruntime", "openvino"))
-    assert pick["file"] == "m_int8.xml" and pick["tied_with"] == ["m_bf16.xml"] and pick["p50_ms"] == 2.06
-    assert "smallest of the 2 files within 5% of the fastest (2 ms)" in pick["why"]
+    assert pick.file == "m_int8.xml" and pick.tied_with == ("m_bf16.xml",) and pick.p50_ms == 2.06
+    assert "smallest of the 2 files within 5% of the fastest (2 ms)" in pick.why
     slower = _artifact("m_int8.xml", "int8", 2.20, 0.0, "openvino", size=1250)  # 10% slower: not a tie
     pick = fastest_for_target([fp32, bf16, slower], [], ("onnxruntime", "openvino"))
-    assert pick["file"] == "m_bf16.xml" and pick["tied_with"] == [] and pick["why"].startswith("fastest of the 3")
-    speed = {"m_bf16.xml": {"p50_by_round": [2.5, 2.4, 2.6]}, "m_int8.xml": {"p50_by_round": [2.2, 2.1, 2.3]}}
+    assert pick.file == "m_bf16.xml" and pick.tied_with == () and pick.why.startswith("fastest of the 3")
+    speed = {"m_bf16.xml": FileSpeed((2.5, 2.4, 2.6)), "m_int8.xml": FileSpeed((2.2, 2.1, 2.3))}
     pick = fastest_for_target([fp32, bf16, slower], [], ("onnxruntime", "openvino"), speed)
-    assert pick["file"] == "m_int8.xml" and pick["measured_by"] == "median of the interleaved rounds"
-    assert pick["p50_ms"] == 2.2
+    assert pick.file == "m_int8.xml" and pick.measured_by == "median of the interleaved rounds"
+    assert pick.p50_ms == 2.2
     gate = SimpleNamespace(file="m_int8.xml", passed=False)
-    assert fastest_for_target([fp32, bf16, int8], [gate], ("onnxruntime", "openvino"))["file"] == "m_bf16.xml"
-    assert fastest_for_target([fp32, bf16, int8], [], ("onnxruntime",))["file"] == "m.onnx"
+    assert fastest_for_target([fp32, bf16, int8], [gate], ("onnxruntime", "openvino")).file == "m_bf16.xml"
+    assert fastest_for_target([fp32, bf16, int8], [], ("onnxruntime",)).file == "m.onnx"
 
 
 @pytest.mark.slow

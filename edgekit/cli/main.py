@@ -7,7 +7,6 @@ import sys
 import click
 
 from ..core.errors import EdgekitError
-from ..measure.recommend import TIE
 from .tables import console as _console
 
 
@@ -99,62 +98,47 @@ def _quiet_process() -> None:
               help="Class names for the manifest: a JSON list or one label per line (apps map outputs with them).")
 @click.option("--preprocessing", type=click.Path(dir_okay=False), metavar="RECIPE.json",
               help="The preprocessing recipe apps apply (scale, resize, normalize; apps/README.md).")
+@click.option("--strict-gates", "strict_gates", flag_value=True, default=None,
+              help="Exit 1 when any file misses any gate (default: when a requested format has no file that meets "
+                   "every gate; budget.strict_gates in the profile sets it too).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of the table.")
 def build(model, profile, weights, data, out, force, task, formats, threads, calib_samples, val_samples,
           trust_pickle, bits, calibration, int8_io, fp16_io, prune_ratio, prune_method, lowrank, share_bits, keep,
-          output_task, dynamic, static_shape, device, accept_host_key, labels, preprocessing, as_json):
+          output_task, dynamic, static_shape, device, accept_host_key, labels, preprocessing, strict_gates, as_json):
     """Build a validated, measured bundle for MODEL (default: the built-in digits example).
 
     MODEL is FILE.py:FACTORY, package.module:FACTORY, a torch.export .pt2, a TorchScript
-    .pt, an .onnx file, a .keras file or a SavedModel folder. Exits 1 when a profile gate
-    is missed.
+    .pt, an .onnx file, a .keras file or a SavedModel folder. Exits 1 when a requested format
+    has no file that meets every gate of the profile (with --strict-gates: when any file misses one).
     """
     import json
 
-    from ..targets.formats import parse_formats
     from ..pipeline.build import build as run_build
-    from ..report.markdown import render_table
+    from ..pipeline.options import BuildOptions
+    from ..targets.formats import parse_formats
 
-    console = _console()
-    with console.status("starting", spinner="dots") as status:
-        result = run_build(model, profile=profile, weights=weights, data=data, out=out, force=force, task=task,
+    options = BuildOptions(profile=profile, weights=weights, data=data, out=out, force=force, task=task,
                            formats=parse_formats(formats) if formats is not None else None, trust_pickle=trust_pickle,
                            calib_samples=calib_samples, val_samples=val_samples, threads=threads,
                            bits=int(bits) if bits else None, calibration=calibration, int8_io=int8_io, fp16_io=fp16_io,
                            prune_ratio=prune_ratio, prune_method=prune_method, lowrank=lowrank, share_bits=share_bits,
-                           keep=keep or None, output_tasks=_output_tasks(output_task),
-                           dynamic=_dynamic_axes(dynamic), static_shape=_static_shape(static_shape),
-                           progress=lambda stage: status.update(f"[bold]{stage}[/]"), device=device,
-                           accept_host_key=accept_host_key, labels=labels, preprocessing=preprocessing)
+                           keep=tuple(keep) or None, output_tasks=_output_tasks(output_task),
+                           dynamic=_dynamic_axes(dynamic), static_shape=_static_shape(static_shape), device=device,
+                           accept_host_key=accept_host_key, labels=labels, preprocessing=preprocessing,
+                           strict_gates=strict_gates)
+    console = _console()
+    with console.status("starting", spinner="dots") as status:
+        result = run_build(model, options, progress=lambda stage: status.update(f"[bold]{stage}[/]"))
+    record = result.record
     if as_json:
-        click.echo(json.dumps(result.report, indent=2))
+        click.echo(json.dumps(record.to_report(), indent=2))
     else:
-        console = _console(stderr=False)
-        console.print(render_table(result.report), width=min(120, console.width))  # cells wrap to fit 120 columns
-        for runtime, rec in result.report["recommended"].items():
-            flagged = f"; slower than fp32, not recommended: {', '.join(rec['slower_than_fp32'])}" \
-                if rec["slower_than_fp32"] else ""
-            click.echo(f"  recommended for {runtime}: {rec['file']} ({rec['why']}{flagged})")
-        if (f := result.report.get("fastest")) and len({a.runtime for a in result.artifacts if a.bench}) > 1:
-            tied = f"; the smaller of the files within {TIE:.0%}: {', '.join(f['tied_with'])}" \
-                if f.get("tied_with") else ""
-            click.echo(f"  fastest for the target: {f['file']} ({f['runtime']}, {f['p50_ms']:.3f} ms p50, on {f['cpu']}"
-                       f"{tied})")
-        comp = result.report.get("compression")
-        if comp and comp.get("after") and comp.get("applied") is False:
-            click.echo(f"  compression: nothing applied ({len(comp['attempts'])} attempts); the graph is unchanged")
-        elif comp and comp.get("after"):
-            r = comp["ratios"]
-            macs = f"{r['macs']:.2f}x fewer MACs" if r["macs"] == r["macs"] else "MACs not counted (ops without a MAC rule)"
-            click.echo(f"  compression: {comp['settings']['method']} at ratio {comp['ratio']:.2f} "
-                       f"({len(comp['attempts'])} attempts): fp32 graph {r['params']:.2f}x fewer params, "
-                       f"{macs}, {r['speedup_p50']:.2f}x the speed (ONNX Runtime p50, one run each)")
-        for f in result.report.get("failed", []):
-            click.echo(f"  not made: {f['format']} {f['precision']} ({f['stage']}): {f['reason'][:300]}")
-        for line in result.report["pending"] + result.report["notes"]:
-            click.echo(f"  {line}")
-        click.echo(f"bundle: {result.bundle}")
+        from .summary import print_build
+
+        print_build(record)
     if not result.passed:
+        for reason in record.verdict.reasons:
+            click.echo(f"edgekit: verdict: {reason}", err=True)
         for gate in result.failed_gates:
             click.echo(f"edgekit: gate missed: {gate.describe()}", err=True)
         sys.exit(1)

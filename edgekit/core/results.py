@@ -123,3 +123,33 @@ class FormatFailure:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class Gate:
+    """One budget of the profile checked against one file's measured number (or a format's planned files)."""
+    name: str  # accuracy, p90_latency, flash, rss, ram
+    file: str
+    value: float | None
+    limit: float | None
+    unit: str
+    passed: bool | None  # None: not applied (with a note saying why)
+    note: str = ""
+    measured_on: str = ""  # where the number was measured: "host", ssh://..., adb:... ("" when not measured)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def describe(self) -> str:
+        if self.name == "formats":
+            verdict = "passed" if self.passed else "MISSED"
+            return (f"formats gate {verdict} on {self.file}: {self.value:g} of {self.limit:g} files made"
+                    + (f" ({self.note})" if self.note else ""))
+        if self.name == "tflm_ops" and not self.passed:
+            return f"tflm_ops gate MISSED on {self.file}: {self.note}"
+        if self.passed is None:
+            return f"{self.name} on {self.file}: not applied ({self.note})"
+        verdict = "passed" if self.passed else "MISSED"
+        where = f" (measured on {self.measured_on})" if self.measured_on else ""
+        return (f"{self.name} gate {verdict} on {self.file}: {self.value:.6g} {self.unit} vs limit {self.limit:.6g} "
+                f"{self.unit}{where}")

@@ -1,40 +1,10 @@
 """Gates: the profile's budgets checked against each artifact's measured numbers."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 from ..core.artifact import Artifact
 from ..targets.profiles import DeviceProfile
-from ..core.results import FormatFailure
-
-
-@dataclass(frozen=True)
-class Gate:
-    name: str  # accuracy, p90_latency, flash, rss, ram
-    file: str
-    value: float | None
-    limit: float | None
-    unit: str
-    passed: bool | None  # None: not applied (with a note saying why)
-    note: str = ""
-    measured_on: str = ""  # where the number was measured: "host", ssh://..., adb:... ("" when not measured)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def describe(self) -> str:
-        if self.name == "formats":
-            verdict = "passed" if self.passed else "MISSED"
-            return (f"formats gate {verdict} on {self.file}: {self.value:g} of {self.limit:g} files made"
-                    + (f" ({self.note})" if self.note else ""))
-        if self.name == "tflm_ops" and not self.passed:
-            return f"tflm_ops gate MISSED on {self.file}: {self.note}"
-        if self.passed is None:
-            return f"{self.name} on {self.file}: not applied ({self.note})"
-        verdict = "passed" if self.passed else "MISSED"
-        where = f" (measured on {self.measured_on})" if self.measured_on else ""
-        return (f"{self.name} gate {verdict} on {self.file}: {self.value:.6g} {self.unit} vs limit {self.limit:.6g} "
-                f"{self.unit}{where}")
+from ..core.record import Recommendation, Verdict
+from ..core.results import FormatFailure, Gate
 
 
 def evaluate(profile: DeviceProfile, artifacts: list[Artifact], *, failures: list[FormatFailure] = (),
@@ -80,3 +50,25 @@ def evaluate(profile: DeviceProfile, artifacts: list[Artifact], *, failures: lis
 
 def missed(gates: list[Gate]) -> list[Gate]:
     return [g for g in gates if g.passed is False]
+
+
+def verdict(gates: list[Gate], artifacts: list[Artifact], formats: tuple[str, ...],
+            recommended: tuple[Recommendation, ...], runtimes: tuple[str, ...], strict: bool = False) -> Verdict:
+    """Can the model ship? Strict: every file meets every gate. Otherwise: every requested format has a file
+    that meets every gate, and the target's runtimes have a recommended file when they have files at all;
+    files that miss a gate stay in the bundle, marked in the table and never recommended."""
+    failed = missed(gates)
+    if strict:
+        return Verdict(not failed, True, tuple(g.describe() for g in failed))
+    bad_files = {g.file for g in failed}
+    reasons = []
+    for name in formats:
+        files = [a for a in artifacts if a.format == name]
+        if not any(a.file not in bad_files for a in files):
+            why = "; ".join(g.describe() for g in failed if g.file == name or any(g.file == a.file for a in files))
+            reasons.append(f"format {name}: no file meets every gate" + (f" ({why})" if why else " (no file made)"))
+    on_target = [a for a in artifacts if a.runtime in runtimes and a.validation is not None]
+    if on_target and not any(r.runtime in runtimes for r in recommended):
+        reasons.append(f"no file is recommended for the target's runtimes ({', '.join(runtimes)})")
+    despite = tuple(dict.fromkeys(g.file for g in failed))
+    return Verdict(not reasons, False, tuple(reasons), despite if not reasons else ())

@@ -1,111 +1,96 @@
-"""build(): make the plan, run the stages in its order, gate, and write the bundle.
+"""build(): make the plan, run the stages in its order, back off, gate, and write the bundle.
 
 No format or algorithm code lives here: formats come from the plan (plan.py, from the format table),
-exporters and quantization passes from their registries.
+exporters and quantization passes from their registries; the record is assembled by finish.py.
 """
 from __future__ import annotations
 
 import contextlib
 import io
-import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
-from .. import __version__
 from ..core.artifact import Artifact
-from ..files.bundle import check_target, check_writable, staging, write_json
 from ..core.data import Data
-from ..device import open_device
 from ..core.errors import EdgekitError, StageError
+from ..core.model import Model
+from ..core.record import BuildRecord
+from ..core.results import FormatFailure, Gate
+from ..device import open_device
 from ..export import Exported, ExportJob, PassContext, exporter_for
 from ..export.tf_client import TfWorker
-from ..measure.gates import Gate, evaluate, missed
-from ..core.results import FormatFailure
-from ..core.model import Model
-from .plan import QUANTIZERS, BuildPlan, make_plan, planned_files
-from ..targets.profiles import DeviceProfile, load_profile, with_overrides
-from ..report.compression import compression_report, manifest_entry
-from ..quantize.onnx_ort import check_calibration
-from ..measure.recommend import fastest_for_target, quantization_notes, recommend
-from ..report.markdown import write_reports
-from ..prune.search import compress
-from .stages import (check_compressible, load_data, load_source, measure, pending_settings, speed_verdicts,
-                     stage)
+from ..files.bundle import check_target, check_writable, staging, write_json
 from ..measure.validate import Reference, reference_outputs
-from ..core.versions import tool_versions
-
-SCHEMA_VERSION = 4  # 4: machine-readable preprocessing, I/O quantization, the C array's MCU facts (apps/README.md)
-TRANSFER_SHARE = 0.4  # of the samples after calibration, set aside for distillation when no train split is given
-USED = ("torch", "torch-pruning", "onnx", "onnxscript", "onnxruntime", "scikit-learn", "tensorflow", "tf-keras", "onnx2tf",
-        "ai-edge-litert", "ai-edge-quantizer", "tflite-micro", "matplotlib")
+from ..prune.search import compress
+from ..quantize.onnx_ort import check_calibration
+from ..report.markdown import write_reports
+from ..targets.profiles import DeviceProfile
+from .finish import TRANSFER_SHARE, make_record
+from .options import BuildOptions
+from .plan import QUANTIZERS, BuildPlan, make_plan, planned_files
+from .stages import check_compressible, load_data, load_source, measure, speed_verdicts, stage
 
 
 @dataclass(frozen=True)
 class BuildResult:
+    """What ``build()`` returns: the bundle's folder and the typed record of the build."""
     bundle: Path
-    artifacts: list[Artifact]
-    gates: list[Gate]
-    report: dict[str, Any] = field(repr=False)
+    record: BuildRecord
+
+    @property
+    def artifacts(self) -> list[Artifact]:
+        return list(self.record.artifacts)
+
+    @property
+    def gates(self) -> list[Gate]:
+        return list(self.record.gates)
 
     @property
     def passed(self) -> bool:
-        return not missed(self.gates)
+        """The build's verdict (record.verdict): what ships meets the gates (or, strict, every file does)."""
+        return self.record.passed
 
     @property
     def failed_gates(self) -> list[Gate]:
-        return missed(self.gates)
+        return self.record.failed_gates
+
+    @property
+    def report(self) -> dict[str, Any]:
+        """report.json's content."""
+        return self.record.to_report()
 
 
-def build(model=None, *, profile: str | Path | DeviceProfile = "iot", weights=None, data=None, out="out",
-          force: bool = False, task: str | None = None, formats: tuple[str, ...] | None = None,
-          trust_pickle: bool = False, calib_samples: int | None = None, val_samples: int | None = None,
-          threads: int | None = None, bits: int | None = None, calibration: str | None = None,
-          int8_io: bool = False, fp16_io: bool = False, prune_ratio: float | None = None,
-          prune_method: str | None = None, lowrank: float | None = None, share_bits: int | None = None,
-          keep: tuple[str, ...] | None = None, output_tasks: dict[str, str] | None = None,
-          dynamic: dict | None = None, static_shape: dict[str, int] | None = None,
-          progress: Callable[[str], None] | None = None, device: str | None = None,
-          accept_host_key: bool = False, labels=None, preprocessing=None) -> BuildResult:
-    """Build, validate, measure and gate a bundle for ``model`` on ``profile``.
+def build(model=None, options: BuildOptions | None = None, *, progress: Callable[[str], None] | None = None,
+          **kwargs: Any) -> BuildResult:
+    """Build, validate, measure and gate a bundle for ``model`` with ``options`` (a BuildOptions).
 
     ``model`` is a source string (see ``load_model``), a ``Model``, or None for the built-in example.
-    ``output_tasks``: output name -> what it is judged by ('distribution', 'probability:0.6',
-    'regression'); ``dynamic``: {input: {axis: name}} axes that stay dynamic in the ONNX file;
-    ``static_shape``: {axis name: size} the size TFLite and the C array are fixed to (the data is cut to it).
-    ``device``: validate and bench every file the device runs there (ssh://user@host[:port], adb:SERIAL;
-    default: the profile's ``target.device``); the gates then use the device's numbers.
-    ``labels`` (a list, or a file: JSON list or one per line) and ``preprocessing`` (a recipe dict or a JSON
-    file, apps/README.md) go into the manifest for apps, replacing what the source declares.
-    Returns a BuildResult; check ``result.passed`` (the CLI exits 1 when it is False).
+    Keyword arguments (``profile='mobile', data='x.npz', ...``: BuildOptions' fields) are a convenience that
+    constructs the options; an unknown one is a usage error. Returns a BuildResult; ``result.passed`` is the
+    verdict (the CLI exits 1 when it is False) and ``result.record`` the typed BuildRecord.
     """
+    if options is not None and kwargs:
+        raise TypeError("build() takes either a BuildOptions or keyword options, not both")
+    opts = options if options is not None else BuildOptions.of(**kwargs)
     log = io.StringIO()
-    prof = profile if isinstance(profile, DeviceProfile) else load_profile(profile)
-    pruning = {key: value for key, value in (("prune.max_ratio", prune_ratio), ("prune.method", prune_method),
-                                             ("prune.lowrank", lowrank), ("prune.share_bits", share_bits),
-                                             ("prune.keep", tuple(keep) if keep else None)) if value is not None}
-    overrides = {key: value for key, value in (("target.threads", threads), ("quantize.weight_bits", bits),
-                                                ("quantize.calibration", calibration)) if value is not None} | pruning
-    prof = with_overrides(prof, overrides) if overrides else prof
-    wanted = tuple(formats) if formats else prof.target.formats
+    prof = opts.resolved_profile()
     started = time.perf_counter()
-    out = Path(out)
+    out = Path(opts.out)
     check_writable(out)
     with stage("load", log, progress):
-        source, arrays, data_source = load_source(model, weights, data, trust_pickle, dynamic)
-        source = with_app_meta(source, labels, preprocessing)
+        source, arrays, data_source = load_source(model, opts.weights, opts.data, opts.trust_pickle, opts.dynamic)
+        source = with_app_meta(source, opts.labels, opts.preprocessing)
     factory = source.meta.get("factory")
     final = out / f"{source.name}-{factory + '-' if factory else ''}{prof.name}"
-    check_target(final, force)
-    device_url = device or prof.target.device
+    check_target(final, opts.force)
+    device_url = opts.device or prof.target.device
     with contextlib.ExitStack() as held:
-        dev = held.enter_context(open_device(device_url, accept_host_key=accept_host_key)) if device_url else None
-        return _build(source, arrays, data_source, prof, final, out, wanted, formats, pruning, overrides, log, started,
-                      progress, dev, task=task, calib_samples=calib_samples, val_samples=val_samples, force=force,
-                      output_tasks=output_tasks, static_shape=static_shape, int8_io=int8_io, fp16_io=fp16_io)
+        dev = held.enter_context(open_device(device_url, accept_host_key=opts.accept_host_key)) if device_url else None
+        return _build(source, arrays, data_source, prof, opts, final, log, started, progress, dev)
 
 
 def with_app_meta(source, labels, preprocessing):
@@ -122,23 +107,24 @@ def with_app_meta(source, labels, preprocessing):
     return replace(source, meta=meta) if meta != source.meta else source
 
 
-def _build(source, arrays, data_source, prof, final, out, wanted, formats, pruning, overrides, log, started, progress,
-           device, *, task, calib_samples, val_samples, force, output_tasks, static_shape, int8_io, fp16_io
-           ) -> BuildResult:
-    skipped_compression = check_compressible(source, prof, explicit=bool(pruning))
-    plan = make_plan(source, prof, wanted, explicit=bool(formats))
+def _build(source: Model, arrays, data_source: str, prof: DeviceProfile, opts: BuildOptions, final: Path,
+           log: io.StringIO, started: float, progress, device) -> BuildResult:
+    out = Path(opts.out)
+    skipped_compression = check_compressible(source, prof, explicit=bool(opts.pruning))
+    wanted = opts.formats or prof.target.formats
+    plan = make_plan(source, prof, wanted, explicit=bool(opts.formats))
     with stage("data", log, progress):
         distils = prof.prune.active and skipped_compression is None and prof.recover.epochs > 0
-        dataset = load_data(source, arrays, data_source, task, calib_samples, val_samples,
-                            transfer=TRANSFER_SHARE if distils else 0.0, static=static_shape)
+        dataset = load_data(source, arrays, data_source, opts.task, opts.calib_samples, opts.val_samples,
+                            transfer=TRANSFER_SHARE if distils else 0.0, static=opts.static_shape)
     if any(s.precisions for s in plan.steps):
         check_calibration(dataset.calibration)  # its small-sample warning is already among the data's notes
     with stage("reference", log, progress):
         reference = reference_outputs(source, dataset, prof.target.resolved_threads,
-                                      {**prof.outputs, **dict(output_tasks or {})})
+                                      {**prof.outputs, **dict(opts.output_tasks or {})})
     compression = None
     try:
-        with staging(final, force) as folder, tempfile.TemporaryDirectory(prefix="edgekit-") as scratch, \
+        with staging(final, opts.force) as folder, tempfile.TemporaryDirectory(prefix="edgekit-") as scratch, \
                 TfWorker(log) as tf:
             if needs_converter(plan, source):
                 tf.prestart()  # its TensorFlow imports overlap pruning and the ONNX export
@@ -148,34 +134,15 @@ def _build(source, arrays, data_source, prof, final, out, wanted, formats, pruni
                     compression = compress(source, dataset, reference, prof, Path(scratch), log=log, progress=progress)
                 source, reference = compression.model, compression.reference
             artifacts, failures = run_plan(plan, source, reference, dataset, prof, folder, Path(scratch), tf, log,
-                                           progress, {"int8_io": int8_io, "fp16_io": fp16_io}, device, teacher)
+                                           progress, {"int8_io": opts.int8_io, "fp16_io": opts.fp16_io}, device,
+                                           teacher)
             with stage("compare speed", log, progress):
                 speed = speed_verdicts(artifacts, folder, dataset, prof)
-            gates = evaluate(prof, artifacts, failures=failures, planned=planned_files(plan))
-            report = _report(source, prof, dataset, reference, artifacts, gates, final, wanted, overrides, started)
-            report["pending"] = list(plan.skipped) + report["pending"]
-            if device is not None:
-                report["device"] = {"url": device.where, "python": device.info.get("python"),
-                                    "uname_m": device.info.get("uname_m"), "cpu": device.info.get("cpu"),
-                                    "runtimes": device.info.get("runtimes")}
-                report["notes"].append(device_note(device, artifacts))
-                if all(a.bench is None or a.bench.measured_on == device.where for a in artifacts):
-                    report["notes"] = [n for n in report["notes"] if "latency here is oversubscribed" not in n]
-            report["notes"] += quantization_notes(prof, artifacts)
-            report["failed"] = [f.to_dict() for f in failures]
-            report["speed"] = speed
-            report["recommended"] = recommend(artifacts, prof.budget.max_accuracy_drop, speed)
-            report["fastest"] = fastest_for_target(artifacts, gates, prof.target.runtimes, speed)
-            report["notes"] += [skipped_compression] if skipped_compression else []
-            if static_shape:
-                report["notes"].append("--static-shape " + ", ".join(f"{k}={v}" for k, v in static_shape.items())
-                                       + ": the samples were cut to that size; every file is validated there")
-            report["notes"] = list(dict.fromkeys(report["notes"]))
-            if compression is not None:
-                report["compression"] = compression_report(compression, artifacts, folder)
+            record = make_record(source, prof, opts, plan, dataset, reference, artifacts, failures, speed, compression,
+                                 skipped_compression, device, final, folder, started)
             with stage("bundle", log, progress):
-                write_json(folder / "manifest.json", _manifest(source, prof, artifacts, gates, report))
-                write_reports(folder, report)
+                write_json(folder / "manifest.json", record.to_manifest())
+                write_reports(folder, record)
                 (folder / "build.log").write_text(log.getvalue())
         (out / f"{final.name}.failed.log").unlink(missing_ok=True)  # an earlier failure's log is stale now
     except EdgekitError:
@@ -183,7 +150,7 @@ def _build(source, arrays, data_source, prof, final, out, wanted, formats, pruni
         out.mkdir(parents=True, exist_ok=True)
         failed_log.write_text(log.getvalue())
         raise
-    return BuildResult(final, artifacts, gates, report)
+    return BuildResult(final, record)
 
 
 def run_plan(plan: BuildPlan, source: Model, reference: Reference, data: Data, prof: DeviceProfile, folder: Path,
@@ -214,7 +181,7 @@ def run_plan(plan: BuildPlan, source: Model, reference: Reference, data: Data, p
         except StageError as exc:
             for path in set(folder.iterdir()) - before:  # nothing half-made stays in the bundle
                 shutil.rmtree(path) if path.is_dir() else path.unlink()
-            failures.append(FormatFailure(name, precision, exc.stage, str(exc).split(": ", 1)[-1]))
+            failures.append(FormatFailure(name, precision, exc.stage, exc.reason))
             log.write(f"format {name} {precision} failed and is left out: {exc}\n")
             return None
         for entry, artifact in measured:
@@ -271,100 +238,3 @@ def needs_converter(plan: BuildPlan, source: Model) -> bool:
 
 def _with_why(entry: Exported, why: str) -> Exported:
     return replace(entry, info=entry.info.with_details(why=why))
-
-
-def _report(source, prof: DeviceProfile, dataset, reference, artifacts, gates, final, wanted, overrides, started) -> dict:
-    return {
-        "schema_version": SCHEMA_VERSION, "edgekit": __version__, "bundle": str(final),
-        "model": {"name": source.name, "origin": source.origin, "loader": source.loader, "kind": source.kind,
-                  "iospec": source.iospec.to_dict()},
-        "profile": prof.to_dict(), "overrides": overrides, "formats_requested": list(wanted),
-        "data": dataset.summary(), "reference": {"metrics": reference.metrics, "task": reference.task},
-        "artifacts": [a.to_dict() for a in artifacts], "gates": [g.to_dict() for g in gates],
-        "passed": not missed(gates), "pending": pending_settings(prof, wanted),
-        "notes": list(dataset.notes) + _machine_notes(prof), "build_seconds": round(time.perf_counter() - started, 2),
-    }
-
-
-def device_note(device, artifacts: list[Artifact]) -> str:
-    there = [a.file for a in artifacts if a.bench is not None and a.bench.measured_on == device.where]
-    host = [a.file for a in artifacts if a.file not in there]
-    return (f"measured on {device.where} ({device.info.get('uname_m')}, {device.info.get('cpu', {}).get('model')}): "
-            f"{', '.join(there) or 'no file'}; on this host: {', '.join(host) or 'no file'}")
-
-
-def _machine_notes(prof: DeviceProfile) -> list[str]:
-    cores = os.cpu_count() or 1
-    if prof.target.resolved_threads > cores:
-        return [f"the profile asks for {prof.target.resolved_threads} threads but this machine has {cores} cores: "
-                "latency here is oversubscribed; measure on the device for firm numbers"]
-    return []
-
-
-def _output_figures(a: Artifact) -> dict | None:
-    """Per output: its task and the figures it was judged by (every output is gated, the worst decides)."""
-    if a.validation is None:
-        return None
-    keys = ("task", "drop", "cosine", "snr_db", "mae", "max_abs_diff_source", "top1_agreement", "threshold",
-            "threshold_agreement", "above_threshold", "above_threshold_reference")
-    return {name: {k: o[k] for k in keys if k in o} for name, o in a.validation.outputs.items()}
-
-
-MCU_KEYS = ("symbol", "header", "ops_header", "ops", "resolver_methods", "unregistered_ops", "arena_bytes",
-            "arena_bytes_with_margin")
-
-
-def _mcu_entry(a: Artifact) -> dict:
-    """What firmware needs of a C array: its headers, symbol, op list and the measured TFLite-Micro arena."""
-    if a.format != "c_array":
-        return {}
-    entry = {"embeds": a.export.embeds, **{k: a.export.details[k] for k in MCU_KEYS if k in a.export.details}}
-    if a.export.tflm is not None and a.export.tflm.loads:
-        entry["arena_bytes_measured"] = a.export.tflm.arena_bytes  # measured again in the measure stage
-    return {"mcu": entry}
-
-
-def _runtime_entry(a: Artifact) -> dict:
-    """What an app must set or know to run the file as it was validated: OpenVINO's precision hint and its
-    weights file, ExecuTorch's delegation."""
-    details, out = a.export.details or {}, {}
-    if a.format == "openvino":
-        out["weights_file"] = str(Path(a.file).with_suffix(".bin"))
-    if details.get("runtime_options"):
-        out["runtime_options"] = dict(details["runtime_options"])
-    if details.get("delegation"):
-        out["delegation"] = dict(details["delegation"])
-    return out
-
-
-def _manifest(source, prof: DeviceProfile, artifacts: list[Artifact], gates, report) -> dict:
-    def latency(a: Artifact) -> dict:
-        b = a.bench.to_dict() if a.bench else {}
-        keys = ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "threads", "runs", "cpu", "init_ms", "first_run_ms",
-                "measured_on", "device")
-        entry = {k: b.get(k) for k in keys}
-        if b.get("by_batch"):  # throughput by request size (bench.batches; the server profile sets it)
-            entry["by_batch"] = b["by_batch"]
-        return entry
-
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "model": source.name,
-        "labels": source.meta.get("labels"),
-        "preprocessing": source.meta.get("preprocessing"),
-        "files": [{"file": a.file, "format": a.format, "runtime": a.runtime, "precision": a.precision,
-                   "sha256": a.sha256, "bytes": a.bytes, "iospec": a.iospec, "precision_map": a.precision_map,
-                   "metrics": a.validation.metrics if a.validation else None, "metric_drop": a.drop,
-                   "outputs": _output_figures(a), "drop_decided_by": a.validation.decided_by if a.validation else None,
-                   "validated_on": a.validation.measured_on if a.validation else None,
-                   "latency": latency(a), **_mcu_entry(a), **_runtime_entry(a)} for a in artifacts],
-        "profile": prof.to_dict(),
-        "gates": [g.to_dict() for g in gates],
-        "recommended": report["recommended"],
-        "fastest": report["fastest"],
-        "failed": report["failed"],
-        "compression": manifest_entry(report.get("compression")),
-        "passed": report["passed"],
-        "pending": report["pending"],
-        "versions": tool_versions(USED),
-    }

@@ -19,6 +19,7 @@ from ..core.model import Model
 from ..files.onnx_io import iospec_from_onnx
 from ..files.precision import precision_map
 from ..targets.profiles import DeviceProfile
+from ..core.record import Comparison, FileSpeed
 from ..core.results import TflmCheck
 from ..runtimes import open_runner
 from ..sources.load import load_model
@@ -225,9 +226,9 @@ def check_compressible(model: Model, profile: DeviceProfile, explicit: bool) -> 
     return None if why is None else f"compression skipped: {why}; the model is quantized and exported as is"
 
 
-def speed_verdicts(artifacts: list[Artifact], folder, data: Data, profile: DeviceProfile) -> dict[str, dict]:
+def speed_verdicts(artifacts: list[Artifact], folder, data: Data, profile: DeviceProfile) -> dict[str, FileSpeed]:
     """Each timed file against its fp32 twin and against the fp32 ONNX file, from interleaved rounds in
-    one process (compare.py): a speedup or slowdown is stated only when every round agrees."""
+    one process (measure/compare.py): a speedup or slowdown is stated only when every round agrees."""
     from ..measure.compare import interleaved, verdict
     from ..core.iospec import IOSpec
 
@@ -247,10 +248,7 @@ def speed_verdicts(artifacts: list[Artifact], folder, data: Data, profile: Devic
     out = {}
     for a in timed:
         twin = next((t.file for t in timed if t.format == a.format and t.precision == "fp32"), None)
-        entry = {"p50_by_round": by_file[a.file]}
-        if twin and twin != a.file:
-            entry["vs_fp32_twin"] = {"twin": twin, **verdict(by_file[twin], by_file[a.file])}
-        if onnx:
-            entry["vs_onnx_fp32"] = verdict(by_file[onnx], by_file[a.file])
-        out[a.file] = entry
+        vs_twin = Comparison(**verdict(by_file[twin], by_file[a.file]), twin=twin) if twin and twin != a.file else None
+        vs_onnx = Comparison(**verdict(by_file[onnx], by_file[a.file])) if onnx else None
+        out[a.file] = FileSpeed(tuple(by_file[a.file]), vs_twin, vs_onnx)
     return out

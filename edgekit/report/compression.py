@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..prune.compression import Compression
+if TYPE_CHECKING:
+    from ..prune.compression import Compression
 
 UNSTRUCTURED_NOTE = ("unstructured sparsity leaves every tensor its full size: dense runtimes (ONNX Runtime, "
                      "LiteRT, TFLite-Micro) run the zeros at full cost, so expect no speedup; the gain is the "
@@ -30,19 +31,6 @@ def compression_report(compression: Compression, artifacts: list, folder: Path) 
     if compression.settings["method"] == "unstructured" and compression.applied:
         out["notes"] = out["notes"] + [UNSTRUCTURED_NOTE]
     return out
-
-
-def manifest_entry(section: dict[str, Any] | None) -> dict[str, Any] | None:
-    """What an app or a CI check needs: the ratio used, the methods and the graph before/after."""
-    if section is None:
-        return None
-    s = section["settings"]
-    keys = ("params", "macs", "bytes", "zip_bytes")
-    return {"applied": section["applied"], "method": s["method"], "ratio": section["ratio"], "ceiling": s["ceiling"],
-            "importance": s["importance"], "lowrank_energy": s["lowrank_energy"], "share_bits": s["share_bits"],
-            "attempts": len(section["attempts"]),
-            "before": {k: section["before"][k] for k in keys} if section["before"] else None,
-            "after": {k: section["after"][k] for k in keys} if "after" in section else None}
 
 
 def markdown(section: dict[str, Any]) -> list[str]:

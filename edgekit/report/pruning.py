@@ -3,11 +3,12 @@ original per layer (bars, kept share printed); unstructured: the share of zero w
 object API with the Agg canvas (no pyplot state)."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 
-def pruning_rows(compression: dict[str, Any] | None) -> tuple[str, list[tuple[str, float, float]]]:
+def pruning_rows(compression: Mapping[str, Any] | None) -> tuple[str, list[tuple[str, float, float]]]:
     """('structured', [(layer, channels before, after)]) or ('unstructured', [(layer, weights, sparsity)]);
     ('', []) when pruning did not change the model."""
     if not compression or not compression.get("applied"):
@@ -22,12 +23,12 @@ def pruning_rows(compression: dict[str, Any] | None) -> tuple[str, list[tuple[st
     return "", []
 
 
-def write_pruning_plot(path: Path, report: dict[str, Any]) -> str | None:
+def write_pruning_plot(path: Path, compression: Mapping[str, Any] | None) -> str | None:
     """Draw pruning.png; returns its one-line description for report.md, or None (nothing pruned)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    kind, rows = pruning_rows(report.get("compression"))
+    kind, rows = pruning_rows(compression)
     if not rows:
         return None
     fig = Figure(figsize=(max(6.0, 0.32 * len(rows) + 2), 4.6), dpi=110)

@@ -109,6 +109,7 @@ class Budget(Config):
     flash_kb: float | None = None  # file size the device can store
     ram_kb: float | None = None  # working memory on a microcontroller: the TFLite-Micro arena
     rss_mb: float | None = None  # peak resident-memory growth of a Linux/phone runtime
+    strict_gates: bool = False  # every file must meet every gate (default: every format ships a file that does)
 
     def check(self) -> None:
         if self.max_accuracy_drop < 0:

@@ -1,0 +1,165 @@
+"""The JSON key names of manifest.json and report.json: ``BuildRecord.to_manifest()`` and ``to_report()``.
+
+Nothing else in edgekit writes or reads these keys for a build. The manifest is the contract with apps
+(apps/README.md, apps/manifest.schema.json); report.json is everything the report shows.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .artifact import Artifact
+
+if TYPE_CHECKING:
+    from .record import BuildRecord, Comparison, FastestPick, FileSpeed, Recommendation, Verdict
+
+MCU_KEYS = ("symbol", "header", "ops_header", "ops", "resolver_methods", "unregistered_ops", "arena_bytes",
+            "arena_bytes_with_margin")
+LATENCY_KEYS = ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "threads", "runs", "cpu", "init_ms",
+                "first_run_ms", "measured_on", "device")
+OUTPUT_KEYS = ("task", "drop", "cosine", "snr_db", "mae", "max_abs_diff_source", "top1_agreement", "threshold",
+               "threshold_agreement", "above_threshold", "above_threshold_reference")
+COMPRESSION_KEYS = ("params", "macs", "bytes", "zip_bytes")
+
+
+def comparison(c: Comparison) -> dict[str, Any]:
+    out: dict[str, Any] = {"twin": c.twin} if c.twin is not None else {}
+    out["speedup"] = c.speedup
+    out.update({k: v for k, v in (("low", c.low), ("high", c.high)) if v is not None})
+    out["verdict"] = c.verdict
+    if c.rounds is not None:
+        out["rounds"] = c.rounds
+    return out
+
+
+def file_speed(s: FileSpeed) -> dict[str, Any]:
+    out: dict[str, Any] = {"p50_by_round": list(s.p50_by_round)}
+    if s.vs_fp32_twin is not None:
+        out["vs_fp32_twin"] = comparison(s.vs_fp32_twin)
+    if s.vs_onnx_fp32 is not None:
+        out["vs_onnx_fp32"] = comparison(s.vs_onnx_fp32)
+    return out
+
+
+def recommendations(recs: tuple[Recommendation, ...]) -> dict[str, Any]:
+    return {r.runtime: {"file": r.file, "why": r.why, "slower_than_fp32": list(r.slower_than_fp32)} for r in recs}
+
+
+def fastest(f: FastestPick | None) -> dict[str, Any] | None:
+    if f is None:
+        return None
+    return {"file": f.file, "runtime": f.runtime, "format": f.format, "precision": f.precision, "p50_ms": f.p50_ms,
+            "measured_by": f.measured_by, "measured_on": f.measured_on, "cpu": f.cpu,
+            "tied_with": list(f.tied_with), "why": f.why}
+
+
+def verdict(v: Verdict) -> dict[str, Any]:
+    return {"passed": v.passed, "rule": "every file" if v.strict else "what ships", "reasons": list(v.reasons),
+            "shipped_despite": list(v.shipped_despite)}
+
+
+def _output_figures(a: Artifact) -> dict | None:
+    """Per output: its task and the figures it was judged by (every output is gated, the worst decides)."""
+    if a.validation is None:
+        return None
+    return {name: {k: o[k] for k in OUTPUT_KEYS if k in o} for name, o in a.validation.outputs.items()}
+
+
+def _mcu_entry(a: Artifact) -> dict:
+    """What firmware needs of a C array: its headers, symbol, op list and the measured TFLite-Micro arena."""
+    if a.format != "c_array":
+        return {}
+    entry = {"embeds": a.export.embeds, **{k: a.export.details[k] for k in MCU_KEYS if k in a.export.details}}
+    if a.export.tflm is not None and a.export.tflm.loads:
+        entry["arena_bytes_measured"] = a.export.tflm.arena_bytes  # measured again in the measure stage
+    return {"mcu": entry}
+
+
+def _runtime_entry(a: Artifact) -> dict:
+    """What an app must set or know to run the file as it was validated: OpenVINO's precision hint and its
+    weights file, ExecuTorch's delegation."""
+    details, out = a.export.details or {}, {}
+    if a.format == "openvino":
+        out["weights_file"] = str(Path(a.file).with_suffix(".bin"))
+    if details.get("runtime_options"):
+        out["runtime_options"] = dict(details["runtime_options"])
+    if details.get("delegation"):
+        out["delegation"] = dict(details["delegation"])
+    return out
+
+
+def _latency(a: Artifact) -> dict:
+    b = a.bench.to_dict() if a.bench else {}
+    entry = {k: b.get(k) for k in LATENCY_KEYS}
+    if b.get("by_batch"):  # throughput by request size (bench.batches; the server profile sets it)
+        entry["by_batch"] = b["by_batch"]
+    return entry
+
+
+def _file_entry(a: Artifact) -> dict[str, Any]:
+    v = a.validation
+    return {"file": a.file, "format": a.format, "runtime": a.runtime, "precision": a.precision, "sha256": a.sha256,
+            "bytes": a.bytes, "iospec": a.iospec, "precision_map": a.precision_map,
+            "metrics": v.metrics if v else None, "metric_drop": a.drop, "outputs": _output_figures(a),
+            "drop_decided_by": v.decided_by if v else None, "validated_on": v.measured_on if v else None,
+            "latency": _latency(a), **_mcu_entry(a), **_runtime_entry(a)}
+
+
+def _compression_entry(section) -> dict[str, Any] | None:
+    """What an app or a CI check needs: the ratio used, the methods and the graph before/after."""
+    if section is None:
+        return None
+    s = section["settings"]
+    return {"applied": section["applied"], "method": s["method"], "ratio": section["ratio"], "ceiling": s["ceiling"],
+            "importance": s["importance"], "lowrank_energy": s["lowrank_energy"], "share_bits": s["share_bits"],
+            "attempts": len(section["attempts"]),
+            "before": {k: section["before"][k] for k in COMPRESSION_KEYS} if section["before"] else None,
+            "after": {k: section["after"][k] for k in COMPRESSION_KEYS} if "after" in section else None}
+
+
+def manifest(r: BuildRecord) -> dict[str, Any]:
+    """manifest.json: what an app needs to run the bundle's files with nothing but a runtime."""
+    return {
+        "schema_version": r.schema_version,
+        "model": r.source.name,
+        "labels": list(r.source.labels) if r.source.labels is not None else None,
+        "preprocessing": r.source.preprocessing,
+        "files": [_file_entry(a) for a in r.artifacts],
+        "profile": r.profile.to_dict(),
+        "gates": [g.to_dict() for g in r.gates],
+        "recommended": recommendations(r.recommended),
+        "fastest": fastest(r.fastest),
+        "failed": [f.to_dict() for f in r.failures],
+        "compression": _compression_entry(r.compression),
+        "passed": r.passed,
+        "pending": list(r.pending),
+        "versions": dict(r.versions),
+    }
+
+
+def report(r: BuildRecord) -> dict[str, Any]:
+    """report.json: the manifest's facts and everything the report shows."""
+    d = r.data
+    out: dict[str, Any] = {
+        "schema_version": r.schema_version, "edgekit": r.edgekit, "bundle": str(r.bundle),
+        "model": {"name": r.source.name, "origin": r.source.origin, "loader": r.source.loader, "kind": r.source.kind,
+                  "iospec": r.source.iospec},
+        "profile": r.profile.to_dict(), "overrides": dict(r.overrides), "formats_requested": list(r.formats_requested),
+        "data": {"source": d.source, "task": d.task, "task_detected": d.task_detected, "calibration": d.calibration,
+                 "validation": d.validation, "train": d.train, "train_kind": d.train_kind, "labels": d.labels,
+                 "notes": list(d.notes)},
+        "reference": {"metrics": r.reference.metrics, "task": r.reference.task},
+        "artifacts": [a.to_dict() for a in r.artifacts], "gates": [g.to_dict() for g in r.gates],
+        "passed": r.passed, "pending": list(r.pending), "notes": [n.text for n in r.notes],
+        "build_seconds": r.build_seconds,
+    }
+    if r.device is not None:
+        out["device"] = asdict(r.device)
+    out.update({"failed": [f.to_dict() for f in r.failures],
+                "speed": {file: file_speed(s) for file, s in r.speed.items()},
+                "recommended": recommendations(r.recommended), "fastest": fastest(r.fastest)})
+    if r.compression is not None:
+        out["compression"] = dict(r.compression)
+    out["verdict"] = verdict(r.verdict)
+    return out
