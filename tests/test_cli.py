@@ -176,3 +176,35 @@ def test_a_failing_format_is_listed_and_the_others_ship(user_models, two_input_d
     gates = {(g["name"], g["file"]): g["passed"] for g in manifest["gates"]}
     assert gates[("formats", "onnx")] is True and gates[("formats", "tflite")] is False
     assert "Files not made" in (bundle / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_the_exit_code_answers_whether_the_model_can_ship(tmp_path):
+    """The built-in CNN's fp32 TFLite file (about 1000 KB) misses a 600 KB flash budget while its int8 and int4
+    files (about 360 and 230 KB) meet every gate: exit 0, the fp32 file stays, marked and never recommended;
+    exit 1 with --strict-gates; and exit 1 naming the format when no file of it fits."""
+    def profile(flash_kb):
+        path = tmp_path / f"flash{flash_kb}.toml"
+        path.write_text(f'name = "flash{flash_kb}"\nextends = "iot"\n[prune]\nmethod = "none"\n[budget]\n'
+                        f'flash_kb = {flash_kb}\n[bench]\nwarmup = 2\nruns = 20\nbatch = 4\nmax_seconds = 2.0\n')
+        return path
+
+    code, out, err = run("build", "--profile", profile(600), "--formats", "tflite", "--out", tmp_path / "a")
+    assert code == 0, err
+    manifest = json.loads((tmp_path / "a" / "digits_cnn-flash600" / "manifest.json").read_text())
+    sizes = {f["file"]: f["bytes"] / 1024 for f in manifest["files"]}
+    assert sizes["digits_cnn.tflite"] > 600 > max(sizes["digits_cnn_int8.tflite"], sizes["digits_cnn_int4.tflite"])
+    flash = {g["file"]: g["passed"] for g in manifest["gates"] if g["name"] == "flash"}
+    assert flash == {"digits_cnn.tflite": False, "digits_cnn_int8.tflite": True, "digits_cnn_int4.tflite": True}
+    assert manifest["passed"] is True
+    assert manifest["recommended"]["litert"]["file"] in ("digits_cnn_int8.tflite", "digits_cnn_int4.tflite")
+    assert "missed a gate, kept and never recommended: digits_cnn.tflite" in out
+    assert (tmp_path / "a" / "digits_cnn-flash600" / "digits_cnn.tflite").is_file()
+
+    code, _, err = run("build", "--profile", profile(600), "--formats", "tflite", "--out", tmp_path / "b",
+                       "--strict-gates")
+    assert code == 1 and "flash gate MISSED on digits_cnn.tflite" in err, err
+
+    code, _, err = run("build", "--profile", profile(100), "--formats", "tflite", "--out", tmp_path / "c")
+    assert code == 1, err
+    assert "edgekit: verdict: format tflite: no file meets every gate" in err

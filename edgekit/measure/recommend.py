@@ -34,8 +34,8 @@ def _slower(a: Artifact, speed: Mapping[str, FileSpeed]) -> bool:
 
 def recommend(artifacts: list[Artifact], budget: float, speed: Mapping[str, FileSpeed] | None = None,
               missed_gates: Iterable[str] = ()) -> tuple[Recommendation, ...]:
-    """Per runtime, the fastest file within the accuracy budget that is not slower than its fp32 twin and
-    missed no gate (``missed_gates``: the files that did; they stay in the bundle, never recommended).
+    """Per runtime, the fastest file within the accuracy budget that is not slower than its fp32 twin (when the
+    twin itself could ship) and missed no gate (``missed_gates``: the files that did; they stay in the bundle, never recommended).
     With ``speed`` (interleaved verdicts, stages.speed_verdicts) a file is slower only when every round
     says so; within the noise it is tied and stays a candidate."""
     out = []
@@ -45,7 +45,9 @@ def recommend(artifacts: list[Artifact], budget: float, speed: Mapping[str, File
         twin = next((a for a in mine if a.precision == "fp32"), None)
         twin_p50 = twin.bench.p50_ms if twin is not None and twin.bench is not None else None
         ok = [a for a in mine if a.validation is not None and a.validation.drop <= budget and a.file not in missed]
-        if speed:
+        if twin not in ok:  # the twin cannot ship (over budget, or it missed a gate): being slower is no reason
+            flagged = []
+        elif speed:
             flagged = [a.file for a in ok if _slower(a, speed)]
         else:
             flagged = [a.file for a in ok if twin_p50 and a.bench and a.bench.p50_ms > twin_p50 and a is not twin]
