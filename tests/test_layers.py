@@ -38,10 +38,15 @@ def layer_of(module: str) -> int | None:
 
 def imports_of(path: Path) -> set[str]:
     """Every edgekit module ``path`` imports, at any depth of the file."""
-    me = module_name(path)
-    package = me if path.name == "__init__.py" else me.rpartition(".")[0]
+    return imports_in(path.read_text(), module_name(path), path.name == "__init__.py")
+
+
+def imports_in(source: str, me: str, is_package: bool) -> set[str]:
+    """Every edgekit module the source of module ``me`` imports, lazy ones inside functions included; not
+    those under ``if TYPE_CHECKING:``, which only annotations see (a type from a layer above may be named there)."""
+    package = me if is_package else me.rpartition(".")[0]
     found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in _runtime_nodes(ast.parse(source)):
         if isinstance(node, ast.Import):
             found |= {a.name for a in node.names if a.name.startswith("edgekit")}
         elif isinstance(node, ast.ImportFrom):
@@ -58,6 +63,24 @@ def imports_of(path: Path) -> set[str]:
                 found.add(sub if (ROOT.parent / Path(*sub.split("."))).with_suffix(".py").is_file()
                           or (ROOT.parent / Path(*sub.split("."))).is_dir() else target)
     return found - {me}
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+        and isinstance(test.value, ast.Name) and test.value.id == "typing")
+
+
+def _runtime_nodes(tree: ast.AST):
+    """ast.walk, less the bodies of ``if TYPE_CHECKING:`` / ``if typing.TYPE_CHECKING:`` (their ``else`` runs)."""
+    todo = [tree]
+    while todo:
+        node = todo.pop()
+        yield node
+        if isinstance(node, ast.If) and _is_type_checking(node.test):
+            todo.extend(node.orelse)
+        else:
+            todo.extend(ast.iter_child_nodes(node))
 
 
 def graph() -> dict[str, set[str]]:
@@ -116,6 +139,27 @@ def test_the_walker_sees_lazy_and_relative_imports():
     lazy = imports_of(ROOT / "runtimes" / "__init__.py")
     assert "edgekit.runtimes.torch_runner" in lazy  # imported inside reference_runner()
     assert layer_of("edgekit.cli.main") > layer_of("edgekit.pipeline.build") > layer_of("edgekit.prune.search")
+
+
+def test_the_walker_skips_type_checking_imports():
+    """An import only annotations see (under ``if TYPE_CHECKING:``) is no dependency; a lazy one still is."""
+    source = """
+import typing
+from typing import TYPE_CHECKING
+if TYPE_CHECKING:
+    from ..cli.main import main
+if typing.TYPE_CHECKING:
+    import edgekit.serve
+else:
+    from ..runtimes import base
+def run(device: "Device") -> None:
+    from ..device import open_device
+    if TYPE_CHECKING:
+        from ..device import Device
+"""
+    found = imports_in(source, "edgekit.pipeline.stages", is_package=False)
+    assert found == {"edgekit.runtimes.base", "edgekit.device"}, found
+    assert imports_of(ROOT / "pipeline" / "stages.py") >= {"edgekit.device.remote"}  # device_bench, lazily
 
 
 def test_modules_stay_small():

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from .errors import UsageError, did_you_mean
 
@@ -16,6 +16,8 @@ class Config:
     Subclasses validate values in ``check()`` by raising ``ValueError`` with a
     message that quotes the bad value.
     """
+    if TYPE_CHECKING:  # what @dataclass gives every subclass; tells mypy dataclasses.fields() applies
+        __dataclass_fields__: ClassVar[dict[str, dataclasses.Field[Any]]]
 
     def check(self) -> None:  # overridden by subclasses
         return None

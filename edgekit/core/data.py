@@ -85,7 +85,7 @@ def prepare(arrays: dict[str, np.ndarray], iospec: IOSpec, *, source: str, task:
     ignored = sorted(set(arrays) - used)
     if ignored:
         notes.append(f"arrays not used by the model and ignored: {', '.join(ignored)}")
-    if chosen == "classification":
+    if chosen == "classification" and labels is not None:  # refused above when None
         labels = labels.astype(np.int64)
 
     order = np.random.default_rng(seed).permutation(n)

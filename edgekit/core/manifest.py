@@ -79,7 +79,8 @@ def _mcu_entry(a: Artifact) -> dict:
 def _runtime_entry(a: Artifact) -> dict:
     """What an app must set or know to run the file as it was validated: OpenVINO's precision hint and its
     weights file, ExecuTorch's delegation."""
-    details, out = a.export.details or {}, {}
+    details = a.export.details or {}
+    out: dict[str, Any] = {}
     if a.format == "openvino":
         out["weights_file"] = str(Path(a.file).with_suffix(".bin"))
     if details.get("runtime_options"):

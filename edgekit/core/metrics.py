@@ -16,6 +16,8 @@ def task_metrics(task: str, output: np.ndarray, labels: np.ndarray | None, refer
         out["top1"] = float(accuracy_score(labels, output.argmax(axis=-1)))
     elif task == "regression":
         from sklearn.metrics import mean_absolute_error, r2_score
+        if labels is None:
+            raise ValueError("task 'regression' needs labels to compute MAE and R²")
         pred = output.reshape(len(labels), -1)
         target = labels.reshape(len(labels), -1)
         out["mae"] = float(mean_absolute_error(target, pred))
@@ -93,6 +95,7 @@ def output_fidelity(task: str, output: np.ndarray, reference: np.ndarray) -> dic
         out["top1_agreement"] = float(np.mean(got.argmax(axis=1) == ref.argmax(axis=1)))
         out["drop"] = 1.0 - out["top1_agreement"]
     elif kind == "probability":
+        assert threshold is not None  # parse_output_task gives probability a threshold (0.5 by default)
         out["threshold"] = threshold
         out["threshold_agreement"] = float(np.mean((got > threshold) == (ref > threshold)))
         out["above_threshold"] = int(np.sum(got > threshold))

@@ -87,8 +87,10 @@ def notes(prof: DeviceProfile, dataset: Data, artifacts: list[Artifact], device,
     if static_shape:
         out.append(Note("shape", "--static-shape " + ", ".join(f"{k}={v}" for k, v in static_shape.items())
                         + ": the samples were cut to that size; every file is validated there"))
-    seen: set[str] = set()
-    return tuple(n for n in out if not (n.text in seen or seen.add(n.text)))
+    first: dict[str, Note] = {}  # one note per text, the first, in order
+    for n in out:
+        first.setdefault(n.text, n)
+    return tuple(first.values())
 
 
 def device_note(device, artifacts: list[Artifact]) -> str:

@@ -6,7 +6,7 @@ import io
 import time
 import traceback
 from dataclasses import replace
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from ..core.artifact import Artifact, file_digest
 from ..measure.bench import bench_file
@@ -24,6 +24,10 @@ from ..core.results import TflmCheck
 from ..runtimes import open_runner
 from ..sources.load import load_model
 from ..measure.validate import Reference, other_size_check, validate_file
+from ..runtimes.tflm import TflmRunner
+
+if TYPE_CHECKING:  # only for the annotations: edgekit.device is imported where a device is used
+    from ..device import Device
 
 
 @contextlib.contextmanager
@@ -92,7 +96,7 @@ def at_static_shape(arrays: dict, model: Model, static: dict[str, int]) -> dict:
 
 
 def measure(exported: Exported, reference: Reference, data: Data, profile: DeviceProfile,
-            model: Model | None = None, device=None) -> Artifact:
+            model: Model | None = None, device: Device | None = None) -> Artifact:
     """Validate a file in its runtime against the reference (once: a file a search already validated keeps
     that result), then time it; an Artifact. With a ``device`` (``edgekit.device.Device``) a file whose
     runtime the device has is validated and timed there too, and its Artifact carries the device's figures."""
@@ -106,20 +110,21 @@ def measure(exported: Exported, reference: Reference, data: Data, profile: Devic
         if fmt.runtime != "tflm":  # edgekit wrote this file: its runtime refusing it is edgekit's failure
             raise StageError(f"load {exported.path.name}", str(exc).replace(str(run_path), run_path.name)) from None
         runner, info = None, replace(info, tflm=TflmCheck(False, error=str(exc).replace(str(run_path), run_path.name)))
-    if getattr(runner, "notes", ()):
-        info = replace(info, notes=info.notes + tuple(runner.notes))
+    runner_notes = getattr(runner, "notes", ())
+    if runner_notes:
+        info = replace(info, notes=info.notes + tuple(runner_notes))
     validation = exported.validation
     if runner is not None and validation is None:
         validation = validate_file(run_path, reference, data, fmt.tolerance_for(exported.precision),
                                    runtime=fmt.runtime, threads=threads, runner=runner)
-    on_device = device is not None and runner is not None and fmt.runtime in ("onnxruntime", "litert")
-    if on_device and not device.can_run(fmt.runtime):
-        info = info.with_details(measured_on=f"host: {device.where} has no {fmt.runtime}")
-        on_device = False
-    elif device is not None and not on_device:
+    on_device = device if runner is not None and fmt.runtime in ("onnxruntime", "litert") else None
+    if on_device is not None and not on_device.can_run(fmt.runtime):
+        info = info.with_details(measured_on=f"host: {on_device.where} has no {fmt.runtime}")
+        on_device = None
+    elif device is not None and on_device is None:
         info = info.with_details(measured_on=f"host: {device.where} does not run {fmt.runtime} files")
-    if on_device:
-        info, validation = _validate_on_device(device, run_path, runner, reference, data, fmt, exported, info,
+    if on_device is not None:
+        info, validation = _validate_on_device(on_device, run_path, runner, reference, data, fmt, exported, info,
                                                validation)
     if model is not None and fmt.runtime == "onnxruntime" and runner is not None:
         check = other_size_check(run_path, model, data, runtime=fmt.runtime, threads=threads, runner=runner)
@@ -129,16 +134,16 @@ def measure(exported: Exported, reference: Reference, data: Data, profile: Devic
                 raise StageError(f"validate {exported.path.name}", f"the file does not run at {check['shapes']}, "
                                  f"a size its dynamic axes allow: {check.get('error', 'outputs missing')}")
     timing = None
-    if fmt.runtime == "tflm" and runner is not None:
+    if fmt.runtime == "tflm" and isinstance(runner, TflmRunner):
         info = replace(info, tflm=TflmCheck(True, runner.arena_used_bytes(), note=(
             "TFLite-Micro runs reference kernels on this host; its latency here says nothing about an MCU, "
             "so it is not timed")))
-    elif fmt.runtime != "tflm":
+    elif fmt.runtime != "tflm" and runner is not None:  # only a tflm file may have no runner
         b = profile.bench
         one = sample_for(runner.file_spec, {k: v[:1] for k, v in data.validation.inputs.items()})
-        if on_device:
+        if on_device is not None:
             from ..device.remote import device_bench
-            timing = device_bench(device, run_path, fmt.runtime, one, threads=threads, warmup=b.warmup, runs=b.runs,
+            timing = device_bench(on_device, run_path, fmt.runtime, one, threads=threads, warmup=b.warmup, runs=b.runs,
                                   min_seconds=b.min_seconds, repeat=b.repeat, max_seconds=b.max_seconds)
         else:
             timing = bench_file(run_path, runtime=fmt.runtime, threads=threads, warmup=b.warmup, runs=b.runs,
@@ -163,7 +168,7 @@ def _with_io_quantization(iospec: dict, path) -> dict:
     return {side: [add(t) for t in iospec[side]] for side in ("inputs", "outputs")}
 
 
-def _validate_on_device(device, run_path, runner, reference, data, fmt, exported, info, host_validation):
+def _validate_on_device(device: Device, run_path, runner, reference, data, fmt, exported, info, host_validation):
     """The device's validation replaces the host's in the Artifact; the host's stays beside it."""
     from ..device.remote import validate_on_device
     from ..core.errors import ValidationFailed
