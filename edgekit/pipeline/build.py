@@ -202,6 +202,8 @@ def run_plan(plan: BuildPlan, source: Model, reference: Reference, data: Data, p
                         produced=tuple(produced), missed_budget=frozenset(missed_budget),
                         min_delegated_share=prof.target.min_delegated_share)
         exporter = exporter_for(name, source.kind)
+        if exporter is None:  # make_plan refuses such a format up front; a registry change must not pass silently
+            raise StageError(f"export {name}", f"no exporter is registered for {name} from a {source.kind} model")
         measured = attempt(name, "fp32", f"export {name}", lambda: exporter(job))
         if measured is None:
             continue
