@@ -85,11 +85,10 @@ def _from_folder(folder: Path, trust_remote_code: bool, tokenizer: Any) -> Model
     notes = _check_remote_code(folder, config, causal[0], trust_remote_code)
     tok = _tokenizer(tokenizer, trust_remote_code) if tokenizer is not None else \
         _folder_tokenizer(folder, trust_remote_code)
-    import torch
     from transformers import AutoModelForCausalLM
 
     try:
-        module = AutoModelForCausalLM.from_pretrained(str(folder), local_files_only=True, dtype=torch.float32,
+        module = AutoModelForCausalLM.from_pretrained(str(folder), local_files_only=True, **fp32(),
                                                       trust_remote_code=trust_remote_code)
     except Exception as exc:
         raise UsageError(f"model folder {folder} cannot be loaded: {one_line(exc)}") from None
@@ -141,7 +140,6 @@ def _from_gguf(file: Path, tokenizer: Any) -> Model:
         raise UsageError(f"model file {file} not found; check the path")
     _need("transformers", "tokenizers", "gguf", "accelerate", why="reading a .gguf file")
     arch = gguf_architecture(file)
-    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
@@ -153,13 +151,22 @@ def _from_gguf(file: Path, tokenizer: Any) -> Model:
         raise UsageError(f"{file}: its tokenizer cannot be read ({one_line(exc)}); pass --tokenizer DIR") from None
     try:
         loaded = AutoModelForCausalLM.from_pretrained(str(file.parent), gguf_file=file.name, local_files_only=True,
-                                                      dtype=torch.float32, **_dequantized())
+                                                      **fp32(), **_dequantized())
     except Exception as exc:
         raise UsageError(f"{file} ({arch}) cannot be loaded by transformers: {one_line(exc)}") from None
     module = plain_copy(loaded)
     del loaded
     return lm_model(module, tok, name=file.stem, loader="gguf", origin=str(file), hf_dir=None,
                     notes=[f"dequantized from GGUF ({arch}) to fp32 by transformers"])
+
+
+def fp32() -> dict:
+    """transformers' keyword for a float32 model: ``dtype`` since 4.56, ``torch_dtype`` before."""
+    import torch
+    import transformers
+
+    major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
+    return {"dtype" if (major, minor) >= (4, 56) else "torch_dtype": torch.float32}
 
 
 def _dequantized() -> dict:
@@ -238,14 +245,13 @@ def _from_factory(source: str, trust_remote_code: bool, tokenizer: Any) -> Model
 def plain_copy(module):
     """The same weights in a plain model built from the config, without the quantizer transformers attaches when it
     reads a GGUF file (such a model refuses ``save_pretrained``)."""
-    import torch
     from transformers import AutoModelForCausalLM
 
     config = copy.deepcopy(module.config)
     if hasattr(config, "quantization_config"):
         del config.quantization_config
     config.architectures = [type(module).__name__]
-    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    plain = AutoModelForCausalLM.from_config(config, **fp32())
     result = plain.load_state_dict(module.state_dict(), strict=False)
     tied = set(getattr(plain, "_tied_weights_keys", None) or ())
     missing = [k for k in result.missing_keys if k not in tied and not k.endswith("lm_head.weight")]
