@@ -114,9 +114,10 @@ def paragraphs(raw: str) -> list[str]:
 
 
 def builtin_text(part: str = "heldout") -> Text:
-    """English prose that ships with Python: ``pydoc_data.topics`` (the language reference's topics, ~0.5 MB).
+    """English prose that ships with Python: ``pydoc_data.topics`` (the language reference's topics, ~0.5 MB),
+    cut into paragraphs; repeated paragraphs are kept once.
 
-    Repeated paragraphs are kept once. ``part``: ``train`` (4 of every 5 paragraphs, what the built-in example LM learns from), ``heldout`` (the
+    ``part``: ``train`` (4 of every 5 paragraphs, what the built-in example LM learns from), ``heldout`` (the
     other paragraphs: the default data, text the example LM never saw) or ``all``."""
     if part not in BUILTIN_PARTS:
         raise UsageError(f"built-in text part '{part}' is unknown; choose one of {', '.join(BUILTIN_PARTS)}")
@@ -151,7 +152,8 @@ def split_text(text: Text | str | Sequence[str], tokenizer: Any, *, context: int
     The documents are tokenized and joined (with the tokenizer's EOS between them where it has one) into one
     stream cut into consecutive windows; a seeded shuffle gives ``validation`` windows, then ``calibration``
     windows. With fewer windows than asked, validation keeps at least half. Prompts are the text's own (jsonl
-    ``prompt``, all of them), else the first sentence(s) of documents whose first tokens lie outside every validation window."""
+    ``prompt``, all of them), else the first sentence(s) of up to ``prompts`` documents (seeded) whose first tokens
+    lie outside every validation window."""
     if isinstance(text, str):
         text = Text(documents=(text,), source="text")
     elif not isinstance(text, Text):
