@@ -113,7 +113,7 @@ def build(model, profile, weights, data, out, force, task, formats, threads, cal
 
     from ..targets.formats import parse_formats
     from ..pipeline.build import build as run_build
-    from ..report.markdown import render_table
+    from .tables import print_build_table
 
     console = _console()
     with console.status("starting", spinner="dots") as status:
@@ -129,8 +129,7 @@ def build(model, profile, weights, data, out, force, task, formats, threads, cal
     if as_json:
         click.echo(json.dumps(result.report, indent=2))
     else:
-        console = _console(stderr=False)
-        console.print(render_table(result.report), width=min(120, console.width))  # cells wrap to fit 120 columns
+        print_build_table(result.report)  # one line per file: narrowed on a terminal, full rows into a pipe
         for runtime, rec in result.report["recommended"].items():
             flagged = f"; slower than fp32, not recommended: {', '.join(rec['slower_than_fp32'])}" \
                 if rec["slower_than_fp32"] else ""

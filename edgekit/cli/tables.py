@@ -1,4 +1,4 @@
-"""Small CLI helpers for `edgekit bench --batch`: parsing the sizes and printing the per-batch table."""
+"""Small CLI helpers: `edgekit build`'s table, `edgekit bench --batch`'s sizes and per-batch table, `inspect`'s rows."""
 from __future__ import annotations
 
 import click
@@ -10,6 +10,22 @@ def console(stderr: bool = True):
 
     out = Console(stderr=stderr)
     return out if out.is_terminal else Console(stderr=stderr, width=150)
+
+
+def print_build_table(report: dict) -> None:
+    """`edgekit build`'s table: on a terminal, one line per file at the terminal's width; into a pipe or a CI
+    log, the full rows as plain text, never wrapped."""
+    from ..report.markdown import COLUMNS, table_rows
+    from ..report.table import fit_table
+
+    out = console(stderr=False)
+    verdict = "PASS" if report["passed"] else "FAIL"
+    title = f"edgekit build {report['model']['name']} --profile {report['profile']['name']}: {verdict}"
+    shown = fit_table(title, COLUMNS, table_rows(report), width=out.width, terminal=out.is_terminal)
+    if out.is_terminal:
+        out.print(shown)
+    else:
+        click.echo(shown)
 
 
 def batch_sizes(text: str) -> list[int]:
