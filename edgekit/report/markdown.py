@@ -69,28 +69,6 @@ def title(record: BuildRecord) -> str:
     return f"edgekit build {record.source.name} --profile {record.profile.name}: {'PASS' if record.passed else 'FAIL'}"
 
 
-def render_table(record: BuildRecord, width: int = 120):
-    """The terminal table, at most ``width`` columns: the zip column goes first when it does not fit,
-    then cells wrap (file names fold, never truncate)."""
-    from rich.table import Table
-
-    rows = table_rows(record)
-    columns = list(COLUMNS)
-
-    def natural(cols) -> int:
-        idx = [COLUMNS.index(c) for c in cols]
-        return sum(max([len(c)] + [len(r[i]) for r in rows]) + 3 for c, i in zip(cols, idx)) + 1
-    if natural(columns) > width:
-        columns.remove("zip")
-    table = Table(title=title(record))
-    for col in columns:
-        table.add_column(col, justify="right" if col not in ("file", "format", "gates", "metric") else "left",
-                         overflow="fold", no_wrap=col not in ("metric", "gates"))  # only these two wrap
-    for row in rows:
-        table.add_row(*(row[COLUMNS.index(c)] for c in columns))
-    return table
-
-
 def to_markdown(record: BuildRecord) -> str:
     r, d = record, record.data
     lines = [f"# edgekit report: {r.source.name} for profile {r.profile.name}", "",
