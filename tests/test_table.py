@@ -111,9 +111,12 @@ def test_no_rows_and_a_tiny_terminal_still_print():
 
 def test_the_cli_prints_full_rows_into_a_pipe(monkeypatch, capsys):
     from edgekit.cli.tables import print_build_table
+    from edgekit.report.markdown import table_rows
+    from test_record import _record
 
-    monkeypatch.setattr("edgekit.report.markdown.table_rows", lambda report: ROWS)
-    print_build_table({"model": {"name": M}, "profile": {"name": "iot"}, "passed": False})
+    record = _record(monkeypatch)
+    print_build_table(record)
     out = capsys.readouterr().out.splitlines()
-    assert out[0] == TITLE and len(out) == 2 + len(ROWS)
-    assert all(row[0] in line and row[10] in line for row, line in zip(ROWS, out[2:]))
+    rows = table_rows(record)
+    assert out[0] == "edgekit build m --profile mobile: FAIL" and len(out) == 2 + len(rows) == 2 + len(record.artifacts)
+    assert all(row[0] in line and row[10] in line for row, line in zip(rows, out[2:]))
