@@ -7,6 +7,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .attempt import Attempt
+
 
 @dataclass(frozen=True)
 class ValidationResult:
@@ -82,7 +84,9 @@ class TflmCheck:
 
 @dataclass(frozen=True)
 class ExportInfo:
-    """How a file was made. ``details`` holds what only the report shows (attempts, plans, sensitivity)."""
+    """How a file was made. ``attempts``: what its search tried (``chosen``: the label of the one shipped);
+    ``details`` holds what only the report shows (plans, sensitivity, QAT) and what the manifest copies
+    (runtime options, delegation, the C array's headers)."""
     exporter: str
     made_from: str | None = None  # the file it was converted or quantized from
     embeds: str | None = None  # a C array: the .tflite file it embeds
@@ -90,6 +94,8 @@ class ExportInfo:
     notes: tuple[str, ...] = ()
     tflm: TflmCheck | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    attempts: tuple[Attempt, ...] = ()
+    chosen: str | None = None
 
     def with_details(self, **more: Any) -> "ExportInfo":
         from dataclasses import replace
@@ -107,6 +113,10 @@ class ExportInfo:
             out["notes"] = list(self.notes)
         if self.tflm is not None:
             out["tflm"] = self.tflm.to_dict()
+        if self.chosen is not None:
+            out["chosen"] = self.chosen
+        if self.attempts:
+            out["attempts"] = [a.to_dict() for a in self.attempts]
         return out
 
 
