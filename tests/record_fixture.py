@@ -3,6 +3,7 @@ bench, export facts, gates and failures, for the golden manifest test (tests/tes
 from __future__ import annotations
 
 from edgekit.core.artifact import Artifact
+from edgekit.core.attempt import WITHIN, Attempt
 from edgekit.core.results import BenchResult, ExportInfo, FormatFailure, TflmCheck, ValidationResult
 
 CPU = {"model": "Test CPU", "flags": ["avx2", "avx512_vnni"], "cores": 2}
@@ -30,10 +31,10 @@ def artifacts() -> list[Artifact]:
                  ExportInfo("torch.onnx.export (dynamo)"), _validation("m.onnx", "onnxruntime", 0.97, 0.0),
                  _bench("m.onnx", "onnxruntime", 0.50, 40000), 36000),
         Artifact("m.int8.onnx", "onnx", "int8", "onnxruntime", "b" * 64, 14000, IOSPEC, q,
-                 ExportInfo("onnxruntime.quantization", made_from="m.onnx",
-                            details={"chosen": "QDQ per-channel", "attempts": [
-                                {"name": "QDQ per-channel", "drop": 0.004, "p50_ms": 0.31, "snr_db": 28.0,
-                                 "bytes": 14000, "plan": "QDQ", "float_layers": [], "int8_layers": []}]}),
+                 ExportInfo("onnxruntime.quantization", made_from="m.onnx", chosen="QDQ per-channel", attempts=(
+                     Attempt("onnx int8", "QDQ per-channel", weights="ptq", plan="QDQ", drop=0.004, decided_by="logits",
+                             snr_db=28.0, measured_in="onnxruntime", p50_ms=0.31, bytes=14000, verdict=WITHIN,
+                             chosen=True),)),
                  _validation("m.int8.onnx", "onnxruntime", 0.966, 0.004), _bench("m.int8.onnx", "onnxruntime", 0.31, 14000),
                  9000),
         Artifact("m.int8.tflite", "tflite", "int8", "litert", "c" * 64, 12000, IOSPEC, q,
