@@ -57,7 +57,7 @@ class Attempt:
 
     def judged(self, budget: float) -> "Attempt":
         """This attempt with its verdict against ``budget`` (itself when the verdict is already that)."""
-        verdict = FAILED if self.failed else WITHIN if self.drop <= budget else OVER
+        verdict = FAILED if self.error or self.drop is None else WITHIN if self.drop <= budget else OVER
         return self if verdict == self.verdict else replace(self, verdict=verdict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -86,7 +86,7 @@ def mark_chosen(attempts: Iterable[Attempt], chosen: Attempt) -> tuple[Attempt, 
 
 
 def _drop(a: Attempt) -> float:
-    return float("inf") if a.failed else a.drop
+    return float("inf") if a.error or a.drop is None else a.drop
 
 
 def _snr(a: Attempt) -> float:
@@ -125,8 +125,6 @@ def run_attempts(candidates: Iterable[C], try_one: Callable[[C], Attempt], budge
             best = attempt
         if stop_within and attempt.passed:
             return attempt, made
-    if not seeded and not made:
-        raise StageError(stage, "there was nothing to try")
-    if not seeded and all(a.failed for a in made):
-        raise StageError(stage, why_failed(made))
+    if best is None or (not seeded and all(a.failed for a in made)):
+        raise StageError(stage, why_failed(made) if made else "there was nothing to try")
     return best, made
