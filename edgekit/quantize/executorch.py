@@ -104,9 +104,9 @@ def executorch_int8(src: Exported, ctx: PassContext) -> Exported:
         target.write_bytes(best.made.path.read_bytes())
     details = {"quantizer": f"torchao PT2E + XNNPACKQuantizer (executorch {version('executorch')})",
                "quantization": "int8 activations, int8 symmetric per-channel weights", "calibration_samples":
-               best.made.samples, "excluded_modules": sorted(best.made.excluded), "delegation": best.made.delegation}
+               best.made.samples, "excluded_modules": sorted(best.made.excluded)}
     info = ExportInfo(f"executorch {version('executorch')} (PT2E int8, XNNPACK)", made_from=src.path.name,
-                      notes=tuple(notes), details=details, attempts=mark_chosen(record, best), chosen=best.label)
+                      notes=tuple(notes), details=details, delegation=best.made.delegation, attempts=mark_chosen(record, best), chosen=best.label)
     return replace(src, path=target, precision="int8", info=info,
                    validation=replace(best.made.validation, file=str(target)))
 

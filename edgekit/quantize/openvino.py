@@ -52,9 +52,9 @@ def _recompressed(src: Exported, ctx: PassContext, precision: str, hint: str, wh
     made = ov_call("recompress", stage, ctx.log, src=str(src.path.resolve()), out=str(target.resolve()), hint=hint,
                    fp16=True)
     details = {"inference_precision_hint": hint, "weights": "fp16 (compressed; decompressed at load)",
-               "runtime_options": {"INFERENCE_PRECISION_HINT": hint}, "computes_in": why}
+               "computes_in": why}
     info = ExportInfo(f"openvino {made['version']} (save_model compress_to_fp16)", made_from=src.path.name,
-                      details=details)
+                      details=details, runtime_options={"INFERENCE_PRECISION_HINT": hint})
     return replace(src, path=target, precision=precision, info=info, validation=None)
 
 
@@ -115,10 +115,10 @@ def openvino_int8(src: Exported, ctx: PassContext) -> Exported:
     details = {"quantizer": f"nncf {made['nncf']}", "model_type": made["model_type"],
                "calibration_samples": made["samples"], "fake_quantize_nodes": made["fake_quantize"],
                "ignored_scope": sorted(best.made.ignored), "repair_seconds": repair_s,
-               "inference_precision_hint": "f32",
-               "runtime_options": {"INFERENCE_PRECISION_HINT": "f32"}}
+               "inference_precision_hint": "f32"}
     info = ExportInfo(f"openvino {made['version']} + nncf {made['nncf']} (quantize)",
                       made_from=src.path.name, notes=tuple(notes), details=details,
+                      runtime_options={"INFERENCE_PRECISION_HINT": "f32"},
                       attempts=mark_chosen(record, best), chosen=best.label)
     return replace(src, path=target, precision="int8", info=info,
                    validation=replace(best.made.validation, file=str(target)))
