@@ -141,6 +141,10 @@ def test_builder_failure_is_one_line():
     assert builder_failure(unsupported, "GPT2LMHeadModel", "0.18.0") == (
         "the ONNX Runtime GenAI format cannot hold GPT2LMHeadModel: onnxruntime-genai 0.18.0's builder does not map "
         "that architecture")
+    gguf = "NotImplementedError: The gguf quantized model is not currently supported."
+    assert builder_failure(gguf, "LlamaForCausalLM", "0.18.0") == (
+        "onnxruntime-genai 0.18.0's builder cannot read weights quantized as 'gguf' (config.json's "
+        "quantization_config); give it the float weights, without that entry")
     other = "Reading layer 1\nTraceback (most recent call last):\nValueError: bad thing: here\n"
     assert builder_failure(other, "LlamaForCausalLM", "0.18.0") == "onnxruntime-genai's builder failed: ValueError: bad thing: here"
 
@@ -177,7 +181,7 @@ def test_runner_and_bench_refuse_what_is_not_a_genai_folder(tmp_path):
 def test_lm_bench_round_trips():
     bench = LmBench(folder="f", runtime="onnxruntime-genai", threads=1, prompt_tokens=8, new_tokens=8, context=32,
                     runs=3, warmup=1, prefill_tokens_per_s=1000.0, decode_tokens_per_s=100.0, ttft_ms=8.0,
-                    peak_rss_mb=80.0, base_rss_mb=40.0, model_bytes=10, kv_cache_bytes=4096, load_ms=5.0,
+                    peak_rss_mb=80.0, base_rss_mb=40.0, loaded_rss_mb=60.0, model_bytes=10, kv_cache_bytes=4096, load_ms=5.0,
                     decode_by_run=(99.0, 100.0, 101.0), notes=("a",))
     data = bench.to_dict()
     assert data["decode_by_run"] == [99.0, 100.0, 101.0] and data["notes"] == ["a"]
@@ -296,7 +300,7 @@ def test_bench_measures_the_folder(exported):
     bench = bench_lm(folder, threads=1, prompt_tokens=32, new_tokens=16, context=128, runs=2)
     assert bench.prefill_tokens_per_s > 0 and bench.decode_tokens_per_s > 0 and bench.ttft_ms > 0
     assert bench.context_decode_tokens_per_s > 0 and len(bench.decode_by_run) == 2
-    assert bench.peak_rss_mb > bench.base_rss_mb > 0
+    assert bench.peak_rss_mb >= bench.loaded_rss_mb > bench.base_rss_mb > 0
     assert bench.model_bytes == folder_bytes(folder) == sum(p.stat().st_size for p in folder.iterdir())
     assert bench.kv_cache_bytes == 2 * 2 * 2 * 16 * 128 * 4  # layers, KV heads, head size, context, fp32
     assert bench.cpu["cores"] >= 1 and bench.runtime == "onnxruntime-genai"

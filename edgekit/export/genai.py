@@ -158,7 +158,13 @@ def export_genai_with(hf_dir: str | Path, out_dir: str | Path, options: GenaiOpt
         if proc.returncode != 0:
             raise StageError(stage, builder_failure(proc.stdout + "\n" + proc.stderr, architecture, version))
         copy_tokenizer(hf_dir, tmp)
-        model = check_folder(tmp, stage)
+        try:
+            model = check_folder(tmp, stage)
+        except StageError as exc:
+            if "lm_head" in options.layers_at_int8() and options.base_algo() == "default":
+                raise StageError(stage, f"{exc.reason} (the builder's default algo with the LM head at int8 breaks "
+                                        "tied embeddings; algo='rtn' or 'k_quant' does not)") from None
+            raise
         record = GenaiExport(options, architecture, f"onnxruntime-genai {version}", tuple(args),
                              precision_map(model))
         write_json(tmp / RECORD, record.to_dict())
@@ -189,7 +195,11 @@ def builder_failure(output: str, architecture: str, version: str) -> str:
     lines = [line.strip() for line in output.splitlines() if line.strip()]
     errors = [line for line in lines if re.match(r"^[A-Za-z_.]*(Error|Exception|Exit)\b.*:", line)]
     last = errors[-1] if errors else (lines[-1] if lines else "no output")
-    if "is not currently supported" in last:
+    quantized = re.search(r"The (\S+) quantized model is not currently supported", last)
+    if quantized:
+        return (f"onnxruntime-genai {version}'s builder cannot read weights quantized as '{quantized.group(1)}' "
+                "(config.json's quantization_config); give it the float weights, without that entry")
+    if "model is not currently supported" in last:
         return (f"the ONNX Runtime GenAI format cannot hold {architecture}: onnxruntime-genai {version}'s builder "
                 "does not map that architecture")
     return f"onnxruntime-genai's builder failed: {last[:300]}"

@@ -48,6 +48,7 @@ def bench_lm(folder: str | Path, *, threads: int = 1, prompt_tokens: int = 128, 
     args = {"folder": str(folder.resolve()), "threads": threads, "prompt_tokens": prompt_tokens,
             "new_tokens": new_tokens, "context": context, "runs": runs, "warmup": warmup, "seed": seed}
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONWARNINGS="ignore")
+    load = os.getloadavg()[0]  # other work on the machine before this bench started
     proc = subprocess.run([sys.executable, "-m", "edgekit.measure.lm_bench_worker", json.dumps(args)],
                           capture_output=True, text=True, env=env)
     lines = proc.stdout.strip().splitlines()
@@ -64,7 +65,8 @@ def bench_lm(folder: str | Path, *, threads: int = 1, prompt_tokens: int = 128, 
                    ttft_ms=float(np.median(ttft)), model_bytes=folder_bytes(folder),
                    kv_cache_bytes=kv_cache_bytes(folder, context), prefill_by_run=tuple(prefill),
                    decode_by_run=tuple(decode), ttft_ms_by_run=tuple(ttft), cpu=cpu_info(),
-                   notes=tuple(noise_notes({"prefill": prefill, "decode": decode, "time to first token": ttft})),
+                   notes=tuple(noise_notes({"prefill": prefill, "decode": decode, "time to first token": ttft},
+                                           load, os.cpu_count() or 1)),
                    **raw)
 
 
@@ -84,8 +86,9 @@ def kv_cache_bytes(folder: str | Path, context: int) -> int:
     return 2 * config.layers * config.kv_heads * config.head_size * context * size
 
 
-def noise_notes(by_run: dict[str, list[float]]) -> list[str]:
-    notes = []
+def noise_notes(by_run: dict[str, list[float]], load: float = 0.0, cores: int = 1) -> list[str]:
+    notes = [f"busy machine: its load average was {load:.1f} on {cores} cores when the bench began"] \
+        if load > 0.5 * cores else []
     for name, values in by_run.items():
         median = float(np.median(values))
         if len(values) > 1 and median > 0 and (max(values) - min(values)) / median > NOISY_SPREAD:

@@ -27,6 +27,7 @@ def main(argv: list[str]) -> int:
         opened = time.perf_counter()
         runner.model()
         load_ms = (time.perf_counter() - opened) * 1000
+        loaded = status_mb("VmRSS")
         rng = np.random.default_rng(args["seed"])
         eos = set(runner.config.eos_token_ids)
         pool = np.array([t for t in range(runner.config.vocab_size) if t not in eos], dtype=np.int32)
@@ -34,24 +35,28 @@ def main(argv: list[str]) -> int:
         for _ in range(args["warmup"]):
             one_run(runner, prompt, args["new_tokens"])
         timed = [one_run(runner, prompt, args["new_tokens"]) for _ in range(args["runs"])]
-        generate = min(args["new_tokens"], args["context"] - 1)  # then a generation that fills the context
-        filled = one_run(runner, rng.choice(pool, size=args["context"] - generate), generate)
+        generate = min(args["new_tokens"], args["context"] - 1)  # then a generation that fills the context,
+        filled = one_run(runner, rng.choice(pool, size=args["context"] - generate), generate,  # its prompt in
+                         chunk=args["prompt_tokens"])  # chunks: a prompt's logits at every position are its peak
     except UsageError as exc:
         print(str(exc), file=sys.stderr)
         return 2
-    result = {"base_rss_mb": base, "peak_rss_mb": status_mb("VmHWM"), "load_ms": load_ms,
+    result = {"base_rss_mb": base, "loaded_rss_mb": loaded, "peak_rss_mb": status_mb("VmHWM"), "load_ms": load_ms,
               "prefill_by_run": [r["prefill"] for r in timed], "decode_by_run": [r["decode"] for r in timed],
               "ttft_ms_by_run": [r["ttft_ms"] for r in timed], "context_decode_tokens_per_s": filled["decode"]}
     print(json.dumps(result))
     return 0
 
 
-def one_run(runner, prompt, new_tokens: int) -> dict:
-    """Prefill tokens/s (append_tokens runs the prompt through the model), time to first token (the prefill and
-    the choice of the first token) and decode tokens/s (each later token is one forward pass and a choice)."""
+def one_run(runner, prompt, new_tokens: int, chunk: int | None = None) -> dict:
+    """Prefill tokens/s (append_tokens runs the prompt through the model, in pieces of ``chunk`` tokens if given),
+    time to first token (the prefill and the choice of the first token) and decode tokens/s (each later token is
+    one forward pass and a choice)."""
     generator = runner.generator(len(prompt), new_tokens, greedy=True, exact=True)
+    step = chunk or len(prompt)
     start = time.perf_counter()
-    generator.append_tokens(prompt[None])
+    for begin in range(0, len(prompt), step):
+        generator.append_tokens(prompt[None, begin:begin + step])
     prefilled = time.perf_counter()
     generator.generate_next_token()
     generator.get_next_tokens()
