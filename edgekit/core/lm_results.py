@@ -54,4 +54,5 @@ class LmBench:
         if unknown:
             raise ValueError(f"unknown LmBench keys: {', '.join(unknown)}")
         tuples = ("prefill_by_run", "decode_by_run", "ttft_ms_by_run", "notes")
-        return cls(**{k: tuple(v) if k in tuples else v for k, v in data.items()})
+        values: dict[str, Any] = {k: tuple(v) if k in tuples else v for k, v in data.items()}
+        return cls(**values)
