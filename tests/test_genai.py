@@ -233,6 +233,8 @@ def test_fp32_greedy_generation_is_torchs(lms, exported):
     assert len(set(ours)) > 3  # a real sequence, not one token repeated
     stop = ours[5]
     assert runner.generate(prompt, 24, eos_ids=(stop,)) == ours[:ours.index(stop) + 1]
+    sampled = runner.generate(prompt, 24, greedy=False, seed=7, eos_ids=())
+    assert sampled == runner.generate(prompt, 24, greedy=False, seed=7, eos_ids=()) and len(sampled) == 24
 
 
 def rtn_logits(hf_dir: Path, window: np.ndarray, bits: int, block: int = 32) -> np.ndarray:
@@ -337,3 +339,14 @@ def test_a_builder_failure_names_its_reason_and_leaves_nothing(lms, tmp_path):
     assert "did not match an emitted node: /model/layers.7/mlp/down_proj/MatMul" in info.value.reason
     assert out.is_dir() and not any(out.iterdir()) and [p.name for p in tmp_path.iterdir()] == ["bad"]
     shutil.rmtree(out)
+
+
+@pytest.mark.slow
+def test_a_graph_that_does_not_load_is_caught(lms, tmp_path):
+    """onnxruntime-genai 0.18's builder exits 0 with a graph ONNX Runtime refuses when the default algo puts the
+    LM head of a model with tied embeddings at int8; the export's own load check catches it and says why."""
+    out = tmp_path / "tied"
+    with pytest.raises(StageError) as info:
+        export_genai(lms["llama"], out, precision="int4", int8_layers=("lm_head",))
+    assert "the builder wrote a model ONNX Runtime cannot load" in info.value.reason
+    assert "algo='rtn' or 'k_quant' does not" in info.value.reason and not out.exists()
