@@ -128,10 +128,13 @@ def test_options_become_the_builders_arguments():
     made = args.builder_args()
     assert made[:9] == ["-p", "int4", "-e", "cpu", "--extra_options", "hf_token=false", "block_size=64",
                         "accuracy_level=1", "algo_config=k_quant"]
+    assert not any(a.startswith("matmul_mixed_precision") for a in made)  # the structured list replaces it
     overrides = json.loads(made[made.index("--target_options") + 1])["quant_config"]["weights"]["overrides"]
     assert overrides == [{"match": {"preset": "last_matmul"}, "type": "int8"},
                          {"match": {"preset": "mixed_layers"}, "type": "int8"},
                          {"match": {"name": "/model/layers.1/mlp/down_proj/MatMul"}, "type": "int8"}]
+    presets = GenaiOptions("int4", algo="k_quant_mixed").builder_args()  # as the builder's own alias expands
+    assert presets[-2:] == ["algo_config=k_quant", "matmul_mixed_precision=last_matmul:int8,mixed_layers:int8"]
     assert "nodes_to_exclude=/lm_head/MatMul" in GenaiOptions("int8", exclude_lm_head=True).builder_args()
     assert GenaiOptions.from_dict(args.to_dict()) == args
 
@@ -291,6 +294,16 @@ def test_chosen_matmuls_at_int8_in_an_int4_file(lms, tmp_path):
     assert precisions[node] == precisions["/lm_head/MatMul"] == "int8"
     assert precisions["/model/layers.1/mlp/down_proj/MatMul"] == "int4"
     assert "--target_options" in log.getvalue()
+    assert precisions["/model/embed_tokens/Gather"] == "fp32"  # the builder unties it with exact names
+
+
+@pytest.mark.slow
+def test_the_lm_head_at_int8_keeps_the_tied_embedding_quantized(lms, tmp_path):
+    precisions = GenaiExport.read(export_genai(lms["llama"], tmp_path / "kqm", precision="int4",
+                                               algo="k_quant_mixed")).precision_map
+    assert precisions["/lm_head/MatMul"] == "int8" and precisions["/model/embed_tokens/Gather"] == "int8"
+    assert precisions["/model/layers.0/mlp/down_proj/MatMul"] == "int8"  # mixed_layers: the first eighth
+    assert precisions["/model/layers.1/mlp/up_proj/MatMul"] == "int4"
 
 
 @pytest.mark.slow
