@@ -16,8 +16,8 @@ from .iospec import IOSpec
 @dataclass(frozen=True)
 class Model:
     name: str
-    kind: str  # "torch", "onnx" or "keras"
-    loader: str  # factory, torch.export, torchscript, pickle, onnx, example
+    kind: str  # "torch", "onnx", "keras" or "causal-lm" (a transformers causal LM; meta holds its tokenizer)
+    loader: str  # factory, torch.export, torchscript, pickle, onnx, example; hf-folder, gguf (causal-lm)
     origin: str  # what the user passed
     iospec: IOSpec
     example_inputs: dict[str, np.ndarray]  # batch of 1, keyed by input name

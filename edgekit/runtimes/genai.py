@@ -15,7 +15,7 @@ import numpy as np
 
 from ..core.errors import UsageError
 
-EXTRA = "pip install 'edgekit[llm-genai]'"
+EXTRA = "pip install 'edgekit[llm]'"
 RUNTIME = "onnxruntime-genai"
 
 
