@@ -6,15 +6,12 @@ Generator, as an app runs them).
 """
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 
-from ..core.errors import StageError, UsageError
+from ..core.errors import UsageError
 from ..core.lm_results import LmBench
 
 __all__ = ["LmBench", "bench_lm", "kv_cache_bytes"]
@@ -27,7 +24,7 @@ def bench_lm(folder: str | Path, *, threads: int = 1, prompt_tokens: int = 128, 
     """Time the LM ``folder`` in its runtime in a fresh process. ``context`` (default: 2048, or the model's
     context if shorter) is the length the peak-RSS generation fills."""
     from ..runtimes.genai import RUNTIME, GenaiRunner, folder_bytes, is_genai_folder, require_genai
-    from .bench import cpu_info
+    from .bench import cpu_info, run_worker
 
     folder = Path(folder)
     if not is_genai_folder(folder):
@@ -47,17 +44,8 @@ def bench_lm(folder: str | Path, *, threads: int = 1, prompt_tokens: int = 128, 
         raise UsageError(f"context {context} is longer than the model's ({config.context_length})")
     args = {"folder": str(folder.resolve()), "threads": threads, "prompt_tokens": prompt_tokens,
             "new_tokens": new_tokens, "context": context, "runs": runs, "warmup": warmup, "seed": seed}
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONWARNINGS="ignore")
     load = os.getloadavg()[0]  # other work on the machine before this bench started
-    proc = subprocess.run([sys.executable, "-m", "edgekit.measure.lm_bench_worker", json.dumps(args)],
-                          capture_output=True, text=True, env=env)
-    lines = proc.stdout.strip().splitlines()
-    if proc.returncode == 2:
-        raise UsageError(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"{folder}: cannot be timed")
-    if proc.returncode != 0 or not lines:
-        tail = proc.stderr.strip().splitlines()[-1:] or ["no output"]
-        raise StageError("bench", f"{folder.name}: {tail[0][:300]}")
-    raw = json.loads(lines[-1])
+    raw = run_worker("edgekit.measure.lm_bench_worker", args, threads, folder, "cannot be timed")
     prefill, decode, ttft = raw.pop("prefill_by_run"), raw.pop("decode_by_run"), raw.pop("ttft_ms_by_run")
     return LmBench(folder=str(folder), runtime=RUNTIME, threads=threads, prompt_tokens=prompt_tokens,
                    new_tokens=new_tokens, context=context, runs=runs, warmup=warmup,
