@@ -65,7 +65,7 @@ class _Param:
     def module(self):
         from torch import nn
 
-        from edgekit.quantize import qat
+        from edgekit.quantize import qat_grid as qat
         if self.kind == "edgekit":
             return qat.fake_quant(self.g)
         outer = self
@@ -82,7 +82,7 @@ class _Param:
     def integers(self, weight):
         import torch
 
-        from edgekit.quantize import qat
+        from edgekit.quantize import qat_grid as qat
         with torch.no_grad():
             if self.kind == "edgekit":
                 return qat.integers(weight, self.g).numpy()
@@ -100,7 +100,7 @@ def finetune(source, kind: str, target: str, bits: int, data, epochs: int):
     import torch
     import torch.nn.utils.parametrize as parametrize
 
-    from edgekit.quantize import qat
+    from edgekit.quantize import qat_grid as qat
     from edgekit.runtimes.torch_runner import torch_threads
 
     g = qat.grid(target, bits)

@@ -191,8 +191,8 @@ def latency_table(tmp: Path, runs: int, rounds: int) -> None:
               f"{p1:>10.2f} {b1 / p1:>9.2f}x {p2:>10.2f} {b2 / p2:>9.2f}x")
     print("recommended:", {rt: r["file"] for rt, r in mobile.report["recommended"].items()})
     q = by["mobilenetv2_int8.onnx"]
-    snr = {a["name"]: round(float(a["snr_db"]), 1) for a in q.export.details["attempts"]}
-    print(f"edgekit int8.onnx arrangement: {q.export.details['chosen']}; output SNR of each attempt against fp32 (dB): {snr}")
+    snr = {a.label: round(float(a.snr_db), 1) for a in q.export.attempts if a.snr_db is not None}
+    print(f"edgekit int8.onnx arrangement: {q.export.chosen}; output SNR of each attempt against fp32 (dB): {snr}")
 
 
 def _own_input(path: Path) -> str:

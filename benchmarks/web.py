@@ -60,7 +60,7 @@ def main() -> None:
                 try:
                     page.evaluate("([rt, f]) => edgekit.open('bundle/', rt, {file: f})", [f["runtime"], f["file"]])
                     page.evaluate("raw => edgekit.runRaw([raw])", [[0.0] * 8] * 8)
-                    stats = page.evaluate(f"edgekit.measure.bench({{runs: {args.runs}, warmup: 30}})")
+                    stats = page.evaluate(f"edgekit.bench({{runs: {args.runs}, warmup: 30}})")
                 except Exception as exc:  # a file a browser runtime cannot run is a result, not a crash
                     failed[f["file"]] = str(exc).splitlines()[0][:120]
                     continue

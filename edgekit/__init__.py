@@ -29,7 +29,7 @@ Layers. An import goes down this list, never up, and no modules import each othe
 """
 __version__ = "0.1.0"
 
-from .archsearch import NasResult, nas
+from .archsearch import NasOptions, NasResult, nas
 from .measure.bench import bench_file
 from .core.data import Data, Split, prepare, read_arrays
 from .device import bench_on_device, open_device
@@ -44,7 +44,8 @@ from .core.results import BenchResult
 from .sources.load import load_model
 
 __all__ = [
-    "BenchResult", "BuildOptions", "BuildRecord", "BuildResult", "NasResult", "Data", "DeviceProfile", "EdgekitError", "GateFailed", "IOSpec", "Model",
+    "BenchResult", "BuildOptions", "BuildRecord", "BuildResult", "NasOptions", "NasResult", "Data", "DeviceProfile",
+    "EdgekitError", "GateFailed", "IOSpec", "Model",
     "Split", "StageError", "TensorSpec", "UsageError", "ValidationFailed", "bench_file", "build",
     "bench_on_device", "list_profiles", "load_model", "load_profile", "nas", "open_device", "prepare", "read_arrays", "__version__",
 ]

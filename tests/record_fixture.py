@@ -3,7 +3,8 @@ bench, export facts, gates and failures, for the golden manifest test (tests/tes
 from __future__ import annotations
 
 from edgekit.core.artifact import Artifact
-from edgekit.core.results import BenchResult, ExportInfo, FormatFailure, TflmCheck, ValidationResult
+from edgekit.core.attempt import WITHIN, Attempt
+from edgekit.core.results import BenchResult, ExportInfo, FormatFailure, McuFacts, TflmCheck, ValidationResult
 
 CPU = {"model": "Test CPU", "flags": ["avx2", "avx512_vnni"], "cores": 2}
 IOSPEC = {"inputs": [{"name": "x", "shape": [1, 3, 16, 16], "dtype": "float32", "layout": "NCHW"}],
@@ -30,10 +31,10 @@ def artifacts() -> list[Artifact]:
                  ExportInfo("torch.onnx.export (dynamo)"), _validation("m.onnx", "onnxruntime", 0.97, 0.0),
                  _bench("m.onnx", "onnxruntime", 0.50, 40000), 36000),
         Artifact("m.int8.onnx", "onnx", "int8", "onnxruntime", "b" * 64, 14000, IOSPEC, q,
-                 ExportInfo("onnxruntime.quantization", made_from="m.onnx",
-                            details={"chosen": "QDQ per-channel", "attempts": [
-                                {"name": "QDQ per-channel", "drop": 0.004, "p50_ms": 0.31, "snr_db": 28.0,
-                                 "bytes": 14000, "plan": "QDQ", "float_layers": [], "int8_layers": []}]}),
+                 ExportInfo("onnxruntime.quantization", made_from="m.onnx", chosen="QDQ per-channel", attempts=(
+                     Attempt("onnx int8", "QDQ per-channel", weights="ptq", plan="QDQ", drop=0.004, decided_by="logits",
+                             snr_db=28.0, measured_in="onnxruntime", p50_ms=0.31, bytes=14000, verdict=WITHIN,
+                             chosen=True),)),
                  _validation("m.int8.onnx", "onnxruntime", 0.966, 0.004), _bench("m.int8.onnx", "onnxruntime", 0.31, 14000),
                  9000),
         Artifact("m.int8.tflite", "tflite", "int8", "litert", "c" * 64, 12000, IOSPEC, q,
@@ -43,16 +44,16 @@ def artifacts() -> list[Artifact]:
         Artifact("m_int8.cc", "c_array", "int8", "tflm", "d" * 64, 70000, IOSPEC, q,
                  ExportInfo("c_array", made_from="m.int8.tflite", embeds="m.int8.tflite", flash_bytes=12000,
                             tflm=TflmCheck(True, 20480, note="arena measured"),
-                            details={"symbol": "g_model", "header": "m_int8.h", "ops_header": "m_int8_ops.h",
-                                     "ops": ["CONV_2D", "FULLY_CONNECTED"], "resolver_methods": ["AddConv2D"],
-                                     "unregistered_ops": [], "arena_bytes": 20480, "arena_bytes_with_margin": 24576}),
+                            mcu=McuFacts("g_model", "m_int8.h", "m_int8_ops.h", ("CONV_2D", "FULLY_CONNECTED"),
+                                         ("AddConv2D",), (), 20480, 24576)),
                  _validation("m_int8.cc", "tflm", 0.968, 0.002), None, 0),
         Artifact("m.xml", "openvino", "fp32", "openvino", "e" * 64, 41000, IOSPEC, pm,
                  ExportInfo("openvino.convert_model", made_from="m.onnx",
-                            details={"runtime_options": {"INFERENCE_PRECISION_HINT": "f32"}}),
+                            runtime_options={"INFERENCE_PRECISION_HINT": "f32"}),
                  _validation("m.xml", "openvino", 0.97, 0.0), _bench("m.xml", "openvino", 0.45, 41000), 0),
         Artifact("m.int8.pte", "executorch", "int8", "executorch", "f" * 64, 15000, IOSPEC, q,
-                 ExportInfo("executorch (XNNPACK)", details={"delegation": {"delegate": "XnnpackBackend", "delegated_share": 0.97, "nodes": 30}}),
+                 ExportInfo("executorch (XNNPACK)", delegation={"delegate": "XnnpackBackend", "delegated_share": 0.97,
+                                                                "nodes": 30}),
                  _validation("m.int8.pte", "executorch", 0.90, 0.07), _bench("m.int8.pte", "executorch", 0.60, 15000,
                                                                                 rss=9.0), 0),
     ]

@@ -1,7 +1,8 @@
 import edgekit
 
 PUBLIC = {
-    "BenchResult", "BuildOptions", "BuildRecord", "BuildResult", "NasResult", "Data", "DeviceProfile", "EdgekitError", "GateFailed", "IOSpec", "Model",
+    "BenchResult", "BuildOptions", "BuildRecord", "BuildResult", "NasOptions", "NasResult", "Data", "DeviceProfile",
+    "EdgekitError", "GateFailed", "IOSpec", "Model",
     "Split", "StageError", "TensorSpec", "UsageError", "ValidationFailed", "bench_file", "build",
     "list_profiles", "load_model", "load_profile", "nas", "prepare", "read_arrays", "__version__",
     "bench_on_device", "open_device",

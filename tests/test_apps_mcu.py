@@ -48,7 +48,7 @@ def _litert(data: bytes):
 @pytest.mark.slow
 def test_make_check_prints_the_resolver_list_arena_and_quantization(mcu_build, tmp_path):
     result, c, embedded = mcu_build
-    details = c.export.details
+    details = c.export.mcu.to_dict()
     bundle = result.bundle
     assert details["ops_header"] == "digits_cnn_model_ops.h" and (bundle / details["ops_header"]).is_file()
     ops = list(dict.fromkeys(read_tflite(embedded).ops))
@@ -84,7 +84,7 @@ def test_the_array_runs_in_tflite_micro_inside_the_headers_arena(mcu_build):
     data = bytes(int(b, 16) for b in re.findall(r"0x([0-9a-f]{2})", text[text.index("[] = {"):]))
     assert data == embedded.read_bytes()
     runtime = import_tflm()
-    measured, arena = c.export.details["arena_bytes"], c.export.details["arena_bytes_with_margin"]
+    measured, arena = c.export.mcu.arena_bytes, c.export.mcu.arena_bytes_with_margin
     with pytest.raises(RuntimeError):  # the measured figure is tight: 1 KiB less does not allocate
         runtime.Interpreter.from_bytes(data, arena_size=measured - 1024)
     tflm = runtime.Interpreter.from_bytes(data, arena_size=arena)  # exactly the header's constant
@@ -152,9 +152,9 @@ def test_a_header_of_another_version_stops_the_build_with_a_clear_message(mcu_bu
     result, c, _ = mcu_build
     bundle = tmp_path / "invalid-bundle"
     bundle.mkdir()
-    for name in (c.file, c.export.details["header"], c.export.details["ops_header"]):
+    for name in (c.file, c.export.mcu.header, c.export.mcu.ops_header):
         shutil.copy(result.bundle / name, bundle / name)
-    header = bundle / c.export.details["ops_header"]
+    header = bundle / c.export.mcu.ops_header
     header.write_text(header.read_text().replace("#define EDGEKIT_OPS_HEADER_VERSION 1", "#define EDGEKIT_OPS_HEADER_VERSION 2"))
     run = subprocess.run(["make", "-s", "-C", str(APP), "check", f"BUNDLE={bundle}", f"BUILD={tmp_path / 'build'}"],
                          capture_output=True, text=True)

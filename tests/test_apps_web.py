@@ -128,7 +128,7 @@ def test_the_page_shows_the_label_of_a_known_and_a_drawn_digit(site, browser, tm
 def test_in_page_benchmark_reports_the_fields_of_edgekit_bench(site, browser):
     page = _page(browser, site)
     page.evaluate("edgekit.open('bundle/', 'onnxruntime', {file: 'digits_cnn.onnx'})")
-    stats = page.evaluate("edgekit.measure.bench({runs: 60, warmup: 10})")
+    stats = page.evaluate("edgekit.bench({runs: 60, warmup: 10})")
     page.close()
     assert {"p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "runs", "warmup", "threads"} <= set(stats)
     assert 0 < stats["p50_ms"] <= stats["p90_ms"] <= stats["p99_ms"] and stats["runs"] == 60
@@ -152,7 +152,7 @@ def test_the_page_stops_on_a_bad_manifest(apps_bundle, browser, tmp_path, change
         assert message in text and "rebuild the bundle" in text
         assert page.text_content("#status") == "stopped"
         with pytest.raises(Exception, match="open a bundle first"):
-            page.evaluate("edgekit.measure.bench({runs: 5})")
+            page.evaluate("edgekit.bench({runs: 5})")
         page.close()
 
 

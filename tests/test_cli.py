@@ -209,3 +209,29 @@ def test_the_exit_code_answers_whether_the_model_can_ship(tmp_path):
     code, _, err = run("build", "--profile", profile(100), "--formats", "tflite", "--out", tmp_path / "c")
     assert code == 1, err
     assert "edgekit: verdict: format tflite: no file meets every gate" in err
+
+
+def test_validate_exits_1_when_the_file_misses_its_tolerance_and_3_on_a_crash(user_models, tiny_data, tmp_path,
+                                                                               monkeypatch):
+    import torch
+
+    from edgekit.sources.load import load_model
+
+    module = load_model(f"{user_models}:make_tiny").module
+    torch.onnx.export(module, (torch.zeros(1, 1, 8, 8),), str(tmp_path / "m.onnx"), dynamo=False, input_names=["x"],
+                      output_names=["output"])
+    ref = ("--model", f"{user_models}:make_tiny", "--data", tiny_data)
+    code, out, err = run("validate", tmp_path / "m.onnx", *ref)
+    assert code == 0, err
+    other = {k: v + 1.0 for k, v in module.state_dict().items()}  # a reference the file no longer matches
+    torch.save(other, tmp_path / "other.pt")
+    code, out, err = run("validate", tmp_path / "m.onnx", *ref, "--weights", tmp_path / "other.pt")
+    assert code == 1, err  # a verdict, not a crash
+    assert "metric drop" in out and err.startswith("edgekit: ") and "Traceback" not in err
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("runner fell over")
+
+    monkeypatch.setattr("edgekit.pipeline.validate_file.validate_against", crash)
+    code, _, err = run("validate", tmp_path / "m.onnx", *ref)
+    assert_one_line_error(code, err, 3, "internal error: RuntimeError: runner fell over")

@@ -109,7 +109,7 @@ def test_encoder(zoo, profile):
         int8 = _file(manifest, "nets_int8.onnx")
         assert int8["metrics"]["cosine"] >= 0.99, int8["metrics"]
         report = json.loads((bundle / "report.json").read_text())
-        names = [a["name"] for a in next(a for a in report["artifacts"] if a["file"] == "nets_int8.onnx")
+        names = [a["label"] for a in next(a for a in report["artifacts"] if a["file"] == "nets_int8.onnx")
                  ["export"]["attempts"]]
         assert "dynamic-u8s8" in names  # dynamic int8 is one of the arrangements the latency check weighs
         comp = report["compression"]

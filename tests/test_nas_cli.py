@@ -11,6 +11,7 @@ import numpy as np
 import optuna
 import pytest
 
+from edgekit.core.errors import UsageError
 from nas_helpers import tiny_digits
 
 PROFILE = textwrap.dedent("""
@@ -135,3 +136,48 @@ def test_without_optuna_the_line_says_how_to_install_it(workdir):
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and r.stderr.strip().splitlines() == [
         "edgekit: error: edgekit nas needs Optuna, which is not installed: pip install 'edgekit[nas]'"]
+
+
+@pytest.mark.parametrize("verdict,code,lines", [
+    ({}, 0, []),
+    ({"missed": "no feasible trial: of 2 measured, flash_kb 0.5 broken by 2"}, 1,
+     ["edgekit: budget missed: no feasible trial: of 2 measured, flash_kb 0.5 broken by 2"]),
+    ({"chosen": 3, "bundle_passed": False, "failed": [("p90_latency", 2.5, 1.0, "ms"), ("rss", 40.0, 32.0, "MB")]}, 1,
+     ["edgekit: gate missed: p90_latency gate MISSED on m_int8.tflite: 2.5 ms vs limit 1 ms",
+      "edgekit: gate missed: rss gate MISSED on m_int8.tflite: 40 MB vs limit 32 MB"]),
+])
+def test_the_cli_alone_maps_the_verdict_to_the_exit_code(tmp_path, monkeypatch, verdict, code, lines):
+    from click.testing import CliRunner
+
+    from edgekit.archsearch import NasResult
+    from edgekit.cli.main import main
+    from edgekit.measure.gates import Gate
+
+    seen = {}
+
+    def fake_nas(space, options, *, progress=None):
+        seen["options"] = options
+        gates = [Gate(name, "m_int8.tflite", value, limit, unit, False) for name, value, limit, unit
+                 in verdict.get("failed", [])]
+        chosen = verdict.get("chosen")
+        return NasResult("s", tmp_path, "sqlite:///x", {"COMPLETE": 2}, [], 0.5, (0.0, 1.0), chosen=chosen,
+                         bundle=tmp_path / "b" if chosen else None, bundle_passed=verdict.get("bundle_passed"),
+                         missed=verdict.get("missed"), failed_gates=gates)
+
+    monkeypatch.setattr("edgekit.archsearch.nas", fake_nas)
+    r = CliRunner().invoke(main, ["nas", "--trials", "2", "--pick", "3", "--space-form", "compound",
+                                  "--hv-ref", "0.5,2", "--out", str(tmp_path)])
+    assert r.exit_code == code, r.output
+    assert [line for line in r.stderr.splitlines() if line.startswith("edgekit:")] == lines
+    opts = seen["options"]  # built once by the CLI, every flag in it
+    assert (opts.trials, opts.pick, opts.form, opts.hv_reference, opts.out) == (2, "3", "compound", (0.5, 2.0),
+                                                                                 str(tmp_path))
+
+
+def test_a_bad_option_value_names_its_flag(tmp_path):
+    from edgekit.cli.nas import nas_options
+
+    with pytest.raises(UsageError, match=r"^--hv-ref \(0.5, -1.0\): must be \(metric, p90 ms\) with a p90 > 0$"):
+        nas_options(hv_reference=(0.5, -1.0))
+    with pytest.raises(UsageError, match=r"^--promote -1: must be an integer >= 0$"):
+        nas_options(promote_k=-1)

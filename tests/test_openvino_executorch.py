@@ -388,5 +388,5 @@ def test_every_family_in_openvino_and_executorch(zoo, family, tmp_path):
         assert exc.stage == "export executorch" and "\n" not in str(exc) and len(str(exc)) < 600
         assert family == "recommender", str(exc)  # its two embedding lookups are 2 of its 9 ops: under 90% delegated
         return
-    assert pte.info.details["delegation"]["delegated_share"] >= 0.9
+    assert pte.info.delegation["delegated_share"] >= 0.9
     close(pte.path, "executorch", "executorch")

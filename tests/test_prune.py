@@ -278,11 +278,12 @@ def test_backoff_picks_a_lower_ratio_when_the_budget_is_tight(example, tmp_path)
     tight = compress(model, data, ref, with_overrides(base, {"budget.max_accuracy_drop": 0.004}), tmp_path / "b")
     assert loose.applied and loose.ratio == 0.5 and len(loose.attempts) == 1
     assert tight.applied and 0 < tight.ratio < loose.ratio and len(tight.attempts) >= 2, tight.attempts
-    assert [a["ratio"] for a in tight.attempts][0] == 0.5 and not tight.attempts[0]["passed"]
-    chosen = next(a for a in tight.attempts if a["passed"] and a["ratio"] == tight.ratio)
-    assert chosen["measured_in"].startswith("onnxruntime") and chosen["drop"] <= 0.004
-    assert chosen["params"] > loose.attempts[0]["params"]
-    assert loose.before["params"] == 250890 and loose.attempts[0]["params"] < 0.3 * loose.before["params"]
+    assert [a.ratio for a in tight.attempts][0] == 0.5 and not tight.attempts[0].passed
+    chosen = next(a for a in tight.attempts if a.passed and a.ratio == tight.ratio)
+    assert chosen.measured_in.startswith("onnxruntime") and chosen.drop <= 0.004
+    assert chosen.chosen and [a.chosen for a in tight.attempts].count(True) == 1  # the one applied is marked
+    assert chosen.figures["params"] > loose.attempts[0].figures["params"]
+    assert loose.before["params"] == 250890 and loose.attempts[0].figures["params"] < 0.3 * loose.before["params"]
     # the compressed twin's reference keeps the source's metrics and measures the twin's outputs
     assert loose.reference.metrics == ref.metrics and loose.reference.origin_outputs is ref.outputs
     assert not np.allclose(loose.reference.outputs["logits"], ref.outputs["logits"])
@@ -299,7 +300,7 @@ def test_time_box_stops_the_search_after_one_attempt(user_models, tmp_path):
     c = compress(model, data, reference_outputs(model, data), prof, tmp_path)
     assert len(c.attempts) == 1 and not c.applied and c.model is model
     assert any("time box" in n for n in c.notes) and any("exported uncompressed" in n for n in c.notes)
-    assert c.attempts[0]["recovery"] == "none"  # no BatchNorm and no training split: nothing to recover with
+    assert c.attempts[0].figures["recovery"] == "none"  # no BatchNorm and no training split: nothing to recover with
 
 
 @pytest.mark.slow

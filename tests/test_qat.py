@@ -54,7 +54,7 @@ def test_qat_weights_round_to_the_same_integers_in_onnx_and_tflite(small_cnn, tm
     from edgekit.export.tf_client import TfWorker
     from edgekit.export.tflite import export_tflite_onnx2tf
     from edgekit.files.onnx_io import initializer_integers
-    from edgekit.quantize import qat
+    from edgekit.quantize import qat_grid as qat
     from edgekit.quantize.onnx_ort import QuantPlan, preprocess, quantize_onnx
     from edgekit.quantize.passes import calibration_npz
     from edgekit.quantize.tflite_int4_recipe import write_int4

@@ -1,5 +1,6 @@
 """Quantization: real int8/int4 weights, size and accuracy in the real runtimes, repair, latency choice."""
 import json
+from dataclasses import replace
 
 import numpy as np
 import onnx
@@ -8,6 +9,7 @@ import torch
 
 import edgekit
 from edgekit.core.artifact import Artifact
+from edgekit.core.attempt import Attempt
 from edgekit.files.precision import onnx_precision_map
 from edgekit.quantize.onnx import choose
 from edgekit.core.record import FileSpeed
@@ -15,38 +17,37 @@ from edgekit.measure.recommend import fastest_for_target, recommend
 from edgekit.files.tflite_info import read_tflite
 
 
+def _try(name: str, drop: float, p50_ms: float, size: int, snr_db: float | None = None) -> Attempt:
+    return Attempt("onnx int8", name, drop=drop, p50_ms=p50_ms, bytes=size, snr_db=snr_db)
+
+
 def test_choose_prefers_the_fastest_file_within_budget():
-    attempts = [{"name": "qdq", "drop": 0.004, "p50_ms": 0.30, "bytes": 300},
-                {"name": "qop", "drop": 0.002, "p50_ms": 0.25, "bytes": 310},
-                {"name": "s8s8", "drop": 0.030, "p50_ms": 0.10, "bytes": 300}]
+    attempts = [_try("qdq", 0.004, 0.30, 300), _try("qop", 0.002, 0.25, 310), _try("s8s8", 0.030, 0.10, 300)]
     best, notes = choose(attempts, float_p50=0.5, budget=0.01)
-    assert best["name"] == "qop" and notes == []
-    tie = attempts + [{"name": "small", "drop": 0.002, "p50_ms": 0.26, "bytes": 200}]
-    assert choose(tie, float_p50=0.5, budget=0.01)[0]["name"] == "small"  # within 5%, same drop: the smaller file
+    assert best.label == "qop" and notes == []
+    tie = attempts + [_try("small", 0.002, 0.26, 200)]
+    assert choose(tie, float_p50=0.5, budget=0.01)[0].label == "small"  # within 5%, same drop: the smaller file
     # equally fast and equally accurate on the metric: the faithful file beats the smaller one that
     # lost 20 dB of output SNR (U8S8 saturation on x86 without VNNI), within 1 dB the smaller wins
-    sat = [{"name": "u8s8", "drop": 0.0, "p50_ms": 0.20, "snr_db": 14.2, "bytes": 300},
-           {"name": "u8s8-rr", "drop": 0.0, "p50_ms": 0.205, "snr_db": 34.9, "bytes": 360},
-           {"name": "qop-rr", "drop": 0.0, "p50_ms": 0.207, "snr_db": 34.5, "bytes": 310},
-           {"name": "s8s8", "drop": 0.0, "p50_ms": 0.30, "snr_db": 40.0, "bytes": 300}]
-    assert choose(sat, float_p50=0.5, budget=0.01)[0]["name"] == "qop-rr"
-    assert choose(sat[:2], float_p50=0.5, budget=0.01)[0]["name"] == "u8s8-rr"
+    sat = [_try("u8s8", 0.0, 0.20, 300, 14.2), _try("u8s8-rr", 0.0, 0.205, 360, 34.9),
+           _try("qop-rr", 0.0, 0.207, 310, 34.5), _try("s8s8", 0.0, 0.30, 300, 40.0)]
+    assert choose(sat, float_p50=0.5, budget=0.01)[0].label == "qop-rr"
+    assert choose(sat[:2], float_p50=0.5, budget=0.01)[0].label == "u8s8-rr"
     # 20 dB less faithful: it must be more than 20% faster to win, not 13% (noise on a shared machine)
-    slow_rr = [sat[0], {**sat[1], "p50_ms": 0.226}]
-    assert choose(slow_rr, float_p50=0.5, budget=0.01)[0]["name"] == "u8s8-rr"
-    assert choose([{**sat[0], "p50_ms": 0.15}, sat[1]], float_p50=0.5, budget=0.01)[0]["name"] == "u8s8"
+    slow_rr = [sat[0], replace(sat[1], p50_ms=0.226)]
+    assert choose(slow_rr, float_p50=0.5, budget=0.01)[0].label == "u8s8-rr"
+    assert choose([replace(sat[0], p50_ms=0.15), sat[1]], float_p50=0.5, budget=0.01)[0].label == "u8s8"
     # one validation sample less lost does not buy back 20 dB of output SNR; an exact file (inf dB)
     # and one at 70 dB are equally faithful (capped at 60 dB), so the smaller wins; no SNR at all still works
-    assert choose([{**sat[0], "drop": -0.0025}, sat[1]], float_p50=0.5, budget=0.01)[0]["name"] == "u8s8-rr"
-    exact = [{"name": "exact", "drop": 0.0, "p50_ms": 0.2, "snr_db": float("inf"), "bytes": 400},
-             {"name": "close", "drop": 0.0, "p50_ms": 0.2, "snr_db": 70.0, "bytes": 300}]
-    assert choose(exact, float_p50=0.5, budget=0.01)[0]["name"] == "close"
-    blind = [{k: v for k, v in a.items() if k != "snr_db"} for a in attempts]
-    assert choose(blind, float_p50=0.5, budget=0.01)[0]["name"] == "qop"
+    assert choose([replace(sat[0], drop=-0.0025), sat[1]], float_p50=0.5, budget=0.01)[0].label == "u8s8-rr"
+    exact = [_try("exact", 0.0, 0.2, 400, float("inf")), _try("close", 0.0, 0.2, 300, 70.0)]
+    assert choose(exact, float_p50=0.5, budget=0.01)[0].label == "close"
+    blind = [replace(a, snr_db=None) for a in attempts]
+    assert choose(blind, float_p50=0.5, budget=0.01)[0].label == "qop"
     best, notes = choose(attempts, float_p50=0.2, budget=0.01)  # every passing file is slower than float
-    assert best["name"] == "qop" and "slower than its fp32 twin (0.250 vs 0.200 ms p50)" in notes[0]
+    assert best.label == "qop" and "slower than its fp32 twin (0.250 vs 0.200 ms p50)" in notes[0]
     best, notes = choose(attempts, float_p50=0.5, budget=0.001)
-    assert best["name"] == "qop" and "no attempt meets the accuracy budget" in notes[0] and "gap 0.0010" in notes[0]
+    assert best.label == "qop" and "no attempt meets the accuracy budget" in notes[0] and "gap 0.0010" in notes[0]
 
 
 def _artifact(file, precision, p50, drop, runtime="onnxruntime", size=100):
@@ -111,7 +112,7 @@ def test_outlier_layer_is_found_and_repaired(user_models, tmp_path):
                            formats=("onnx",), bits=8)
     q = next(a for a in result.artifacts if a.precision == "int8")
     attempts = q.export.to_dict()["attempts"]
-    plain = [a for a in attempts if not a["name"].startswith("repair")]
+    plain = [a for a in attempts if not a["label"].startswith("repair")]
     assert min(a["drop"] for a in plain) > 0.3  # plain int8 fails badly, in every arrangement
     assert q.validation.drop <= 0.02  # the shipped file passes
     assert q.export.to_dict()["float_nodes"] and attempts[len(plain)]["float_layers"] == ["fc1"]
@@ -143,13 +144,13 @@ def test_example_int8_and_int4_files(tmp_path, mobile_unpruned):
     assert fp32.bytes / int8.bytes > 2.5  # > 3 when every layer is int8; depthwise-in-float costs some
     assert int8.validation.drop <= 0.01 and int8.validation.metrics["top1_agreement"] >= 0.98
     # the chosen arrangement is the most faithful of the equally fast ones (no int16 saturation)
-    chosen = next(a for a in int8.export.to_dict()["attempts"] if a["name"] == int8.export.to_dict()["chosen"])
+    chosen = next(a for a in int8.export.to_dict()["attempts"] if a["label"] == int8.export.to_dict()["chosen"])
     assert int8.validation.outputs["logits"]["snr_db"] > 30 and chosen["snr_db"] > 30
     tfl = by["digits_cnn_int8.tflite"]
     assert set(read_tflite(result.bundle / tfl.file).precision_map.values()) == {"int8"}
     assert tfl.validation.drop <= 0.01 and by["digits_cnn.tflite"].bytes / tfl.bytes > 2.5
     attempts = int8.export.to_dict()["attempts"]
-    assert {a["name"] for a in attempts} >= {"qdq-u8s8", "qoperator-u8s8", "qdq-s8s8"}
+    assert {a["label"] for a in attempts} >= {"qdq-u8s8", "qoperator-u8s8", "qdq-s8s8"}
     manifest = json.loads((result.bundle / "manifest.json").read_text())
     for runtime, rec in manifest["recommended"].items():
         chosen = next(f for f in manifest["files"] if f["file"] == rec["file"])

@@ -331,11 +331,11 @@ def _int4_tflite_build(user_models, tmp_path, factory: str, x: np.ndarray):
 def test_int4_tflite_repair_moves_the_worst_layer_to_int8(user_models, tmp_path):
     x = np.random.default_rng(0).standard_normal((400, 16)).astype(np.float32)
     result, q4, fc1 = _int4_tflite_build(user_models, tmp_path, "make_spiky", x)
-    attempts = q4.export.to_dict()["int4_attempts"]
+    attempts = q4.export.to_dict()["attempts"]
     assert attempts[0]["drop"] > 0.05  # int4 everywhere loses too much
     ranked = q4.export.to_dict()["sensitivity"]  # measured in LiteRT with only that layer at int4: fc1 is the worst
     assert ranked[0]["layer"] == fc1 and ranked[0]["drop_alone"] > 0.1 > ranked[-1]["drop_alone"]
-    assert attempts[1]["name"] == f"repair: {fc1} -> int8" and attempts[1]["drop"] < attempts[0]["drop"]
+    assert attempts[1]["label"] == f"repair: {fc1} -> int8" and attempts[1]["drop"] < attempts[0]["drop"]
     assert q4.validation.drop <= 0.02 and q4.export.to_dict()["int8_layers"]  # repaired, and the shipped file passes
     assert q4.export.to_dict()["float_layers"] == []
     pmap = read_tflite(result.bundle / q4.file).precision_map
@@ -349,10 +349,10 @@ def test_int4_tflite_repair_moves_a_layer_to_float_when_int8_is_not_enough(user_
     x[:, 0] *= 1000  # the feature fc1's tiny weights read
     result, q4, fc1 = _int4_tflite_build(user_models, tmp_path, "make_fragile", x)
     assert q4.export.to_dict()["sensitivity"][0]["layer"] == fc1
-    by_name = {a["name"]: a["drop"] for a in q4.export.to_dict()["int4_attempts"]}
+    by_name = {a["label"]: a["drop"] for a in q4.export.to_dict()["attempts"]}
     assert by_name[f"repair: {fc1} -> int8"] > 0.1  # int8 weights still lose fc1's small weights
     assert q4.export.to_dict()["float_layers"] == [fc1] and fc1 not in q4.export.to_dict()["int8_layers"]
-    assert q4.export.to_dict()["int4_attempts"][-1]["name"] == f"repair: {fc1} -> fp32"
+    assert q4.export.to_dict()["attempts"][-1]["label"] == f"repair: {fc1} -> fp32"
     assert q4.validation.drop <= 0.02
     pmap = read_tflite(result.bundle / q4.file).precision_map  # what the file stores, not what was asked
     assert pmap[fc1] == "fp32" and sorted(p for n, p in pmap.items() if n != fc1) == ["int8", "int8"]

@@ -93,7 +93,7 @@ def summary(result) -> dict:
     on_disk = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in bundle.iterdir()
                if p.name not in ("manifest.json", "report.json", "report.md", "report.png", "build.log")}
     comp = report.get("compression") or {}
-    attempts = [(a["ratio"], a["drop"], a["passed"]) for a in comp.get("attempts", [])]
+    attempts = [(a["ratio"], a["drop"], a["verdict"]) for a in comp.get("attempts", [])]
     return {"files": files, "on_disk": on_disk, "attempts": attempts, "ratio": comp.get("ratio"),
             "reference": report["reference"], "gates": sorted((g["name"], g["file"], g["passed"]) for g in
                                                               report["gates"] if g["name"] in ("accuracy", "flash", "ram"))}

@@ -5,5 +5,6 @@ It sits above the pipeline: every candidate is exported, quantized, validated an
 own ``run_plan``, and the chosen member is built into a bundle by ``build()``.
 """
 from .api import NasResult, nas
+from .options import NasOptions
 
-__all__ = ["NasResult", "nas"]
+__all__ = ["NasOptions", "NasResult", "nas"]

@@ -4,28 +4,31 @@ from __future__ import annotations
 import io
 import os
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-from ..core.errors import GateFailed, UsageError
-from ..targets.profiles import DeviceProfile, load_profile, with_overrides
+from ..core.errors import UsageError
 from .hostlock import HostLock
-from .promote import PICKS, build_bundle, choose, promote, spearman, to_promote
+from .options import NasOptions, with_settings
+from .promote import build_bundle, choose, promote, spearman, to_promote
 from .results import front, hypervolume, plot, points, trials_summary, write_pareto_json, write_trials_csv
-from .space import FORMS, WIDTHS, design_params, example_params, space_for
+from .space import WIDTHS, design_params, example_params, space_for
 from .storage import open_storage, open_study
 from .study import CONSTRAINTS, Loop, run_worker, seed_study
 from .trainer import Recipe, image_info, search_arrays
 
-GRIDS = ("auto", "full", "design", "baseline", "none")
-SAMPLERS = ("auto", "tpe", "gp")
+if TYPE_CHECKING:
+    from ..measure.gates import Gate
+
 STARTUP_TRIALS = 5  # random trials (seeded ones count) before the sampler models the rest; Optuna's default is 10
-DEFAULT_BUDGET_S = 600.0  # with neither a trial count nor a time budget: ten minutes
 
 
 @dataclass(frozen=True)
 class NasResult:
+    """A search's outcome. Its verdict is here, never raised: ``passed`` is False when no trial held every
+    budget or no promoted member held them after full training (``missed`` says why), or when the chosen
+    member's bundle missed a gate (``bundle_passed`` False, ``failed_gates`` the gates it missed)."""
     study: str
     folder: Path
     storage: str
@@ -39,57 +42,49 @@ class NasResult:
     bundle: Path | None = None
     bundle_passed: bool | None = None
     ran: list[int] = field(default_factory=list)
+    missed: str | None = None
+    failed_gates: list[Gate] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return self.missed is None and self.bundle_passed is not False
 
 
-def nas(space: str = "builtin", *, data=None, profile: str | Path | DeviceProfile = "iot", trials: int | None = None,
-        time_budget_s: float | None = None, storage: str | None = None, study: str | None = None, out="nas",
-        seed: int = 0, proxy_epochs: int = 3, final_epochs: int = 30, promote_k: int = 3, pick: str = "best",
-        grid: str = "auto", sampler: str = "auto", form: str = "auto", bits: int | None = None,
-        threads: int | None = None, train_threads: int | None = None,
-        hv_reference: tuple[float, float] | None = None, evaluator=None,
-        progress: Callable[[dict], None] | None = None) -> NasResult:
-    """Search ``space`` ('builtin' or FILE.py:FUNC) for ``profile``; see docs in the README ("edgekit nas").
+def nas(space: str = "builtin", options: NasOptions | None = None, *, evaluator=None,
+        progress: Callable[[dict], None] | None = None, **settings) -> NasResult:
+    """Search ``space`` ('builtin' or FILE.py:FUNC) as ``options`` (a ``NasOptions``) say; see the README
+    ("edgekit nas"). Keyword settings are a convenience: ``nas(space, trials=20)`` is
+    ``nas(space, NasOptions(trials=20))``, and with ``options`` they replace its fields.
 
-    ``trials`` is the study's global budget (every worker counts it), ``time_budget_s`` this worker's
-    (with neither: ten minutes).
-    ``promote_k`` = 0 skips promotion and the bundle (extra workers of a shared study). ``evaluator``
-    replaces the pipeline scorer (an object with ``profile`` and ``measure(module, arrays, name, *,
-    val_samples=None)`` returning ``evaluate.Measured``): tests use a deterministic one.
+    ``evaluator`` replaces the pipeline scorer (an object with ``profile`` and ``measure(module, arrays, name,
+    *, val_samples=None)`` returning ``evaluate.Measured``): tests use a deterministic one. ``progress``
+    receives an event per trial, promotion and build stage.
     """
+    opts = with_settings(options, settings)
     try:
         import optuna
     except ImportError:
         raise UsageError("edgekit nas needs Optuna, which is not installed: pip install 'edgekit[nas]'") from None
-    if trials is None and time_budget_s is None:
-        time_budget_s = DEFAULT_BUDGET_S
-    if grid not in GRIDS:
-        raise UsageError(f"grid {grid!r}: one of {', '.join(GRIDS)}")
-    if sampler not in SAMPLERS:
-        raise UsageError(f"sampler {sampler!r}: one of {', '.join(SAMPLERS)}")
-    if form not in ("auto",) + FORMS:
-        raise UsageError(f"--space-form {form}: one of auto, {', '.join(FORMS)}")
-    if form != "auto" and space != "builtin":
-        raise UsageError(f"--space-form {form}: the built-in space has forms; {space} is searched as it is written")
-    if pick not in PICKS and not str(pick).isdigit():
-        raise UsageError(f"--pick {pick}: one of {', '.join(PICKS)} or a trial number")
-    prof = profile if isinstance(profile, DeviceProfile) else load_profile(profile)
-    overrides = {k: v for k, v in (("quantize.weight_bits", bits), ("target.threads", threads)) if v is not None}
-    prof = with_overrides(prof, overrides) if overrides else prof
-    arrays, meta, data_name = _arrays(data, seed)
+    if opts.form != "auto" and space != "builtin":
+        raise UsageError(f"--space-form {opts.form}: the built-in space has forms; {space} is searched as it is "
+                         "written")
+    prof = opts.device_profile()
+    arrays, meta, data_name = _arrays(opts.data, opts.seed)
     channels, size, classes = image_info(arrays)
     the_space = space_for(space, channels, classes, size)
-    name = study or f"{Path(space.rpartition(':')[2] or space).name}-{prof.name}"
-    folder = Path(out) / name
-    store, url = open_storage(storage, folder)
+    name = opts.study or f"{Path(space.rpartition(':')[2] or space).name}-{prof.name}"
+    folder = Path(opts.out) / name
+    store, url = open_storage(opts.storage, folder)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    sampler = sampler_for(sampler, the_space, trials)
-    the_study = open_study(store, url, name, make_sampler(sampler, seed))
+    sampler = sampler_for(opts.sampler, the_space, opts.trials)
+    the_study = open_study(store, url, name, make_sampler(sampler, opts.seed))
     folder.mkdir(parents=True, exist_ok=True)
     lock = HostLock()
     if the_space.builtin:
-        the_space = space_for(space, channels, classes, size, study_form(the_study, form, trials, the_space, lock))
-    if the_space.builtin and grid != "none":
-        seed_study(the_study, grid_seeds(grid, the_space.resolutions, size, trials, the_space.form), lock)
+        the_space = space_for(space, channels, classes, size, study_form(the_study, opts.form, opts.trials, the_space,
+                                                                         lock))
+    if the_space.builtin and opts.grid != "none":
+        seed_study(the_study, grid_seeds(opts.grid, the_space.resolutions, size, opts.trials, the_space.form), lock)
     log = io.StringIO()
     input_names = [k for k in arrays if k not in ("y", "y_train") and not k.endswith("_train")]
     task = "classification" if arrays["y"].dtype.kind in "iu" else "regression"
@@ -98,9 +93,9 @@ def nas(space: str = "builtin", *, data=None, profile: str | Path | DeviceProfil
             from .evaluate import Evaluator
 
             evaluator = Evaluator(prof, Path(scratch), tf, log, meta)
-        loop = Loop(the_space, arrays, input_names, task, evaluator, Recipe(proxy_epochs), seed,
-                    train_threads or max(1, os.cpu_count() or 1), lock, trials, time_budget_s, progress=progress,
-                    region=hv_reference)
+        loop = Loop(the_space, arrays, input_names, task, evaluator, Recipe(opts.proxy_epochs), opts.seed,
+                    opts.train_threads or max(1, os.cpu_count() or 1), lock, opts.trials, opts.budget_s,
+                    progress=progress, region=opts.hv_reference)
         try:
             ran = run_worker(the_study, loop)
         finally:
@@ -108,44 +103,47 @@ def nas(space: str = "builtin", *, data=None, profile: str | Path | DeviceProfil
         all_trials = the_study.get_trials(deepcopy=False)
         pts = points(all_trials)
         members = front(pts)
-        ref = hv_reference or _reference(all_trials, prof)
+        ref = opts.hv_reference or _reference(all_trials, prof)
         hv = hypervolume(members, ref)
         summary = {"study": name, "storage": url, "profile": prof.name, "space": space, "sampler": sampler,
                    "space_form": the_space.form if the_space.builtin else None,
                    "data": data_name,
                    "scored": {"format": evaluator.format, "precision": evaluator.precision} if hasattr(evaluator, "format") else {},
                    "counts": trials_summary(all_trials), "hypervolume": round(hv, 6), "reference_point": list(ref),
-                   "proxy_recipe": Recipe(proxy_epochs).to_dict(), "final_recipe": Recipe(final_epochs).to_dict()}
+                   "proxy_recipe": Recipe(opts.proxy_epochs).to_dict(),
+                   "final_recipe": Recipe(opts.final_epochs).to_dict()}
         write_trials_csv(folder / "trials.csv", all_trials)
         title = f"edgekit nas {name}: {len(pts)} feasible of {len(all_trials)} trials, hypervolume {hv:.4f}"
         plot(folder / "pareto.png", all_trials, members, prof, title)
         write_pareto_json(folder / "pareto.json", members, summary)
-        if not members:
-            raise GateFailed(_why_none(all_trials, prof))
         result = NasResult(name, folder, url, summary["counts"], [p.to_dict() for p in members], hv, ref, ran=ran)
-        if promote_k <= 0:
+        if not members:
+            return replace(result, missed=_why_none(all_trials, prof),
+                           bundle_passed=False if opts.promote_k > 0 else None)
+        if opts.promote_k <= 0:
             return result
-        top = to_promote(pts, promote_k)
-        if str(pick).isdigit() and int(pick) not in {p.number for p in top}:
-            extra = next((p for p in pts if p.number == int(pick)), None)
+        top = to_promote(pts, opts.promote_k)
+        if opts.pick.isdigit() and int(opts.pick) not in {p.number for p in top}:
+            extra = next((p for p in pts if p.number == int(opts.pick)), None)
             if extra is None:
-                raise UsageError(f"--pick {pick}: trial {pick} is not a feasible measured trial of study {name}")
+                raise UsageError(f"--pick {opts.pick}: trial {opts.pick} is not a feasible measured trial of study "
+                                 f"{name}")
             top.append(extra)
-        promoted = promote(loop, top, Recipe(final_epochs), progress=progress)
+        promoted = promote(loop, top, Recipe(opts.final_epochs), progress=progress)
         rho = spearman(promoted)
-        write_pareto_json(folder / "pareto.json", members, {**summary, "promoted": [p.to_dict() for p in promoted],
-                                                            "spearman_proxy_final": rho})
+        said = {**summary, "promoted": [p.to_dict() for p in promoted], "spearman_proxy_final": rho}
+        write_pareto_json(folder / "pareto.json", members, said)
         plot(folder / "pareto.png", all_trials, members, prof, title, [p.to_dict() for p in promoted])
-        chosen = choose(promoted, str(pick))
+        result = replace(result, promoted=[p.to_dict() for p in promoted], spearman=rho)
+        chosen = choose(promoted, opts.pick)
         if chosen is None:
-            raise GateFailed(f"no promoted member holds every budget after full training ({_broken(promoted)}); "
-                             f"see {folder / 'pareto.json'}")
+            return replace(result, bundle_passed=False, missed=f"no promoted member holds every budget after full "
+                           f"training ({_broken(promoted)}); see {folder / 'pareto.json'}")
         built = build_bundle(chosen, loop, folder, name, meta, progress=progress)
-    write_pareto_json(folder / "pareto.json", members, {**summary, "promoted": [p.to_dict() for p in promoted],
-                                                        "spearman_proxy_final": rho, "chosen": chosen.trial,
-                                                        "bundle": str(built.bundle), "bundle_passed": built.passed})
-    return NasResult(name, folder, url, summary["counts"], result.front, hv, ref, [p.to_dict() for p in promoted],
-                     rho, chosen.trial, built.bundle, built.passed, ran)
+    write_pareto_json(folder / "pareto.json", members, {**said, "chosen": chosen.trial, "bundle": str(built.bundle),
+                                                        "bundle_passed": built.passed})
+    return replace(result, chosen=chosen.trial, bundle=built.bundle, bundle_passed=built.passed,
+                   failed_gates=list(built.failed_gates))
 
 
 def make_sampler(kind: str, seed: int):

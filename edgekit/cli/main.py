@@ -228,7 +228,7 @@ def bench(file, threads, runs, warmup, batch, data, min_seconds, repeat, device,
               "samples' positions in the data file).")
 def validate(file, model, weights, data, task, threads, trust_pickle, device, accept_host_key, save_outputs):
     """Run FILE in its runtime on the data and compare it with the reference model (on a device too, with
-    --device: the host's and the device's figures side by side)."""
+    --device: the host's and the device's figures side by side). Exits 1 when FILE misses its tolerance."""
     from ..pipeline.validate_file import validate_against, validate_on_device
 
     if device:
@@ -238,7 +238,7 @@ def validate(file, model, weights, data, task, threads, trust_pickle, device, ac
         _print_side_by_side(file, host, there, side)
         for f in there.failures:
             click.echo(f"edgekit: {there.measured_on}: {f}", err=True)
-        sys.exit(3 if there.failures else 0)
+        sys.exit(1 if there.failures else 0)
     v = validate_against(file, model=model, weights=weights, data=data, task=task, threads=threads,
                          trust_pickle=trust_pickle, save_outputs=save_outputs)
     rows = [(k, f"{val:.6g}") for k, val in v.metrics.items()] + [("metric drop", f"{v.drop:+.4f}")]
@@ -246,7 +246,7 @@ def validate(file, model, weights, data, task, threads, trust_pickle, device, ac
     _print_pairs(f"edgekit validate {file} ({v.runtime})", rows)
     for f in v.failures:
         click.echo(f"edgekit: {f}", err=True)
-    sys.exit(3 if v.failures else 0)
+    sys.exit(1 if v.failures else 0)
 
 
 def _ms(value, digits: int = 3) -> str:

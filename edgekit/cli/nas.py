@@ -32,6 +32,21 @@ def reference(text: str | None) -> tuple[float, float] | None:
     return metric, p90
 
 
+FLAGS = {"time_budget_s": "--time-budget", "study": "--study", "promote_k": "--promote", "form": "--space-form",
+         "hv_reference": "--hv-ref"}  # NasOptions' fields whose flag is not --FIELD-NAME
+
+
+def nas_options(**values):
+    """The command's one NasOptions; a bad value is named by its flag."""
+    from ..archsearch.options import NasOptions, OptionError
+
+    try:
+        return NasOptions(**values)
+    except OptionError as exc:
+        flag = FLAGS.get(exc.option, "--" + exc.option.replace("_", "-"))
+        raise UsageError(f"{flag} {exc.value}: {exc.why}") from None
+
+
 @click.command("nas")
 @click.option("--space", default="builtin", show_default=True,
               help="'builtin' (MobileNetV2-style) or FILE.py:FUNC, FUNC(trial) -> nn.Module.")
@@ -75,6 +90,11 @@ def nas_cmd(space, data, profile, trials, time_budget, storage, study_name, out,
 
     from ..archsearch import nas
 
+    options = nas_options(data=data, profile=profile, trials=trials, time_budget_s=duration(time_budget),
+                          storage=storage, study=study_name, out=out, seed=seed, proxy_epochs=proxy_epochs,
+                          final_epochs=final_epochs, promote_k=promote_k, pick=pick, grid=grid, sampler=sampler,
+                          form=form, bits=int(bits) if bits else None, threads=threads, train_threads=train_threads,
+                          hv_reference=reference(hv_ref))
     console = Console(stderr=True, width=None if sys.stderr.isatty() else 150)
     start = time.time()
 
@@ -96,11 +116,7 @@ def nas_cmd(space, data, profile, trials, time_budget, storage, study_name, out,
         console.print(f"trial {event['trial']:>3}: {figures:<34} done {done}{'/' + str(event['trials']) if event['trials'] else ''}"
                       f"  best feasible: {best}{left}")
 
-    result = nas(space, data=data, profile=profile, trials=trials, time_budget_s=duration(time_budget),
-                 storage=storage, study=study_name, out=out, seed=seed, proxy_epochs=proxy_epochs,
-                 final_epochs=final_epochs, promote_k=promote_k, pick=pick, grid=grid, sampler=sampler,
-                 form=form, bits=int(bits) if bits else None, threads=threads, train_threads=train_threads,
-                 hv_reference=reference(hv_ref), progress=progress)
+    result = nas(space, options, progress=progress)
     table = Table(title=f"Pareto front of {result.study} (hypervolume {result.hypervolume:.4f} against "
                         f"{result.reference_point[0]:g}, {result.reference_point[1]:g} ms)")
     for col in ("trial", "metric", "p90 ms", "size KB", "arena KB", "resolution", "params"):
@@ -125,8 +141,12 @@ def nas_cmd(space, data, profile, trials, time_budget, storage, study_name, out,
     click.echo(f"outputs: {result.folder}/trials.csv, pareto.json, pareto.png")
     if result.bundle is not None:
         click.echo(f"bundle of trial {result.chosen}: {result.bundle} ({'PASS' if result.bundle_passed else 'FAIL'})")
-        if not result.bundle_passed:
-            sys.exit(1)
+    if not result.passed:  # the library gives the verdict; the exit code is the CLI's
+        if result.missed:
+            click.echo(f"edgekit: budget missed: {result.missed}", err=True)
+        for gate in result.failed_gates:
+            click.echo(f"edgekit: gate missed: {gate.describe()}", err=True)
+        sys.exit(1)
 
 
 def _best(study) -> str:

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 import click
 
 from ..measure.recommend import TIE
-from .tables import console as _console
+from .tables import print_build_table
 
 if TYPE_CHECKING:
     from ..core.record import BuildRecord
@@ -14,10 +14,7 @@ if TYPE_CHECKING:
 
 def print_build(record: BuildRecord) -> None:
     """The summary a person reads after a build: the table, the picks, compression, what was not made, notes."""
-    from ..report.markdown import render_table
-
-    console = _console(stderr=False)
-    console.print(render_table(record), width=min(120, console.width))  # cells wrap to fit 120 columns
+    print_build_table(record)  # one line per file: narrowed on a terminal, full rows into a pipe
     for rec in record.recommended:
         flagged = f"; slower than fp32, not recommended: {', '.join(rec.slower_than_fp32)}" \
             if rec.slower_than_fp32 else ""

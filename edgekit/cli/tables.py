@@ -1,7 +1,12 @@
-"""Small CLI helpers for `edgekit bench --batch`: parsing the sizes and printing the per-batch table."""
+"""Small CLI helpers: `edgekit build`'s table, `edgekit bench --batch`'s sizes and per-batch table, `inspect`'s rows."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
+
+if TYPE_CHECKING:
+    from ..core.record import BuildRecord
 
 
 def console(stderr: bool = True):
@@ -10,6 +15,20 @@ def console(stderr: bool = True):
 
     out = Console(stderr=stderr)
     return out if out.is_terminal else Console(stderr=stderr, width=150)
+
+
+def print_build_table(record: BuildRecord) -> None:
+    """`edgekit build`'s table: on a terminal, one line per file at the terminal's width; into a pipe or a CI
+    log, the full rows as plain text, never wrapped."""
+    from ..report.markdown import COLUMNS, table_rows, title
+    from ..report.table import fit_table
+
+    out = console(stderr=False)
+    shown = fit_table(title(record), COLUMNS, table_rows(record), width=out.width, terminal=out.is_terminal)
+    if out.is_terminal:
+        out.print(shown)
+    else:
+        click.echo(shown)
 
 
 def batch_sizes(text: str) -> list[int]:

@@ -2,7 +2,9 @@
 
 - UsageError (exit 2): bad input from the user: a missing file, a corrupt model,
   wrong shapes, NaN data, an unknown profile key, a missing optional dependency.
-- GateFailed (exit 1): the build worked but a profile gate was missed.
+- GateFailed (exit 1): the work was done but a budget or gate was missed. The library does not raise it: it
+  reports verdicts on its results (BuildResult.passed, NasResult.passed, ValidationResult.failures) and the
+  CLI alone turns them into exit 1. It stays public for callers that want to raise a verdict as an error.
 - StageError (exit 3): an internal stage failed; the message names the stage.
 """
 from __future__ import annotations

@@ -70,7 +70,8 @@ def _mcu_entry(a: Artifact) -> dict:
     """What firmware needs of a C array: its headers, symbol, op list and the measured TFLite-Micro arena."""
     if a.format != "c_array":
         return {}
-    entry = {"embeds": a.export.embeds, **{k: a.export.details[k] for k in MCU_KEYS if k in a.export.details}}
+    facts = a.export.mcu.to_dict() if a.export.mcu is not None else {}
+    entry = {"embeds": a.export.embeds, **{k: facts[k] for k in MCU_KEYS if k in facts}}
     if a.export.tflm is not None and a.export.tflm.loads:
         entry["arena_bytes_measured"] = a.export.tflm.arena_bytes  # measured again in the measure stage
     return {"mcu": entry}
@@ -79,14 +80,13 @@ def _mcu_entry(a: Artifact) -> dict:
 def _runtime_entry(a: Artifact) -> dict:
     """What an app must set or know to run the file as it was validated: OpenVINO's precision hint and its
     weights file, ExecuTorch's delegation."""
-    details = a.export.details or {}
     out: dict[str, Any] = {}
     if a.format == "openvino":
         out["weights_file"] = str(Path(a.file).with_suffix(".bin"))
-    if details.get("runtime_options"):
-        out["runtime_options"] = dict(details["runtime_options"])
-    if details.get("delegation"):
-        out["delegation"] = dict(details["delegation"])
+    if a.export.runtime_options:
+        out["runtime_options"] = dict(a.export.runtime_options)
+    if a.export.delegation:
+        out["delegation"] = dict(a.export.delegation)
     return out
 
 

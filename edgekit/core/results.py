@@ -7,6 +7,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .attempt import Attempt
+
 
 @dataclass(frozen=True)
 class ValidationResult:
@@ -81,8 +83,30 @@ class TflmCheck:
 
 
 @dataclass(frozen=True)
+class McuFacts:
+    """What firmware needs of a C array: its symbol and headers, the ops its resolver registers, the arena."""
+    symbol: str
+    header: str
+    ops_header: str
+    ops: tuple[str, ...]
+    resolver_methods: tuple[str, ...]
+    unregistered_ops: tuple[str, ...]
+    arena_bytes: int | None = None
+    arena_bytes_with_margin: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"symbol": self.symbol, "header": self.header, "ops_header": self.ops_header,
+                               "ops": list(self.ops), "resolver_methods": list(self.resolver_methods),
+                               "unregistered_ops": list(self.unregistered_ops), "arena_bytes": self.arena_bytes,
+                               "arena_bytes_with_margin": self.arena_bytes_with_margin}
+        return out
+
+
+@dataclass(frozen=True)
 class ExportInfo:
-    """How a file was made. ``details`` holds what only the report shows (attempts, plans, sensitivity)."""
+    """How a file was made. ``attempts``: what its search tried (``chosen``: the label of the one shipped);
+    ``details`` holds what only the report shows (plans, sensitivity, QAT) and what the manifest copies
+    (runtime options, delegation, the C array's headers)."""
     exporter: str
     made_from: str | None = None  # the file it was converted or quantized from
     embeds: str | None = None  # a C array: the .tflite file it embeds
@@ -90,6 +114,12 @@ class ExportInfo:
     notes: tuple[str, ...] = ()
     tflm: TflmCheck | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    attempts: tuple[Attempt, ...] = ()
+    chosen: str | None = None
+    # what the manifest copies for apps: how to run the file as it was validated, and the C array's facts
+    runtime_options: dict[str, str] | None = None  # OpenVINO: {"INFERENCE_PRECISION_HINT": ...}
+    delegation: dict[str, Any] | None = None  # ExecuTorch: the XNNPACK delegation summary
+    mcu: McuFacts | None = None  # a C array: its symbol, headers, ops and arena
 
     def with_details(self, **more: Any) -> "ExportInfo":
         from dataclasses import replace
@@ -97,6 +127,12 @@ class ExportInfo:
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"exporter": self.exporter, **self.details}
+        if self.runtime_options is not None:
+            out["runtime_options"] = dict(self.runtime_options)
+        if self.delegation is not None:
+            out["delegation"] = dict(self.delegation)
+        if self.mcu is not None:
+            out.update(self.mcu.to_dict())
         if self.made_from is not None:
             out["from"] = self.made_from
         if self.embeds is not None:
@@ -107,6 +143,10 @@ class ExportInfo:
             out["notes"] = list(self.notes)
         if self.tflm is not None:
             out["tflm"] = self.tflm.to_dict()
+        if self.chosen is not None:
+            out["chosen"] = self.chosen
+        if self.attempts:
+            out["attempts"] = [a.to_dict() for a in self.attempts]
         return out
 
 

@@ -1,6 +1,6 @@
 """Exporters, one module per format, registered by (format, source kind); the format table is
 exporters/*.toml. Each takes an ExportJob and returns the fp32 file(s) it wrote as Exported entries;
-quantized files come from the quantization passes (quantize/, search/).
+quantized files come from the quantization passes (quantize/).
 """
 from __future__ import annotations
 

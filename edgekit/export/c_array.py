@@ -11,7 +11,7 @@ import re
 
 from ..core.errors import StageError
 from ..targets.formats import get_format
-from ..core.results import ExportInfo
+from ..core.results import ExportInfo, McuFacts
 from .job import Exported, ExportJob
 from .tflm_resolver import write_ops_header
 
@@ -40,7 +40,9 @@ def export_c_array(job: ExportJob) -> list[Exported]:
         f"alignas(16) const unsigned char {symbol}[] = {{\n  " + ",\n  ".join(rows) + "\n};\n"
         f"const unsigned int {symbol}_len = {len(data)};\n")
     info = ExportInfo("edgekit c_array", embeds=source.path.name, flash_bytes=len(data),
-                      details={"symbol": symbol, "header": header.name, **ops})
+                      mcu=McuFacts(symbol, header.name, ops["ops_header"], tuple(ops["ops"]),
+                                   tuple(ops["resolver_methods"]), tuple(ops["unregistered_ops"]), ops["arena_bytes"],
+                                   ops["arena_bytes_with_margin"]))
     return [Exported(body, "c_array", source.precision, info, source.mapping)]
 
 

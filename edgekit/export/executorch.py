@@ -117,5 +117,5 @@ def export_executorch(job: ExportJob) -> list[Exported]:
     buffer, summary = lower(model.module, args, model.iospec, "export executorch", job.min_delegated_share)
     Path(target).write_bytes(buffer)
     info = ExportInfo(f"executorch {version('executorch')} (to_edge_transform_and_lower, XNNPACK)",
-                      details={"delegation": summary, "static_shapes": True})
+                      details={"static_shapes": True}, delegation=summary)
     return [Exported(target, "executorch", "fp32", info, mapping=static_spec(model, args))]

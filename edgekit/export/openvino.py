@@ -52,6 +52,6 @@ def export_openvino(job: ExportJob) -> list[Exported]:
     from ..files.onnx_io import iospec_from_onnx
 
     info = ExportInfo(f"openvino.convert_model {made['version']}", made_from=job.reference_onnx.name,
-                      details={"inference_precision_hint": "f32", "weights": "fp32",
-                               "runtime_options": {"INFERENCE_PRECISION_HINT": "f32"}})
+                      details={"inference_precision_hint": "f32", "weights": "fp32"},
+                      runtime_options={"INFERENCE_PRECISION_HINT": "f32"})
     return [Exported(target, "openvino", "fp32", info, mapping=iospec_from_onnx(job.reference_onnx))]

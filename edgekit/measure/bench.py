@@ -28,6 +28,21 @@ def cpu_info() -> dict:
     return read()
 
 
+def run_worker(module: str, args: dict, threads: int, path: Path, refusal: str) -> dict:
+    """Run a measuring worker (``python -m module '<json>'``) in a fresh process at ``threads``; its last line of
+    output is the JSON result. Its exit code 2 is the user's input (its last error line), anything else a
+    failed bench stage naming ``path``."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONWARNINGS="ignore")
+    proc = subprocess.run([sys.executable, "-m", module, json.dumps(args)], capture_output=True, text=True, env=env)
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode == 2:
+        raise UsageError(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"{path}: {refusal}")
+    if proc.returncode != 0 or not lines:
+        tail = proc.stderr.strip().splitlines()[-1:] or ["no output"]
+        raise StageError("bench", f"{path.name}: {tail[0][:300]}")
+    return json.loads(lines[-1])
+
+
 def bench_file(path: str | Path, *, runtime: str | None = None, threads: int = 1, warmup: int = 20,
                runs: int = 200, batch: int = 32, max_seconds: float = 10.0,
                inputs: dict[str, np.ndarray] | None = None, min_seconds: float = 0.0, repeat: int = 1,
@@ -52,16 +67,7 @@ def bench_file(path: str | Path, *, runtime: str | None = None, threads: int = 1
         args = {"path": str(path.resolve()), "runtime": runtime, "threads": threads, "warmup": warmup,
                 "runs": runs, "batch": batch, "max_seconds": max(max_seconds, 1.5 * min_seconds), "sample": sample,
                 "min_seconds": min_seconds, "repeat": repeat, "batches": [int(b) for b in batches]}
-        env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONWARNINGS="ignore")
-        proc = subprocess.run([sys.executable, "-m", "edgekit.measure.bench_worker", json.dumps(args)],
-                              capture_output=True, text=True, env=env)
-    lines = proc.stdout.strip().splitlines()
-    if proc.returncode == 2:
-        raise UsageError(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"{path}: cannot be benchmarked")
-    if proc.returncode != 0 or not lines:
-        tail = proc.stderr.strip().splitlines()[-1:] or ["no output"]
-        raise StageError("bench", f"{path.name}: {tail[0][:300]}")
-    raw = json.loads(lines[-1])
+        raw = run_worker("edgekit.measure.bench_worker", args, threads, path, "cannot be benchmarked")
     raw["cpu"] = cpu_info()
     rounds = raw.pop("round_p50_ms")
     extra = [f"p50 of each of the {repeat} rounds: " + ", ".join(f"{p:.4g}" for p in rounds) + " ms"] if repeat > 1 else []

@@ -31,7 +31,7 @@ from ..report.markdown import write_reports
 from ..targets.profiles import DeviceProfile
 from .finish import TRANSFER_SHARE, make_record
 from .options import BuildOptions
-from .plan import QUANTIZERS, BuildPlan, make_plan, planned_files
+from .plan import QUANTIZERS, BuildPlan, make_plan
 from .stages import check_compressible, load_data, load_source, measure, speed_verdicts, stage
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..core.attempt import Attempt
 from ..core.model import Model
 from .layers import out_channels, weighted_layers
 
@@ -15,14 +16,14 @@ class Compression:
     applied: bool
     ratio: float
     before: dict[str, Any]  # the source's exported fp32 graph: params, MACs, bytes, zip bytes, latency
-    attempts: tuple[dict, ...]
+    attempts: tuple[Attempt, ...]  # every ratio tried, in order; the one applied is marked chosen
     details: dict[str, Any]  # the chosen attempt: layers changed, factorization, recovery, sharing
     settings: dict[str, Any]
     notes: tuple[str, ...] = field(default_factory=tuple)
 
     def to_dict(self) -> dict[str, Any]:
         return {"applied": self.applied, "ratio": self.ratio, "settings": self.settings, "before": self.before,
-                "attempts": list(self.attempts), "details": self.details, "notes": list(self.notes)}
+                "attempts": [a.to_dict() for a in self.attempts], "details": self.details, "notes": list(self.notes)}
 
 
 def prunable(module, round_to: int, protect: set[str]) -> bool:

@@ -11,6 +11,7 @@ import traceback
 from pathlib import Path
 from typing import Callable
 
+from ..core.attempt import Attempt, mark_chosen
 from ..core.data import Data
 from ..core.errors import UsageError, one_line
 from ..core.metrics import PRIMARY
@@ -21,9 +22,12 @@ from .compression import Compression, grid, prunable
 from .layers import attention_layers, output_layers, resolve_keep
 from ..measure.validate import Reference, judge, validate_file
 
+SEARCH = "prune"
+
 
 def _attempt(model: Model, data: Data, reference: Reference, prof: DeviceProfile, plan: Plan, ratio: float, origin,
-             allowed: float, threads: int, scratch: Path, number: int, log, progress, passing: dict, index: int) -> dict:
+             allowed: float, threads: int, scratch: Path, number: int, log, progress, passing: dict, index: int
+             ) -> Attempt:
     """One ratio: compress, judge in torch (every output), then export and judge the fp32 file in ONNX Runtime."""
     from ..export.onnx import export_onnx
     from ..files.graph_stats import onnx_stats
@@ -34,26 +38,29 @@ def _attempt(model: Model, data: Data, reference: Reference, prof: DeviceProfile
     outputs = run_batched(TorchRunner(module, model.iospec, threads), data.validation.inputs)
     metrics, torch_drop, _, decided = judge(outputs, reference, data.validation.labels)
     params = int(sum(p.numel() for p in module.parameters()))
-    entry = {"ratio": ratio, "metric": metrics.get(PRIMARY[data.task]), "torch_drop": torch_drop,
-             "decided_by": decided, "params_torch": params,
-             "ratio_reached": round(1 - params / max(1, sum(p.numel() for p in model.module.parameters())), 4),
-             "recovery": details["recovery"]["method"]}
-    if entry["torch_drop"] <= allowed:
-        twin = dataclasses.replace(model, module=module)
-        path = scratch / f"attempt-{number}.onnx"
-        how = export_onnx(twin, path, log, screening=True)
-        checked = validate_file(path, reference, data, None, runtime="onnxruntime", threads=threads,
-                                raise_on_failure=False)
-        entry.update(drop=checked.drop, decided_by=checked.decided_by,
-                     measured_in=f"onnxruntime, exported fp32 file ({how['exporter']}, for screening)",
-                     **{k: v for k, v in onnx_stats(path).items() if k != "macs_unknown_nodes"})
-        entry["passed"] = entry["drop"] <= allowed
-        if entry["passed"]:
-            passing[index] = (module, details)
-    else:
-        entry.update(drop=entry["torch_drop"], measured_in="torch (over budget before export, not exported)",
-                     passed=False)
+    figures = {"metric": metrics.get(PRIMARY[data.task]), "torch_drop": torch_drop, "params_torch": params,
+               "ratio_reached": round(1 - params / max(1, sum(p.numel() for p in model.module.parameters())), 4),
+               "recovery": details["recovery"]["method"]}
+    if not torch_drop <= allowed:  # NaN included
+        return Attempt(SEARCH, _label(ratio), ratio=ratio, drop=torch_drop, decided_by=decided, figures=figures,
+                       measured_in="torch (over budget before export, not exported)").judged(allowed)
+    twin = dataclasses.replace(model, module=module)
+    path = scratch / f"attempt-{number}.onnx"
+    how = export_onnx(twin, path, log, screening=True)
+    checked = validate_file(path, reference, data, None, runtime="onnxruntime", threads=threads,
+                            raise_on_failure=False)
+    stats = onnx_stats(path)
+    figures.update(params=stats["params"], macs=stats["macs"], zip_bytes=stats["zip_bytes"])
+    entry = Attempt(SEARCH, _label(ratio), ratio=ratio, drop=checked.drop, decided_by=checked.decided_by,
+                    measured_in=f"onnxruntime, exported fp32 file ({how['exporter']}, for screening)",
+                    measured_on=checked.measured_on, bytes=stats["bytes"], figures=figures).judged(allowed)
+    if entry.passed:
+        passing[index] = (module, details)
     return entry
+
+
+def _label(ratio: float) -> str:
+    return f"ratio {ratio:.2f}"
 
 
 def compress(model: Model, data: Data, reference: Reference, prof: DeviceProfile, scratch: Path, *,
@@ -105,7 +112,8 @@ def compress(model: Model, data: Data, reference: Reference, prof: DeviceProfile
 
     ratios = grid(settings["ceiling"], cfg.step) if method != "none" else [0.0]
     trivial_zero = cfg.lowrank == 0 and cfg.share_bits == 0  # ratio 0 is then the source itself
-    attempts: list[dict] = []
+    attempts: list[Attempt] = []
+    tried: dict[int, Attempt] = {}
     passing: dict[int, tuple] = {}
     fail, ok = -1, (len(ratios) - 1 if trivial_zero else len(ratios))
     index: int | None = 0 if not (trivial_zero and len(ratios) == 1) else None
@@ -126,12 +134,13 @@ def compress(model: Model, data: Data, reference: Reference, prof: DeviceProfile
             raise
         except Exception as exc:  # the pruned graph no longer runs or exports: a failed attempt, back off
             log.write(f"compress attempt at ratio {ratio:.2f} failed:\n{traceback.format_exc()}")
-            entry = {"ratio": ratio, "passed": False, "drop": None, "error": one_line(exc),
-                     "measured_in": "failed: the pruned model does not run or export"}
-        entry["seconds"] = round(time.perf_counter() - t0, 2)
+            entry = Attempt(SEARCH, _label(ratio), ratio=ratio, error=one_line(exc),
+                            measured_in="failed: the pruned model does not run or export").judged(allowed)
+        entry = dataclasses.replace(entry, seconds=round(time.perf_counter() - t0, 2))
         attempts.append(entry)
-        log.write(f"compress attempt: {entry}\n")
-        if entry["passed"]:
+        tried[index] = entry
+        log.write(f"compress attempt: {entry.to_dict()}\n")
+        if entry.passed:
             ok = index
         else:
             fail = index
@@ -145,7 +154,7 @@ def compress(model: Model, data: Data, reference: Reference, prof: DeviceProfile
         twin = dataclasses.replace(model, module=module, onnx_path=path,
                                    meta={**model.meta, "onnx_export": {**info, "from": "the pruning search"}})
         return Compression(twin, reference.for_model(twin, data, threads), True,
-                           ratios[ok], before, tuple(attempts), details, settings, tuple(notes))
+                           ratios[ok], before, mark_chosen(attempts, tried[ok]), details, settings, tuple(notes))
     if attempts:
         notes.append(f"no attempt {'made before the time box ' if timed_out else ''}stayed within the pruning share "
                      f"of the accuracy budget (drop <= {allowed:.4f}); the model is exported uncompressed")

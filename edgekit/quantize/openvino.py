@@ -9,23 +9,36 @@ puts worst into NNCF's ``ignored_scope``, one at a time.
 """
 from __future__ import annotations
 
+import itertools
 import shutil
 import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import NamedTuple
 
 from ..core.artifact import file_digest
+from ..core.attempt import Attempt, mark_chosen, run_attempts
 from ..core.errors import EdgekitError, StageError
 from ..export.job import Exported, PassContext
 from ..export.openvino import ir_files, ov_call
 from .passes import calibration_npz
 from .onnx_ort import QuantPlan, has_attention, preprocess, weighted_nodes
 from .sensitivity import rank_layers
-from ..core.results import ExportInfo
+from ..core.results import ExportInfo, ValidationResult
 from ..measure.validate import validate_file
 from .ladder import climb
 from .onnx import _worst_snr
+
+SEARCH = "openvino int8"
+
+
+class _Made(NamedTuple):
+    """What an attempt made, for the pass itself (never serialised)."""
+    ignored: frozenset  # the IR ops in NNCF's ignored_scope
+    path: Path
+    validation: ValidationResult | None
+    ov: dict  # what the quantize worker reported: versions, model type, samples, FakeQuantize nodes
 
 
 def _copy_ir(src: Path, target: Path) -> None:
@@ -39,9 +52,9 @@ def _recompressed(src: Exported, ctx: PassContext, precision: str, hint: str, wh
     made = ov_call("recompress", stage, ctx.log, src=str(src.path.resolve()), out=str(target.resolve()), hint=hint,
                    fp16=True)
     details = {"inference_precision_hint": hint, "weights": "fp16 (compressed; decompressed at load)",
-               "runtime_options": {"INFERENCE_PRECISION_HINT": hint}, "computes_in": why}
+               "computes_in": why}
     info = ExportInfo(f"openvino {made['version']} (save_model compress_to_fp16)", made_from=src.path.name,
-                      details=details)
+                      details=details, runtime_options={"INFERENCE_PRECISION_HINT": hint})
     return replace(src, path=target, precision=precision, info=info, validation=None)
 
 
@@ -72,10 +85,11 @@ def openvino_int8(src: Exported, ctx: PassContext) -> Exported:
     with tempfile.TemporaryDirectory(prefix="edgekit-ov-", dir=ctx.scratch) as tmp_name:
         tmp = Path(tmp_name)
         calibration = str(calibration_npz(ctx.data.calibration, src.mapping, tmp / "calibration.npz").resolve())
-        attempts: list[dict] = []
+        numbers = itertools.count()
 
-        def attempt(ignored: frozenset, label: str) -> dict:
-            path = tmp / f"a{len(attempts)}.xml"
+        def attempt(ignored: frozenset, label: str) -> Attempt:
+            path = tmp / f"a{next(numbers)}.xml"
+            what = {"float_layers": tuple(sorted(ignored)), "weights": "ptq", "measured_in": "openvino"}
             try:
                 made = ov_call("quantize", stage, ctx.log, src=str(src.path.resolve()), out=str(path.resolve()),
                                calibration=calibration, transformer=transformer, ignored=sorted(ignored), hint="f32")
@@ -83,41 +97,35 @@ def openvino_int8(src: Exported, ctx: PassContext) -> Exported:
                                   raise_on_failure=False)
             except EdgekitError as exc:
                 ctx.log.write(f"OpenVINO int8 attempt {label} failed: {exc}\n")
-                entry = {"name": label, "ignored": ignored, "path": path, "drop": float("inf"), "p50_ms": None,
-                         "validation": None, "made": {}, "error": str(exc)[:300]}
-                attempts.append(entry)
-                return entry
-            entry = {"name": label, "ignored": ignored, "path": path, "drop": float(v.drop), "p50_ms": None,
-                     "validation": v, "made": made, "bytes": file_digest(path)[1]}
-            attempts.append(entry)
-            return entry
+                return Attempt(SEARCH, label, **what, error=str(exc)[:300], made=_Made(ignored, path, None, {}))
+            return Attempt(SEARCH, label, **what, drop=float(v.drop), decided_by=v.decided_by, snr_db=_worst_snr(v),
+                           measured_on=v.measured_on, bytes=file_digest(path)[1], made=_Made(ignored, path, v, made))
 
-        first = attempt(frozenset(), "nncf defaults" + (" (ModelType.TRANSFORMER)" if transformer else ""))
-        if first["validation"] is None:
-            raise StageError(stage, first["error"])
+        first, record = run_attempts([frozenset()], lambda ignored: attempt(
+            ignored, "nncf defaults" + (" (ModelType.TRANSFORMER)" if transformer else "")), budget, stage=stage,
+            why_failed=lambda failed: failed[0].error)
         best, notes, repair_s = first, [], None
-        if first["drop"] > budget:
+        if first.drop > budget:
             started = time.perf_counter()
-            best, notes = _repair(first, attempt, reference_onnx, src, ctx, tmp)
+            best, repairs, notes = _repair(first, attempt, reference_onnx, src, ctx, tmp)
+            record += repairs
             repair_s = round(time.perf_counter() - started, 1)
-        _copy_ir(best["path"], target)
-    details = {"quantizer": f"nncf {best['made']['nncf']}", "model_type": best["made"]["model_type"],
-               "calibration_samples": best["made"]["samples"], "fake_quantize_nodes": best["made"]["fake_quantize"],
-               "ignored_scope": sorted(best["ignored"]), "chosen": best["name"], "repair_seconds": repair_s,
-               "inference_precision_hint": "f32",
-               "runtime_options": {"INFERENCE_PRECISION_HINT": "f32"},
-               "attempts": [{"name": a["name"], "drop": a["drop"] if a["validation"] is not None else None,
-                             "p50_ms": a["p50_ms"], "snr_db": _worst_snr(a["validation"]) if a["validation"] else None,
-                             "bytes": a.get("bytes", 0),
-                             "float_layers": sorted(a["ignored"]), "int8_layers": [],
-                             **({"error": a["error"]} if "error" in a else {})} for a in attempts]}
-    info = ExportInfo(f"openvino {best['made']['version']} + nncf {best['made']['nncf']} (quantize)",
-                      made_from=src.path.name, notes=tuple(notes), details=details)
+        _copy_ir(best.made.path, target)
+    made = best.made.ov
+    details = {"quantizer": f"nncf {made['nncf']}", "model_type": made["model_type"],
+               "calibration_samples": made["samples"], "fake_quantize_nodes": made["fake_quantize"],
+               "ignored_scope": sorted(best.made.ignored), "repair_seconds": repair_s,
+               "inference_precision_hint": "f32"}
+    info = ExportInfo(f"openvino {made['version']} + nncf {made['nncf']} (quantize)",
+                      made_from=src.path.name, notes=tuple(notes), details=details,
+                      runtime_options={"INFERENCE_PRECISION_HINT": "f32"},
+                      attempts=mark_chosen(record, best), chosen=best.label)
     return replace(src, path=target, precision="int8", info=info,
-                   validation=replace(best["validation"], file=str(target)))
+                   validation=replace(best.made.validation, file=str(target)))
 
 
-def _repair(first: dict, attempt, reference_onnx: Path, src: Exported, ctx: PassContext, tmp: Path):
+def _repair(first: Attempt, attempt, reference_onnx: Path, src: Exported, ctx: PassContext, tmp: Path
+            ) -> tuple[Attempt, list[Attempt], list[str]]:
     """Rank the graph's weighted layers by ONNX Runtime's one-layer-quantized output SNR, then climb: each
     rung adds the next worst layer to NNCF's ignored scope."""
     started = time.perf_counter()
@@ -128,14 +136,14 @@ def _repair(first: dict, attempt, reference_onnx: Path, src: Exported, ctx: Pass
     ir_ops = {n: [op for op in in_ir if op == n or op.startswith(n + "/")] for n in weighted_nodes(pre)}
     candidates = [n for n, ops in ir_ops.items() if ops]
     if not candidates:
-        return first, [f"repair skipped: none of the ONNX graph's layers keeps its name in the IR; drop "
-                       f"{first['drop']:.4f}"]
+        return first, [], [f"repair skipped: none of the ONNX graph's layers keeps its name in the IR; drop "
+                           f"{first.drop:.4f}"]
     ranking = rank_layers(pre, QuantPlan(8, "qdq-s8s8", ctx.profile.quantize.calibration), ctx.data.calibration,
                           tmp, candidates, seconds=box / 2)
     notes = ["sensitivity, ONNX Runtime's output SNR with only that layer quantized (worst first, dB): " +
              ", ".join(f"{n} {snr:.1f}" for n, snr in ranking[:5])]
-    chosen, more = climb(frozenset(), [n for n, _ in ranking], ["float"],
-                         lambda plan, node, level: plan | frozenset(ir_ops[node]),
-                         lambda plan, label: attempt(plan, label.replace("-> float", "-> ignored_scope")),
-                         ctx.profile.budget.max_accuracy_drop, best=first, started=started, time_box_s=box)
-    return chosen, notes + [n.replace("moved to float", "left float (ignored_scope)") for n in more]
+    chosen, made, more = climb(frozenset(), [n for n, _ in ranking], ["float"],
+                               lambda plan, node, level: plan | frozenset(ir_ops[node]),
+                               lambda plan, label: attempt(plan, label.replace("-> float", "-> ignored_scope")),
+                               ctx.profile.budget.max_accuracy_drop, best=first, started=started, time_box_s=box)
+    return chosen, made, notes + [n.replace("moved to float", "left float (ignored_scope)") for n in more]

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from types import SimpleNamespace
 from typing import Any
 
+from ..core.attempt import Attempt
 from ..export.job import PassContext
 from ..core.model import Model
 
@@ -140,6 +141,14 @@ def held_out_score(student, teacher, split, names: list[str], task: str):
                 n += len(args[0])
         return total / n
     return score, what
+
+
+def better(ptq: Attempt, trained: Attempt | None) -> Attempt:
+    """The QAT rung's choice: the QAT attempt when its file was made and lost less than ``ptq``; on the same
+    drop, or when it failed, the PTQ attempt stays."""
+    if trained is None or trained.failed or not trained.drop < ptq.drop:
+        return ptq
+    return trained
 
 
 def verdict(run: QatRun, ptq_drop: float, qat_drop: float | None, budget: float, precision: str) -> str:

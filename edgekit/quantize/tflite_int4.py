@@ -8,17 +8,35 @@ import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import NamedTuple
 
 from ..export.job import Exported, ExportJob, PassContext
 from .tflite_int4_recipe import write_int4
-from ..core.results import ExportInfo
+from ..core.attempt import Attempt, mark_chosen
+from ..core.results import ExportInfo, ValidationResult
 from ..runtimes import open_runner
 from ..files.tflite_info import read_tflite
 from ..measure.validate import validate_file
 from .ladder import climb, out_of_time
-from .qat import train, verdict, wanted
+from .onnx import _worst_snr
+from .qat import better, train, verdict, wanted
 
 EXPORTER = "ai-edge-quantizer (weight-only int4, float compute)"
+SEARCH = "tflite int4"
+
+
+class _Made(NamedTuple):
+    """What an attempt made, for the pass itself (never serialised)."""
+    path: Path
+    base: Exported  # the fp32 .tflite it quantized (the PTQ one, or the QAT-trained one)
+    validation: ValidationResult
+
+
+def _judged(label: str, path: Path, v: ValidationResult, base: Exported, budget: float, *, int8: tuple = (),
+            floats: tuple = (), weights: str = "ptq") -> Attempt:
+    return Attempt(SEARCH, label, float_layers=tuple(floats), int8_layers=tuple(int8), weights=weights,
+                   drop=float(v.drop), decided_by=v.decided_by, snr_db=_worst_snr(v), measured_in="litert",
+                   measured_on=v.measured_on, bytes=path.stat().st_size, made=_Made(path, base, v)).judged(budget)
 
 
 def tflite_int4(src: Exported, ctx: PassContext) -> Exported:
@@ -34,42 +52,41 @@ def tflite_int4(src: Exported, ctx: PassContext) -> Exported:
                              raise_on_failure=False, runner=runner)
 
     write_int4(ctx.tf, src.path, target)
-    first = check(target)
-    details: dict = {"int4_attempts": [{"name": "int4 everywhere it applies", "drop": first.drop}]}
-    notes: list[str] = []
-    best = {"drop": first.drop, "int8": (), "float": (), "validation": first, "path": target, "base": src}
+    best = first = _judged("int4 everywhere it applies", target, check(target), src, budget)
+    record, details, notes = [first], {}, []
     with tempfile.TemporaryDirectory(prefix="edgekit-int4-", dir=ctx.scratch) as tmp:
         if wanted(ctx, first.drop > budget):
-            best, note, details["qat"] = _qat(src, ctx, best, check, Path(tmp))
+            best, note, details["qat"], trained = _qat(src, ctx, best, check, Path(tmp))
             notes.append(note)
-            if details["qat"].get("drop_after") is not None:
-                details["int4_attempts"].append({"name": "qat: int4 everywhere it applies",
-                                                 "drop": details["qat"]["drop_after"]})
+            record += trained
             started = time.perf_counter()  # the repair's own time box starts after training
-        if best["drop"] > budget:
-            details["repair_weights"] = "qat" if best["base"] is not src else "ptq"
-            best, more = _repair(best["base"], ctx, best["path"], best, check, Path(tmp), details, started, box,
-                                 budget)
+        if best.drop > budget:
+            details["repair_weights"] = "qat" if best.made.base is not src else "ptq"
+            best, repairs, more = _repair(best.made.base, ctx, best.made.path, best, check, Path(tmp), details,
+                                          started, box, budget)
+            record += repairs
             notes += more
-        if best["path"] != target:
-            shutil.copyfile(best["path"], target)
+        if best.made.path != target:
+            shutil.copyfile(best.made.path, target)
     if "qat" in details:
-        details["qat"]["shipped"] = best["base"] is not src
-    details["int8_layers"], details["float_layers"] = list(best["int8"]), list(best["float"])
-    info = ExportInfo(EXPORTER, made_from=src.path.name, notes=tuple(notes), details=details)
-    return Exported(target, "tflite", "int4", info, best["base"].mapping,
-                    validation=replace(best["validation"], file=str(target)))
+        details["qat"]["shipped"] = best.made.base is not src
+    details["int8_layers"], details["float_layers"] = list(best.int8_layers), list(best.float_layers)
+    info = ExportInfo(EXPORTER, made_from=src.path.name, notes=tuple(notes), details=details,
+                      attempts=mark_chosen(record, best), chosen=best.label)
+    return Exported(target, "tflite", "int4", info, best.made.base.mapping,
+                    validation=replace(best.made.validation, file=str(target)))
 
 
-def _qat(src: Exported, ctx: PassContext, best: dict, check, tmp: Path) -> tuple[dict, str, dict]:
+def _qat(src: Exported, ctx: PassContext, best: Attempt, check, tmp: Path) -> tuple[Attempt, str, dict, list[Attempt]]:
     """QAT on ai-edge-quantizer's int4 grid; the trained model converted as the fp32 file was, then made
-    int4 by the same quantizer. The better of it and ``best``."""
+    int4 by the same quantizer. The better of it and ``best`` (the QAT rung), the note, QAT's details and the
+    attempt it made."""
     from ..export.onnx import export_onnx
     from ..export.tflite import export_tflite_torch
 
     run = train(ctx, "tflite", 4)
     if run.skipped:
-        return best, run.skipped, dict(run.details)
+        return best, run.skipped, dict(run.details), []
     budget = ctx.profile.budget.max_accuracy_drop
     folder = tmp / "qat"
     folder.mkdir()
@@ -83,15 +100,15 @@ def _qat(src: Exported, ctx: PassContext, best: dict, check, tmp: Path) -> tuple
         v = check(path, base.mapping)
     except Exception as exc:  # noqa: BLE001 - a failed QAT file must not cost the validated PTQ file
         ctx.log.write(f"QAT file failed: {exc!r}\n")
-        return best, verdict(run, best["drop"], None, budget, "int4"), {**run.details, "error": str(exc)[:300]}
-    note = verdict(run, best["drop"], v.drop, budget, "int4")
-    details = {**run.details, "drop_before": best["drop"], "drop_after": v.drop}
-    if v.drop < best["drop"]:
-        return {"drop": v.drop, "int8": (), "float": (), "validation": v, "path": path, "base": base}, note, details
-    return best, note, details
+        return best, verdict(run, best.drop, None, budget, "int4"), {**run.details, "error": str(exc)[:300]}, []
+    note = verdict(run, best.drop, v.drop, budget, "int4")
+    details = {**run.details, "drop_before": best.drop, "drop_after": v.drop}
+    trained = _judged("qat: int4 everywhere it applies", path, v, base, budget, weights="qat")
+    return better(best, trained), note, details, [trained]
 
 
-def _repair(src, ctx, target, best, check, tmp: Path, details: dict, started: float, box: float, budget: float):
+def _repair(src, ctx, target, best: Attempt, check, tmp: Path, details: dict, started: float, box: float,
+            budget: float) -> tuple[Attempt, list[Attempt], list[str]]:
     first = read_tflite(target)
     scopes = first.scopes
     quantized = [w for w, p in first.precision_map.items() if p == "int4"]
@@ -107,8 +124,9 @@ def _repair(src, ctx, target, best, check, tmp: Path, details: dict, started: fl
     ranked.sort(reverse=True)
     details["sensitivity"] = [{"layer": w, "drop_alone": d} for d, w in ranked]
     if len(ranked) < len(quantized):  # no time left to move any layer
-        return best, notes
+        return best, [], notes
     count = [0]
+    weights = details.get("repair_weights", "ptq")
 
     def promote(plan: tuple, weight: str, level: str) -> tuple:
         int8, floats = plan
@@ -116,19 +134,18 @@ def _repair(src, ctx, target, best, check, tmp: Path, details: dict, started: fl
             return int8 + (weight,), floats
         return tuple(w for w in int8 if w != weight), floats + (weight,)
 
-    def attempt(plan: tuple, label: str) -> dict:
+    def attempt(plan: tuple, label: str) -> Attempt:
         int8, floats = plan
         count[0] += 1
         path = tmp / f"attempt{count[0]}.tflite"
         write_int4(ctx.tf, src.path, path, int8_scopes=tuple(scopes[w] for w in int8),
                    float_scopes=tuple(scopes[w] for w in floats))
         v = check(path, src.mapping)
-        details["int4_attempts"].append({"name": label + (" (QAT weights)" if details.get("repair_weights") == "qat" else ""),
-                                         "drop": v.drop})
-        return {"drop": v.drop, "int8": int8, "float": floats, "validation": v, "path": path, "base": src}
+        return _judged(label + (" (QAT weights)" if weights == "qat" else ""), path, v, src, budget, int8=int8,
+                       floats=floats, weights=weights)
 
-    chosen, more = climb(((), ()), [w for _, w in ranked], ["int8", "fp32"], promote, attempt, budget,
-                         best=best, started=started, time_box_s=box)
-    if quantized and len(chosen["float"]) == len(quantized):
+    chosen, made, more = climb(((), ()), [w for _, w in ranked], ["int8", "fp32"], promote, attempt, budget,
+                               best=best, started=started, time_box_s=box)
+    if quantized and len(chosen.float_layers) == len(quantized):
         more.append("every layer ended in float: the file holds no int4 weights")
-    return chosen, notes + more
+    return chosen, made, notes + more

@@ -3,7 +3,7 @@ weights feed a DEQUANTIZE op and compute stays float, so the file is smaller, no
 
 ai-edge-quantizer covers CONV_2D and FULLY_CONNECTED here; other weighted ops (e.g. depthwise convs)
 stay float, and the precision map read back from the file says so. The repair that moves layers up
-when the file misses the budget is search/tflite_int4.py. TFLite-Micro has no int4 kernels.
+when the file misses the budget is quantize/tflite_int4.py. TFLite-Micro has no int4 kernels.
 """
 from __future__ import annotations
 

@@ -10,14 +10,17 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
+from ..core.attempt import Attempt, mark_chosen
 from ..core.errors import EdgekitError
 from ..export.job import Exported, ExportJob, PassContext
 from .passes import tflite_converted
 from ..runtimes import open_runner
 from ..measure.validate import validate_file
-from .qat import train, verdict, wanted
+from .onnx import _worst_snr
+from .qat import better, train, verdict, wanted
 
 _convert = tflite_converted("int8")
+SEARCH = "tflite int8"
 
 
 def tflite_int8(src: Exported, ctx: PassContext) -> Exported:
@@ -37,6 +40,7 @@ def tflite_int8(src: Exported, ctx: PassContext) -> Exported:
     budget = ctx.profile.budget.max_accuracy_drop
     if not wanted(ctx, first.drop > budget):
         return replace(made, validation=first)
+    ptq = _attempt("ptq: int8 full integer", made.path, first, budget, "ptq")
     run = train(ctx, "tflite", 8)
     if run.skipped:
         return _with(made, first, run.skipped, dict(run.details))
@@ -63,18 +67,30 @@ def tflite_int8(src: Exported, ctx: PassContext) -> Exported:
                 raise EdgekitError("; ".join(v.failures))
         except Exception as exc:  # noqa: BLE001 - as above: the PTQ file stays
             ctx.log.write(f"QAT int8 TFLite file failed: {exc!r}\n")
+            failed = Attempt(SEARCH, "qat: int8 full integer", weights="qat", measured_in="litert",
+                             error=str(exc)[:300]).judged(budget)
             return _with(made, first, verdict(run, first.drop, None, budget, "int8"),
                          {**run.details, "error": str(exc)[:300], "drop_before": first.drop, "drop_after": None,
-                          "shipped": False})
+                          "shipped": False}, (ptq, failed), ptq)
+        trained_attempt = _attempt("qat: int8 full integer", trained.path, v, budget, "qat")
+        chosen = better(ptq, trained_attempt)
         note = verdict(run, first.drop, v.drop, budget, "int8")
-        details = {**run.details, "drop_before": first.drop, "drop_after": v.drop, "shipped": v.drop < first.drop}
+        details = {**run.details, "drop_before": first.drop, "drop_after": v.drop, "shipped": chosen is not ptq}
         if not details["shipped"]:
-            return _with(made, first, note, details)
+            return _with(made, first, note, details, (ptq, trained_attempt), ptq)
         shutil.copyfile(trained.path, made.path)  # the QAT file takes the PTQ file's place
-    shipped = _with(made, v, note, details)
+    shipped = _with(made, v, note, details, (ptq, trained_attempt), trained_attempt)
     return replace(shipped, mapping=trained.mapping, validation=replace(v, file=str(made.path)))
 
 
-def _with(made: Exported, validation, note: str, details: dict) -> Exported:
+def _attempt(label: str, path: Path, v, budget: float, weights: str) -> Attempt:
+    return Attempt(SEARCH, label, weights=weights, drop=float(v.drop), decided_by=v.decided_by, snr_db=_worst_snr(v),
+                   measured_in="litert", measured_on=v.measured_on, bytes=path.stat().st_size).judged(budget)
+
+
+def _with(made: Exported, validation, note: str, details: dict, attempts: tuple = (),
+          chosen: Attempt | None = None) -> Exported:
     info = replace(made.info, notes=made.info.notes + (note,), details={**made.info.details, "qat": details})
+    if chosen is not None:  # the QAT rung ran: PTQ and QAT, the better one shipped
+        info = replace(info, attempts=mark_chosen(attempts, chosen), chosen=chosen.label)
     return replace(made, info=info, validation=validation)

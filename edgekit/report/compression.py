@@ -4,6 +4,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..core.attempt import Attempt
+from .attempts import PRUNING, attempts_table
+
 if TYPE_CHECKING:
     from ..prune.compression import Compression
 
@@ -75,18 +78,8 @@ def markdown(section: dict[str, Any]) -> list[str]:
         lines += [f"| {d['layer']} | {d['shape']} | {d['rank']} | {d['params_before']} | {d['params_after']} | "
                   f"{'yes' if d['replaced'] else 'no: ' + d['why']} |" for d in details["lowrank"]]
     lines += ["", f"Search (allowed drop {s['allowed_drop']:.4f} = {s['budget_share']:.0%} of the budget; "
-              f"{s.get('search_seconds', 0):.1f} s of a {s['time_box_s']:g} s time box):", "",
-              "| ratio | params cut | drop | decided by | measured in | params | MACs | zip bytes | passed | seconds |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
-    for t in section["attempts"]:
-        if t.get("error"):
-            lines.append(f"| {t['ratio']:.2f} | - | - | - | {t['measured_in']}: {t['error'][:160]} | - | - | - | no | "
-                         f"{t['seconds']} |")
-            continue
-        reached = f"{t['ratio_reached']:.0%}" if t.get("ratio_reached") is not None else "-"
-        lines.append(f"| {t['ratio']:.2f} | {reached} | {t['drop']:+.4f} | {t.get('decided_by') or '-'} | "
-                     f"{t['measured_in']} | {t.get('params', t['params_torch'])} | {t.get('macs', '-')} | "
-                     f"{t.get('zip_bytes', '-')} | {'yes' if t['passed'] else 'no'} | {t['seconds']} |")
+              f"{s.get('search_seconds', 0):.1f} s of a {s['time_box_s']:g} s time box):", ""]
+    lines += attempts_table([Attempt.from_dict(t) for t in section["attempts"]], PRUNING)
     lines += [f"- {n}" for n in section["notes"]]
     return lines + [""]
 

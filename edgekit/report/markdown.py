@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from ..core.metrics import PRIMARY
 from ..files.bundle import write_json
+from .attempts import file_attempts
 
 if TYPE_CHECKING:
     from ..core.artifact import Artifact
@@ -67,28 +68,6 @@ def _size(n: int) -> str:
 
 def title(record: BuildRecord) -> str:
     return f"edgekit build {record.source.name} --profile {record.profile.name}: {'PASS' if record.passed else 'FAIL'}"
-
-
-def render_table(record: BuildRecord, width: int = 120):
-    """The terminal table, at most ``width`` columns: the zip column goes first when it does not fit,
-    then cells wrap (file names fold, never truncate)."""
-    from rich.table import Table
-
-    rows = table_rows(record)
-    columns = list(COLUMNS)
-
-    def natural(cols) -> int:
-        idx = [COLUMNS.index(c) for c in cols]
-        return sum(max([len(c)] + [len(r[i]) for r in rows]) + 3 for c, i in zip(cols, idx)) + 1
-    if natural(columns) > width:
-        columns.remove("zip")
-    table = Table(title=title(record))
-    for col in columns:
-        table.add_column(col, justify="right" if col not in ("file", "format", "gates", "metric") else "left",
-                         overflow="fold", no_wrap=col not in ("metric", "gates"))  # only these two wrap
-    for row in rows:
-        table.add_row(*(row[COLUMNS.index(c)] for c in columns))
-    return table
 
 
 def to_markdown(record: BuildRecord) -> str:
@@ -190,35 +169,12 @@ def _file_lines(a: Artifact) -> list[str]:
     if export.get("symbol"):
         lines.append(f"- C array `{export['symbol']}` ({export['flash_bytes']} bytes, 16-byte aligned) "
                      f"in `{a.file}` / `{export['header']}`, embedding `{export['embeds']}`")
-    lines += _attempt_lines(export)
+    lines += file_attempts(a.export.attempts, a.export.chosen)  # the search's attempts (report/attempts.py)
     counts: dict[str, int] = {}
     for p in a.precision_map.values():
         counts[p] = counts.get(p, 0) + 1
     lines.append("- precision map: " + ", ".join(f"{n} layers at {p}" for p, n in counts.items()))
     lines.append("")
-    return lines
-
-
-def _attempt_lines(export: dict) -> list[str]:
-    lines = []
-    if export.get("attempts"):
-        lines.append(f"- quantization attempts (chosen: {export['chosen']}):")
-        lines.append("")
-        lines.append("  | attempt | metric drop | output SNR dB | p50 ms | bytes | float layers | int8 layers |")
-        lines.append("  |---|---|---|---|---|---|---|")
-        for t in export["attempts"]:
-            snr = "-" if t.get("snr_db") is None else f"{t['snr_db']:.1f}"
-            if t.get("error"):
-                lines.append(f"  | {t['name']} | failed: {t['error'][:120]} | - | - | - | - | - |")
-                continue
-            p50 = "-" if t.get("p50_ms") is None else f"{t['p50_ms']:.3f}"  # OpenVINO/ExecuTorch: judged by accuracy
-            lines.append(f"  | {t['name']} | {t['drop']:+.4f} | {snr} | {p50} | {t['bytes']} | "
-                         f"{', '.join(t['float_layers']) or '-'} | {', '.join(t['int8_layers']) or '-'} |")
-        lines.append("")
-    if export.get("int4_attempts"):
-        lines.append("- int4 attempts: " + "; ".join(
-            f"{t['name']} (drop {t['drop']:+.4f})" if t.get("drop") is not None else f"{t['name']} (failed)"
-            for t in export["int4_attempts"]))
     return lines
 
 

@@ -1,0 +1,87 @@
+"""The LM bench: prefill and decode tokens/s, time to first token, peak RSS at a context length, bytes.
+
+``bench_lm`` spawns ``python -m edgekit.measure.lm_bench_worker`` so the peak RSS is the model's own process and
+the thread count is that process's alone. Today it times ONNX Runtime GenAI folders (onnxruntime-genai's
+Generator, as an app runs them).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..core.errors import UsageError
+from ..core.lm_results import LmBench
+
+__all__ = ["LmBench", "bench_lm", "kv_cache_bytes"]
+
+NOISY_SPREAD = 0.25  # (max - min) / median of the timed runs above this: the machine was busy
+
+
+def bench_lm(folder: str | Path, *, threads: int = 1, prompt_tokens: int = 128, new_tokens: int = 128,
+             context: int | None = None, runs: int = 3, warmup: int = 1, seed: int = 0) -> LmBench:
+    """Time the LM ``folder`` in its runtime in a fresh process. ``context`` (default: 2048, or the model's
+    context if shorter) is the length the peak-RSS generation fills."""
+    from ..runtimes.genai import RUNTIME, GenaiRunner, folder_bytes, is_genai_folder, require_genai
+    from .bench import cpu_info, run_worker
+
+    folder = Path(folder)
+    if not is_genai_folder(folder):
+        raise UsageError(f"{folder}: not an ONNX Runtime GenAI folder (no genai_config.json)")
+    require_genai()
+    config = GenaiRunner(folder).config
+    context = min(2048, config.context_length) if context is None else context
+    for name, value, low in (("threads", threads, 1), ("prompt_tokens", prompt_tokens, 1),
+                             ("new_tokens", new_tokens, 2), ("runs", runs, 1), ("warmup", warmup, 0),
+                             ("context", context, 2)):
+        if value < low:
+            raise UsageError(f"LM bench {name} must be >= {low}, got {value}")
+    if prompt_tokens + new_tokens > config.context_length:
+        raise UsageError(f"a prompt of {prompt_tokens} tokens plus {new_tokens} new ones is longer than the model's "
+                         f"context ({config.context_length})")
+    if context > config.context_length:
+        raise UsageError(f"context {context} is longer than the model's ({config.context_length})")
+    args = {"folder": str(folder.resolve()), "threads": threads, "prompt_tokens": prompt_tokens,
+            "new_tokens": new_tokens, "context": context, "runs": runs, "warmup": warmup, "seed": seed}
+    load = os.getloadavg()[0]  # other work on the machine before this bench started
+    raw = run_worker("edgekit.measure.lm_bench_worker", args, threads, folder, "cannot be timed")
+    prefill, decode, ttft = raw.pop("prefill_by_run"), raw.pop("decode_by_run"), raw.pop("ttft_ms_by_run")
+    return LmBench(folder=str(folder), runtime=RUNTIME, threads=threads, prompt_tokens=prompt_tokens,
+                   new_tokens=new_tokens, context=context, runs=runs, warmup=warmup,
+                   prefill_tokens_per_s=float(np.median(prefill)), decode_tokens_per_s=float(np.median(decode)),
+                   ttft_ms=float(np.median(ttft)), model_bytes=folder_bytes(folder),
+                   kv_cache_bytes=kv_cache_bytes(folder, context), prefill_by_run=tuple(prefill),
+                   decode_by_run=tuple(decode), ttft_ms_by_run=tuple(ttft), cpu=cpu_info(),
+                   notes=tuple(noise_notes({"prefill": prefill, "decode": decode, "time to first token": ttft},
+                                           load, os.cpu_count() or 1)),
+                   **raw)
+
+
+def kv_cache_bytes(folder: str | Path, context: int) -> int:
+    """2 x layers x KV heads x head size x context x the past tensors' element size (from the graph)."""
+    import onnx
+
+    from ..runtimes.genai import GenaiConfig
+
+    folder = Path(folder)
+    config = GenaiConfig.read(folder)
+    graph = onnx.load(str(folder / config.filename), load_external_data=False).graph
+    past = config.past_key % 0
+    dtype = next((i.type.tensor_type.elem_type for i in graph.input if i.name == past), onnx.TensorProto.FLOAT)
+    size = {onnx.TensorProto.FLOAT16: 2, onnx.TensorProto.BFLOAT16: 2, onnx.TensorProto.INT8: 1,
+            onnx.TensorProto.UINT8: 1}.get(dtype, 4)
+    return 2 * config.layers * config.kv_heads * config.head_size * context * size
+
+
+def noise_notes(by_run: dict[str, list[float]], load: float = 0.0, cores: int = 1) -> list[str]:
+    notes = [f"busy machine: its load average was {load:.1f} on {cores} cores when the bench began"] \
+        if load > 0.5 * cores else []
+    for name, values in by_run.items():
+        median = float(np.median(values))
+        if len(values) > 1 and median > 0 and (max(values) - min(values)) / median > NOISY_SPREAD:
+            notes.append(f"noisy machine: {name} varied {min(values):.4g}-{max(values):.4g} over "
+                         f"{len(values)} runs; rerun on an idle machine for firm numbers")
+    if len(next(iter(by_run.values()), ())) < 3:
+        notes.append("fewer than 3 timed runs: the medians are rough")
+    return notes

@@ -1,0 +1,77 @@
+"""Subprocess entry point of the LM bench: ``python -m edgekit.measure.lm_bench_worker '<json>'``.
+
+Prints one JSON line. Imports only numpy and the runtime, so its RSS is the runtime's and the model's. The thread
+count is set on the runtime's session in this process only.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+
+def main(argv: list[str]) -> int:
+    import numpy as np
+
+    from edgekit.core.errors import UsageError
+    from edgekit.runtimes.device_runner import status_mb
+
+    args = json.loads(argv[0])
+    try:
+        import onnxruntime_genai  # noqa: F401 - imported before the baseline, so the baseline holds the runtime
+
+        from edgekit.runtimes.genai import GenaiRunner
+
+        base = status_mb("VmRSS")
+        runner = GenaiRunner(args["folder"], threads=args["threads"])
+        opened = time.perf_counter()
+        runner.model()
+        load_ms = (time.perf_counter() - opened) * 1000
+        loaded = status_mb("VmRSS")
+        rng = np.random.default_rng(args["seed"])
+        eos = set(runner.config.eos_token_ids)
+        pool = np.array([t for t in range(runner.config.vocab_size) if t not in eos], dtype=np.int32)
+        prompt = rng.choice(pool, size=args["prompt_tokens"])
+        for _ in range(args["warmup"]):
+            one_run(runner, prompt, args["new_tokens"])
+        timed = [one_run(runner, prompt, args["new_tokens"]) for _ in range(args["runs"])]
+        generate = min(args["new_tokens"], args["context"] - 1)  # then a generation that fills the context,
+        filled = one_run(runner, rng.choice(pool, size=args["context"] - generate), generate,  # its prompt in
+                         chunk=args["prompt_tokens"])  # chunks: a prompt's logits at every position are its peak
+    except UsageError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    result = {"base_rss_mb": base, "loaded_rss_mb": loaded, "peak_rss_mb": status_mb("VmHWM"), "load_ms": load_ms,
+              "prefill_by_run": [r["prefill"] for r in timed], "decode_by_run": [r["decode"] for r in timed],
+              "ttft_ms_by_run": [r["ttft_ms"] for r in timed], "context_decode_tokens_per_s": filled["decode"]}
+    print(json.dumps(result))
+    return 0
+
+
+def one_run(runner, prompt, new_tokens: int, chunk: int | None = None) -> dict:
+    """Prefill tokens/s (append_tokens runs the prompt through the model, in pieces of ``chunk`` tokens if given),
+    time to first token (the prefill and the choice of the first token) and decode tokens/s (each later token is
+    one forward pass and a choice)."""
+    generator = runner.generator(len(prompt), new_tokens, greedy=True, exact=True)
+    step = chunk or len(prompt)
+    start = time.perf_counter()
+    for begin in range(0, len(prompt), step):
+        generator.append_tokens(prompt[None, begin:begin + step])
+    prefilled = time.perf_counter()
+    generator.generate_next_token()
+    generator.get_next_tokens()
+    first = time.perf_counter()
+    made = 1
+    while made < new_tokens and not generator.is_done():
+        generator.generate_next_token()
+        generator.get_next_tokens()
+        made += 1
+    end = time.perf_counter()
+    if made != new_tokens:
+        raise RuntimeError(f"generated {made} tokens, not {new_tokens}")
+    return {"prefill": len(prompt) / (prefilled - start), "ttft_ms": (first - start) * 1000,
+            "decode": (made - 1) / (end - first) if made > 1 else float("nan")}
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
