@@ -138,18 +138,18 @@ def test_the_example_lm_trains_and_beats_the_unigram_baseline(tmp_path, monkeypa
     import json
 
     from edgekit.core.text import builtin_text, split_text
-    from edgekit.examples.tinylm import CARD, load_tinylm, tinylm_dir
+    from edgekit.examples.tinylm import CARD, VERSION, load_tinylm, tinylm_dir
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     messages = []
     folder = tinylm_dir(messages.append, size="test")
-    assert folder == tmp_path / "edgekit" / "tinylm-test-1" and (folder / "model.safetensors").is_file()
+    assert folder == tmp_path / "edgekit" / f"tinylm-test-{VERSION}" and (folder / "model.safetensors").is_file()
     assert any("held-out perplexity" in m for m in messages)
     assert not list(folder.parent.glob(".*partial*"))
     card = json.loads((folder / CARD).read_text())
-    # the test size (2 layers, 50 steps, seconds of training) measured 378.5 held-out against the unigram
-    # baseline's 407.9: it beats the baseline, not by much; the default size is the one users get
-    assert card["heldout_perplexity"] < card["unigram_perplexity"] < card["size"]["vocab"]
+    # the test size (2 layers, 250 steps, ~25 s of training) measures 68.5 held-out against the unigram
+    # baseline's 405.7 (the default size: 137.3 against 739.2)
+    assert card["heldout_perplexity"] < 0.25 * card["unigram_perplexity"] < card["size"]["vocab"]
     assert tinylm_dir(size="test") == folder  # cached: no second training
     model = load_tinylm(size="test")
     assert model.loader == "example" and model.meta["architecture"] == "LlamaForCausalLM"
@@ -157,6 +157,7 @@ def test_the_example_lm_trains_and_beats_the_unigram_baseline(tmp_path, monkeypa
     tok = model.meta["tokenizer"]
     data = split_text(builtin_text(), tok, context=128, seed=0, validation=4, calibration=2)
     q = compare(reference_logits(model, data.validation), reference_logits(model, data.validation), data.validation)
-    assert math.isfinite(q.perplexity) and q.perplexity < card["unigram_perplexity"] * 1.1 and q.kl == 0.0
-    answer = greedy(model, None, data.prompts[0], 40)
-    assert answer.tokens and all(0 <= t < len(tok) for t in answer.tokens)
+    assert math.isfinite(q.perplexity) and q.perplexity < 0.5 * card["unigram_perplexity"] and q.kl == 0.0
+    answers = [greedy(model, None, prompt, 60) for prompt in data.prompts]
+    assert all(a.tokens and all(0 <= t < len(tok) for t in a.tokens) for a in answers)
+    assert any(a.stopped for a in answers)  # it learned to end its chat turns with EOS

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-VERSION = "1"
+VERSION = "2"  # 2: one-thread worker, short chat turns, tuned sizes (1 cached an older recipe)
 CHAT_EVERY, ANSWER_CHARS = 2, 150  # chat turns: one in CHAT_EVERY prose paragraphs, answers cut to ANSWER_CHARS
 CARD = "edgekit_tinylm.json"
 BOS, EOS, PAD, IM_START = "<|endoftext|>", "<|im_end|>", "<|pad|>", "<|im_start|>"
