@@ -5,9 +5,14 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import optuna
+import pytest
+
+import edgekit
 
 from edgekit.archsearch.evaluate import Measured
 from edgekit.core.errors import StageError
+from edgekit.targets.profiles import load_profile
 
 
 class SizeScorer:
@@ -42,3 +47,25 @@ def tiny_digits(size: int = 8) -> dict[str, np.ndarray]:
     x = ((d.images / 16.0 - 0.2) / 0.3).astype(np.float32)[:, None]
     arrays = search_arrays({"x": x, "y": d.target.astype(np.int64)}, "digits")
     return resized(arrays, size) if size != 8 else arrays
+
+
+@pytest.fixture(autouse=True)
+def own_lock_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGEKIT_HOST_LOCK_DIR", str(tmp_path / "locks"))
+
+
+def run(tmp_path, profile="iot", **kw):
+    prof = load_profile(profile) if isinstance(profile, str) else profile
+    kw.setdefault("trials", 3)
+    kw.setdefault("grid", "none")
+    kw.setdefault("promote_k", 0)
+    kw.setdefault("proxy_epochs", 1)
+    scorer = kw.pop("scorer", None) or SizeScorer(prof)
+    return edgekit.nas(data=tiny_digits(), profile=prof, out=tmp_path / "out", evaluator=scorer,
+                       train_threads=1, **kw), scorer
+
+
+def load(result):
+    from edgekit.archsearch.storage import open_storage
+
+    return optuna.load_study(study_name=result.study, storage=open_storage(result.storage, result.folder)[0])

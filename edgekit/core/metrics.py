@@ -95,7 +95,8 @@ def output_fidelity(task: str, output: np.ndarray, reference: np.ndarray) -> dic
         out["top1_agreement"] = float(np.mean(got.argmax(axis=1) == ref.argmax(axis=1)))
         out["drop"] = 1.0 - out["top1_agreement"]
     elif kind == "probability":
-        assert threshold is not None  # parse_output_task gives probability a threshold (0.5 by default)
+        if threshold is None:  # parse_output_task gives probability a threshold (0.5 by default)
+            raise ValueError(f"output task {task!r} has no threshold")
         out["threshold"] = threshold
         out["threshold_agreement"] = float(np.mean((got > threshold) == (ref > threshold)))
         out["above_threshold"] = int(np.sum(got > threshold))

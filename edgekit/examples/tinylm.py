@@ -106,8 +106,7 @@ def _build_in_worker(dest: Path, size: str, progress: Callable[[str], None]) -> 
     with tempfile.TemporaryFile(mode="w+") as err:
         proc = subprocess.Popen([sys.executable, "-m", "edgekit.examples.tinylm", "--build", str(dest), size],
                                 stdout=subprocess.PIPE, stderr=err, text=True, env=env)
-        assert proc.stdout is not None
-        for line in proc.stdout:
+        for line in proc.stdout or ():
             progress(line.rstrip())
         code = proc.wait()
         err.seek(0)
