@@ -13,6 +13,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 APPS = ROOT / "apps"
 SCHEMA = APPS / "manifest.schema.json"
+LM_SCHEMA = APPS / "lm_manifest.schema.json"  # manifests of kind causal-lm
 PY_APP = APPS / "python" / "edgekit_app.py"
 WEB = APPS / "web"
 
@@ -56,7 +57,9 @@ def raw_heldout_digits() -> tuple[np.ndarray, np.ndarray]:
 
 
 def schema_problems(manifest: dict) -> list[str]:
-    validator = jsonschema.Draft202012Validator(json.loads(SCHEMA.read_text()))
+    """What breaks the manifest's schema: a language-model bundle's (kind causal-lm) or the one-shot one."""
+    schema = LM_SCHEMA if manifest.get("kind") == "causal-lm" else SCHEMA
+    validator = jsonschema.Draft202012Validator(json.loads(schema.read_text()))
     return [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(manifest)]
 
 

@@ -48,10 +48,15 @@ def _quiet_process() -> None:
     for category in (DeprecationWarning, FutureWarning, UserWarning):
         warnings.filterwarnings("ignore", category=category)
     os.environ.setdefault("TORCH_LOGS", "-onnx")  # torch reads it at import, which comes later (lazily)
+    # transformers' and huggingface_hub's progress bars (loading weights, de-quantizing a GGUF) and advisories
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     # an export attempt that fails is logged by torch.export at ERROR with its stack; edgekit records it in
     # build.log and tries the next exporter, so it stays off the terminal
-    for name in ("torch._guards", "torch._dynamo", "torch.fx.experimental.symbolic_shapes", "torch.export"):
+    for name in ("torch._guards", "torch._dynamo", "torch.fx.experimental.symbolic_shapes", "torch.export",
+                 "torch.utils._pytree", "torchao"):  # torchao (imported by transformers) on optional kernels
         logging.getLogger(name).setLevel(logging.CRITICAL)
     logging.getLogger().addHandler(logging.NullHandler())  # ORT's quantizer warns on the root logger
 
@@ -101,18 +106,25 @@ def _quiet_process() -> None:
 @click.option("--strict-gates", "strict_gates", flag_value=True, default=None,
               help="Exit 1 when any file misses any gate (default: when a requested format has no file that meets "
                    "every gate; budget.strict_gates in the profile sets it too).")
+@click.option("--trust-remote-code", is_flag=True,
+              help="A language model whose config.json names code in its folder may run that code (off: refused).")
+@click.option("--example", type=click.Choice(["digits", "tinylm"]),
+              help="With no MODEL: the built-in example to build (default digits; tinylm is a small language model, "
+                   "trained on first use).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of the table.")
 def build(model, profile, weights, data, out, force, task, formats, threads, calib_samples, val_samples,
           trust_pickle, bits, calibration, int8_io, fp16_io, prune_ratio, prune_method, lowrank, share_bits, keep,
-          output_task, dynamic, static_shape, device, accept_host_key, labels, preprocessing, strict_gates, as_json):
+          output_task, dynamic, static_shape, device, accept_host_key, labels, preprocessing, strict_gates,
+          trust_remote_code, example, as_json):
     """Build a validated, measured bundle for MODEL (default: the built-in digits example).
 
     MODEL is FILE.py:FACTORY, package.module:FACTORY, a torch.export .pt2, a TorchScript
-    .pt, an .onnx file, a .keras file or a SavedModel folder. Exits 1 when a requested format
-    has no file that meets every gate of the profile (with --strict-gates: when any file misses one).
+    .pt, an .onnx file, a .keras file or a SavedModel folder; or a language model: a Hugging
+    Face folder (config.json, *.safetensors, tokenizer) or a llama.cpp .gguf file, judged on
+    --data text (.txt or .jsonl; default: built-in held-out text) by perplexity and timed in
+    tokens/s. Exits 1 when a requested format has no file that meets every gate of the profile
+    (with --strict-gates: when any file misses one).
     """
-    import json
-
     from ..pipeline.build import build as run_build
     from ..pipeline.options import BuildOptions
     from ..targets.formats import parse_formats
@@ -125,24 +137,15 @@ def build(model, profile, weights, data, out, force, task, formats, threads, cal
                            keep=tuple(keep) or None, output_tasks=_output_tasks(output_task),
                            dynamic=_dynamic_axes(dynamic), static_shape=_static_shape(static_shape), device=device,
                            accept_host_key=accept_host_key, labels=labels, preprocessing=preprocessing,
-                           strict_gates=strict_gates)
+                           strict_gates=strict_gates, trust_remote_code=trust_remote_code, example=example)
+    if model is not None and example is not None:
+        raise click.UsageError("give MODEL or --example, not both")
     console = _console()
     with console.status("starting", spinner="dots") as status:
         result = run_build(model, options, progress=lambda stage: status.update(f"[bold]{stage}[/]"))
-    record = result.record
-    if as_json:
-        click.echo(json.dumps(record.to_report(), indent=2))
-    else:
-        from .summary import print_build
+    from .summary import finish_build
 
-        print_build(record)
-    if not result.passed:
-        for reason in record.verdict.reasons:
-            click.echo(f"edgekit: verdict: {reason}", err=True)
-        for gate in result.failed_gates:
-            click.echo(f"edgekit: gate missed: {gate.describe()}", err=True)
-        sys.exit(1)
-
+    finish_build(result, as_json)
 
 @main.command()
 @click.argument("file", type=click.Path())

@@ -53,3 +53,16 @@ def file_digest(path: Path) -> tuple[str, int]:
     extra = companion(path)
     more = extra.stat().st_size if extra is not None and extra.is_file() else 0
     return hashlib.sha256(data).hexdigest(), len(data) + more
+
+
+def folder_digest(folder: Path) -> tuple[str, int]:
+    """sha256 over a model folder's files (each one's relative name and contents, in name order) and their bytes."""
+    folder = Path(folder)
+    digest, total = hashlib.sha256(), 0
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
+        with path.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+                total += len(chunk)
+    return digest.hexdigest(), total

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from .artifact import Artifact
 
 if TYPE_CHECKING:
+    from .lm_record import LmFile, LmRecord
     from .record import BuildRecord, Comparison, FastestPick, FileSpeed, Recommendation, Verdict
 
 MCU_KEYS = ("symbol", "header", "ops_header", "ops", "resolver_methods", "unregistered_ops", "arena_bytes",
@@ -164,3 +165,71 @@ def report(r: BuildRecord) -> dict[str, Any]:
         out["compression"] = dict(r.compression)
     out["verdict"] = verdict(r.verdict)
     return out
+
+
+LM_SCHEMA_VERSION = 1
+LM_KIND = "causal-lm"  # manifest.json's "kind" for a language-model bundle (apps/lm_manifest.schema.json)
+
+
+def _lm_file_entry(f: LmFile) -> dict[str, Any]:
+    """What an app needs to load and trust one model folder."""
+    q = f.quality
+    out: dict[str, Any] = {
+        "folder": f.folder, "format": f.format, "precision": f.precision, "runtime": f.runtime, "bytes": f.bytes,
+        "sha256": f.sha256, "precision_counts": dict(f.precision_counts),
+        "quality": {"perplexity": q.perplexity, "reference_perplexity": q.reference_perplexity,
+                    "ppl_increase": q.ppl_increase, "kl": q.kl, "top1_agreement": q.top1_agreement,
+                    "windows": q.windows, "positions": q.positions},
+        "greedy": {"prompts": len(f.greedy), "identical": f.greedy_identical,
+                   "stops_alike": sum(1 for g in f.greedy if g.stops_alike)},
+    }
+    if f.bench is not None:
+        b = f.bench
+        out["speed"] = {"prefill_tokens_per_s": b.prefill_tokens_per_s, "decode_tokens_per_s": b.decode_tokens_per_s,
+                        "ttft_ms": b.ttft_ms, "prompt_tokens": b.prompt_tokens, "new_tokens": b.new_tokens,
+                        "threads": b.threads, "cpu": b.cpu.get("model", "") if b.cpu else ""}
+        out["memory"] = {"peak_rss_mb": b.peak_rss_mb, "base_rss_mb": b.base_rss_mb, "loaded_rss_mb": b.loaded_rss_mb,
+                         "rss_growth_mb": b.peak_rss_mb - b.base_rss_mb, "context": b.context,
+                         "kv_cache_bytes": b.kv_cache_bytes}
+    return out
+
+
+def lm_manifest(r: LmRecord) -> dict[str, Any]:
+    """manifest.json of a language-model bundle (``kind``: causal-lm; apps/lm_manifest.schema.json)."""
+    s = r.source
+    return {
+        "schema_version": LM_SCHEMA_VERSION, "kind": LM_KIND, "model": s.name,
+        "tokenizer": {"eos_token_ids": list(s.eos_token_ids), "chat_template": s.chat_template,
+                      "vocab_size": s.vocab_size},
+        "files": [_lm_file_entry(f) for f in r.files],
+        "recommended": r.files[0].folder if r.files and r.passed else None,
+        "profile": r.profile, "gates": [g.to_dict() for g in r.gates],
+        "failed": [f.to_dict() for f in r.failures], "passed": r.passed, "versions": dict(r.versions),
+    }
+
+
+def lm_report(r: LmRecord) -> dict[str, Any]:
+    """report.json of a language-model bundle: the manifest's facts and everything the report shows."""
+    s, d = r.source, r.data
+    files = []
+    for f in r.files:
+        entry = _lm_file_entry(f)
+        entry.update(export=f.export, greedy_answers=[asdict(g) for g in f.greedy],
+                     bench=f.bench.to_dict() if f.bench is not None else None,
+                     attempts=[a.to_dict() for a in f.attempts], chosen=f.chosen, notes=list(f.notes))
+        files.append(entry)
+    return {
+        "schema_version": LM_SCHEMA_VERSION, "kind": LM_KIND,
+        "model": {"name": s.name, "origin": s.origin, "loader": s.loader, "architecture": s.architecture,
+                  "model_type": s.model_type, "parameters": s.parameters, "vocab_size": s.vocab_size,
+                  "context_length": s.context_length, "eos_token_ids": list(s.eos_token_ids),
+                  "chat_template": s.chat_template},
+        "profile": r.profile, "profile_source": r.profile_source,
+        "data": {"source": d.source, "context": d.context, "tokens": d.tokens, "validation_windows": d.validation_windows,
+                 "prompts": d.prompts, "seed": d.seed, "notes": list(d.notes)},
+        "reference": {"perplexity": r.reference_perplexity, "runtime": "torch fp32"},
+        "files": files, "gates": [g.to_dict() for g in r.gates],
+        "verdict": {"passed": r.passed, "reasons": list(r.reasons)},
+        "failed": [f.to_dict() for f in r.failures], "notes": [n.text for n in r.notes], "threads": r.threads,
+        "cpu": dict(r.cpu), "versions": dict(r.versions), "build_seconds": r.seconds,
+    }

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 SCHEMA_VERSION = 4  # 4: machine-readable preprocessing, I/O quantization, the C array's MCU facts (apps/README.md)
 
 # What a note is about; the renderers and filters read the kind, never the text.
-NOTE_KINDS = ("data", "machine", "oversubscribed", "device", "quantization", "compression", "shape")
+NOTE_KINDS = ("data", "source", "machine", "oversubscribed", "device", "quantization", "compression", "shape")
 
 
 @dataclass(frozen=True)

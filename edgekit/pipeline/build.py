@@ -30,6 +30,7 @@ from ..quantize.onnx_ort import check_calibration
 from ..report.markdown import write_reports
 from ..targets.profiles import DeviceProfile
 from .finish import TRANSFER_SHARE, make_record
+from .lm import LmBuildResult, build_lm, is_lm_request
 from .options import BuildOptions
 from .plan import QUANTIZERS, BuildPlan, make_plan
 from .stages import check_compressible, load_data, load_source, measure, speed_verdicts, stage
@@ -65,10 +66,12 @@ class BuildResult:
 
 
 def build(model=None, options: BuildOptions | None = None, *, progress: Callable[[str], None] | None = None,
-          **kwargs: Any) -> BuildResult:
+          **kwargs: Any) -> BuildResult | LmBuildResult:
     """Build, validate, measure and gate a bundle for ``model`` with ``options`` (a BuildOptions).
 
-    ``model`` is a source string (see ``load_model``), a ``Model``, or None for the built-in example.
+    ``model`` is a source string (see ``load_model``), a ``Model``, or None for the built-in example
+    (``example='tinylm'``: the example language model). A language model (a Hugging Face folder, a ``.gguf`` file,
+    a causal-LM Model) is built by ``build_lm`` and gives an LmBuildResult.
     Keyword arguments (``profile='mobile', data='x.npz', ...``: BuildOptions' fields) are a convenience that
     constructs the options; an unknown one is a usage error. Returns a BuildResult; ``result.passed`` is the
     verdict (the CLI exits 1 when it is False) and ``result.record`` the typed BuildRecord.
@@ -76,6 +79,8 @@ def build(model=None, options: BuildOptions | None = None, *, progress: Callable
     if options is not None and kwargs:
         raise TypeError("build() takes either a BuildOptions or keyword options, not both")
     opts = options if options is not None else BuildOptions.of(**kwargs)
+    if is_lm_request(model, opts):
+        return build_lm(model, opts, progress)
     log = io.StringIO()
     prof = opts.resolved_profile()
     started = time.perf_counter()

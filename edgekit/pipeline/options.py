@@ -17,6 +17,7 @@ from ..targets.profiles import CALIBRATIONS, DeviceProfile, load_profile, with_o
 TASKS = ("classification", "regression", "generic")
 BITS = (4, 8, 16, 32)
 PRUNE_METHODS = ("structured", "unstructured", "none")
+EXAMPLES = ("digits", "tinylm")
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,8 @@ class BuildOptions(Config):
     labels: Any = None  # a list of class names, or a file (JSON list or one per line)
     preprocessing: Any = None  # a recipe dict or a JSON file (apps/README.md)
     strict_gates: bool | None = None  # every file must meet every gate (default: the profile's budget.strict_gates)
+    trust_remote_code: bool = False  # a language model whose config names code in its folder may run that code
+    example: str | None = None  # with no model: the built-in example to build (digits, or tinylm: a language model)
 
     def check(self) -> None:
         def choice(name: str, allowed: tuple) -> None:
@@ -71,6 +74,7 @@ class BuildOptions(Config):
         choice("bits", BITS)
         choice("calibration", CALIBRATIONS)
         choice("prune_method", PRUNE_METHODS)
+        choice("example", EXAMPLES)
         for name in ("calib_samples", "val_samples"):
             at_least(name, 1)
         at_least("threads", 0)

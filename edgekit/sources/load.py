@@ -61,8 +61,8 @@ def load_model(source: str, *, weights: str | Path | None = None, trust_pickle: 
     if path.exists():
         raise UsageError(f"model {source}: unsupported file type '{suffix}'; give .onnx, .pt2, .pt, .keras, "
                          "a SavedModel folder or FILE.py:FACTORY")
-    raise UsageError(f"model {source} not found; give a file (.onnx/.pt2/.pt/.keras), a SavedModel folder, "
-                     "or FILE.py:FACTORY / package.module:FACTORY")
+    raise UsageError(f"model {source} not found; give a file (.onnx/.pt2/.pt/.keras), a SavedModel folder, a "
+                     "language model (a Hugging Face folder or a .gguf file) or FILE.py:FACTORY / package.module:FACTORY")
 
 
 def _call_factory(source: str):

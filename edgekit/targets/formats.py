@@ -83,6 +83,9 @@ def parse_formats(text: str) -> tuple[str, ...]:
     names = tuple(n.strip().lower() for n in text.split(",") if n.strip())
     if not names:
         raise UsageError(f"--formats {text!r} names no format; known formats: {', '.join(format_table())}")
+    from .profiles import LM_FORMATS
+
     for n in names:
-        get_format(n)
+        if n not in LM_FORMATS:  # a language model's formats are checked by its build
+            get_format(n)
     return names

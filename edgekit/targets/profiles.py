@@ -192,6 +192,56 @@ class Bench(Config):
                 raise ValueError(f"bench.{name} must be > 0, got {getattr(self, name)!r}")
 
 
+LM_FORMATS = ("onnxruntime-genai",)  # the formats a language model ships in today
+LM_BITS = (4, 8, 32)
+
+
+@dataclass(frozen=True)
+class Generate(Config):
+    """Language models (decoder-only, with a KV cache): what ships, how it is judged and its budgets.
+
+    Quality is perplexity on held-out windows of ``context`` tokens against the source in torch fp32; speed is
+    prefill and decode tokens/s and time to first token for a ``prompt_tokens`` prompt and ``new_tokens`` new ones;
+    memory is the process's peak resident growth while a generation fills ``bench_context`` tokens."""
+    formats: tuple[str, ...] = ("onnxruntime-genai",)
+    weight_bits: int = 4  # 4: int4 weights (the ladder may raise layers or the file to int8), 8, or 32 (fp32)
+    max_ppl_increase: float = 0.05  # perplexity / the source's - 1 on the validation windows
+    min_decode_tokens_per_s: float | None = None
+    max_ttft_ms: float | None = None  # time to first token for a prompt_tokens prompt
+    max_rss_mb: float | None = None  # peak resident growth over the runtime's own, at bench_context tokens
+    max_file_mb: float | None = None  # the model's folder as shipped
+    context: int = 256  # tokens per validation window
+    validation_windows: int = 8
+    prompts: int = 4  # greedy answers compared with the source's, shown in the report
+    greedy_tokens: int = 32
+    prompt_tokens: int = 128
+    new_tokens: int = 64
+    bench_context: int = 1024
+    bench_runs: int = 3
+    time_box_s: float = 1800.0  # the quantization ladder starts no new attempt after this long
+
+    def check(self) -> None:
+        bad = [f for f in self.formats if f not in LM_FORMATS]
+        if bad:  # empty: the device does not run language models (a microcontroller)
+            raise ValueError(f"generate.formats must name formats among {', '.join(LM_FORMATS)}, got "
+                             f"{list(self.formats)!r}")
+        if self.weight_bits not in LM_BITS:
+            raise ValueError(f"generate.weight_bits must be one of {', '.join(map(str, LM_BITS))}, got "
+                             f"{self.weight_bits!r}")
+        if not 0 <= self.max_ppl_increase < 10:
+            raise ValueError(f"generate.max_ppl_increase must be in [0, 10), got {self.max_ppl_increase!r}")
+        for name in ("min_decode_tokens_per_s", "max_ttft_ms", "max_rss_mb", "max_file_mb"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ValueError(f"generate.{name} must be > 0, got {value!r}")
+        for name, low in (("context", 8), ("validation_windows", 1), ("prompts", 0), ("greedy_tokens", 1),
+                          ("prompt_tokens", 1), ("new_tokens", 2), ("bench_context", 2), ("bench_runs", 1)):
+            if getattr(self, name) < low:
+                raise ValueError(f"generate.{name} must be >= {low}, got {getattr(self, name)!r}")
+        if self.time_box_s <= 0:
+            raise ValueError(f"generate.time_box_s must be > 0, got {self.time_box_s!r}")
+
+
 @dataclass(frozen=True)
 class DeviceProfile(Config):
     name: str = ""
@@ -204,6 +254,7 @@ class DeviceProfile(Config):
     recover: Recover = field(default_factory=Recover)
     qat: Qat = field(default_factory=Qat)
     bench: Bench = field(default_factory=Bench)
+    generate: Generate = field(default_factory=Generate)
     outputs: dict = field(default_factory=dict)  # output name -> its task: distribution | probability:T | regression
     source: str = ""  # the file it was loaded from
 

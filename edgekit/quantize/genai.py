@@ -1,0 +1,100 @@
+"""The LM quantization ladder for ONNX Runtime GenAI folders: the builder's options tried from the smallest file
+up until perplexity holds (``generate.max_ppl_increase``).
+
+At 4 bits: int4 with k-quant (llama.cpp's k-quant scales, block 32), then k-quant with the LM head and the
+builder's sensitive "mixed" layers at int8, then the same with blocks of 16, then int8 (the 4-bit ladder's last
+rung: the file is then int8, and the record says so). At 8 bits: int8; at 32: fp32. Each rung is a real export,
+judged by perplexity in ONNX Runtime; the ladder stops at the first rung within the budget (else ships the most
+accurate one) and starts no rung after ``generate.time_box_s``.
+"""
+from __future__ import annotations
+
+import io
+import itertools
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import NamedTuple
+
+from ..core.attempt import Attempt, mark_chosen, run_attempts
+from ..core.errors import EdgekitError
+from ..export.genai import GenaiOptions, export_genai_with
+from ..measure.lm_validate import LmReference, quality
+
+SEARCH = "onnxruntime-genai"
+
+
+class Rung(NamedTuple):
+    label: str
+    options: GenaiOptions
+
+
+def rungs(bits: int) -> list[Rung]:
+    if bits == 32:
+        return [Rung("fp32", GenaiOptions("fp32"))]
+    if bits == 8:
+        return [Rung("int8", GenaiOptions("int8"))]
+    return [Rung("int4 k-quant, block 32", GenaiOptions("int4", block_size=32, algo="k_quant")),
+            Rung("int4 k-quant, LM head + mixed layers int8, block 32",
+                 GenaiOptions("int4", block_size=32, algo="k_quant_mixed")),
+            Rung("int4 k-quant, LM head + mixed layers int8, block 16",
+                 GenaiOptions("int4", block_size=16, algo="k_quant_mixed")),
+            Rung("int8 (the 4-bit ladder's last rung)", GenaiOptions("int8"))]
+
+
+class Made(NamedTuple):
+    folder: Path
+    options: GenaiOptions
+
+
+def climb(hf_dir: Path, scratch: Path, ref: LmReference, bits: int, budget: float, threads: int,
+          time_box_s: float, log: io.StringIO, progress: Callable[[str], None] | None = None
+          ) -> tuple[Attempt, tuple[Attempt, ...], list[str]]:
+    """Export and judge rungs until one is within ``budget``. Returns the chosen attempt (``made``: its folder and
+    options), every attempt (the chosen one marked) and notes."""
+    from ..runtimes.genai import folder_bytes
+
+    started = time.perf_counter()
+    numbers = itertools.count()
+    notes: list[str] = []
+    ladder = rungs(bits)
+
+    def timed() -> Iterator[Rung]:
+        for number, rung in enumerate(ladder):
+            if number and time.perf_counter() - started > time_box_s:
+                notes.append(f"the ladder stopped after {number} of {len(ladder)} rungs: its time box "
+                             f"({time_box_s:.0f} s) was spent")
+                return
+            yield rung
+
+    def attempt(rung: Rung) -> Attempt:
+        if progress is not None:
+            progress(f"quantize {SEARCH}: {rung.label}")
+        folder = scratch / f"attempt-{next(numbers)}"
+        began = time.perf_counter()
+        what = {"plan": " ".join(rung.options.builder_args()), "measured_in": "onnxruntime",
+                "group_size": rung.options.block_size,
+                "int8_layers": rung.options.layers_at_int8() if rung.options.precision == "int4" else ()}
+        try:
+            export_genai_with(hf_dir, folder, rung.options, log=log)
+            q = quality(folder, ref, threads)
+        except EdgekitError as exc:  # the builder failed, or wrote a model ONNX Runtime cannot load or run
+            log.write(f"LM attempt {rung.label} failed: {exc}\n")
+            reason = getattr(exc, "reason", None) or str(exc)
+            return Attempt(SEARCH, rung.label, **what, error=reason[:300], seconds=time.perf_counter() - began)
+        return Attempt(SEARCH, rung.label, **what, drop=q.ppl_increase, decided_by="perplexity",
+                       bytes=folder_bytes(folder), seconds=time.perf_counter() - began,
+                       figures={"perplexity": q.perplexity, "kl": q.kl, "top1_agreement": q.top1_agreement,
+                                "precision": rung.options.precision},
+                       made=(Made(folder, rung.options), q))
+
+    best, made = run_attempts(timed(), attempt, budget, stage=f"quantize {SEARCH}", tie_by_snr=False,
+                              why_failed=lambda failed: f"every rung failed ({len(failed)}); the first, "
+                                                        f"{failed[0].label}: {failed[0].error[:240]}")
+    if not best.passed:
+        notes.append(f"no rung kept perplexity within +{budget:.1%}; shipped the most accurate, {best.label} "
+                     f"(+{best.drop:.2%})")
+    if best.made[0].options.precision != ladder[0].options.precision:
+        notes.append(f"{ladder[0].options.precision} missed the perplexity budget (+{budget:.1%}) on every rung; "
+                     f"the file is {best.made[0].options.precision}")
+    return best, mark_chosen(made, best), notes
