@@ -20,7 +20,8 @@ Layers. An import goes down this list, never up, and no modules import each othe
                 bench and validation on the device
   6 prune/      pruning methods, recovery by distillation, and the pruning back-off search
     quantize/   every quantization pass with its repair: ORT, TFLite, OpenVINO, ExecuTorch, QAT, the ladder
-  7 pipeline/   the plan, the stages, build() (the order of stages and the back-off loop), validate_against
+  7 pipeline/   the plan, the stages, build() (the order of stages and the back-off loop), validate_against;
+                lm.py: the language-model build (ladder, validation in the runtime, tokens/s, gates)
   8 archsearch/ edgekit nas: the Optuna search over architectures, scored through the pipeline's own
                 run_plan, promotion and the chosen member's bundle through build()
   9 serve/      the KServe v2 app (batcher, cache, metrics), uvicorn, Ray Serve, Triton repositories;
@@ -36,8 +37,10 @@ from .device import bench_on_device, open_device
 from .core.errors import EdgekitError, GateFailed, StageError, UsageError, ValidationFailed
 from .core.iospec import IOSpec, TensorSpec
 from .core.model import Model
+from .core.lm_record import LmRecord
 from .core.record import BuildRecord
 from .pipeline.build import BuildResult, build
+from .pipeline.lm import LmBuildResult
 from .pipeline.options import BuildOptions
 from .targets.profiles import DeviceProfile, list_profiles, load_profile
 from .core.results import BenchResult
@@ -45,7 +48,7 @@ from .sources.load import load_model
 
 __all__ = [
     "BenchResult", "BuildOptions", "BuildRecord", "BuildResult", "NasOptions", "NasResult", "Data", "DeviceProfile",
-    "EdgekitError", "GateFailed", "IOSpec", "Model",
+    "EdgekitError", "GateFailed", "IOSpec", "LmBuildResult", "LmRecord", "Model",
     "Split", "StageError", "TensorSpec", "UsageError", "ValidationFailed", "bench_file", "build",
     "bench_on_device", "list_profiles", "load_model", "load_profile", "nas", "open_device", "prepare", "read_arrays", "__version__",
 ]

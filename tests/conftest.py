@@ -213,6 +213,28 @@ def sshd(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tinylm_test(tmp_path_factory):
+    """The example LM at its test size, trained once per session into the session's own cache (never the user's):
+    (its Hugging Face folder, the cache root, the progress messages its training printed)."""
+    import os
+
+    from edgekit.examples.tinylm import tinylm_dir
+
+    cache = tmp_path_factory.mktemp("xdg-cache")
+    before = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(cache)
+    try:
+        messages: list[str] = []
+        folder = tinylm_dir(messages.append, size="test")
+    finally:
+        if before is None:
+            os.environ.pop("XDG_CACHE_HOME", None)
+        else:
+            os.environ["XDG_CACHE_HOME"] = before
+    return folder, cache, messages
+
+
+@pytest.fixture(scope="session")
 def mobile_unpruned(tmp_path_factory):
     """The built-in example for `mobile` at 1 thread, unpruned: fp32 and int8 ONNX and TFLite files (float
     I/O). One build shared by the quantization, TFLite and apps tests, which only read it."""

@@ -2,7 +2,7 @@ import edgekit
 
 PUBLIC = {
     "BenchResult", "BuildOptions", "BuildRecord", "BuildResult", "NasOptions", "NasResult", "Data", "DeviceProfile",
-    "EdgekitError", "GateFailed", "IOSpec", "Model",
+    "EdgekitError", "GateFailed", "IOSpec", "LmBuildResult", "LmRecord", "Model",
     "Split", "StageError", "TensorSpec", "UsageError", "ValidationFailed", "bench_file", "build",
     "list_profiles", "load_model", "load_profile", "nas", "prepare", "read_arrays", "__version__",
     "bench_on_device", "open_device",

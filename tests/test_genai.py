@@ -113,6 +113,7 @@ def test_options_refuse_bad_values_in_one_line():
              ({"precision": "int4", "algo": "gptq"}, "algo 'gptq' is not one of default, rtn, k_quant"),
              ({"precision": "int8", "int8_layers": ("lm_head",)}, "int8_layers apply to int4 files only"),
              ({"precision": "int4", "int8_layers": ("layer3",)}, "int8 layer 'layer3' is neither lm_head"),
+             ({"precision": "fp32", "symmetric": False}, "symmetric apply to int8/int4 files only"),
              ({"precision": "int4", "algo": "k_quant_mixed", "exclude_lm_head": True},
               "the LM head cannot be both excluded from quantization and at int8")]
     for kwargs, text in cases:
@@ -136,6 +137,8 @@ def test_options_become_the_builders_arguments():
     presets = GenaiOptions("int4", algo="k_quant_mixed").builder_args()  # as the builder's own alias expands
     assert presets[-2:] == ["algo_config=k_quant", "matmul_mixed_precision=last_matmul:int8,mixed_layers:int8"]
     assert "nodes_to_exclude=/lm_head/MatMul" in GenaiOptions("int8", exclude_lm_head=True).builder_args()
+    assert "is_symmetric=false" in GenaiOptions("int4", symmetric=False).builder_args()
+    assert not any("symmetric" in a for a in GenaiOptions("int4").builder_args())  # the builder's default: symmetric
     assert GenaiOptions.from_dict(args.to_dict()) == args
 
 

@@ -22,10 +22,8 @@ def cli(*args, cwd=None, timeout=900):
 
 
 @pytest.fixture(scope="module")
-def tiny_dir():
-    from edgekit.examples.tinylm import tinylm_dir
-
-    return tinylm_dir(size="test")  # a Hugging Face folder: config, safetensors, tokenizer, chat template
+def tiny_dir(tinylm_test):
+    return tinylm_test[0]  # a Hugging Face folder: config, safetensors, tokenizer, chat template
 
 
 @pytest.fixture(scope="module")
@@ -147,3 +145,19 @@ def test_bad_input_is_one_line_and_exit_2(tiny_dir, tmp_path, args, message):
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("edgekit: error:") and message in lines[0], lines
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())  # nothing half-written
+
+
+def test_bench_times_a_shipped_folder_in_tokens_per_second(lm_bundle):
+    _, bundle = lm_bundle
+    entry = json.loads((bundle / "manifest.json").read_text())["files"][0]
+    folder = bundle / entry["folder"]
+    r = cli("bench", folder, "--runs", "2", "--json")
+    assert r.returncode == 0, r.stderr[-2000:]
+    got = json.loads(r.stdout)
+    assert got["runtime"] == "onnxruntime-genai" and got["runs"] == 2 and len(got["decode_by_run"]) == 2
+    assert got["decode_tokens_per_s"] > 50 and got["prompt_tokens"] == 128 and got["new_tokens"] == 128
+    assert got["model_bytes"] == entry["bytes"] and got["kv_cache_bytes"] > 0
+    r = cli("bench", folder, "--device", "adb:X")
+    assert r.returncode == 2 and r.stderr.strip() == (
+        "edgekit: error: --device does not apply to a language model's folder yet (it is timed on this machine, "
+        "with token prompts)")

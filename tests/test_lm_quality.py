@@ -134,16 +134,15 @@ def test_compare_greedy():
 
 
 @pytest.mark.slow
-def test_the_example_lm_trains_and_beats_the_unigram_baseline(tmp_path, monkeypatch):
+def test_the_example_lm_trains_and_beats_the_unigram_baseline(tinylm_test, monkeypatch):
     import json
 
     from edgekit.core.text import builtin_text, split_text
     from edgekit.examples.tinylm import CARD, VERSION, load_tinylm, tinylm_dir
 
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    messages = []
-    folder = tinylm_dir(messages.append, size="test")
-    assert folder == tmp_path / "edgekit" / f"tinylm-test-{VERSION}" and (folder / "model.safetensors").is_file()
+    folder, cache, messages = tinylm_test  # trained once for the session, in the session's own cache
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    assert folder == cache / "edgekit" / f"tinylm-test-{VERSION}" and (folder / "model.safetensors").is_file()
     assert any("held-out perplexity" in m for m in messages)
     assert not list(folder.parent.glob(".*partial*"))
     card = json.loads((folder / CARD).read_text())

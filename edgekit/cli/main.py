@@ -168,9 +168,17 @@ def build(model, profile, weights, data, out, force, task, formats, threads, cal
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def bench(file, threads, runs, warmup, batch, data, min_seconds, repeat, device, accept_host_key, benchmark_binary,
           as_json):
-    """Time FILE in its own runtime: p50/p90/p99, throughput, peak RSS (on a device with --device)."""
+    """Time FILE in its own runtime: p50/p90/p99, throughput, peak RSS (on a device with --device). A language
+    model's folder (ONNX Runtime GenAI): prefill and decode tokens/s, time to first token, peak RSS at a context."""
     import json
 
+    from ..runtimes.genai import is_genai_folder
+
+    if is_genai_folder(file):
+        from .lm import bench_lm_folder
+
+        return bench_lm_folder(file, threads, runs, warmup, as_json, [n for n, v in (
+            ("--device", device), ("--benchmark-binary", benchmark_binary), ("--data", data)) if v])
     from ..measure.bench import bench_file
     from ..core.data import read_arrays
 

@@ -47,6 +47,7 @@ class GenaiOptions(Config):
     algo: str | None = None
     int8_layers: tuple[str, ...] = ()
     exclude_lm_head: bool = False
+    symmetric: bool = True  # False: asymmetric weights (a zero point per block, as llama.cpp's Q4_1)
 
     def check(self) -> None:
         if self.precision not in PRECISIONS:
@@ -55,7 +56,8 @@ class GenaiOptions(Config):
         quantized = self.precision in ("int8", "int4")
         asked = [n for n, v in (("block_size", self.block_size), ("accuracy_level", self.accuracy_level),
                                 ("algo", self.algo), ("int8_layers", self.int8_layers or None),
-                                ("exclude_lm_head", self.exclude_lm_head or None)) if v is not None]
+                                ("exclude_lm_head", self.exclude_lm_head or None),
+                                ("symmetric", None if self.symmetric else False)) if v is not None]
         if asked and not quantized:
             raise ValueError(f"{', '.join(asked)} apply to int8/int4 files only, not to {self.precision}")
         if self.block_size is not None and self.block_size not in BLOCK_SIZES:
@@ -98,6 +100,8 @@ class GenaiOptions(Config):
             extra.append(f"algo_config={self.base_algo()}")
         if self.exclude_lm_head:
             extra.append("nodes_to_exclude=/lm_head/MatMul")
+        if not self.symmetric:
+            extra.append("is_symmetric=false")
         layers = self.layers_at_int8()
         if layers and all(n in PRESETS for n in layers):
             extra.append("matmul_mixed_precision=" + ",".join(f"{PRESETS[n]}:int8" for n in layers))
