@@ -66,7 +66,7 @@ def test_a_language_model_folder_builds_to_a_measured_genai_folder(lm_bundle, ti
     assert set(gates) == {"perplexity", "decode_speed", "ttft", "rss", "file_size"}
     assert gates["perplexity"]["value"] == q["ppl_increase"] and gates["perplexity"]["limit"] == 0.05
     assert gates["decode_speed"]["value"] == s["decode_tokens_per_s"] and all(g["passed"] for g in gates.values())
-    # the ladder's first rung (int4 k-quant) was within the budget: one attempt, the one shipped
+    # the ladder's first rung (int4 RTN, asymmetric) was within the budget: one attempt, the one shipped
     (attempt,) = report["files"][0]["attempts"]
     assert attempt["chosen"] and attempt["verdict"] == "within budget" and attempt["drop"] == q["ppl_increase"]
     # the greedy answers: the source's and the file's, side by side
@@ -121,7 +121,7 @@ def test_a_budget_no_rung_meets_climbs_the_whole_ladder_and_exits_1(tiny_dir, tm
     report = json.loads((tmp_path / "out" / f"{tiny_dir.name}-strict-lm" / "report.json").read_text())
     (f,) = report["files"]
     labels = [a["label"] for a in f["attempts"]]
-    assert len(labels) == 4 and labels[-1].startswith("int8") and "k-quant" in labels[0]
+    assert len(labels) == 4 and labels[-1].startswith("int8") and "RTN asymmetric" in labels[0]
     made = [a for a in f["attempts"] if a["drop"] is not None]
     assert made and all(a["verdict"] == "over budget" for a in made)
     chosen = [a for a in f["attempts"] if a["chosen"]]
