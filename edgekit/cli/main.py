@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 import click
 
@@ -148,6 +149,18 @@ def build(model, profile, weights, data, out, force, task, formats, threads, cal
     finish_build(result, as_json)
 
 @main.command()
+@click.argument("what", type=click.Choice(["llama-cpp"]))
+@click.option("--sdist", type=click.Path(dir_okay=False, exists=True),
+              help="A llama-cpp-python source distribution (.tar.gz) to take it from (default: pip download).")
+def setup(what, sdist):
+    """Install-time steps a build needs later, offline. llama-cpp: llama.cpp's converter (convert_hf_to_gguf.py),
+    from the installed llama-cpp-python release's source distribution, into edgekit's cache."""
+    from ..export.gguf import setup_converter
+
+    setup_converter(sdist, progress=click.echo)
+
+
+@main.command()
 @click.argument("file", type=click.Path())
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--runs", type=click.IntRange(min=1), default=200, show_default=True)
@@ -169,12 +182,14 @@ def build(model, profile, weights, data, out, force, task, formats, threads, cal
 def bench(file, threads, runs, warmup, batch, data, min_seconds, repeat, device, accept_host_key, benchmark_binary,
           as_json):
     """Time FILE in its own runtime: p50/p90/p99, throughput, peak RSS (on a device with --device). A language
-    model's folder (ONNX Runtime GenAI): prefill and decode tokens/s, time to first token, peak RSS at a context."""
+    model (an ONNX Runtime GenAI folder, a .gguf file or a folder with model.gguf): prefill and decode tokens/s,
+    time to first token, peak RSS at a context."""
     import json
 
+    from ..measure.lm_bench import gguf_file
     from ..runtimes.genai import is_genai_folder
 
-    if is_genai_folder(file):
+    if is_genai_folder(file) or gguf_file(Path(file)) is not None:
         from .lm import bench_lm_folder
 
         return bench_lm_folder(file, threads, runs, warmup, as_json, [n for n, v in (

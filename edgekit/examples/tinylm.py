@@ -1,7 +1,7 @@
 """The built-in example language model: a small Llama-architecture model that edgekit trains offline on the
 built-in English text (Python's own ``pydoc_data.topics``), so an LM build needs nothing from a hub.
 
-A byte-level BPE tokenizer (the ``tokenizers`` library) is trained on the text's train part, with ``<|endoftext|>``
+A SentencePiece BPE tokenizer with byte fallback is trained on the text's train part, with ``<|endoftext|>``
 (BOS), ``<|im_end|>`` (EOS), ``<|pad|>`` and a ChatML chat template. The model learns from the same part: plain
 paragraphs, each ended by EOS, and every second paragraph that opens with prose as a short chat turn (the user says
 its first sentence, the assistant the next sentence or two, then EOS), so most greedy answers under the chat template
@@ -26,9 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-VERSION = "2"  # 2: one-thread worker, short chat turns, tuned sizes (1 cached an older recipe)
+VERSION = "3"  # 3: a SentencePiece tokenizer (llama.cpp converts it); 2: one-thread worker, short chat turns
 CHAT_EVERY, ANSWER_CHARS = 2, 150  # chat turns: one in CHAT_EVERY prose paragraphs, answers cut to ANSWER_CHARS
-CARD = "edgekit_tinylm.json"
+CARD, SPM_MODEL = "edgekit_tinylm.json", "tokenizer.model"
 BOS, EOS, PAD, IM_START = "<|endoftext|>", "<|im_end|>", "<|pad|>", "<|im_start|>"
 CHAT_TEMPLATE = ("{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] "
                  "+ '<|im_end|>' + '\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}"
@@ -130,18 +130,34 @@ def load_tinylm(progress: Callable[[str], None] | None = None, *, size: str = "d
 
 
 def train_tokenizer(documents: tuple[str, ...], vocab: int):
-    """A byte-level BPE tokenizer (transformers' fast wrapper) with BOS/EOS/PAD and the ChatML template."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
+    """A SentencePiece BPE tokenizer with byte fallback (Llama 2's kind: llama.cpp's converter reads its
+    ``tokenizer.model`` with the real piece scores, so llama.cpp tokenizes as the source does), with BOS/EOS/PAD,
+    ``<|im_start|>`` and the ChatML template, loaded as transformers' tokenizer. Its ``spm_model`` attribute holds
+    the ``tokenizer.model`` bytes the folder ships."""
+    import io
+    import tempfile
 
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab, min_frequency=2, special_tokens=[BOS, IM_START, EOS, PAD],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tok.train_from_iterator(documents, trainer=trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=BOS, eos_token=EOS, pad_token=PAD,
-                                   chat_template=CHAT_TEMPLATE, clean_up_tokenization_spaces=False)
+    import sentencepiece as spm
+    from transformers import AutoTokenizer
+
+    buf = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(documents), model_writer=buf, vocab_size=vocab, model_type="bpe", byte_fallback=True,
+        character_coverage=1.0, num_threads=1, unk_id=0, bos_id=1, eos_id=2, pad_id=3, unk_piece="<unk>",
+        bos_piece=BOS, eos_piece=EOS, pad_piece=PAD, user_defined_symbols=[IM_START],
+        normalization_rule_name="identity", add_dummy_prefix=True, remove_extra_whitespaces=False,
+        split_digits=True, allow_whitespace_only_pieces=True, max_sentence_length=1 << 20, input_sentence_size=0,
+        shuffle_input_sentence=False, minloglevel=2)
+    with tempfile.TemporaryDirectory(prefix="edgekit-tinylm-tok-") as folder:
+        (Path(folder) / SPM_MODEL).write_bytes(buf.getvalue())
+        (Path(folder) / "tokenizer_config.json").write_text(json.dumps({
+            "tokenizer_class": "LlamaTokenizer", "bos_token": BOS, "eos_token": EOS, "pad_token": PAD,
+            "unk_token": "<unk>", "add_bos_token": False, "add_eos_token": False, "legacy": False,
+            "clean_up_tokenization_spaces": False}))
+        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer.spm_model = buf.getvalue()
+    return tokenizer
 
 
 def training_stream(documents: tuple[str, ...], tokenizer) -> np.ndarray:
@@ -202,6 +218,7 @@ def build_tinylm(dest: Path, size: TinySize, progress: Callable[[str], None]) ->
     dest.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(dest))
     tokenizer.save_pretrained(str(dest))
+    (dest / SPM_MODEL).write_bytes(tokenizer.spm_model)
     card = {"version": VERSION, "size": asdict(size), "parameters": int(sum(p.numel() for p in model.parameters())),
             "train_tokens": int(len(stream)), "trained_on": train_text.source, "heldout": heldout.source,
             "heldout_windows": int(len(valid)), "heldout_perplexity": round(ppl, 3),

@@ -1,8 +1,8 @@
 """The LM bench: prefill and decode tokens/s, time to first token, peak RSS at a context length, bytes.
 
 ``bench_lm`` spawns ``python -m edgekit.measure.lm_bench_worker`` so the peak RSS is the model's own process and
-the thread count is that process's alone. Today it times ONNX Runtime GenAI folders (onnxruntime-genai's
-Generator, as an app runs them).
+the thread count is that process's alone. It times ONNX Runtime GenAI folders (onnxruntime-genai's Generator) and
+GGUF files (llama.cpp through llama-cpp-python, greedy token by token), as an app runs them.
 """
 from __future__ import annotations
 
@@ -23,26 +23,38 @@ def bench_lm(folder: str | Path, *, threads: int = 1, prompt_tokens: int = 128, 
              context: int | None = None, runs: int = 3, warmup: int = 1, seed: int = 0) -> LmBench:
     """Time the LM ``folder`` in its runtime in a fresh process. ``context`` (default: 2048, or the model's
     context if shorter) is the length the peak-RSS generation fills."""
-    from ..runtimes.genai import RUNTIME, GenaiRunner, folder_bytes, is_genai_folder, require_genai
+    from ..runtimes.genai import GenaiRunner, folder_bytes, is_genai_folder, require_genai
     from .bench import cpu_info, run_worker
 
     folder = Path(folder)
-    if not is_genai_folder(folder):
-        raise UsageError(f"{folder}: not an ONNX Runtime GenAI folder (no genai_config.json)")
-    require_genai()
-    config = GenaiRunner(folder).config
-    context = min(2048, config.context_length) if context is None else context
+    gguf = gguf_file(folder)
+    if gguf is not None:
+        from ..runtimes.llamacpp import RUNTIME, GgufFacts, require_llamacpp
+
+        require_llamacpp()
+        facts = GgufFacts.read(gguf)
+        model_context, kind = facts.context_length, "gguf"
+    elif is_genai_folder(folder):
+        from ..runtimes.genai import RUNTIME
+
+        require_genai()
+        model_context, kind = GenaiRunner(folder).config.context_length, "onnxruntime-genai"
+    else:
+        raise UsageError(f"{folder}: neither an ONNX Runtime GenAI folder (genai_config.json) nor a GGUF file "
+                         "(model.gguf)")
+
+    context = min(2048, model_context) if context is None else context
     for name, value, low in (("threads", threads, 1), ("prompt_tokens", prompt_tokens, 1),
                              ("new_tokens", new_tokens, 2), ("runs", runs, 1), ("warmup", warmup, 0),
                              ("context", context, 2)):
         if value < low:
             raise UsageError(f"LM bench {name} must be >= {low}, got {value}")
-    if prompt_tokens + new_tokens > config.context_length:
+    if prompt_tokens + new_tokens > model_context:
         raise UsageError(f"a prompt of {prompt_tokens} tokens plus {new_tokens} new ones is longer than the model's "
-                         f"context ({config.context_length})")
-    if context > config.context_length:
-        raise UsageError(f"context {context} is longer than the model's ({config.context_length})")
-    args = {"folder": str(folder.resolve()), "threads": threads, "prompt_tokens": prompt_tokens,
+                         f"context ({model_context})")
+    if context > model_context:
+        raise UsageError(f"context {context} is longer than the model's ({model_context})")
+    args = {"folder": str((gguf or folder).resolve()), "format": kind, "threads": threads, "prompt_tokens": prompt_tokens,
             "new_tokens": new_tokens, "context": context, "runs": runs, "warmup": warmup, "seed": seed}
     load = os.getloadavg()[0]  # other work on the machine before this bench started
     raw = run_worker("edgekit.measure.lm_bench_worker", args, threads, folder, "cannot be timed")
@@ -50,12 +62,19 @@ def bench_lm(folder: str | Path, *, threads: int = 1, prompt_tokens: int = 128, 
     return LmBench(folder=str(folder), runtime=RUNTIME, threads=threads, prompt_tokens=prompt_tokens,
                    new_tokens=new_tokens, context=context, runs=runs, warmup=warmup,
                    prefill_tokens_per_s=float(np.median(prefill)), decode_tokens_per_s=float(np.median(decode)),
-                   ttft_ms=float(np.median(ttft)), model_bytes=folder_bytes(folder),
-                   kv_cache_bytes=kv_cache_bytes(folder, context), prefill_by_run=tuple(prefill),
+                   ttft_ms=float(np.median(ttft)), model_bytes=folder_bytes(folder) if folder.is_dir() else folder.stat().st_size,
+                   kv_cache_bytes=kv_cache_bytes(folder, context) if gguf is None else facts.kv_cache_bytes(context), prefill_by_run=tuple(prefill),
                    decode_by_run=tuple(decode), ttft_ms_by_run=tuple(ttft), cpu=cpu_info(),
                    notes=tuple(noise_notes({"prefill": prefill, "decode": decode, "time to first token": ttft},
                                            load, os.cpu_count() or 1)),
                    **raw)
+
+
+def gguf_file(path: Path) -> Path | None:
+    """The GGUF file of ``path`` (the file itself, or a folder's model.gguf), else None."""
+    if path.suffix == ".gguf" and path.is_file():  # a bare .gguf: its bytes are the file's alone
+        return path
+    return path / "model.gguf" if (path / "model.gguf").is_file() else None
 
 
 def kv_cache_bytes(folder: str | Path, context: int) -> int:

@@ -17,6 +17,8 @@ def main(argv: list[str]) -> int:
     from edgekit.runtimes.device_runner import status_mb
 
     args = json.loads(argv[0])
+    if args.get("format") == "gguf":
+        return main_gguf(args)
     try:
         import onnxruntime_genai  # noqa: F401 - imported before the baseline, so the baseline holds the runtime
 
@@ -46,6 +48,70 @@ def main(argv: list[str]) -> int:
               "ttft_ms_by_run": [r["ttft_ms"] for r in timed], "context_decode_tokens_per_s": filled["decode"]}
     print(json.dumps(result))
     return 0
+
+
+def main_gguf(args: dict) -> int:
+    """The same figures for a GGUF file in llama.cpp (llama-cpp-python), greedy decoding token by token."""
+    import numpy as np
+
+    from edgekit.core.errors import UsageError
+    from edgekit.runtimes.device_runner import status_mb
+
+    try:
+        import llama_cpp  # noqa: F401 - imported before the baseline, so the baseline holds the runtime
+
+        from edgekit.runtimes.llamacpp import LlamaRunner
+
+        base = status_mb("VmRSS")
+        runner = LlamaRunner(args["folder"], threads=args["threads"], context=args["context"])
+        opened = time.perf_counter()
+        llm = runner.llm()
+        load_ms = (time.perf_counter() - opened) * 1000
+        loaded = status_mb("VmRSS")
+        rng = np.random.default_rng(args["seed"])
+        eos = {int(llm.token_eos())}
+        pool = np.array([t for t in range(runner.facts.vocab_size) if t not in eos], dtype=np.int32)
+        prompt = rng.choice(pool, size=args["prompt_tokens"])
+        for _ in range(args["warmup"]):
+            one_run_gguf(llm, prompt, args["new_tokens"])
+        timed = [one_run_gguf(llm, prompt, args["new_tokens"]) for _ in range(args["runs"])]
+        generate = min(args["new_tokens"], args["context"] - 1)
+        filled = one_run_gguf(llm, rng.choice(pool, size=args["context"] - generate), generate,
+                              chunk=args["prompt_tokens"])
+    except UsageError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    result = {"base_rss_mb": base, "loaded_rss_mb": loaded, "peak_rss_mb": status_mb("VmHWM"), "load_ms": load_ms,
+              "prefill_by_run": [r["prefill"] for r in timed], "decode_by_run": [r["decode"] for r in timed],
+              "ttft_ms_by_run": [r["ttft_ms"] for r in timed], "context_decode_tokens_per_s": filled["decode"]}
+    print(json.dumps(result))
+    return 0
+
+
+def one_run_gguf(llm, prompt, new_tokens: int, chunk: int | None = None) -> dict:
+    """As ``one_run``, in llama.cpp: the prompt evaluated (in pieces of ``chunk`` tokens if given), the first token
+    chosen from its last logits, then one evaluation and one choice per new token."""
+    import numpy as np
+
+    from edgekit.runtimes.llamacpp import last_logits
+
+    llm.reset()
+    tokens = [int(t) for t in prompt]
+    step = chunk or len(tokens)
+    start = time.perf_counter()
+    for begin in range(0, len(tokens), step):
+        llm.eval(tokens[begin:begin + step])
+    prefilled = time.perf_counter()
+    token = int(np.argmax(last_logits(llm)))
+    first = time.perf_counter()
+    made = 1
+    while made < new_tokens:
+        llm.eval([token])
+        token = int(np.argmax(last_logits(llm)))
+        made += 1
+    end = time.perf_counter()
+    return {"prefill": len(tokens) / (prefilled - start), "ttft_ms": (first - start) * 1000,
+            "decode": (made - 1) / (end - first) if made > 1 else float("nan")}
 
 
 def one_run(runner, prompt, new_tokens: int, chunk: int | None = None) -> dict:

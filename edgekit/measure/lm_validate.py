@@ -32,11 +32,23 @@ def make_reference(model, windows: np.ndarray, prompts: tuple[str, ...], greedy_
     return LmReference(model, np.asarray(windows, dtype=np.int64), ppl, answers, eos, greedy_tokens)
 
 
-def quality(folder: Path, ref: LmReference, threads: int) -> LmQualityFigures:
-    """The folder's next-token quality on the reference's windows (ONNX Runtime, the folder's own model)."""
+def runner_for(path: Path, threads: int, *, all_logits: bool = False, context: int | None = None):
+    """The runtime's runner for an LM file or folder: a GGUF file or folder (llama.cpp), else ONNX Runtime GenAI."""
+    path = Path(path)
+    gguf = path if path.suffix == ".gguf" else path / "model.gguf"
+    if gguf.is_file():
+        from ..runtimes.llamacpp import LlamaRunner
+
+        return LlamaRunner(gguf, threads=threads, all_logits=all_logits, context=context)
     from ..runtimes.genai import GenaiRunner
 
-    runner = GenaiRunner(folder, threads=threads)
+    return GenaiRunner(path, threads=threads)
+
+
+def quality(folder: Path, ref: LmReference, threads: int) -> LmQualityFigures:
+    """The file's next-token quality on the reference's windows, in its own runtime (ONNX Runtime on a GenAI
+    folder's model, llama.cpp on a GGUF file)."""
+    runner = runner_for(folder, threads, all_logits=True, context=int(ref.windows.shape[1]))
     got = compare(reference_logits(ref.model, ref.windows), (runner.logits(w[None]) for w in ref.windows),
                   ref.windows)
     return LmQualityFigures(perplexity=got.perplexity, reference_perplexity=got.reference_perplexity,
@@ -45,11 +57,11 @@ def quality(folder: Path, ref: LmReference, threads: int) -> LmQualityFigures:
 
 
 def greedy_answers(folder: Path, ref: LmReference, threads: int) -> tuple[GreedyAnswer, ...]:
-    """Each prompt answered by onnxruntime-genai's Generator (greedy, the source's EOS ids) beside the source's."""
-    from ..runtimes.genai import GenaiRunner
-
+    """Each prompt answered greedily by the runtime's own generator (onnxruntime-genai's Generator, llama.cpp's
+    decode loop; the source's EOS ids) beside the source's."""
     tokenizer = ref.model.meta["tokenizer"]  # type: ignore[attr-defined]
-    runner = GenaiRunner(folder, threads=threads)
+    longest = max((len(prompt_ids(tokenizer, a.prompt)) for a in ref.answers), default=0)
+    runner = runner_for(folder, threads, context=longest + ref.greedy_tokens + 1)
     out = []
     for want in ref.answers:
         ids = prompt_ids(tokenizer, want.prompt)

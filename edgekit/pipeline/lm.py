@@ -29,8 +29,8 @@ from ..targets.profiles import DeviceProfile, Generate
 from .options import BuildOptions
 from .stages import stage
 
-USED = ("torch", "transformers", "tokenizers", "onnx", "onnxruntime", "onnxruntime-genai", "gguf")
-GENAI = "onnxruntime-genai"
+USED = ("torch", "transformers", "tokenizers", "onnx", "onnxruntime", "onnxruntime-genai", "gguf", "llama_cpp_python")
+GENAI, GGUF = "onnxruntime-genai", "gguf"
 
 
 @dataclass(frozen=True)
@@ -140,7 +140,8 @@ def _build(source: Model, text, prof: DeviceProfile, gen: Generate, opts: BuildO
     tokenizer = source.meta["tokenizer"]
     context = min(gen.context, (source.meta.get("context_length") or gen.context))
     with stage("data", log, progress):
-        data = split_text(text, tokenizer, context=context, calibration=1, validation=gen.validation_windows,
+        data = split_text(text, tokenizer, context=context, calibration=gen.calibration_windows,
+                          validation=gen.validation_windows,
                           prompts=gen.prompts)
     with stage("reference", log, progress):
         ref = make_reference(source, data.validation, data.prompts, gen.greedy_tokens)
@@ -152,7 +153,9 @@ def _build(source: Model, text, prof: DeviceProfile, gen: Generate, opts: BuildO
             hf_dir = hf_folder(source, scratch)
         for fmt in gen.formats:
             try:
-                files.append(_one_format(fmt, source, hf_dir, ref, gen, threads, folder, scratch, log, progress))
+                one = _gguf if fmt == GGUF else _one_format
+                files.append(one(fmt, source, hf_dir, ref, gen, threads, folder, scratch, log, progress,
+                                 calibration=data.calibration))
             except EdgekitError as exc:
                 if isinstance(exc, UsageError):
                     raise
@@ -184,7 +187,7 @@ def _build(source: Model, text, prof: DeviceProfile, gen: Generate, opts: BuildO
 
 
 def _one_format(fmt: str, source: Model, hf_dir: Path, ref, gen: Generate, threads: int, folder: Path,
-                scratch: Path, log: io.StringIO, progress) -> LmFile:
+                scratch: Path, log: io.StringIO, progress, calibration=None) -> LmFile:
     from ..export.genai import GenaiExport
     from ..measure.lm_bench import bench_lm
     from ..measure.lm_validate import greedy_answers
@@ -214,6 +217,65 @@ def _one_format(fmt: str, source: Model, hf_dir: Path, ref, gen: Generate, threa
     return LmFile(folder=name, format=fmt, precision=precision, runtime=RUNTIME, bytes=size, sha256=sha,
                   export=export.to_dict(), precision_counts=counts, quality=quality, greedy=answers, bench=bench,
                   attempts=attempts, chosen=chosen.label, notes=tuple(notes))
+
+
+def _gguf(fmt: str, source: Model, hf_dir: Path, ref, gen: Generate, threads: int, folder: Path, scratch: Path,
+          log: io.StringIO, progress, calibration=None) -> LmFile:
+    """llama.cpp: the converter's F32 GGUF, the quantizer's ladder judged in llama.cpp, the shipped folder
+    (model.gguf + edgekit_export.json) validated, its tokenizer compared with the source's, and timed."""
+    from ..export.genai import check_hf_folder
+    from ..export.gguf import GgufExport, convert_hf, write_folder
+    from ..measure.lm_bench import bench_lm
+    from ..measure.lm_validate import greedy_answers, quality
+    from ..quantize.gguf import climb
+    from ..runtimes.llamacpp import RUNTIME, GgufFacts
+
+    work = scratch / fmt
+    with stage("export gguf", log, progress):
+        base = convert_hf(hf_dir, work / "base-f32.gguf", "f32", log)
+    with stage(f"quantize {fmt}", log, progress):
+        chosen, attempts, notes = climb(source, base, calibration, work, lambda p: quality(p, ref, threads),
+                                        gen.weight_bits, gen.max_ppl_increase, threads, gen.time_box_s, log,
+                                        progress)
+    made, figures = chosen.made
+    name = f"{source.name}_{made.options.type.lower()}_gguf"
+    dest = write_folder(made.path, folder / name, made.options, check_hf_folder(hf_dir))
+    base.unlink(missing_ok=True)
+    with stage(f"validate {name}", log, progress):
+        answers = greedy_answers(dest, ref, threads)
+        notes = notes + tokenizer_notes(dest / "model.gguf", source, ref)
+    facts = GgufFacts.read(dest / "model.gguf")
+    with stage(f"bench {name}", log, progress):
+        bench = bench_lm(dest, threads=threads, prompt_tokens=gen.prompt_tokens, new_tokens=gen.new_tokens,
+                         context=min(gen.bench_context, facts.context_length), runs=gen.bench_runs)
+    export = GgufExport.read(dest)
+    counts: dict[str, int] = {}
+    for value in export.tensor_types.values():
+        counts[value] = counts.get(value, 0) + 1
+    sha, size = folder_digest(dest)
+    return LmFile(folder=name, format=fmt, precision=made.options.precision, runtime=RUNTIME, bytes=size, sha256=sha,
+                  export=export.to_dict(), precision_counts=counts, quality=figures, greedy=answers, bench=bench,
+                  attempts=attempts, chosen=chosen.label, notes=tuple(notes))
+
+
+def tokenizer_notes(gguf: Path, source: Model, ref) -> list[str]:
+    """Whether llama.cpp's own tokenizer (what an app calling it gets) splits the prompts as the source's does."""
+    from ..core.text import encode
+    from ..runtimes.llamacpp import LlamaRunner
+
+    tokenizer = source.meta["tokenizer"]
+    texts = [a.prompt for a in ref.answers]
+    if not texts:
+        return []
+    runner = LlamaRunner(gguf, threads=1, context=64)
+    try:
+        differ = sum(1 for t in texts if runner.tokenize(t) != encode(tokenizer, t))
+    finally:
+        runner.close()
+    if differ:
+        return [f"llama.cpp's tokenizer splits {differ} of {len(texts)} prompts differently from the source's "
+                "(the figures above fed both the source's token ids)"]
+    return [f"llama.cpp's tokenizer splits all {len(texts)} prompts as the source's does"]
 
 
 def _context_of(folder: Path) -> int:

@@ -192,7 +192,7 @@ class Bench(Config):
                 raise ValueError(f"bench.{name} must be > 0, got {getattr(self, name)!r}")
 
 
-LM_FORMATS = ("onnxruntime-genai",)  # the formats a language model ships in today
+LM_FORMATS = ("onnxruntime-genai", "gguf")  # the formats a language model ships in today
 LM_BITS = (4, 8, 32)
 
 
@@ -212,6 +212,7 @@ class Generate(Config):
     max_file_mb: float | None = None  # the model's folder as shipped
     context: int = 256  # tokens per validation window
     validation_windows: int = 8
+    calibration_windows: int = 16  # the importance matrix's text (llama.cpp), never a validation window
     prompts: int = 4  # greedy answers compared with the source's, shown in the report
     greedy_tokens: int = 32
     prompt_tokens: int = 128
@@ -234,7 +235,8 @@ class Generate(Config):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ValueError(f"generate.{name} must be > 0, got {value!r}")
-        for name, low in (("context", 8), ("validation_windows", 1), ("prompts", 0), ("greedy_tokens", 1),
+        for name, low in (("context", 8), ("validation_windows", 1), ("calibration_windows", 1), ("prompts", 0),
+                          ("greedy_tokens", 1),
                           ("prompt_tokens", 1), ("new_tokens", 2), ("bench_context", 2), ("bench_runs", 1)):
             if getattr(self, name) < low:
                 raise ValueError(f"generate.{name} must be >= {low}, got {getattr(self, name)!r}")
