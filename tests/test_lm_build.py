@@ -1,6 +1,7 @@
 """`edgekit build` on a language model, as a user runs it: the example LM (its test size, trained here in seconds)
-as a Hugging Face folder, shipped to ONNX Runtime GenAI, judged by perplexity and greedy answers in the runtime,
-timed in tokens/s, gated; the exit codes of a missed gate and of bad input."""
+as a Hugging Face folder, shipped to ONNX Runtime GenAI and to GGUF (llama.cpp), judged by perplexity and greedy
+answers in each runtime, timed in tokens/s, gated, one file recommended; the exit codes of a missed gate and of bad
+input."""
 from __future__ import annotations
 
 import json
@@ -12,8 +13,14 @@ import numpy as np
 import pytest
 
 pytest.importorskip("onnxruntime_genai")
+pytest.importorskip("llama_cpp")
 
 pytestmark = pytest.mark.slow
+
+
+def by_format(entries: list[dict], fmt: str) -> dict:
+    (entry,) = [e for e in entries if e["format"] == fmt]
+    return entry
 
 
 def cli(*args, cwd=None, timeout=900):
@@ -39,7 +46,8 @@ def test_a_language_model_folder_builds_to_a_measured_genai_folder(lm_bundle, ti
     manifest = json.loads((bundle / "manifest.json").read_text())
     report = json.loads((bundle / "report.json").read_text())
     assert manifest["kind"] == "causal-lm" and manifest["passed"] is True
-    (entry,) = manifest["files"]
+    assert [e["format"] for e in manifest["files"]] == ["onnxruntime-genai", "gguf"]  # the profile's formats
+    entry = by_format(manifest["files"], "onnxruntime-genai")
     folder = bundle / entry["folder"]
     assert entry["format"] == "onnxruntime-genai" and entry["precision"] == "int4"
     assert {"genai_config.json", "model.onnx", "tokenizer.json"} <= {p.name for p in folder.iterdir()}
@@ -67,10 +75,10 @@ def test_a_language_model_folder_builds_to_a_measured_genai_folder(lm_bundle, ti
     assert gates["perplexity"]["value"] == q["ppl_increase"] and gates["perplexity"]["limit"] == 0.05
     assert gates["decode_speed"]["value"] == s["decode_tokens_per_s"] and all(g["passed"] for g in gates.values())
     # the ladder's first rung (int4 RTN, asymmetric) was within the budget: one attempt, the one shipped
-    (attempt,) = report["files"][0]["attempts"]
+    (attempt,) = by_format(report["files"], "onnxruntime-genai")["attempts"]
     assert attempt["chosen"] and attempt["verdict"] == "within budget" and attempt["drop"] == q["ppl_increase"]
     # the greedy answers: the source's and the file's, side by side
-    answers = report["files"][0]["greedy_answers"]
+    answers = by_format(report["files"], "onnxruntime-genai")["greedy_answers"]
     assert len(answers) == 4 and all(a["reference"] and a["answer"] for a in answers)
     text = (bundle / "report.md").read_text()
     assert "\n### Greedy answers\n" in text and "### Quantization ladder" in text and answers[0]["prompt"] in text
@@ -82,7 +90,7 @@ def test_the_shipped_folder_runs_in_onnxruntime_genai_alone(lm_bundle):
     import onnxruntime_genai as og
 
     _, bundle = lm_bundle
-    entry = json.loads((bundle / "manifest.json").read_text())["files"][0]
+    entry = by_format(json.loads((bundle / "manifest.json").read_text())["files"], "onnxruntime-genai")
     model = og.Model(str(bundle / entry["folder"]))
     tokenizer = og.Tokenizer(model)
     ids = tokenizer.encode("The for statement is used to")
@@ -98,17 +106,19 @@ def test_the_shipped_folder_runs_in_onnxruntime_genai_alone(lm_bundle):
 
 
 def test_fp32_matches_the_source_token_for_token(tiny_dir, tmp_path):
-    """At 32 bits the folder is the source: perplexity equal to 1e-6 and every greedy answer identical (what the
-    comparison would show for any file that loses nothing)."""
+    """At 32 bits each file is the source: perplexity equal to 1e-5 and every greedy answer identical, in ONNX Runtime
+    GenAI and in llama.cpp (what the comparison would show for any file that loses nothing)."""
     from edgekit import build
     from edgekit.pipeline.lm import LmBuildResult
 
     result = build(str(tiny_dir), profile="server", bits=32, threads=1, out=tmp_path)
     assert isinstance(result, LmBuildResult) and result.passed, result.record.reasons
-    (f,) = result.record.files
-    assert f.precision == "fp32" and f.folder.endswith("_fp32_genai")
-    assert abs(f.quality.ppl_increase) < 1e-6 and f.quality.top1_agreement == 1.0
-    assert f.greedy and all(g.identical and g.stops_alike for g in f.greedy)
+    genai, gguf = result.record.files
+    assert genai.precision == "fp32" and genai.folder.endswith("_fp32_genai")
+    assert gguf.precision == "fp32" and gguf.folder.endswith("_f32_gguf") and gguf.runtime == "llama.cpp"
+    for f in (genai, gguf):
+        assert abs(f.quality.ppl_increase) < 1e-5 and f.quality.top1_agreement > 0.999, f.folder
+        assert f.greedy and all(g.identical and g.stops_alike for g in f.greedy), f.folder
 
 
 def test_a_budget_no_rung_meets_climbs_the_whole_ladder_and_exits_1(tiny_dir, tmp_path):
@@ -119,15 +129,20 @@ def test_a_budget_no_rung_meets_climbs_the_whole_ladder_and_exits_1(tiny_dir, tm
     assert r.returncode == 1, r.stderr[-3000:]
     assert "edgekit: verdict: decode_speed gate MISSED" in r.stderr
     report = json.loads((tmp_path / "out" / f"{tiny_dir.name}-strict-lm" / "report.json").read_text())
-    (f,) = report["files"]
-    labels = [a["label"] for a in f["attempts"]]
+    genai, gguf = report["files"]
+    labels = [a["label"] for a in genai["attempts"]]
     assert len(labels) == 4 and labels[-1].startswith("int8") and "RTN asymmetric" in labels[0]
-    made = [a for a in f["attempts"] if a["drop"] is not None]
-    assert made and all(a["verdict"] == "over budget" for a in made)
-    chosen = [a for a in f["attempts"] if a["chosen"]]
-    assert len(chosen) == 1 and chosen[0]["drop"] == min(a["drop"] for a in made)  # the most accurate ships
-    assert any("no rung kept perplexity" in n for n in f["notes"])
+    assert [a["label"].split(" (")[0] for a in gguf["attempts"]] == [
+        "Q4_K_M, imatrix", "Q4_K_M, imatrix, output q8_0, embeddings q8_0",
+        "Q5_K_M, imatrix, output q8_0, embeddings q8_0", "Q6_K, imatrix", "Q8_0"]
+    for f in (genai, gguf):
+        made = [a for a in f["attempts"] if a["drop"] is not None]
+        assert len(made) == len(f["attempts"]) and all(a["verdict"] == "over budget" for a in made)
+        chosen = [a for a in f["attempts"] if a["chosen"]]
+        assert len(chosen) == 1 and chosen[0]["drop"] == min(a["drop"] for a in made)  # the most accurate ships
+        assert any("no rung kept perplexity" in n for n in f["notes"])
     assert report["verdict"]["passed"] is False
+    assert report["recommended"] == {"folder": None, "why": "no file meets every gate"}
 
 
 @pytest.mark.parametrize("args, message", [
@@ -149,7 +164,7 @@ def test_bad_input_is_one_line_and_exit_2(tiny_dir, tmp_path, args, message):
 
 def test_bench_times_a_shipped_folder_in_tokens_per_second(lm_bundle):
     _, bundle = lm_bundle
-    entry = json.loads((bundle / "manifest.json").read_text())["files"][0]
+    entry = by_format(json.loads((bundle / "manifest.json").read_text())["files"], "onnxruntime-genai")
     folder = bundle / entry["folder"]
     r = cli("bench", folder, "--runs", "2", "--json")
     assert r.returncode == 0, r.stderr[-2000:]
@@ -161,3 +176,108 @@ def test_bench_times_a_shipped_folder_in_tokens_per_second(lm_bundle):
     assert r.returncode == 2 and r.stderr.strip() == (
         "edgekit: error: --device does not apply to a language model's folder yet (it is timed on this machine, "
         "with token prompts)")
+
+
+def test_the_gguf_file_is_llama_cpps_own_judged_and_timed_there(lm_bundle, tiny_dir):
+    """The GGUF folder: llama.cpp's converter and quantizer (Q4_K_M with the calibration text's importance matrix),
+    judged in llama.cpp against torch, its tokenizer checked, timed in a fresh process; one file recommended."""
+    r, bundle = lm_bundle
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    report = json.loads((bundle / "report.json").read_text())
+    entry = by_format(manifest["files"], "gguf")
+    folder = bundle / entry["folder"]
+    assert entry["folder"] == f"{tiny_dir.name}_q4_k_m_gguf" and entry["precision"] == "int4"
+    assert entry["runtime"] == "llama.cpp" and {p.name for p in folder.iterdir()} == {"model.gguf",
+                                                                                      "edgekit_export.json"}
+    export = json.loads((folder / "edgekit_export.json").read_text())
+    assert export["options"] == {"type": "Q4_K_M", "imatrix": True, "output_type": None, "embedding_type": None}
+    assert export["converter"].startswith("llama.cpp convert_hf_to_gguf.py") and "llama-cpp-python" in export["quantizer"]
+    # every tensor's type as llama.cpp wrote it: the tiny model's 64-wide rows do not fit Q4_K's 256-blocks, so the
+    # quantizer fell back to Q5_0/Q8_0 for those (the build log keeps its warnings); the norms stay F32
+    types = export["tensor_types"]
+    assert types["blk.0.attn_norm.weight"] == "F32" and types["blk.0.attn_q.weight"] in ("Q4_K", "Q5_0")
+    from edgekit.runtimes.llamacpp import GgufFacts
+
+    facts = GgufFacts.read(folder / "model.gguf")
+    assert facts.architecture == "llama" and facts.layers == 2 and facts.file_type == 15  # LLAMA_FTYPE_MOSTLY_Q4_K_M
+    q = entry["quality"]
+    assert q["windows"] == 8 and -0.02 < q["ppl_increase"] <= 0.05 and q["top1_agreement"] > 0.8
+    (attempt,) = by_format(report["files"], "gguf")["attempts"]
+    assert attempt["label"] == "Q4_K_M, imatrix" and attempt["measured_in"] == "llama.cpp" and attempt["chosen"]
+    notes = by_format(report["files"], "gguf")["notes"]
+    assert "llama.cpp's tokenizer splits all 4 prompts as the source's does" in notes
+    s = entry["speed"]
+    assert s["runtime"] == "llama.cpp" and s["decode_tokens_per_s"] > 50 and s["threads"] == 1
+    assert entry["memory"]["kv_cache_bytes"] == 2 * 2 * (16 + 16) * 512 * 2  # layers x KV heads x (K+V) x ctx x f16
+    assert "importance matrix: 15 tensors from" in (bundle / "build.log").read_text()
+    # the recommendation: of the files within every gate, the fastest decoder
+    speeds = {e["folder"]: e["speed"]["decode_tokens_per_s"] for e in manifest["files"]}
+    assert manifest["recommended"] == max(speeds, key=speeds.get)
+    assert report["recommended"]["folder"] == manifest["recommended"] and "decodes fastest" in report["recommended"]["why"]
+    assert f"recommended: {manifest['recommended']}" in r.stdout
+    assert f"**Ship:** **{manifest['recommended']}**" in (bundle / "report.md").read_text()
+
+
+def test_the_gguf_file_runs_in_llama_cpp_alone(lm_bundle):
+    """What an app does: llama-cpp-python loads model.gguf, tokenizes with the file's own tokenizer and generates."""
+    from llama_cpp import Llama
+
+    _, bundle = lm_bundle
+    entry = by_format(json.loads((bundle / "manifest.json").read_text())["files"], "gguf")
+    llm = Llama(model_path=str(bundle / entry["folder"] / "model.gguf"), n_ctx=128, n_threads=1, verbose=False)
+    out = llm.create_completion("The for statement is used to", max_tokens=12, temperature=0.0)
+    assert out["usage"]["completion_tokens"] >= 1 and isinstance(out["choices"][0]["text"], str)
+    r = cli("bench", bundle / entry["folder"], "--runs", "2", "--json")
+    assert r.returncode == 0, r.stderr[-2000:]
+    got = json.loads(r.stdout)
+    assert got["runtime"] == "llama.cpp" and len(got["decode_by_run"]) == 2 and got["decode_tokens_per_s"] > 50
+
+
+def test_the_gguf_ladder_stops_at_the_first_rung_within_budget(tiny_dir, tmp_path):
+    """The ladder as a unit: real files from llama.cpp's quantizer, a judge whose perplexity increases are given."""
+    import io
+
+    from edgekit.core.lm_record import LmQualityFigures
+    from edgekit.export.gguf import convert_hf
+    from edgekit.quantize.gguf import climb
+    from edgekit.sources.lm import load_causal_lm
+
+    base = convert_hf(tiny_dir, tmp_path / "base.gguf", "f32")
+    model = load_causal_lm(str(tiny_dir))
+    given = {"Q4_K_M": [0.09, 0.06], "Q5_K_M": [0.04], "Q6_K": [0.01], "Q8_0": [0.0]}
+    judged = []
+
+    def judge(path):
+        from edgekit.runtimes.llamacpp import GgufFacts
+
+        ftype = {15: "Q4_K_M", 17: "Q5_K_M", 18: "Q6_K", 7: "Q8_0"}[GgufFacts.read(path).file_type]
+        judged.append(ftype)
+        rise = given[ftype].pop(0)
+        return LmQualityFigures(10 * (1 + rise), 10.0, rise, 0.01, 0.9, 2, 10)
+
+    windows = np.random.default_rng(0).integers(0, 1000, size=(2, 32))
+    chosen, attempts, notes = climb(model, base, windows, tmp_path, judge, 4, 0.05, 1, 600.0, io.StringIO())
+    assert judged == ["Q4_K_M", "Q4_K_M", "Q5_K_M"]  # stops at the first rung within +5%
+    assert [a.verdict for a in attempts] == ["over budget", "over budget", "within budget"]
+    assert chosen.label.startswith("Q5_K_M, imatrix") and chosen.chosen is False and attempts[2].chosen
+    assert chosen.made[0].path.is_file() and attempts[1].int8_layers == ("output", "token_embd")
+    assert notes == ["int4 missed the perplexity budget (+5.0%) on every rung it tried; the file is Q5_K_M"]
+
+
+def test_a_missing_converter_is_one_line_naming_the_setup_step(tiny_dir, tmp_path):
+    import os
+
+    env = dict(os.environ, EDGEKIT_LLAMA_CPP=str(tmp_path / "nowhere"))
+    r = subprocess.run([sys.executable, "-c", "from edgekit.cli.main import main; main()", "build", str(tiny_dir),
+                        "--formats", "gguf", "--out", str(tmp_path / "out")], capture_output=True, text=True, env=env)
+    assert r.returncode == 2, r.stderr[-2000:]
+    (line,) = r.stderr.strip().splitlines()
+    assert str(tmp_path / "nowhere" / "convert_hf_to_gguf.py") in line and "edgekit setup llama-cpp" in line
+    bad = tmp_path / "not-llama.tar.gz"
+    import tarfile
+
+    with tarfile.open(bad, "w:gz") as tar:
+        tar.add(__file__, arcname="pkg-1.0/README.md")
+    r = subprocess.run([sys.executable, "-c", "from edgekit.cli.main import main; main()", "setup", "llama-cpp",
+                        "--sdist", str(bad)], capture_output=True, text=True, env=env)
+    assert r.returncode == 2 and "no vendor/llama.cpp/convert_hf_to_gguf.py inside" in r.stderr

@@ -89,4 +89,8 @@ def print_lm_build(result: LmBuildResult) -> None:
         click.echo(f"  not made: {failure.format} {failure.precision} ({failure.stage}): {failure.reason[:300]}")
     for note in r.notes:
         click.echo(f"  {note.text}")
+    if r.recommended:
+        click.echo(f"recommended: {r.recommended}: {r.recommended_why}")
+    else:
+        click.echo(f"recommended: none ({r.recommended_why})")
     click.echo(f"bundle: {result.bundle}")

@@ -55,10 +55,11 @@ class GreedyAnswer:
 
 @dataclass(frozen=True)
 class LmFile:
-    """One shipped model folder (an ONNX Runtime GenAI folder: model.onnx + data, genai_config.json, tokenizer)."""
+    """One shipped model folder: an ONNX Runtime GenAI folder (model.onnx + data, genai_config.json, tokenizer) or
+    a GGUF folder (model.gguf, which holds its tokenizer, and edgekit_export.json)."""
     folder: str  # its name inside the bundle
-    format: str  # onnxruntime-genai
-    precision: str  # int4 | int8 | fp32: its quantized MatMuls' lowest width
+    format: str  # onnxruntime-genai | gguf
+    precision: str  # int4 | int5 | int6 | int8 | fp16 | fp32: the width of most of its weights
     runtime: str
     bytes: int  # every file of the folder
     sha256: str  # of the folder's files, names and contents in order
@@ -104,6 +105,8 @@ class LmRecord:
     cpu: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
+    recommended: str | None = None  # the folder to ship: the fastest decode among those that meet every gate
+    recommended_why: str = ""
 
     @property
     def failed_gates(self) -> list[Gate]:
@@ -114,6 +117,9 @@ class LmRecord:
 
     def file(self, folder: str) -> LmFile | None:
         return next((f for f in self.files if f.folder == folder), None)
+
+    def meets_every_gate(self, folder: str) -> bool:
+        return all(g.passed is not False for g in self.gates_of(folder))
 
     def to_manifest(self) -> dict[str, Any]:
         from .manifest import lm_manifest

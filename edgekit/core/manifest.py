@@ -202,7 +202,7 @@ def lm_manifest(r: LmRecord) -> dict[str, Any]:
         "tokenizer": {"eos_token_ids": list(s.eos_token_ids), "chat_template": s.chat_template,
                       "vocab_size": s.vocab_size},
         "files": [_lm_file_entry(f) for f in r.files],
-        "recommended": r.files[0].folder if r.files and r.passed else None,
+        "recommended": r.recommended,
         "profile": r.profile, "gates": [g.to_dict() for g in r.gates],
         "failed": [f.to_dict() for f in r.failures], "passed": r.passed, "versions": dict(r.versions),
     }
@@ -230,6 +230,7 @@ def lm_report(r: LmRecord) -> dict[str, Any]:
         "reference": {"perplexity": r.reference_perplexity, "runtime": "torch fp32"},
         "files": files, "gates": [g.to_dict() for g in r.gates],
         "verdict": {"passed": r.passed, "reasons": list(r.reasons)},
+        "recommended": {"folder": r.recommended, "why": r.recommended_why},
         "failed": [f.to_dict() for f in r.failures], "notes": [n.text for n in r.notes], "threads": r.threads,
         "cpu": dict(r.cpu), "versions": dict(r.versions), "build_seconds": r.seconds,
     }

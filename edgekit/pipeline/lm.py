@@ -95,6 +95,18 @@ def lm_settings(prof: DeviceProfile, opts: BuildOptions) -> Generate:
     return gen
 
 
+def require_runtimes(formats: tuple[str, ...]) -> None:
+    """Each format's tools are installed (and llama.cpp's converter set up), before anything loads: else one line."""
+    if GENAI in formats:
+        from ..runtimes.genai import require_genai
+
+        require_genai()
+    if GGUF in formats:
+        from ..export.gguf import converter_tree
+
+        converter_tree()
+
+
 def load_lm(model, opts: BuildOptions, progress) -> Model:
     from ..sources.lm import load_causal_lm
 
@@ -112,6 +124,7 @@ def build_lm(model, opts: BuildOptions, progress: Callable[[str], None] | None =
     started = time.perf_counter()
     prof = opts.resolved_profile()
     gen = lm_settings(prof, opts)
+    require_runtimes(gen.formats)
     out = Path(opts.out)
     check_writable(out)
     from ..core.text import builtin_text, read_text
@@ -167,6 +180,7 @@ def _build(source: Model, text, prof: DeviceProfile, gen: Generate, opts: BuildO
         gates = tuple(g for f in files for g in lm_gates(f, gen))
         reasons = tuple([g.describe() for g in gates if g.passed is False]
                         + [f"{f.format}: no file ({f.stage}: {f.reason})" for f in failures])
+        recommended, why = recommend(files, gates)
         record = LmRecord(
             source=source_info(source), profile=prof.name, profile_source=prof.source,
             data=LmData(data.source, data.context, data.tokens, len(data.validation), len(data.prompts), data.seed,
@@ -174,7 +188,7 @@ def _build(source: Model, text, prof: DeviceProfile, gen: Generate, opts: BuildO
             reference_perplexity=ref.perplexity, files=tuple(files), gates=gates, passed=not reasons,
             reasons=reasons, failures=tuple(failures), notes=lm_notes(source, data), threads=threads,
             cpu=cpu_info(), versions=tool_versions(USED) | {"edgekit": __version__},
-            seconds=round(time.perf_counter() - started, 2))
+            seconds=round(time.perf_counter() - started, 2), recommended=recommended, recommended_why=why)
         with stage("bundle", log, progress):
             from ..report.lm_markdown import write_lm_report
 
@@ -282,6 +296,25 @@ def _context_of(folder: Path) -> int:
     from ..runtimes.genai import GenaiConfig
 
     return GenaiConfig.read(folder).context_length
+
+
+def recommend(files: list[LmFile], gates: tuple[Gate, ...]) -> tuple[str | None, str]:
+    """The folder to ship and why: of the files that meet every gate, the one that decodes fastest."""
+    ok = [f for f in files if all(g.passed is not False for g in gates if g.file == f.folder)]
+    if not ok:
+        return None, "no file meets every gate"
+
+    def speed(f: LmFile) -> float:
+        return f.bench.decode_tokens_per_s if f.bench is not None else 0.0
+
+    best = max(ok, key=speed)
+    others = [f"{f.folder} {speed(f):.1f}" for f in ok if f is not best]
+    why = (f"it meets every gate and decodes fastest: {speed(best):.1f} tokens/s"
+           + (f" (also within every gate: {', '.join(others)} tokens/s)" if others else ""))
+    failing = [f.folder for f in files if f not in ok]
+    if failing:
+        why += f"; {', '.join(failing)} miss a gate"
+    return best.folder, why
 
 
 def lm_gates(f: LmFile, gen: Generate) -> list[Gate]:

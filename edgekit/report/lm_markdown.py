@@ -13,15 +13,19 @@ def _mb(n: float) -> str:
 
 def lm_table(r: LmRecord) -> list[str]:
     """One line per shipped folder: what it is, its quality, speed, memory and size."""
-    rows = ["| folder | precision | size | perplexity | vs source | top-1 agree | greedy same | decode tok/s "
-            "| prefill tok/s | TTFT ms | peak RSS growth |",
-            "|---|---|---|---|---|---|---|---|---|---|---|"]
+    rows = ["| folder | format | precision | size | perplexity | vs source | KL | top-1 agree | greedy same "
+            "| decode tok/s | prefill tok/s | TTFT ms | peak RSS growth | gates |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for f in r.files:
         q, b = f.quality, f.bench
         speed = (f"{b.decode_tokens_per_s:.1f} | {b.prefill_tokens_per_s:.0f} | {b.ttft_ms:.0f} | "
                  f"{b.peak_rss_mb - b.base_rss_mb:.0f} MB" if b is not None else "- | - | - | -")
-        rows.append(f"| {f.folder} | {f.precision} | {_mb(f.bytes)} | {q.perplexity:.3f} | {q.ppl_increase:+.2%} | "
-                    f"{q.top1_agreement:.3f} | {f.greedy_identical}/{len(f.greedy)} | {speed} |")
+        missed = [g.name for g in r.gates_of(f.folder) if g.passed is False]
+        gates = "FAIL: " + ", ".join(missed) if missed else "pass"
+        name = f"**{f.folder}** (ship)" if f.folder == r.recommended else f.folder
+        rows.append(f"| {name} | {f.format} | {f.precision} | {_mb(f.bytes)} | {q.perplexity:.3f} | "
+                    f"{q.ppl_increase:+.2%} | {q.kl:.4f} | {q.top1_agreement:.3f} | "
+                    f"{f.greedy_identical}/{len(f.greedy)} | {speed} | {gates} |")
     return rows
 
 
@@ -47,7 +51,9 @@ def _answers(f: LmFile) -> list[str]:
 def render(r: LmRecord) -> str:
     s = r.source
     verdict = "PASSED: every gate holds" if r.passed else "FAILED: " + "; ".join(r.reasons)
+    ship = f"**{r.recommended}**: {r.recommended_why}" if r.recommended else f"none: {r.recommended_why}"
     lines = [f"# {s.name} for {r.profile}: a language model", "", f"**Verdict:** {verdict}", "",
+             f"**Ship:** {ship}", "",
              f"- Source: {s.origin} ({s.loader}, {s.architecture}, {s.parameters / 1e6:.2f}M parameters, "
              f"vocabulary {s.vocab_size}, context {s.context_length})",
              f"- Judged on: {r.data.source}: {r.data.validation_windows} held-out windows of {r.data.context} tokens "
