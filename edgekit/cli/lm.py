@@ -1,5 +1,6 @@
-"""`edgekit bench` on a language-model folder (an ONNX Runtime GenAI folder): tokens/s, time to first token, peak
-memory at a context, printed as the one-shot bench prints its figures."""
+"""Language-model commands: `edgekit bench` on an LM file (an ONNX Runtime GenAI folder, a GGUF) printing tokens/s,
+time to first token and peak memory at a context as the one-shot bench prints its figures, and `edgekit setup
+llama-cpp`."""
 from __future__ import annotations
 
 import json
@@ -40,3 +41,15 @@ def bench_lm_folder(folder: str, threads: int, runs: int, warmup: int, as_json: 
         click.echo(f"  {key:<{width}}  {value}")
     for note in r.notes:
         click.echo(f"note: {note}")
+
+
+@click.command()
+@click.argument("what", type=click.Choice(["llama-cpp"]))
+@click.option("--sdist", type=click.Path(dir_okay=False, exists=True),
+              help="A llama-cpp-python source distribution (.tar.gz) to take it from (default: pip download).")
+def setup(what, sdist):
+    """Install-time steps a build needs later, offline. llama-cpp: llama.cpp's converter (convert_hf_to_gguf.py),
+    from the installed llama-cpp-python release's source distribution, into edgekit's cache."""
+    from ..export.gguf import setup_converter
+
+    setup_converter(sdist, progress=click.echo)

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 
 import click
 
@@ -149,18 +148,6 @@ def build(model, profile, weights, data, out, force, task, formats, threads, cal
     finish_build(result, as_json)
 
 @main.command()
-@click.argument("what", type=click.Choice(["llama-cpp"]))
-@click.option("--sdist", type=click.Path(dir_okay=False, exists=True),
-              help="A llama-cpp-python source distribution (.tar.gz) to take it from (default: pip download).")
-def setup(what, sdist):
-    """Install-time steps a build needs later, offline. llama-cpp: llama.cpp's converter (convert_hf_to_gguf.py),
-    from the installed llama-cpp-python release's source distribution, into edgekit's cache."""
-    from ..export.gguf import setup_converter
-
-    setup_converter(sdist, progress=click.echo)
-
-
-@main.command()
 @click.argument("file", type=click.Path())
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--runs", type=click.IntRange(min=1), default=200, show_default=True)
@@ -189,7 +176,7 @@ def bench(file, threads, runs, warmup, batch, data, min_seconds, repeat, device,
     from ..measure.lm_bench import gguf_file
     from ..runtimes.genai import is_genai_folder
 
-    if is_genai_folder(file) or gguf_file(Path(file)) is not None:
+    if is_genai_folder(file) or gguf_file(file) is not None:
         from .lm import bench_lm_folder
 
         return bench_lm_folder(file, threads, runs, warmup, as_json, [n for n, v in (
@@ -399,9 +386,11 @@ def _print_pairs(title: str, rows) -> None:
 
 
 def _add_commands() -> None:
+    from .lm import setup
     from .nas import nas_cmd
     from .serve import export_group, serve_cmd
 
+    main.add_command(setup)
     main.add_command(serve_cmd)
     main.add_command(export_group)
     main.add_command(nas_cmd)

@@ -70,8 +70,9 @@ def bench_lm(folder: str | Path, *, threads: int = 1, prompt_tokens: int = 128, 
                    **raw)
 
 
-def gguf_file(path: Path) -> Path | None:
+def gguf_file(path: str | Path) -> Path | None:
     """The GGUF file of ``path`` (the file itself, or a folder's model.gguf), else None."""
+    path = Path(path)
     if path.suffix == ".gguf" and path.is_file():  # a bare .gguf: its bytes are the file's alone
         return path
     return path / "model.gguf" if (path / "model.gguf").is_file() else None
