@@ -292,3 +292,20 @@ def test_a_missing_converter_is_one_line_naming_the_setup_step(tiny_dir, tmp_pat
     r = subprocess.run([sys.executable, "-c", "from edgekit.cli.main import main; main()", "setup", "llama-cpp",
                         "--sdist", str(bad)], capture_output=True, text=True, env=env)
     assert r.returncode == 2 and "no vendor/llama.cpp/convert_hf_to_gguf.py inside" in r.stderr
+
+
+def test_validate_judges_each_shipped_file_against_its_source(lm_bundle, tiny_dir):
+    """`edgekit validate FILE --model SOURCE`: the build's figures again, from the file alone (same text, windows
+    and seed as the build's defaults), in each file's own runtime."""
+    _, bundle = lm_bundle
+    for entry in json.loads((bundle / "manifest.json").read_text())["files"]:
+        r = cli("validate", bundle / entry["folder"], "--model", tiny_dir)
+        assert r.returncode == 0, r.stderr[-2000:]
+        rise = float(next(line for line in r.stdout.splitlines() if "increase" in line).split()[1].rstrip("%"))
+        assert rise == pytest.approx(100 * entry["quality"]["ppl_increase"], abs=0.006), (entry["folder"], r.stdout)
+        greedy = next(line.split() for line in r.stdout.splitlines() if "greedy answers identical" in line)
+        assert greedy[-1] == f"{entry['greedy']['identical']}/4", r.stdout
+    r = cli("validate", bundle / entry["folder"])
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        "edgekit: error: a language model's file is judged against its source: give --model (a Hugging Face folder, "
+        "a .gguf file or FILE.py:FACTORY)"]

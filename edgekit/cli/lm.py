@@ -8,6 +8,14 @@ import json
 import click
 
 
+def is_lm_file(path: str) -> bool:
+    """An ONNX Runtime GenAI folder, a .gguf file or a folder holding model.gguf."""
+    from ..measure.lm_bench import gguf_file
+    from ..runtimes.genai import is_genai_folder
+
+    return is_genai_folder(path) or gguf_file(path) is not None
+
+
 def bench_lm_folder(folder: str, threads: int, runs: int, warmup: int, as_json: bool, unsupported: list[str]) -> None:
     """Time the folder with the LM bench's defaults (a 128-token prompt, 128 new tokens, 3 runs after 1 warm-up,
     the peak RSS at 2048 tokens or the model's context); ``--runs``/``--warmup`` given on the command line
@@ -53,3 +61,45 @@ def setup(what, sdist):
     from ..export.gguf import setup_converter
 
     setup_converter(sdist, progress=click.echo)
+
+
+def validate_lm_file(file: str, model: str | None, data: str | None, threads: int, unsupported: list[str]) -> None:
+    """`edgekit validate` on an LM file: its perplexity, KL and top-1 agreement on held-out windows of ``data``
+    (default: the built-in held-out text) against the source ``model`` in torch fp32, and its greedy answers;
+    exits 1 above the default budget (generate.max_ppl_increase, +5%)."""
+    import sys
+
+    from ..core.errors import UsageError
+    from ..core.text import builtin_text, read_text, split_text
+    from ..measure.lm_validate import greedy_answers, make_reference, quality, runner_for
+    from ..pipeline.lm import load_lm
+    from ..pipeline.options import BuildOptions
+    from ..targets.profiles import Generate
+
+    if unsupported:
+        raise UsageError(f"{', '.join(unsupported)} do not apply to a language model's file")
+    if not model:
+        raise UsageError("a language model's file is judged against its source: give --model (a Hugging Face "
+                         "folder, a .gguf file or FILE.py:FACTORY)")
+    gen = Generate()
+    text = read_text(data) if data else builtin_text("heldout")
+    source = load_lm(model, BuildOptions(), None)
+    runner_for(file, threads)  # a file its runtime cannot open fails here, before the reference is made
+    split = split_text(text, source.meta["tokenizer"], context=gen.context, validation=gen.validation_windows,
+                       calibration=1, prompts=gen.prompts)
+    ref = make_reference(source, split.validation, split.prompts, gen.greedy_tokens)
+    q = quality(file, ref, threads)
+    answers = greedy_answers(file, ref, threads)
+    rows = [("source perplexity (torch fp32)", f"{q.reference_perplexity:.4f}"), ("perplexity", f"{q.perplexity:.4f}"),
+            ("increase", f"{q.ppl_increase:+.2%} (budget +{gen.max_ppl_increase:.0%})"), ("KL", f"{q.kl:.5f}"),
+            ("top-1 agreement", f"{q.top1_agreement:.4f}"),
+            ("windows", f"{q.windows} x {gen.context} tokens of {text.source}"),
+            ("greedy answers identical", f"{sum(a.identical for a in answers)}/{len(answers)}"),
+            ("stop where the source stops", f"{sum(a.stops_alike for a in answers)}/{len(answers)}")]
+    width = max(len(k) for k, _ in rows)
+    click.echo(f"edgekit validate {file}")
+    for key, value in rows:
+        click.echo(f"  {key:<{width}}  {value}")
+    if q.ppl_increase > gen.max_ppl_increase:
+        click.echo(f"edgekit: perplexity rose {q.ppl_increase:+.2%}, over +{gen.max_ppl_increase:.0%}", err=True)
+        sys.exit(1)

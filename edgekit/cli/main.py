@@ -173,12 +173,9 @@ def bench(file, threads, runs, warmup, batch, data, min_seconds, repeat, device,
     time to first token, peak RSS at a context."""
     import json
 
-    from ..measure.lm_bench import gguf_file
-    from ..runtimes.genai import is_genai_folder
+    from .lm import bench_lm_folder, is_lm_file
 
-    if is_genai_folder(file) or gguf_file(file) is not None:
-        from .lm import bench_lm_folder
-
+    if is_lm_file(file):
         return bench_lm_folder(file, threads, runs, warmup, as_json, [n for n, v in (
             ("--device", device), ("--benchmark-binary", benchmark_binary), ("--data", data)) if v])
     from ..measure.bench import bench_file
@@ -243,7 +240,11 @@ def validate(file, model, weights, data, task, threads, trust_pickle, device, ac
     """Run FILE in its runtime on the data and compare it with the reference model (on a device too, with
     --device: the host's and the device's figures side by side). Exits 1 when FILE misses its tolerance."""
     from ..pipeline.validate_file import validate_against, validate_on_device
+    from .lm import is_lm_file, validate_lm_file
 
+    if is_lm_file(file):
+        return validate_lm_file(file, model, data, threads, [n for n, v in (("--weights", weights), ("--task", task),
+                                ("--device", device), ("--save-outputs", save_outputs)) if v])
     if device:
         host, there, side = validate_on_device(file, device, model=model, weights=weights, data=data, task=task,
                                                threads=threads, trust_pickle=trust_pickle,
