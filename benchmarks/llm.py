@@ -76,6 +76,16 @@ def finetune(model: Path, steps: int, work: Path) -> Path:
     return dest
 
 
+def shipped_bytes(path: Path) -> int:
+    """The model file an app ships: a GGUF folder's model.gguf (its edgekit_export.json is the build's record), else
+    every file of the folder."""
+    from edgekit.measure.lm_bench import gguf_file
+    from edgekit.runtimes.genai import folder_bytes
+
+    gguf = gguf_file(path)
+    return gguf.stat().st_size if gguf is not None else folder_bytes(path)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", type=Path)
@@ -180,11 +190,11 @@ def main() -> None:
         if rec_name:
             m, r, b = med[rec_name], med[ref_name], runs[rec_name]
             growth = statistics.median(x.peak_rss_mb - x.base_rss_mb for x in b)
-            size, peer_size = b[0].model_bytes, runs[ref_name][0].model_bytes
-            dominated_by = [n for n in files if not n.startswith("edgekit") and runs[n][0].model_bytes < size
+            size, peer_size = shipped_bytes(files[rec_name]), shipped_bytes(files[ref_name])
+            dominated_by = [n for n in files if not n.startswith("edgekit") and shipped_bytes(files[n]) < size
                             and med[n]["decode_tokens_per_s"] > m["decode_tokens_per_s"]
                             and quality_of[n] < quality_of[rec_name]]
-            goals += [(f"{t}T size <= Q4_K_M", size <= peer_size, f"{size / 1e6:.1f} vs {peer_size / 1e6:.1f} MB"),
+            goals += [(f"{t}T size <= Q4_K_M", size <= peer_size, f"{size:,} vs {peer_size:,} bytes"),
                       (f"{t}T decode >= 1.0x Q4_K_M", m["decode_tokens_per_s"] >= r["decode_tokens_per_s"],
                        f"{m['decode_tokens_per_s'] / r['decode_tokens_per_s']:.2f}x"),
                       (f"{t}T prefill >= 0.9x Q4_K_M", m["prefill_tokens_per_s"] >= 0.9 * r["prefill_tokens_per_s"],

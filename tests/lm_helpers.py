@@ -12,11 +12,22 @@ CORPUS = ("The quick brown fox jumps over the lazy dog. A small model reads a li
 
 
 def tiny_tokenizer(vocab: int = 320):
-    """A byte-level BPE tokenizer with BOS/EOS/PAD and a ChatML template (the example LM's recipe)."""
-    from edgekit.core.text import paragraphs
-    from edgekit.examples.tinylm import train_tokenizer
+    """A byte-level BPE tokenizer (GPT-2's kind, as SmolLM's and Qwen's) with BOS/EOS/PAD and a ChatML template;
+    ``write_gguf`` stores it the way llama.cpp's converter stores such a tokenizer."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
 
-    return train_tokenizer(tuple(paragraphs(CORPUS)) + (CORPUS,), vocab)
+    from edgekit.core.text import paragraphs
+    from edgekit.examples.tinylm import BOS, CHAT_TEMPLATE, EOS, IM_START, PAD
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab, min_frequency=2, special_tokens=[BOS, IM_START, EOS, PAD],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(tuple(paragraphs(CORPUS)) + (CORPUS,), trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=BOS, eos_token=EOS, pad_token=PAD,
+                                   chat_template=CHAT_TEMPLATE, clean_up_tokenization_spaces=False)
 
 
 def tiny_config(kind: str, tokenizer, **overrides):

@@ -180,7 +180,7 @@ def test_runner_and_bench_refuse_what_is_not_a_genai_folder(tmp_path):
 
     with pytest.raises(UsageError, match="not an ONNX Runtime GenAI folder"):
         GenaiRunner(tmp_path)
-    with pytest.raises(UsageError, match="not an ONNX Runtime GenAI folder"):
+    with pytest.raises(UsageError, match="neither an ONNX Runtime GenAI folder .* nor a GGUF file"):
         bench_lm(tmp_path)
 
 
