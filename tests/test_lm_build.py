@@ -173,6 +173,19 @@ def test_bad_input_is_one_line_and_exit_2(tiny_dir, tmp_path, args, message):
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())  # nothing half-written
 
 
+def test_a_model_that_cannot_fit_the_flash_budget_at_4_bits_is_refused_up_front(tiny_dir, tmp_path):
+    """iot's budget is 2 MB: SmolLM2-135M needs 67 MB at 4 bits. The test-size example (0.16M parameters, 0.08 MB at
+    4 bits) meets a profile whose budget is 0.05 MB the same way: one line with the size it would need, exit 2."""
+    profile = tmp_path / "tiny-flash.toml"
+    profile.write_text('name = "tiny-flash"\nextends = "iot"\n\n[generate]\nmax_file_mb = 0.05\n')
+    r = cli("build", tiny_dir, "--profile", profile, "--out", tmp_path / "out")
+    assert r.returncode == 2, r.stderr[-2000:]
+    (line,) = r.stderr.strip().splitlines()
+    assert "has 0.16M parameters: at 4 bits its weights alone take 0.08 MB, over profile tiny-flash's file " \
+           "budget of 0.05 MB (generate.max_file_mb)" in line, line
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
 def test_bench_times_a_shipped_folder_in_tokens_per_second(lm_bundle):
     _, bundle = lm_bundle
     entry = by_format(json.loads((bundle / "manifest.json").read_text())["files"], "onnxruntime-genai")

@@ -107,6 +107,17 @@ def require_runtimes(formats: tuple[str, ...]) -> None:
         converter_tree()
 
 
+def check_fits(source: Model, gen: Generate, profile: str) -> None:
+    """Refuse up front a model whose weights alone, at the profile's bits, exceed its file budget: a lower bound
+    on every file the ladder could make (norms, scales and the tokenizer only add to it)."""
+    params = int(source.meta.get("parameters") or 0)
+    least_mb = params * gen.weight_bits / 8 / 1e6
+    if gen.max_file_mb is not None and least_mb > gen.max_file_mb:
+        raise UsageError(f"{source.name} has {params / 1e6:.2f}M parameters: at {gen.weight_bits} bits its weights "
+                         f"alone take {least_mb:.2f} MB, over profile {profile}'s file budget of "
+                         f"{gen.max_file_mb:g} MB (generate.max_file_mb); build for a larger device or raise it")
+
+
 def load_lm(model, opts: BuildOptions, progress) -> Model:
     from ..sources.lm import load_causal_lm
 
@@ -132,6 +143,7 @@ def build_lm(model, opts: BuildOptions, progress: Callable[[str], None] | None =
     text = read_text(opts.data) if opts.data is not None else builtin_text("heldout")  # bad text: before the model
     with stage("load", log, progress):
         source = load_lm(model, opts, progress)
+    check_fits(source, gen, prof.name)
     final = out / f"{source.name}-{prof.name}"
     check_target(final, opts.force)
     try:
