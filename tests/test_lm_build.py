@@ -240,6 +240,7 @@ def test_the_gguf_file_is_llama_cpps_own_judged_and_timed_there(lm_bundle, tiny_
     assert report["recommended"]["folder"] == manifest["recommended"] and "decodes fastest" in report["recommended"]["why"]
     assert f"recommended: {manifest['recommended']}" in r.stdout
     assert f"**Ship:** **{manifest['recommended']}**" in (bundle / "report.md").read_text()
+    assert (bundle / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # perplexity vs decode speed
 
 
 def test_the_gguf_file_runs_in_llama_cpp_alone(lm_bundle):

@@ -203,7 +203,9 @@ def _build(source: Model, text, prof: DeviceProfile, gen: Generate, opts: BuildO
             seconds=round(time.perf_counter() - started, 2), recommended=recommended, recommended_why=why)
         with stage("bundle", log, progress):
             from ..report.lm_markdown import write_lm_report
+            from ..report.lm_plot import write_lm_plot
 
+            write_lm_plot(folder / "report.png", record, gen)
             write_json(folder / "manifest.json", record.to_manifest())
             write_json(folder / "report.json", record.to_report())
             write_lm_report(folder / "report.md", record)

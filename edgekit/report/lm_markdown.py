@@ -61,7 +61,7 @@ def render(r: LmRecord) -> str:
              f"- Source perplexity (torch fp32): {r.reference_perplexity:.3f}",
              f"- Timed with {r.threads} thread(s) on {r.cpu.get('model', 'this CPU')} "
              f"({', '.join(r.cpu.get('flags', [])) or 'flags unknown'})", "", "## Files", ""]
-    lines += lm_table(r)
+    lines += lm_table(r) + ["", "![perplexity increase against decode tokens/s, area = size](report.png)"]
     lines += ["", "## Gates", ""] + [f"- {g.describe()}" for g in r.gates]
     for f in r.files:
         lines += ["", f"## {f.folder}", "", f"Made by {f.export.get('builder', '?')} with "
