@@ -1,9 +1,11 @@
 """build() for language models: load the causal LM, split the text, take the source's reference in torch, climb
-the quantization ladder for each LM format, judge the shipped folder (perplexity, greedy answers) in its own
-runtime, time it (tokens/s, time to first token, peak memory at a context), gate it and write the bundle.
+the quantization ladder for each LM format, judge the shipped file (perplexity, greedy answers) in its own
+runtime, time it (tokens/s, time to first token, peak memory at a context), gate it, recommend the fastest file
+within every gate and write the bundle.
 
-The bundle: ``<model>_<precision>_genai/`` (an ONNX Runtime GenAI folder an app loads as is), manifest.json
-(``kind: causal-lm``), report.md, report.json and build.log.
+The bundle: ``<model>_<precision>_genai/`` (an ONNX Runtime GenAI folder an app loads as is),
+``<model>_<type>_gguf/`` (model.gguf for llama.cpp), manifest.json (``kind: causal-lm``), report.md, report.png,
+report.json and build.log.
 """
 from __future__ import annotations
 
