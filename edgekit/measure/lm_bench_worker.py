@@ -33,16 +33,28 @@ def main(argv: list[str]) -> int:
         rng = np.random.default_rng(args["seed"])
         eos = set(runner.config.eos_token_ids)
         pool = np.array([t for t in range(runner.config.vocab_size) if t not in eos], dtype=np.int32)
-        prompt = rng.choice(pool, size=args["prompt_tokens"])
-        for _ in range(args["warmup"]):
-            one_run(runner, prompt, args["new_tokens"])
-        timed = [one_run(runner, prompt, args["new_tokens"]) for _ in range(args["runs"])]
-        generate = min(args["new_tokens"], args["context"] - 1)  # then a generation that fills the context,
-        filled = one_run(runner, rng.choice(pool, size=args["context"] - generate), generate,  # its prompt in
-                         chunk=args["prompt_tokens"])  # chunks: a prompt's logits at every position are its peak
+        timed, filled = measure(lambda *a, **k: one_run(runner, *a, **k), pool, rng, args)
     except UsageError as exc:
         print(str(exc), file=sys.stderr)
         return 2
+    return report(base, loaded, load_ms, timed, filled)
+
+
+def measure(run, pool, rng, args: dict) -> tuple[list[dict], dict]:
+    """``warmup`` then ``runs`` timed runs of one random prompt, then a generation that fills the context, its
+    prompt in chunks (a prompt's logits at every position are its peak)."""
+    prompt = rng.choice(pool, size=args["prompt_tokens"])
+    for _ in range(args["warmup"]):
+        run(prompt, args["new_tokens"])
+    timed = [run(prompt, args["new_tokens"]) for _ in range(args["runs"])]
+    generate = min(args["new_tokens"], args["context"] - 1)
+    filled = run(rng.choice(pool, size=args["context"] - generate), generate, chunk=args["prompt_tokens"])
+    return timed, filled
+
+
+def report(base: float, loaded: float, load_ms: float, timed: list[dict], filled: dict) -> int:
+    from edgekit.runtimes.device_runner import status_mb
+
     result = {"base_rss_mb": base, "loaded_rss_mb": loaded, "peak_rss_mb": status_mb("VmHWM"), "load_ms": load_ms,
               "prefill_by_run": [r["prefill"] for r in timed], "decode_by_run": [r["decode"] for r in timed],
               "ttft_ms_by_run": [r["ttft_ms"] for r in timed], "context_decode_tokens_per_s": filled["decode"]}
@@ -71,21 +83,11 @@ def main_gguf(args: dict) -> int:
         rng = np.random.default_rng(args["seed"])
         eos = {int(llm.token_eos())}
         pool = np.array([t for t in range(runner.facts.vocab_size) if t not in eos], dtype=np.int32)
-        prompt = rng.choice(pool, size=args["prompt_tokens"])
-        for _ in range(args["warmup"]):
-            one_run_gguf(llm, prompt, args["new_tokens"])
-        timed = [one_run_gguf(llm, prompt, args["new_tokens"]) for _ in range(args["runs"])]
-        generate = min(args["new_tokens"], args["context"] - 1)
-        filled = one_run_gguf(llm, rng.choice(pool, size=args["context"] - generate), generate,
-                              chunk=args["prompt_tokens"])
+        timed, filled = measure(lambda *a, **k: one_run_gguf(llm, *a, **k), pool, rng, args)
     except UsageError as exc:
         print(str(exc), file=sys.stderr)
         return 2
-    result = {"base_rss_mb": base, "loaded_rss_mb": loaded, "peak_rss_mb": status_mb("VmHWM"), "load_ms": load_ms,
-              "prefill_by_run": [r["prefill"] for r in timed], "decode_by_run": [r["decode"] for r in timed],
-              "ttft_ms_by_run": [r["ttft_ms"] for r in timed], "context_decode_tokens_per_s": filled["decode"]}
-    print(json.dumps(result))
-    return 0
+    return report(base, loaded, load_ms, timed, filled)
 
 
 def one_run_gguf(llm, prompt, new_tokens: int, chunk: int | None = None) -> dict:

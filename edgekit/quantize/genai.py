@@ -17,7 +17,7 @@ from __future__ import annotations
 import io
 import itertools
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -25,6 +25,7 @@ from ..core.attempt import Attempt, mark_chosen, run_attempts
 from ..core.errors import EdgekitError
 from ..export.genai import GenaiOptions, export_genai_with
 from ..measure.lm_validate import LmReference, quality
+from .lm_ladder import climb_notes, every_rung_failed, failed_rung, time_boxed
 
 SEARCH = "onnxruntime-genai"
 
@@ -60,18 +61,9 @@ def climb(hf_dir: Path, scratch: Path, ref: LmReference, bits: int, budget: floa
     options), every attempt (the chosen one marked) and notes."""
     from ..runtimes.genai import folder_bytes
 
-    started = time.perf_counter()
     numbers = itertools.count()
     notes: list[str] = []
     ladder = rungs(bits)
-
-    def timed() -> Iterator[Rung]:
-        for number, rung in enumerate(ladder):
-            if number and time.perf_counter() - started > time_box_s:
-                notes.append(f"the ladder stopped after {number} of {len(ladder)} rungs: its time box "
-                             f"({time_box_s:.0f} s) was spent")
-                return
-            yield rung
 
     def attempt(rung: Rung) -> Attempt:
         if progress is not None:
@@ -85,22 +77,15 @@ def climb(hf_dir: Path, scratch: Path, ref: LmReference, bits: int, budget: floa
             export_genai_with(hf_dir, folder, rung.options, log=log)
             q = quality(folder, ref, threads)
         except EdgekitError as exc:  # the builder failed, or wrote a model ONNX Runtime cannot load or run
-            log.write(f"LM attempt {rung.label} failed: {exc}\n")
-            reason = getattr(exc, "reason", None) or str(exc)
-            return Attempt(SEARCH, rung.label, **what, error=reason[:300], seconds=time.perf_counter() - began)
+            return failed_rung(SEARCH, rung.label, what, exc, began, log)
         return Attempt(SEARCH, rung.label, **what, drop=q.ppl_increase, decided_by="perplexity",
                        bytes=folder_bytes(folder), seconds=time.perf_counter() - began,
                        figures={"perplexity": q.perplexity, "kl": q.kl, "top1_agreement": q.top1_agreement,
                                 "precision": rung.options.precision},
                        made=(Made(folder, rung.options), q))
 
-    best, made = run_attempts(timed(), attempt, budget, stage=f"quantize {SEARCH}", tie_by_snr=False,
-                              why_failed=lambda failed: f"every rung failed ({len(failed)}); the first, "
-                                                        f"{failed[0].label}: {failed[0].error[:240]}")
-    if not best.passed:
-        notes.append(f"no rung kept perplexity within +{budget:.1%}; shipped the most accurate, {best.label} "
-                     f"(+{best.drop:.2%})")
-    if best.made[0].options.precision != ladder[0].options.precision:
-        notes.append(f"{ladder[0].options.precision} missed the perplexity budget (+{budget:.1%}) on every rung; "
-                     f"the file is {best.made[0].options.precision}")
+    best, made = run_attempts(time_boxed(ladder, time_box_s, notes), attempt, budget, stage=f"quantize {SEARCH}",
+                              tie_by_snr=False, why_failed=every_rung_failed)
+    shipped = best.made[0].options.precision
+    notes += climb_notes(best, budget, ladder[0].options.precision, shipped, shipped)
     return best, mark_chosen(made, best), notes

@@ -16,7 +16,7 @@ from __future__ import annotations
 import io
 import itertools
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -25,6 +25,7 @@ import numpy as np
 from ..core.attempt import Attempt, mark_chosen, run_attempts
 from ..core.errors import EdgekitError, StageError
 from ..export.gguf import GgufOptions, quantize
+from .lm_ladder import climb_notes, every_rung_failed, failed_rung, time_boxed
 
 SEARCH = "gguf"
 
@@ -104,19 +105,10 @@ def climb(model, base: Path, calibration: np.ndarray, scratch: Path, judge: Call
           progress: Callable[[str], None] | None = None) -> tuple[Attempt, tuple[Attempt, ...], list[str]]:
     """Quantize the F32 GGUF ``base`` rung by rung and judge each file (``judge``: its LmQualityFigures) until one
     is within ``budget``. Returns the chosen attempt (``made``: its file and options), every attempt and notes."""
-    started = time.perf_counter()
     numbers = itertools.count()
     notes: list[str] = []
     ladder = rungs(bits)
     imatrix: dict[str, np.ndarray] | None = None
-
-    def timed() -> Iterator[Rung]:
-        for number, rung in enumerate(ladder):
-            if number and time.perf_counter() - started > time_box_s:
-                notes.append(f"the ladder stopped after {number} of {len(ladder)} rungs: its time box "
-                             f"({time_box_s:.0f} s) was spent")
-                return
-            yield rung
 
     def attempt(rung: Rung) -> Attempt:
         nonlocal imatrix
@@ -137,22 +129,15 @@ def climb(model, base: Path, calibration: np.ndarray, scratch: Path, judge: Call
                 quantize(base, path, rung.options, threads=threads, imatrix=imatrix, log=log)
             q = judge(path)
         except EdgekitError as exc:
-            log.write(f"LM attempt {rung.label} failed: {exc}\n")
-            reason = getattr(exc, "reason", None) or str(exc)
-            return Attempt(SEARCH, rung.label, **what, error=reason[:300], seconds=time.perf_counter() - began)
+            return failed_rung(SEARCH, rung.label, what, exc, began, log)
         return Attempt(SEARCH, rung.label, **what, drop=q.ppl_increase, decided_by="perplexity",
                        bytes=path.stat().st_size, seconds=time.perf_counter() - began,
                        figures={"perplexity": q.perplexity, "kl": q.kl, "top1_agreement": q.top1_agreement,
                                 "precision": rung.options.precision},
                        made=(Made(path, rung.options), q))
 
-    best, made = run_attempts(timed(), attempt, budget, stage=f"quantize {SEARCH}", tie_by_snr=False,
-                              why_failed=lambda failed: f"every rung failed ({len(failed)}); the first, "
-                                                        f"{failed[0].label}: {failed[0].error[:240]}")
-    if not best.passed:
-        notes.append(f"no rung kept perplexity within +{budget:.1%}; shipped the most accurate, {best.label} "
-                     f"(+{best.drop:.2%})")
-    if best.made[0].options.precision != ladder[0].options.precision:
-        notes.append(f"{ladder[0].options.precision} missed the perplexity budget (+{budget:.1%}) on every rung "
-                     f"it tried; the file is {best.made[0].options.type}")
+    best, made = run_attempts(time_boxed(ladder, time_box_s, notes), attempt, budget, stage=f"quantize {SEARCH}",
+                              tie_by_snr=False, why_failed=every_rung_failed)
+    shipped = best.made[0].options
+    notes += climb_notes(best, budget, ladder[0].options.precision, shipped.precision, shipped.type)
     return best, mark_chosen(made, best), notes
