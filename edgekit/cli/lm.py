@@ -52,15 +52,22 @@ def bench_lm_folder(folder: str, threads: int, runs: int, warmup: int, as_json: 
 
 
 @click.command()
-@click.argument("what", type=click.Choice(["llama-cpp"]))
+@click.argument("what", nargs=-1, required=True, type=click.Choice(["llama-cpp", "optimum-intel"]))
 @click.option("--sdist", type=click.Path(dir_okay=False, exists=True),
               help="A llama-cpp-python source distribution (.tar.gz) to take it from (default: pip download).")
 def setup(what, sdist):
     """Install-time steps a build needs later, offline. llama-cpp: llama.cpp's converter (convert_hf_to_gguf.py),
-    from the installed llama-cpp-python release's source distribution, into edgekit's cache."""
-    from ..export.gguf import setup_converter
+    from the installed llama-cpp-python release's source distribution, into edgekit's cache. optimum-intel:
+    optimum-intel's exporter and the transformers release it supports, in an environment of their own in
+    edgekit's cache (the OpenVINO LM format)."""
+    if "llama-cpp" in what:
+        from ..export.gguf import setup_converter
 
-    setup_converter(sdist, progress=click.echo)
+        setup_converter(sdist, progress=click.echo)
+    if "optimum-intel" in what:
+        from ..export.openvino_lm import setup_exporter
+
+        setup_exporter(progress=click.echo)
 
 
 def validate_lm_file(file: str, model: str | None, data: str | None, threads: int, unsupported: list[str]) -> None:

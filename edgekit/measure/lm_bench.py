@@ -1,8 +1,9 @@
 """The LM bench: prefill and decode tokens/s, time to first token, peak RSS at a context length, bytes.
 
 ``bench_lm`` spawns ``python -m edgekit.measure.lm_bench_worker`` so the peak RSS is the model's own process and
-the thread count is that process's alone. It times ONNX Runtime GenAI folders (onnxruntime-genai's Generator) and
-GGUF files (llama.cpp through llama-cpp-python, greedy token by token), as an app runs them.
+the thread count is that process's alone. It times ONNX Runtime GenAI folders (onnxruntime-genai's Generator),
+GGUF files (llama.cpp through llama-cpp-python, greedy token by token) and stateful OpenVINO folders
+(openvino-genai's LLMPipeline and its own timings), as an app runs them.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ def bench_lm(folder: str | Path, *, threads: int = 1, prompt_tokens: int = 128, 
     """Time the LM ``folder`` in its runtime in a fresh process. ``context`` (default: 2048, or the model's
     context if shorter) is the length the peak-RSS generation fills."""
     from ..runtimes.genai import GenaiRunner, folder_bytes, is_genai_folder, require_genai
+    from ..runtimes.openvino_lm import is_openvino_lm_folder
     from .bench import cpu_info, run_worker
 
     folder = Path(folder)
@@ -34,14 +36,20 @@ def bench_lm(folder: str | Path, *, threads: int = 1, prompt_tokens: int = 128, 
         require_llamacpp()
         facts = GgufFacts.read(gguf)
         model_context, kind = facts.context_length, "gguf"
+    elif is_openvino_lm_folder(folder):
+        from ..runtimes.openvino_lm import RUNTIME, OvLmFacts, require_ov_genai
+
+        require_ov_genai()
+        ov_facts = OvLmFacts.read(folder)
+        model_context, kind = ov_facts.context_length, "openvino"
     elif is_genai_folder(folder):
         from ..runtimes.genai import RUNTIME
 
         require_genai()
         model_context, kind = GenaiRunner(folder).config.context_length, "onnxruntime-genai"
     else:
-        raise UsageError(f"{folder}: neither an ONNX Runtime GenAI folder (genai_config.json) nor a GGUF file "
-                         "(model.gguf)")
+        raise UsageError(f"{folder}: not an LM folder: no ONNX Runtime GenAI genai_config.json, no GGUF model.gguf "
+                         "and no OpenVINO openvino_model.xml with openvino_tokenizer.xml")
 
     context = min(2048, model_context) if context is None else context
     for name, value, low in (("threads", threads, 1), ("prompt_tokens", prompt_tokens, 1),
@@ -63,7 +71,9 @@ def bench_lm(folder: str | Path, *, threads: int = 1, prompt_tokens: int = 128, 
                    new_tokens=new_tokens, context=context, runs=runs, warmup=warmup,
                    prefill_tokens_per_s=float(np.median(prefill)), decode_tokens_per_s=float(np.median(decode)),
                    ttft_ms=float(np.median(ttft)), model_bytes=folder_bytes(folder) if folder.is_dir() else folder.stat().st_size,
-                   kv_cache_bytes=kv_cache_bytes(folder, context) if gguf is None else facts.kv_cache_bytes(context), prefill_by_run=tuple(prefill),
+                   kv_cache_bytes=(facts.kv_cache_bytes(context) if gguf is not None else
+                                   ov_facts.kv_cache_bytes(context) if kind == "openvino" else
+                                   kv_cache_bytes(folder, context)), prefill_by_run=tuple(prefill),
                    decode_by_run=tuple(decode), ttft_ms_by_run=tuple(ttft), cpu=cpu_info(),
                    notes=tuple(noise_notes({"prefill": prefill, "decode": decode, "time to first token": ttft},
                                            load, os.cpu_count() or 1)),

@@ -19,6 +19,8 @@ def main(argv: list[str]) -> int:
     args = json.loads(argv[0])
     if args.get("format") == "gguf":
         return main_gguf(args)
+    if args.get("format") == "openvino":
+        return main_openvino(args)
     try:
         import onnxruntime_genai  # noqa: F401 - imported before the baseline, so the baseline holds the runtime
 
@@ -88,6 +90,48 @@ def main_gguf(args: dict) -> int:
         print(str(exc), file=sys.stderr)
         return 2
     return report(base, loaded, load_ms, timed, filled)
+
+
+def main_openvino(args: dict) -> int:
+    """The same figures for a stateful OpenVINO folder in openvino-genai's LLMPipeline, from its own timings."""
+    import numpy as np
+
+    from edgekit.core.errors import UsageError
+    from edgekit.runtimes.device_runner import status_mb
+
+    try:
+        import openvino_genai  # noqa: F401 - imported before the baseline, so the baseline holds the runtime
+
+        from edgekit.runtimes.openvino_lm import OvLmRunner
+
+        base = status_mb("VmRSS")
+        runner = OvLmRunner(args["folder"], threads=args["threads"], context=args["context"])
+        opened = time.perf_counter()
+        runner.pipeline()
+        load_ms = (time.perf_counter() - opened) * 1000
+        loaded = status_mb("VmRSS")
+        rng = np.random.default_rng(args["seed"])
+        eos = set(runner.facts.eos_token_ids)
+        pool = np.array([t for t in range(runner.facts.vocab_size) if t not in eos], dtype=np.int32)
+        timed, filled = measure(lambda *a, **k: one_run_openvino(runner, *a, **k), pool, rng, args)
+    except UsageError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    return report(base, loaded, load_ms, timed, filled)
+
+
+def one_run_openvino(runner, prompt, new_tokens: int, chunk: int | None = None) -> dict:
+    """As ``one_run``, in openvino-genai: one generate() of exactly ``new_tokens`` (EOS ignored); its perf metrics
+    give the time to first token (the prompt in one pass: LLMPipeline does not take it in pieces, so ``chunk`` is
+    unused) and the time per later token."""
+    tokens = runner.generate([int(t) for t in prompt], new_tokens, ignore_eos=True)
+    if len(tokens) != new_tokens:
+        raise RuntimeError(f"generated {len(tokens)} tokens, not {new_tokens}")
+    perf = runner.last_perf
+    ttft_ms = float(perf.get_ttft().mean)
+    tpot_ms = float(perf.get_tpot().mean)
+    return {"prefill": len(prompt) / (ttft_ms / 1000), "ttft_ms": ttft_ms,
+            "decode": 1000.0 / tpot_ms if new_tokens > 1 and tpot_ms > 0 else float("nan")}
 
 
 def one_run_gguf(llm, prompt, new_tokens: int, chunk: int | None = None) -> dict:

@@ -1,6 +1,6 @@
 """Judge an LM folder in its own runtime against the source: perplexity, KL and top-1 agreement on the validation
-windows (logits from ONNX Runtime on the folder's model), and greedy answers from the runtime's own generator
-(onnxruntime-genai's, with its KV cache) against the source's greedy answers in torch.
+windows (logits from ONNX Runtime, llama.cpp or OpenVINO on the file), and greedy answers from the runtime's own generator
+(onnxruntime-genai's, llama.cpp's or openvino-genai's, with its KV cache) against the source's greedy answers in torch.
 """
 from __future__ import annotations
 
@@ -33,21 +33,36 @@ def make_reference(model, windows: np.ndarray, prompts: tuple[str, ...], greedy_
 
 
 def runner_for(path: Path, threads: int, *, all_logits: bool = False, context: int | None = None):
-    """The runtime's runner for an LM file or folder: a GGUF file or folder (llama.cpp), else ONNX Runtime GenAI."""
+    """The runtime's runner for an LM file or folder: a GGUF file or folder (llama.cpp), a stateful OpenVINO IR
+    folder (OpenVINO, openvino-genai), else ONNX Runtime GenAI."""
     path = Path(path)
     gguf = path if path.suffix == ".gguf" else path / "model.gguf"
     if gguf.is_file():
         from ..runtimes.llamacpp import LlamaRunner
 
         return LlamaRunner(gguf, threads=threads, all_logits=all_logits, context=context)
+    from ..runtimes.openvino_lm import OvLmRunner, is_openvino_lm_folder
+
+    if is_openvino_lm_folder(path):
+        return OvLmRunner(path, threads=threads, context=context)
     from ..runtimes.genai import GenaiRunner
 
     return GenaiRunner(path, threads=threads)
 
 
+def runtime_of(path: Path) -> str:
+    """The runtime name an LM file or folder runs in (as ``runner_for`` picks it)."""
+    from ..runtimes import genai, llamacpp, openvino_lm
+
+    path = Path(path)
+    if path.suffix == ".gguf" or (path / "model.gguf").is_file():
+        return llamacpp.RUNTIME
+    return openvino_lm.RUNTIME if openvino_lm.is_openvino_lm_folder(path) else genai.RUNTIME
+
+
 def quality(folder: Path, ref: LmReference, threads: int) -> LmQualityFigures:
     """The file's next-token quality on the reference's windows, in its own runtime (ONNX Runtime on a GenAI
-    folder's model, llama.cpp on a GGUF file)."""
+    folder's model, llama.cpp on a GGUF file, OpenVINO on a stateful IR)."""
     runner = runner_for(folder, threads, all_logits=True, context=int(ref.windows.shape[1]))
     got = compare(reference_logits(ref.model, ref.windows), (runner.logits(w[None]) for w in ref.windows),
                   ref.windows)

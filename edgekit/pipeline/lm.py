@@ -4,7 +4,8 @@ runtime, time it (tokens/s, time to first token, peak memory at a context), gate
 within every gate and write the bundle.
 
 The bundle: ``<model>_<precision>_genai/`` (an ONNX Runtime GenAI folder an app loads as is),
-``<model>_<type>_gguf/`` (model.gguf for llama.cpp), manifest.json (``kind: causal-lm``), report.md, report.png,
+``<model>_<type>_gguf/`` (model.gguf for llama.cpp), ``<model>_<precision>_openvino/`` (a stateful IR with its
+tokenizer models, for openvino-genai), manifest.json (``kind: causal-lm``), report.md, report.png,
 report.json and build.log.
 """
 from __future__ import annotations
@@ -31,8 +32,9 @@ from ..targets.profiles import DeviceProfile, Generate
 from .options import BuildOptions
 from .stages import stage
 
-USED = ("torch", "transformers", "tokenizers", "onnx", "onnxruntime", "onnxruntime-genai", "gguf", "llama_cpp_python")
-GENAI, GGUF = "onnxruntime-genai", "gguf"
+USED = ("torch", "transformers", "tokenizers", "onnx", "onnxruntime", "onnxruntime-genai", "gguf", "llama_cpp_python",
+        "openvino", "openvino-genai", "openvino-tokenizers", "nncf")
+GENAI, GGUF, OPENVINO = "onnxruntime-genai", "gguf", "openvino"
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,12 @@ def require_runtimes(formats: tuple[str, ...]) -> None:
         from ..export.gguf import converter_tree
 
         converter_tree()
+    if OPENVINO in formats:
+        from ..export.openvino_lm import exporter_python
+        from ..runtimes.openvino_lm import require_ov_genai
+
+        require_ov_genai()
+        exporter_python()
 
 
 def check_fits(source: Model, gen: Generate, profile: str) -> None:
@@ -180,7 +188,7 @@ def _build(source: Model, text, prof: DeviceProfile, gen: Generate, opts: BuildO
             hf_dir = hf_folder(source, scratch)
         for fmt in gen.formats:
             try:
-                one = _gguf if fmt == GGUF else _one_format
+                one = {GGUF: _gguf, OPENVINO: _openvino}.get(fmt, _one_format)
                 files.append(one(fmt, source, hf_dir, ref, gen, threads, folder, scratch, log, progress,
                                  calibration=data.calibration))
             except EdgekitError as exc:
@@ -254,11 +262,10 @@ def _gguf(fmt: str, source: Model, hf_dir: Path, ref, gen: Generate, threads: in
     """llama.cpp: the converter's F32 GGUF, the quantizer's ladder judged in llama.cpp, the shipped folder
     (model.gguf + edgekit_export.json) validated, its tokenizer compared with the source's, and timed."""
     from ..export.genai import check_hf_folder
-    from ..export.gguf import GgufExport, convert_hf, write_folder
-    from ..measure.lm_bench import bench_lm
-    from ..measure.lm_validate import greedy_answers, quality
+    from ..export.gguf import convert_hf, write_folder
+    from ..measure.lm_validate import quality
     from ..quantize.gguf import climb
-    from ..runtimes.llamacpp import RUNTIME, GgufFacts
+    from ..runtimes.llamacpp import GgufFacts
 
     work = scratch / fmt
     with stage("export gguf", log, progress):
@@ -271,41 +278,87 @@ def _gguf(fmt: str, source: Model, hf_dir: Path, ref, gen: Generate, threads: in
     name = f"{source.name}_{made.options.type.lower()}_gguf"
     dest = write_folder(made.path, folder / name, made.options, check_hf_folder(hf_dir))
     base.unlink(missing_ok=True)
+    return _shipped(fmt, name, dest, folder, source, ref, gen, threads, log, progress, made.options.precision,
+                    figures, attempts, chosen.label, notes, GgufFacts.read(dest / "model.gguf").context_length)
+
+
+def _openvino(fmt: str, source: Model, hf_dir: Path, ref, gen: Generate, threads: int, folder: Path, scratch: Path,
+              log: io.StringIO, progress, calibration=None) -> LmFile:
+    """OpenVINO: optimum-intel's fp32 stateful IR, NNCF's ladder judged in the OpenVINO runtime, the shipped folder
+    (IR, tokenizer models, edgekit_export.json) validated in openvino-genai, its tokenizer compared, and timed."""
+    from ..export.openvino_lm import export_base, write_record
+    from ..measure.lm_validate import quality
+    from ..quantize.openvino_lm import climb
+    from ..runtimes.openvino_lm import OvLmFacts
+
+    work = scratch / fmt
+    with stage("export openvino", log, progress):
+        base = export_base(hf_dir, work / "base", log)
+    with stage(f"quantize {fmt}", log, progress):
+        chosen, attempts, notes = climb(base, calibration, work, lambda p: quality(p, ref, threads), gen.weight_bits,
+                                        gen.max_ppl_increase, gen.time_box_s, log, progress)
+    made, figures = chosen.made
+    name = f"{source.name}_{made.options.precision}_openvino"
+    dest = folder / name
+    shutil.move(str(made.path), dest)
+    write_record(dest, made.options)
+    shutil.rmtree(work, ignore_errors=True)
+    return _shipped(fmt, name, dest, folder, source, ref, gen, threads, log, progress, made.options.precision,
+                    figures, attempts, chosen.label, notes, OvLmFacts.read(dest).context_length)
+
+
+def _shipped(fmt: str, name: str, dest: Path, folder: Path, source: Model, ref, gen: Generate, threads: int,
+             log: io.StringIO, progress, precision: str, figures, attempts, chosen: str, notes: list[str],
+             context: int) -> LmFile:
+    """A GGUF or OpenVINO folder in the bundle: its greedy answers and tokenizer in its runtime, its bench, its
+    record."""
+    from ..measure.lm_bench import bench_lm
+    from ..measure.lm_validate import greedy_answers, runtime_of
+
     with stage(f"validate {name}", log, progress):
         answers = greedy_answers(dest, ref, threads)
-        notes = notes + tokenizer_notes(dest / "model.gguf", source, ref)
-    facts = GgufFacts.read(dest / "model.gguf")
+        notes = notes + tokenizer_notes(dest, source, ref)
     with stage(f"bench {name}", log, progress):
         bench = bench_lm(dest, threads=threads, prompt_tokens=gen.prompt_tokens, new_tokens=gen.new_tokens,
-                         context=min(gen.bench_context, facts.context_length), runs=gen.bench_runs)
-    export = GgufExport.read(dest)
-    counts: dict[str, int] = {}
-    for value in export.tensor_types.values():
-        counts[value] = counts.get(value, 0) + 1
+                         context=min(gen.bench_context, context), runs=gen.bench_runs)
+    if fmt == GGUF:
+        from ..export.gguf import GgufExport
+
+        export = GgufExport.read(dest).to_dict()
+        counts: dict[str, int] = {}
+        for value in export["tensor_types"].values():
+            counts[value] = counts.get(value, 0) + 1
+    else:
+        from ..export.openvino_lm import OvLmExport
+
+        export = OvLmExport.read(dest).to_dict()
+        counts = dict(export["weight_types"])
     sha, size = folder_digest(dest)
-    return LmFile(folder=name, format=fmt, precision=made.options.precision, runtime=RUNTIME, bytes=size, sha256=sha,
-                  export=export.to_dict(), precision_counts=counts, quality=figures, greedy=answers, bench=bench,
-                  attempts=attempts, chosen=chosen.label, notes=tuple(notes))
+    return LmFile(folder=name, format=fmt, precision=precision, runtime=runtime_of(dest), bytes=size, sha256=sha,
+                  export=export, precision_counts=counts, quality=figures, greedy=answers, bench=bench,
+                  attempts=attempts, chosen=chosen, notes=tuple(notes))
 
 
-def tokenizer_notes(gguf: Path, source: Model, ref) -> list[str]:
-    """Whether llama.cpp's own tokenizer (what an app calling it gets) splits the prompts as the source's does."""
+def tokenizer_notes(dest: Path, source: Model, ref) -> list[str]:
+    """Whether the runtime's own tokenizer (llama.cpp's, openvino-genai's: what an app calling it gets) splits the
+    prompts as the source's does."""
     from ..core.text import encode
-    from ..runtimes.llamacpp import LlamaRunner
+    from ..measure.lm_validate import runner_for, runtime_of
 
     tokenizer = source.meta["tokenizer"]
     texts = [a.prompt for a in ref.answers]
     if not texts:
         return []
-    runner = LlamaRunner(gguf, threads=1, context=64)
+    runner = runner_for(dest, 1, context=64)
     try:
         differ = sum(1 for t in texts if runner.tokenize(t) != encode(tokenizer, t))
     finally:
         runner.close()
+    who = runtime_of(dest)
     if differ:
-        return [f"llama.cpp's tokenizer splits {differ} of {len(texts)} prompts differently from the source's "
+        return [f"{who}'s tokenizer splits {differ} of {len(texts)} prompts differently from the source's "
                 "(the figures above fed both the source's token ids)"]
-    return [f"llama.cpp's tokenizer splits all {len(texts)} prompts as the source's does"]
+    return [f"{who}'s tokenizer splits all {len(texts)} prompts as the source's does"]
 
 
 def _context_of(folder: Path) -> int:

@@ -64,8 +64,7 @@ def render(r: LmRecord) -> str:
     lines += lm_table(r) + ["", "![perplexity increase against decode tokens/s, area = size](report.png)"]
     lines += ["", "## Gates", ""] + [f"- {g.describe()}" for g in r.gates]
     for f in r.files:
-        lines += ["", f"## {f.folder}", "", f"Made by {f.export.get('builder', '?')} with "
-                  f"`{' '.join(f.export.get('builder_args', []))}`; weights by precision: "
+        lines += ["", f"## {f.folder}", "", f"Made by {made_by(f.export)}; weights by precision: "
                   + ", ".join(f"{k} {v}" for k, v in sorted(f.precision_counts.items())), "",
                   "### Quantization ladder", ""] + _attempts(f)
         if f.bench is not None:
@@ -93,3 +92,20 @@ def render(r: LmRecord) -> str:
 
 def write_lm_report(path: Path, r: LmRecord) -> None:
     Path(path).write_text(render(r), encoding="utf-8")
+
+
+def made_by(export: dict) -> str:
+    """Which tools made the file, and with what, from its export record."""
+    fmt = export.get("format")
+    options = export.get("options") or {}
+    if fmt == "gguf":
+        from ..export.gguf import GgufOptions
+
+        return (f"{export.get('converter', '?')}, quantized by {export.get('quantizer', '?')} as "
+                f"{GgufOptions.from_dict(options).label}")
+    if fmt == "openvino":
+        from ..export.openvino_lm import OvLmOptions
+
+        return (f"{export.get('exporter', '?')}, weights compressed by {export.get('compressor', '?')} as "
+                f"{OvLmOptions.from_dict(options).label} (OpenVINO {export.get('openvino', '?')})")
+    return f"{export.get('builder', '?')} with `{' '.join(export.get('builder_args', []))}`"

@@ -1,0 +1,285 @@
+"""Stateful OpenVINO IR folders for language models: optimum-intel's exporter (``optimum-cli export openvino``) turns
+the Hugging Face folder into a stateful IR (the KV cache held as the model's state, ``beam_idx`` to reorder it) with
+the tokenizer and detokenizer as OpenVINO models (openvino-tokenizers), the folder openvino-genai's ``LLMPipeline``
+loads; NNCF's weight compression (``nncf.compress_weights``: int8, int4 sym/asym, group size, ratio, AWQ and scale
+estimation on the calibration text) makes each quantized file from it.
+
+optimum-intel pins transformers and huggingface-hub below the releases edgekit's other LM tools need, so its
+exporter runs in an environment of its own: ``edgekit setup optimum-intel`` (once, at install) makes a virtual
+environment in edgekit's cache that holds only optimum, optimum-intel and the transformers/huggingface-hub releases
+they support, and reaches every other package (torch, openvino, nncf, openvino-tokenizers) through the installing
+environment. The export is a subprocess there, offline; the compression, validation and timing run here.
+``EDGEKIT_OPTIMUM_INTEL`` may name another Python that has optimum-intel.
+
+Each shipped folder carries ``edgekit_export.json`` (``OvLmExport``): the compression asked, the tools' versions and
+the count of weight matrices at each precision.
+"""
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..core.config import Config
+from ..core.errors import StageError, UsageError
+
+MODEL_XML = "openvino_model.xml"
+RECORD = "edgekit_export.json"
+SETUP = "edgekit setup optimum-intel"
+OPTIMUM_INTEL = "2.2.0"
+# optimum-intel 2.2.0's own requirements (transformers<5.6, huggingface-hub<1.22); nothing else is installed there
+EXPORTER_PACKAGES = (f"optimum-intel=={OPTIMUM_INTEL}", "optimum==2.3.0")
+EXPORTER_DEPS = ("transformers==5.5.4", "huggingface-hub==1.21.0")
+MODES = ("int4_asym", "int4_sym", "int8_asym", "int8_sym", "fp16", "fp32")
+READY = "edgekit-ready"
+
+
+@dataclass(frozen=True)
+class OvLmOptions(Config):
+    """What to ask NNCF for: the mode (``int4_asym`` ... ``fp32``), the int4 group size (-1: per channel), the share
+    of weight matrices at int4 (the rest, the most sensitive by the calibration text's Hessian input activation,
+    at int8), and the data-aware methods."""
+    mode: str = "int4_asym"
+    group_size: int = 128
+    ratio: float = 1.0
+    awq: bool = False
+    scale_estimation: bool = False
+
+    def check(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"OpenVINO weight mode '{self.mode}' is not one of {', '.join(MODES)}")
+        if not 0.0 < self.ratio <= 1.0:
+            raise ValueError(f"ratio must be in (0, 1], got {self.ratio}")
+        if self.group_size != -1 and self.group_size < 8:
+            raise ValueError(f"group_size must be -1 (per channel) or >= 8, got {self.group_size}")
+        if not self.mode.startswith("int4") and (self.awq or self.scale_estimation or self.ratio < 1.0):
+            raise ValueError(f"awq, scale_estimation and ratio apply to int4 modes, not {self.mode}")
+
+    @property
+    def precision(self) -> str:
+        return self.mode.split("_")[0]
+
+    @property
+    def data_aware(self) -> bool:
+        return self.awq or self.scale_estimation or self.ratio < 1.0
+
+    @property
+    def label(self) -> str:
+        if not self.mode.startswith("int4"):
+            return self.mode
+        parts = [self.mode, "per channel" if self.group_size == -1 else f"group {self.group_size}"]
+        parts += ["AWQ"] if self.awq else []
+        parts += ["scale estimation"] if self.scale_estimation else []
+        parts += [f"ratio {self.ratio:g} (the rest int8)"] if self.ratio < 1.0 else []
+        return ", ".join(parts)
+
+
+@dataclass(frozen=True)
+class OvLmExport:
+    """An OpenVINO LM folder's ``edgekit_export.json``."""
+    options: OvLmOptions
+    exporter: str  # "optimum-intel 2.2.0 (optimum-cli export openvino, text-generation-with-past)"
+    compressor: str  # "nncf 3.4.0"
+    openvino: str
+    weight_types: dict[str, int] = field(default_factory=dict)  # precision -> weight matrices
+
+    def to_dict(self) -> dict:
+        return {"format": "openvino", "options": self.options.to_dict(), "exporter": self.exporter,
+                "compressor": self.compressor, "openvino": self.openvino, "weight_types": self.weight_types}
+
+    @classmethod
+    def read(cls, folder: str | Path) -> "OvLmExport":
+        import json
+
+        path = Path(folder) / RECORD
+        if not path.is_file():
+            raise UsageError(f"{folder}: no {RECORD}; it was not exported by edgekit")
+        data = json.loads(path.read_text())
+        return cls(OvLmOptions.from_dict(data["options"], str(path)), data["exporter"], data["compressor"],
+                   data["openvino"], dict(data.get("weight_types", {})))
+
+
+# -- optimum-intel's exporter, in its own environment -------------------------------------------------------------
+def exporter_root() -> Path:
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "edgekit" / f"optimum-intel-{OPTIMUM_INTEL}"
+
+
+def exporter_python() -> Path:
+    """The Python that runs optimum-intel's exporter; not set up, a UsageError that says how."""
+    given = os.environ.get("EDGEKIT_OPTIMUM_INTEL")
+    if given:
+        if not Path(given).is_file():
+            raise UsageError(f"EDGEKIT_OPTIMUM_INTEL names no Python: {given}")
+        return Path(given)
+    root = exporter_root()
+    if not (root / READY).is_file():
+        raise UsageError(f"optimum-intel's exporter is not set up (no {root}); run `{SETUP}` once (it installs "
+                         f"optimum-intel {OPTIMUM_INTEL} and the transformers release it supports into an "
+                         "environment of its own)")
+    return root / "bin" / "python"
+
+
+def setup_exporter(progress=print) -> Path:
+    """Make the exporter's environment (the package index, at install time). Returns its folder."""
+    import sysconfig
+
+    root = exporter_root()
+    if (root / READY).is_file():
+        progress(f"optimum-intel's exporter is already set up: {root}")
+        return root
+    root.parent.mkdir(parents=True, exist_ok=True)
+    staged = Path(tempfile.mkdtemp(prefix=f"{root.name}.", dir=root.parent))
+    try:
+        progress(f"making the exporter's environment in {root}")
+        _run([sys.executable, "-m", "venv", str(staged)], "python -m venv")
+        python = staged / "bin" / "python"
+        site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+        here = {sysconfig.get_path("purelib"), sysconfig.get_path("platlib")}
+        # after the environment's own site-packages: its pinned transformers wins, the rest comes from here
+        Path(site, "edgekit-installing-env.pth").write_text("\n".join(sorted(here)) + "\n")
+        pip = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+        progress(f"installing {', '.join(EXPORTER_PACKAGES + EXPORTER_DEPS)} there (pip)")
+        # optimum lists torchvision, which the exporter never imports (PyPI's build needs CUDA torch): no deps
+        _run(pip + ["--no-deps", *EXPORTER_PACKAGES], "pip install optimum-intel")
+        _run(pip + list(EXPORTER_DEPS), "pip install transformers")
+        _run([str(python), "-c", "from optimum.intel import OVModelForCausalLM"], "import optimum.intel")
+        (staged / READY).write_text(f"optimum-intel {OPTIMUM_INTEL}\n")
+        staged.rename(root)  # python -m runs from any folder: nothing in it names its path
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
+    progress(f"optimum-intel's exporter is set up: {root}")
+    return root
+
+
+def _run(cmd: list[str], what: str) -> None:
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        last = [line for line in (proc.stderr or proc.stdout).splitlines() if line.strip()][-1:] or ["no output"]
+        raise UsageError(f"{what} failed (exit {proc.returncode}): {last[0][:240]}")
+
+
+def export_base(hf_dir: Path, dest: Path, log: io.StringIO, timeout_s: float = 3600) -> Path:
+    """optimum-cli export openvino, fp32 weights, task text-generation-with-past: a stateful IR folder with
+    openvino_tokenizer/detokenizer. Offline; code from the folder never runs."""
+    python = exporter_python()
+    cmd = [str(python), "-m", "optimum.commands.optimum_cli", "export", "openvino", "--model", str(hf_dir),
+           "--task", "text-generation-with-past", "--weight-format", "fp32", str(dest)]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_HUB_DISABLE_TELEMETRY="1",
+               TOKENIZERS_PARALLELISM="false")
+    log.write("$ " + " ".join(cmd) + "\n")
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        raise StageError("export openvino", f"optimum-intel's exporter ran past {timeout_s:.0f} s") from None
+    log.write(proc.stdout[-4000:] + proc.stderr[-8000:])
+    if proc.returncode != 0 or not (dest / MODEL_XML).is_file():
+        lines = [line for line in proc.stderr.splitlines() if line.strip() and not line.startswith((" ", "\t"))]
+        raise StageError("export openvino", f"optimum-intel's exporter failed (exit {proc.returncode}): "
+                         f"{(lines[-1:] or ['no output'])[0][:300]}")
+    if not (dest / "openvino_tokenizer.xml").is_file():
+        raise StageError("export openvino", "optimum-intel made no openvino_tokenizer.xml (openvino-tokenizers "
+                         "cannot convert this tokenizer); openvino-genai cannot run the folder without it")
+    return dest
+
+
+# -- NNCF's weight compression ------------------------------------------------------------------------------------
+def window_inputs(window: np.ndarray) -> dict[str, np.ndarray]:
+    """The stateful IR's inputs for one window from an empty cache."""
+    n = len(window)
+    return {"input_ids": np.asarray(window, dtype=np.int64)[None], "attention_mask": np.ones((1, n), np.int64),
+            "position_ids": np.arange(n, dtype=np.int64)[None], "beam_idx": np.zeros(1, np.int32)}
+
+
+def compress(base: Path, dest: Path, options: OvLmOptions, calibration: np.ndarray | None, log: io.StringIO) -> Path:
+    """A copy of the folder ``base`` whose IR has the weights ``options`` asks for; data-aware options take the
+    calibration windows (token ids) as NNCF's dataset."""
+    import contextlib
+    import logging
+
+    import nncf
+    import openvino as ov
+
+    dest.mkdir(parents=True)
+    for item in base.iterdir():
+        if item.name not in (MODEL_XML, "openvino_model.bin"):
+            (shutil.copytree if item.is_dir() else shutil.copy2)(item, dest / item.name)
+    model = ov.Core().read_model(base / MODEL_XML)
+    if options.mode == "fp32":
+        ov.save_model(model, dest / MODEL_XML, compress_to_fp16=False)
+        return dest
+    if options.mode == "fp16":
+        ov.save_model(model, dest / MODEL_XML, compress_to_fp16=True)
+        return dest
+    kwargs: dict = {"mode": getattr(nncf.CompressWeightsMode, options.mode.upper())}
+    if options.mode.startswith("int4"):
+        kwargs.update(group_size=options.group_size, ratio=options.ratio, awq=options.awq,
+                      scale_estimation=options.scale_estimation,
+                      # a matrix whose width the group does not divide gets the largest group that does
+                      advanced_parameters=nncf.AdvancedCompressionParameters(
+                          group_size_fallback_mode=nncf.GroupSizeFallbackMode.ADJUST))
+        if options.data_aware:
+            if calibration is None or not len(calibration):
+                raise StageError("quantize openvino", f"{options.label} needs calibration windows")
+            kwargs.update(dataset=nncf.Dataset([window_inputs(w) for w in calibration]),
+                          subset_size=len(calibration),
+                          sensitivity_metric=nncf.SensitivityMetric.HESSIAN_INPUT_ACTIVATION)
+    out = io.StringIO()
+    logger = logging.getLogger("nncf")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+            compressed = nncf.compress_weights(model, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - NNCF's own errors: this rung failed, the ladder goes on
+        raise StageError("quantize openvino", f"NNCF could not compress to {options.label}: "
+                         f"{str(exc).splitlines()[0][:240]}") from None
+    finally:
+        logger.setLevel(level)
+    log.write(f"nncf.compress_weights({options.label})\n")
+    ov.save_model(compressed, dest / MODEL_XML, compress_to_fp16=False)
+    return dest
+
+
+def weight_types(xml: Path) -> dict[str, int]:
+    """Weight matrices by element type in an IR: constants of two or more dimensions whose last is a run of
+    weights (group-wise scales and zero points end in 1), of at least 1024 elements."""
+    import openvino as ov
+
+    names = {"u4": "int4", "i4": "int4", "nf4": "int4", "u8": "int8", "i8": "int8", "f16": "fp16", "bf16": "bf16",
+             "f32": "fp32"}
+    counts: dict[str, int] = {}
+    for op in ov.Core().read_model(xml).get_ops():
+        if op.get_type_name() != "Constant":
+            continue
+        shape = list(op.get_output_shape(0))
+        if len(shape) < 2 or shape[-1] < 8 or int(np.prod(shape)) < 1024:
+            continue
+        kind = names.get(op.get_element_type().get_type_name())
+        if kind is not None:
+            counts[kind] = counts.get(kind, 0) + 1
+    return counts
+
+
+def write_record(folder: Path, options: OvLmOptions) -> OvLmExport:
+    from importlib import metadata
+
+    import openvino as ov
+
+    version = metadata.version("nncf")
+    record = OvLmExport(options, f"optimum-intel {OPTIMUM_INTEL} (optimum-cli export openvino, "
+                        "text-generation-with-past)", f"nncf {version}", ov.get_version().split("-")[0],
+                        weight_types(folder / MODEL_XML))
+    import json
+
+    (folder / RECORD).write_text(json.dumps(record.to_dict(), indent=2) + "\n")
+    return record
