@@ -14,6 +14,7 @@ import pytest
 
 pytest.importorskip("onnxruntime_genai")
 pytest.importorskip("llama_cpp")
+pytest.importorskip("openvino_genai")
 
 pytestmark = pytest.mark.slow
 
@@ -107,16 +108,18 @@ def test_the_shipped_folder_runs_in_onnxruntime_genai_alone(lm_bundle):
 
 def test_fp32_matches_the_source_token_for_token(tiny_dir, tmp_path):
     """At 32 bits each file is the source: perplexity equal to 1e-5 and every greedy answer identical, in ONNX Runtime
-    GenAI and in llama.cpp (what the comparison would show for any file that loses nothing)."""
+    GenAI, in llama.cpp and in OpenVINO (what the comparison would show for any file that loses nothing)."""
     from edgekit import build
     from edgekit.pipeline.lm import LmBuildResult
 
     result = build(str(tiny_dir), profile="server", bits=32, threads=1, out=tmp_path)
     assert isinstance(result, LmBuildResult) and result.passed, result.record.reasons
-    genai, gguf = result.record.files
+    genai, gguf, ov = result.record.files
     assert genai.precision == "fp32" and genai.folder.endswith("_fp32_genai")
     assert gguf.precision == "fp32" and gguf.folder.endswith("_f32_gguf") and gguf.runtime == "llama.cpp"
-    for f in (genai, gguf):
+    assert ov.precision == "fp32" and ov.folder.endswith("_fp32_openvino") and ov.runtime == "openvino-genai"
+    assert ov.precision_counts == {"fp32": 15}  # 14 projections and the (tied) embedding, none compressed
+    for f in (genai, gguf, ov):
         assert abs(f.quality.ppl_increase) < 1e-5 and f.quality.top1_agreement > 0.999, f.folder
         assert f.greedy and all(g.identical and g.stops_alike for g in f.greedy), f.folder
 
@@ -308,11 +311,72 @@ def test_a_missing_converter_is_one_line_naming_the_setup_step(tiny_dir, tmp_pat
     assert r.returncode == 2 and "no vendor/llama.cpp/convert_hf_to_gguf.py inside" in r.stderr
 
 
-def test_validate_judges_each_shipped_file_against_its_source(lm_bundle, tiny_dir):
+@pytest.fixture(scope="module")
+def ov_bundle(tiny_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("lm-ov")
+    r = cli("build", tiny_dir, "--profile", "mobile", "--formats", "openvino", "--threads", "1", "--out", out, cwd=out)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return r, out / f"{tiny_dir.name}-mobile"
+
+
+def test_the_openvino_folder_is_optimum_intels_ir_judged_in_openvino_and_timed_in_openvino_genai(ov_bundle, tiny_dir):
+    """`--formats openvino`: optimum-intel's stateful IR with its tokenizer models, NNCF's int4 (the ladder's first
+    rung holds on the example), judged in OpenVINO against torch, greedy answers and tokenizer in openvino-genai,
+    timed in a fresh process."""
+    r, bundle = ov_bundle
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    (entry,) = manifest["files"]
+    folder = bundle / entry["folder"]
+    assert entry["folder"] == f"{tiny_dir.name}_int4_openvino" and entry["runtime"] == "openvino-genai"
+    assert {"openvino_model.xml", "openvino_model.bin", "openvino_tokenizer.xml", "openvino_detokenizer.xml",
+            "config.json", "edgekit_export.json"} <= {p.name for p in folder.iterdir()}
+    export = json.loads((folder / "edgekit_export.json").read_text())
+    assert export["options"] == {"mode": "int4_asym", "group_size": 128, "ratio": 1.0, "awq": False,
+                                 "scale_estimation": False}
+    assert export["exporter"].startswith("optimum-intel 2.2.0") and export["compressor"].startswith("nncf ")
+    # read from the IR: the 14 projections at int4, the tied embedding at int8 (NNCF's default for it)
+    assert entry["precision_counts"] == {"int4": 14, "int8": 1} == export["weight_types"]
+    import openvino as ov
+
+    model = ov.Core().read_model(folder / "openvino_model.xml")
+    assert {i.get_any_name() for i in model.inputs} == {"input_ids", "attention_mask", "position_ids", "beam_idx"}
+    assert model.is_dynamic() and len(model.get_sinks()) == 4  # stateful: K and V of 2 layers held as state
+    q = entry["quality"]
+    assert q["windows"] == 8 and -0.02 < q["ppl_increase"] <= 0.05 and q["top1_agreement"] > 0.8
+    assert entry["greedy"]["prompts"] == 4 and entry["greedy"]["identical"] >= 3
+    notes = json.loads((bundle / "report.json").read_text())["files"][0]["notes"]
+    assert "openvino-genai's tokenizer splits all 4 prompts as the source's does" in notes
+    s = entry["speed"]
+    assert s["decode_tokens_per_s"] > 50 and s["threads"] == 1 and s["ttft_ms"] > 0
+    assert entry["memory"]["kv_cache_bytes"] == 2 * 2 * 2 * 16 * 512 * 2  # K+V x layers x KV heads x head x ctx x f16
+    assert manifest["recommended"] == entry["folder"] and "Made by optimum-intel 2.2.0" in (bundle / "report.md").read_text()
+
+
+def test_the_openvino_folder_runs_in_openvino_genai_alone(ov_bundle):
+    """What an app does: openvino-genai loads the folder, tokenizes with its own tokenizer model, generates text;
+    `edgekit bench` and `edgekit validate` take the folder too."""
+    _, bundle = ov_bundle
+    (entry,) = json.loads((bundle / "manifest.json").read_text())["files"]
+    code = ("import sys, openvino_genai as og; pipe = og.LLMPipeline(sys.argv[1], 'CPU'); "
+            "print(repr(pipe.generate('The for statement is used to', max_new_tokens=12, do_sample=False)))")
+    r = subprocess.run([sys.executable, "-c", code, str(bundle / entry["folder"])], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0 and r.stdout.strip().startswith("'"), r.stderr[-2000:]
+    r = cli("bench", bundle / entry["folder"], "--runs", "2", "--json")
+    assert r.returncode == 0, r.stderr[-2000:]
+    got = json.loads(r.stdout)
+    assert got["runtime"] == "openvino-genai" and len(got["decode_by_run"]) == 2 and got["decode_tokens_per_s"] > 50
+    # fresh prompts each run: the prefill is really timed (a repeated prompt would reuse the pipeline's KV cache)
+    assert got["prefill_tokens_per_s"] < 1e6
+
+
+def test_validate_judges_each_shipped_file_against_its_source(lm_bundle, ov_bundle, tiny_dir):
     """`edgekit validate FILE --model SOURCE`: the build's figures again, from the file alone (same text, windows
     and seed as the build's defaults), in each file's own runtime."""
-    _, bundle = lm_bundle
-    for entry in json.loads((bundle / "manifest.json").read_text())["files"]:
+    shipped = [(b, e) for b in (lm_bundle[1], ov_bundle[1])
+               for e in json.loads((b / "manifest.json").read_text())["files"]]
+    assert [e["format"] for _, e in shipped] == ["onnxruntime-genai", "gguf", "openvino"]
+    for bundle, entry in shipped:
         r = cli("validate", bundle / entry["folder"], "--model", tiny_dir)
         assert r.returncode == 0, r.stderr[-2000:]
         rise = float(next(line for line in r.stdout.splitlines() if "increase" in line).split()[1].rstrip("%"))

@@ -1,6 +1,6 @@
-"""Language-model commands: `edgekit bench` on an LM file (an ONNX Runtime GenAI folder, a GGUF) printing tokens/s,
-time to first token and peak memory at a context as the one-shot bench prints its figures, and `edgekit setup
-llama-cpp`."""
+"""Language-model commands: `edgekit bench` on an LM file (an ONNX Runtime GenAI folder, a GGUF, a stateful OpenVINO
+folder) printing tokens/s, time to first token and peak memory at a context as the one-shot bench prints its
+figures, `edgekit validate` on one, and `edgekit setup llama-cpp optimum-intel`."""
 from __future__ import annotations
 
 import json
@@ -9,11 +9,12 @@ import click
 
 
 def is_lm_file(path: str) -> bool:
-    """An ONNX Runtime GenAI folder, a .gguf file or a folder holding model.gguf."""
+    """An ONNX Runtime GenAI folder, a .gguf file, a folder holding model.gguf or a stateful OpenVINO LM folder."""
     from ..measure.lm_bench import gguf_file
     from ..runtimes.genai import is_genai_folder
+    from ..runtimes.openvino_lm import is_openvino_lm_folder
 
-    return is_genai_folder(path) or gguf_file(path) is not None
+    return is_genai_folder(path) or gguf_file(path) is not None or is_openvino_lm_folder(path)
 
 
 def bench_lm_folder(folder: str, threads: int, runs: int, warmup: int, as_json: bool, unsupported: list[str]) -> None:

@@ -34,9 +34,11 @@ MODEL_XML = "openvino_model.xml"
 RECORD = "edgekit_export.json"
 SETUP = "edgekit setup optimum-intel"
 OPTIMUM_INTEL = "2.2.0"
-# optimum-intel 2.2.0's own requirements (transformers<5.6, huggingface-hub<1.22); nothing else is installed there
+# within optimum-intel 2.2.0's requirements (transformers<5.6, huggingface-hub<1.22); transformers 5.0, not 5.5: its
+# Gemma exporters stop at 5.0. Nothing else is installed there
 EXPORTER_PACKAGES = (f"optimum-intel=={OPTIMUM_INTEL}", "optimum==2.3.0")
-EXPORTER_DEPS = ("transformers==5.5.4", "huggingface-hub==1.21.0")
+TRANSFORMERS = "5.0.0"
+EXPORTER_DEPS = (f"transformers=={TRANSFORMERS}", "huggingface-hub==1.21.0")
 MODES = ("int4_asym", "int4_sym", "int8_asym", "int8_sym", "fp16", "fp32")
 READY = "edgekit-ready"
 
@@ -109,7 +111,7 @@ class OvLmExport:
 # -- optimum-intel's exporter, in its own environment -------------------------------------------------------------
 def exporter_root() -> Path:
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return cache / "edgekit" / f"optimum-intel-{OPTIMUM_INTEL}"
+    return cache / "edgekit" / f"optimum-intel-{OPTIMUM_INTEL}-transformers-{TRANSFORMERS}"
 
 
 def exporter_python() -> Path:

@@ -72,7 +72,7 @@ def bench_lm(folder: str | Path, *, threads: int = 1, prompt_tokens: int = 128, 
                    prefill_tokens_per_s=float(np.median(prefill)), decode_tokens_per_s=float(np.median(decode)),
                    ttft_ms=float(np.median(ttft)), model_bytes=folder_bytes(folder) if folder.is_dir() else folder.stat().st_size,
                    kv_cache_bytes=(facts.kv_cache_bytes(context) if gguf is not None else
-                                   ov_facts.kv_cache_bytes(context) if kind == "openvino" else
+                                   ov_facts.kv_cache_bytes(context, folder) if kind == "openvino" else
                                    kv_cache_bytes(folder, context)), prefill_by_run=tuple(prefill),
                    decode_by_run=tuple(decode), ttft_ms_by_run=tuple(ttft), cpu=cpu_info(),
                    notes=tuple(noise_notes({"prefill": prefill, "decode": decode, "time to first token": ttft},

@@ -67,12 +67,15 @@ class OvLmFacts:
                    context_length=int(text.get("max_position_embeddings") or 2048),
                    vocab_size=int(text.get("vocab_size", 0)), eos_token_ids=eos_ids)
 
-    def kv_cache_bytes(self, context: int) -> int:
-        """K and V for ``context`` tokens at the CPU plugin's KV cache precision (its default here)."""
+    def kv_cache_bytes(self, context: int, folder: str | Path) -> int:
+        """K and V for ``context`` tokens at the KV cache precision the CPU plugin picks for this model (its
+        compiled model's ``KV_CACHE_PRECISION``: the plugin's default, u8 here, is not what every model gets)."""
         import openvino as ov
 
-        kind = ov.Core().get_property("CPU", "KV_CACHE_PRECISION")
-        size = {"f32": 4, "f16": 2, "bf16": 2, "u8": 1, "i8": 1, "u4": 0.5}.get(kind.get_type_name(), 2)
+        load_tokenizers()
+        compiled = ov.Core().compile_model(str(Path(folder) / MODEL_XML), "CPU", {"INFERENCE_NUM_THREADS": 1})
+        kind = compiled.get_property("KV_CACHE_PRECISION").get_type_name()
+        size = {"f32": 4, "f16": 2, "bf16": 2, "u8": 1, "i8": 1, "u4": 0.5}.get(kind, 2)
         return int(2 * self.layers * self.kv_heads * self.head_size * context * size)
 
 
