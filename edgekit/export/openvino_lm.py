@@ -195,13 +195,6 @@ def export_base(hf_dir: Path, dest: Path, log: io.StringIO, timeout_s: float = 3
 
 
 # -- NNCF's weight compression ------------------------------------------------------------------------------------
-def window_inputs(window: np.ndarray) -> dict[str, np.ndarray]:
-    """The stateful IR's inputs for one window from an empty cache."""
-    n = len(window)
-    return {"input_ids": np.asarray(window, dtype=np.int64)[None], "attention_mask": np.ones((1, n), np.int64),
-            "position_ids": np.arange(n, dtype=np.int64)[None], "beam_idx": np.zeros(1, np.int32)}
-
-
 def compress(base: Path, dest: Path, options: OvLmOptions, calibration: np.ndarray | None, log: io.StringIO) -> Path:
     """A copy of the folder ``base`` whose IR has the weights ``options`` asks for; data-aware options take the
     calibration windows (token ids) as NNCF's dataset."""
@@ -210,6 +203,8 @@ def compress(base: Path, dest: Path, options: OvLmOptions, calibration: np.ndarr
 
     import nncf
     import openvino as ov
+
+    from ..runtimes.openvino_lm import window_inputs
 
     dest.mkdir(parents=True)
     for item in base.iterdir():

@@ -79,6 +79,13 @@ class OvLmFacts:
         return int(2 * self.layers * self.kv_heads * self.head_size * context * size)
 
 
+def window_inputs(window: np.ndarray) -> dict[str, np.ndarray]:
+    """The stateful IR's inputs for one window from an empty cache."""
+    n = len(window)
+    return {"input_ids": np.asarray(window, dtype=np.int64)[None], "attention_mask": np.ones((1, n), np.int64),
+            "position_ids": np.arange(n, dtype=np.int64)[None], "beam_idx": np.zeros(1, np.int32)}
+
+
 def load_tokenizers() -> None:
     """openvino-tokenizers registers the tokenizer models' operations with OpenVINO (genai loads it itself too)."""
     import openvino_tokenizers  # noqa: F401
@@ -124,8 +131,6 @@ class OvLmRunner:
 
     def logits(self, window: np.ndarray) -> np.ndarray:
         """``window``: token ids, shape (1, s). Returns float32 logits of every position, shape (s, vocab)."""
-        from ..export.openvino_lm import window_inputs
-
         window = np.asarray(window)
         if window.ndim != 2 or window.shape[0] != 1 or window.shape[1] < 1:
             raise UsageError(f"a window is token ids of shape (1, s), got shape {window.shape}")
