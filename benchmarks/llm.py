@@ -84,9 +84,14 @@ def optimum_intel_int4(hf: Path, dest: Path) -> None:
 
     cmd = [str(exporter_python()), "-m", "optimum.commands.optimum_cli", "export", "openvino", "--model", str(hf),
            "--task", "text-generation-with-past", "--weight-format", "int4", str(dest)]
+    import shutil
+
+    from edgekit.core.errors import UsageError
+
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
     if proc.returncode != 0:
-        sys.exit(f"optimum-cli export openvino failed: {proc.stderr[-1500:]}")
+        shutil.rmtree(dest, ignore_errors=True)  # nothing half-made is reused by the next run
+        raise UsageError(f"optimum-cli export openvino failed: {proc.stderr.strip().splitlines()[-1][:300]}")
 
 
 def shipped_bytes(path: Path) -> int:

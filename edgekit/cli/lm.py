@@ -61,6 +61,8 @@ def setup(what, sdist):
     from the installed llama-cpp-python release's source distribution, into edgekit's cache. optimum-intel:
     optimum-intel's exporter and the transformers release it supports, in an environment of their own in
     edgekit's cache (the OpenVINO LM format)."""
+    if sdist is not None and "llama-cpp" not in what:
+        raise click.UsageError("--sdist is llama-cpp-python's source distribution: it goes with `setup llama-cpp`")
     if "llama-cpp" in what:
         from ..export.gguf import setup_converter
 

@@ -109,9 +109,21 @@ class OvLmExport:
 
 
 # -- optimum-intel's exporter, in its own environment -------------------------------------------------------------
+def installing_paths() -> list[str]:
+    """This environment's package folders, which the exporter's environment reaches through a .pth file."""
+    import sysconfig
+
+    return sorted({sysconfig.get_path("purelib"), sysconfig.get_path("platlib")})
+
+
 def exporter_root() -> Path:
+    """Per installing environment (its package folders' hash): the exporter uses that environment's torch,
+    openvino and nncf, so another environment gets an exporter of its own."""
+    import hashlib
+
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return cache / "edgekit" / f"optimum-intel-{OPTIMUM_INTEL}-transformers-{TRANSFORMERS}"
+    key = hashlib.sha256("\n".join(installing_paths()).encode()).hexdigest()[:10]
+    return cache / "edgekit" / f"optimum-intel-{OPTIMUM_INTEL}-transformers-{TRANSFORMERS}-{key}"
 
 
 def exporter_python() -> Path:
@@ -122,17 +134,16 @@ def exporter_python() -> Path:
             raise UsageError(f"EDGEKIT_OPTIMUM_INTEL names no Python: {given}")
         return Path(given)
     root = exporter_root()
-    if not (root / READY).is_file():
-        raise UsageError(f"optimum-intel's exporter is not set up (no {root}); run `{SETUP}` once (it installs "
-                         f"optimum-intel {OPTIMUM_INTEL} and the transformers release it supports into an "
-                         "environment of its own)")
-    return root / "bin" / "python"
+    python = root / "bin" / "python"
+    if not (root / READY).is_file() or not python.exists():
+        raise UsageError(f"optimum-intel's exporter is not set up for this environment (no {root}); run `{SETUP}` "
+                         f"once (it installs optimum-intel {OPTIMUM_INTEL} and the transformers release it supports "
+                         "into an environment of its own)")
+    return python
 
 
 def setup_exporter(progress=print) -> Path:
     """Make the exporter's environment (the package index, at install time). Returns its folder."""
-    import sysconfig
-
     root = exporter_root()
     if (root / READY).is_file():
         progress(f"optimum-intel's exporter is already set up: {root}")
@@ -144,18 +155,24 @@ def setup_exporter(progress=print) -> Path:
         _run([sys.executable, "-m", "venv", str(staged)], "python -m venv")
         python = staged / "bin" / "python"
         site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
-                              capture_output=True, text=True, check=True).stdout.strip()
-        here = {sysconfig.get_path("purelib"), sysconfig.get_path("platlib")}
+                              capture_output=True, text=True).stdout.strip()
+        if not site:
+            raise UsageError(f"the new environment's Python does not run: {python}")
         # after the environment's own site-packages: its pinned transformers wins, the rest comes from here
-        Path(site, "edgekit-installing-env.pth").write_text("\n".join(sorted(here)) + "\n")
+        Path(site, "edgekit-installing-env.pth").write_text("\n".join(installing_paths()) + "\n")
         pip = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
         progress(f"installing {', '.join(EXPORTER_PACKAGES + EXPORTER_DEPS)} there (pip)")
         # optimum lists torchvision, which the exporter never imports (PyPI's build needs CUDA torch): no deps
         _run(pip + ["--no-deps", *EXPORTER_PACKAGES], "pip install optimum-intel")
         _run(pip + list(EXPORTER_DEPS), "pip install transformers")
         _run([str(python), "-c", "from optimum.intel import OVModelForCausalLM"], "import optimum.intel")
-        (staged / READY).write_text(f"optimum-intel {OPTIMUM_INTEL}\n")
-        staged.rename(root)  # python -m runs from any folder: nothing in it names its path
+        (staged / READY).write_text(f"optimum-intel {OPTIMUM_INTEL} for {sys.prefix}\n")
+        if root.exists():  # a setup that stopped half-way (no ready mark), or one that ran beside this one
+            shutil.rmtree(root, ignore_errors=True)
+        try:
+            staged.rename(root)  # python -m runs from any folder: nothing in it names its path
+        except OSError as exc:
+            raise UsageError(f"cannot put the exporter's environment at {root}: {exc}") from None
     except BaseException:
         shutil.rmtree(staged, ignore_errors=True)
         raise
@@ -244,7 +261,21 @@ def compress(base: Path, dest: Path, options: OvLmOptions, calibration: np.ndarr
         logger.setLevel(level)
     log.write(f"nncf.compress_weights({options.label})\n")
     ov.save_model(compressed, dest / MODEL_XML, compress_to_fp16=False)
+    drop_float_kv_option(dest / MODEL_XML)
     return dest
+
+
+def drop_float_kv_option(xml: Path) -> None:
+    """optimum-intel writes ``runtime_options/KV_CACHE_PRECISION = f16`` into an IR it did not quantize (the fp32
+    base) and leaves it out of one it did, so the CPU plugin picks its own default (u8 here) for a compressed model;
+    a compressed rung must run as optimum-intel's own compressed export does. OpenVINO's Python API cannot delete
+    an rt_info entry, so the saved XML loses that one element."""
+    import re
+
+    text = xml.read_text()
+    kept = re.sub(r"\n\s*<KV_CACHE_PRECISION value=\"[^\"]*\"\s*/>", "", text, count=1)
+    if kept != text:
+        xml.write_text(kept)
 
 
 def weight_types(xml: Path) -> dict[str, int]:

@@ -43,9 +43,9 @@ def main(argv: list[str]) -> int:
 
 
 def measure(run, pool, rng, args: dict) -> tuple[list[dict], dict]:
-    """``warmup`` then ``runs`` timed runs, each of a fresh random prompt (a runtime that keeps the last call's KV
-    cache, as openvino-genai's LLMPipeline does, would otherwise skip the prefill), then a generation that fills
-    the context, its prompt in chunks (a prompt's logits at every position are its peak)."""
+    """``warmup`` then ``runs`` timed runs, each of a fresh random prompt (openvino-genai's LLMPipeline caches KV
+    blocks by content and would skip most of a repeated prompt's prefill), then a generation that fills the
+    context, its prompt in chunks (a prompt's logits at every position are its peak)."""
     def prompt():
         return rng.choice(pool, size=args["prompt_tokens"])
 

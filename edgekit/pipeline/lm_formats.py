@@ -108,12 +108,16 @@ def shipped(fmt: str, name: str, dest: Path, folder: Path, source: Model, ref, g
     from ..measure.lm_bench import bench_lm
     from ..measure.lm_validate import greedy_answers, runtime_of
 
-    with stage(f"validate {name}", log, progress):
-        answers = greedy_answers(dest, ref, threads)
-        notes = notes + tokenizer_notes(dest, source, ref)
-    with stage(f"bench {name}", log, progress):
-        bench = bench_lm(dest, threads=threads, prompt_tokens=gen.prompt_tokens, new_tokens=gen.new_tokens,
-                         context=min(gen.bench_context, context), runs=gen.bench_runs)
+    try:
+        with stage(f"validate {name}", log, progress):
+            answers = greedy_answers(dest, ref, threads)
+            notes = notes + tokenizer_notes(dest, source, ref)
+        with stage(f"bench {name}", log, progress):
+            bench = bench_lm(dest, threads=threads, prompt_tokens=gen.prompt_tokens, new_tokens=gen.new_tokens,
+                             context=min(gen.bench_context, context), runs=gen.bench_runs)
+    except BaseException:  # the format fails: no folder of it stays in the bundle unlisted
+        shutil.rmtree(dest, ignore_errors=True)
+        raise
     if fmt == GGUF:
         from ..export.gguf import GgufExport
 

@@ -4,7 +4,8 @@
 model's state; every position's logits come back), so perplexity, KL and top-1 agreement need no loop.
 ``generate`` runs openvino-genai's ``LLMPipeline`` (its KV cache, its greedy search), as an app does, and
 ``tokenize`` its own tokenizer model (openvino-tokenizers). Threads are set on each compiled model; the CPU
-plugin's own defaults (KV cache precision, inference precision) are kept, as an app gets them.
+plugin's own defaults (inference precision; the KV cache precision unless the IR names one, as optimum-intel's
+fp32 export does) are kept, as an app gets them.
 """
 from __future__ import annotations
 
@@ -69,7 +70,7 @@ class OvLmFacts:
 
     def kv_cache_bytes(self, context: int, folder: str | Path) -> int:
         """K and V for ``context`` tokens at the KV cache precision the CPU plugin picks for this model (its
-        compiled model's ``KV_CACHE_PRECISION``: the plugin's default, u8 here, is not what every model gets)."""
+        compiled model's ``KV_CACHE_PRECISION``: the IR's own runtime option, else the plugin's default)."""
         import openvino as ov
 
         load_tokenizers()
@@ -138,7 +139,11 @@ class OvLmRunner:
             raise UsageError(f"a window of {window.shape[1]} tokens is longer than the context ({self.context})")
         request = self.request()
         request.reset_state()
-        out = request.infer(window_inputs(window[0]))
+        try:
+            out = request.infer(window_inputs(window[0]))
+        except RuntimeError as exc:
+            raise UsageError(f"{self.folder}: OpenVINO failed on a window ({str(exc).splitlines()[0][:200]})") \
+                from None
         return np.array(out["logits"][0], dtype=np.float32)
 
     def generate(self, ids: list[int], max_new: int, greedy: bool = True,
@@ -157,9 +162,8 @@ class OvLmRunner:
         config.max_new_tokens = max_new
         config.do_sample = False
         stops = set(eos_ids if eos_ids is not None else self.facts.eos_token_ids)
-        if ignore_eos:
+        if ignore_eos:  # runs to max_new whatever is chosen (min_new_tokens would mask EOS instead)
             config.ignore_eos = True
-            config.min_new_tokens = max_new
         elif stops:
             config.eos_token_id = min(stops)
             config.stop_token_ids = stops
