@@ -77,21 +77,30 @@ def finetune(model: Path, steps: int, work: Path) -> Path:
     return dest
 
 
-def optimum_intel_int4(hf: Path, dest: Path) -> None:
+def optimum_intel_int4(hf: Path, dest: Path) -> str:
     """optimum-intel's int4 default, as its README gives it: `optimum-cli export openvino --weight-format int4`
-    (asymmetric, groups of 128, NNCF's int8 for the embeddings and LM head), run by edgekit's exporter environment."""
-    from edgekit.export.openvino_lm import exporter_python
-
-    cmd = [str(exporter_python()), "-m", "optimum.commands.optimum_cli", "export", "openvino", "--model", str(hf),
-           "--task", "text-generation-with-past", "--weight-format", "int4", str(dest)]
+    (asymmetric, groups of 128, NNCF's int8 for the embeddings and LM head), run by edgekit's exporter environment.
+    Where 128 does not divide a layer's width (SmolLM2's 576) NNCF refuses it, and the user's next try,
+    `--group-size 64`, is made instead. Returns the command's options."""
+    import os
     import shutil
 
     from edgekit.core.errors import UsageError
+    from edgekit.export.openvino_lm import exporter_python
 
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
-    if proc.returncode != 0:
+    for extra in ([], ["--group-size", "64"]):
+        cmd = [str(exporter_python()), "-m", "optimum.commands.optimum_cli", "export", "openvino", "--model",
+               str(hf), "--task", "text-generation-with-past", "--weight-format", "int4", *extra, str(dest)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        if proc.returncode == 0:
+            return " ".join(["--weight-format int4", *extra])
         shutil.rmtree(dest, ignore_errors=True)  # nothing half-made is reused by the next run
-        raise UsageError(f"optimum-cli export openvino failed: {proc.stderr.strip().splitlines()[-1][:300]}")
+        refused = "Failed to apply group-wise quantization with group size value 128" in proc.stderr
+        print(f"optimum-cli export openvino {' '.join(['--weight-format int4', *extra])}: exit {proc.returncode}"
+              + (" (NNCF: group size 128 does not divide every layer)" if refused else ""))
+        if not refused:
+            break
+    raise UsageError(f"optimum-cli export openvino failed: {proc.stderr.strip().splitlines()[-1][:300]}")
 
 
 def shipped_bytes(path: Path) -> int:
@@ -110,6 +119,7 @@ def main() -> None:
     ap.add_argument("--finetune", type=int, default=0, metavar="STEPS")
     ap.add_argument("--profile", default="mobile")
     ap.add_argument("--formats", help="LM formats to build (default: the profile's)")
+    ap.add_argument("--reuse-build", action="store_true", help="time the bundle already in --out (no build)")
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--out", type=Path)
@@ -126,7 +136,7 @@ def main() -> None:
         print(f"fine-tuned: {model}")
 
     started = time.perf_counter()
-    build = subprocess.run([sys.executable, "-c", "from edgekit.cli.main import main; main()", "build", str(model),
+    build = subprocess.CompletedProcess([], 0, "", "") if args.reuse_build else subprocess.run([sys.executable, "-c", "from edgekit.cli.main import main; main()", "build", str(model),
                             "--profile", args.profile, "--threads", str(threads[0]), "--out", str(work / "bundle"),
                             "--force"] + (["--formats", args.formats] if args.formats else []),
                            capture_output=True, text=True)
@@ -136,6 +146,8 @@ def main() -> None:
     bundle = next(p for p in (work / "bundle").iterdir() if p.is_dir() and not p.name.startswith("."))
     report = json.loads((bundle / "report.json").read_text())
     recommended = report["recommended"]["folder"]
+    if args.reuse_build:
+        build_s = report["build_seconds"]  # the bundle's own build time
     print(f"edgekit build: exit {build.returncode} in {build_s:.0f} s; recommended {recommended}: "
           f"{report['recommended']['why']}")
     for shipped in report["files"]:
@@ -159,7 +171,9 @@ def main() -> None:
     text = split_text(builtin_text("heldout"), source.meta["tokenizer"], context=data["context"], calibration=1,
                       validation=data["validation_windows"], prompts=0, seed=data["seed"])
     ref = make_reference(source, text.validation, (), 1)
-    hf = hf_folder(source, work)  # the float weights the peers start from (a GGUF is de-quantized once)
+    hf = work / f"{source.name}-hf"  # the float weights the peers start from (a GGUF is de-quantized once)
+    if not (hf / "config.json").is_file():
+        hf = hf_folder(source, work)
     files = {f"edgekit {f['format']}": bundle / f["folder"] for f in report["files"]}
     quality_of = {f"edgekit {f['format']}": f["quality"]["ppl_increase"] for f in report["files"]}
     peers = [("ORT builder int4", lambda d: export_genai_with(hf, d, GenaiOptions("int4")))]
@@ -180,7 +194,7 @@ def main() -> None:
     try:
         folder = work / "optimum-intel-int4"
         if not folder.exists():
-            optimum_intel_int4(hf, folder)
+            print(f"optimum-intel int4 made with {optimum_intel_int4(hf, folder)}")
         files["optimum-intel int4"] = folder
         quality_of["optimum-intel int4"] = quality(folder, ref, threads[0]).ppl_increase
     except UsageError as exc:
