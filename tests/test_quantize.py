@@ -152,10 +152,11 @@ def test_example_int8_and_int4_files(tmp_path, mobile_unpruned):
     attempts = int8.export.to_dict()["attempts"]
     assert {a["label"] for a in attempts} >= {"qdq-u8s8", "qoperator-u8s8", "qdq-s8s8"}
     manifest = json.loads((result.bundle / "manifest.json").read_text())
+    # the pick is never one the build's own interleaved timing found slower than its fp32 twin (each file's own p50,
+    # timed at another moment, is what load on a shared machine skews: the recommendation does not use it)
     for runtime, rec in manifest["recommended"].items():
-        chosen = next(f for f in manifest["files"] if f["file"] == rec["file"])
-        twin = next(f for f in manifest["files"] if f["runtime"] == runtime and f["precision"] == "fp32")
-        assert chosen["latency"]["p50_ms"] is None or chosen["latency"]["p50_ms"] <= twin["latency"]["p50_ms"]
+        assert any(f["file"] == rec["file"] and f["runtime"] == runtime for f in manifest["files"])
+        assert rec["file"] not in rec["slower_than_fp32"], (runtime, rec)
 
     result4 = edgekit.build(profile="iot", out=tmp_path / "iot", formats=("onnx",), bits=4, prune_method="none")
     q4 = next(a for a in result4.artifacts if a.precision == "int4")
