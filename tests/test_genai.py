@@ -195,6 +195,23 @@ def test_lm_bench_round_trips():
     assert LmBench.from_dict(json.loads(json.dumps(data))) == bench
 
 
+def test_the_lm_bench_times_a_fresh_prompt_each_run():
+    """openvino-genai's prefix cache serves a repeated prompt's KV blocks, so the bench draws a new prompt for every
+    warm-up and timed run (and the context fill)."""
+    from edgekit.measure.lm_bench_worker import measure
+
+    seen = []
+
+    def run(prompt, new_tokens, chunk=None):
+        seen.append(tuple(int(t) for t in prompt))
+        return {"prefill": 1.0, "decode": 1.0, "ttft_ms": 1.0}
+
+    pool = np.arange(10, 1000, dtype=np.int32)
+    args = {"prompt_tokens": 16, "new_tokens": 4, "warmup": 2, "runs": 3, "context": 64}
+    timed, _ = measure(run, pool, np.random.default_rng(0), args)
+    assert len(timed) == 3 and len(seen) == 6 and len(set(seen)) == 6
+
+
 # ---- the builder, the runtimes and the bench --------------------------------------------------------------------
 @pytest.mark.slow
 def test_fp32_folder_matches_torch(lms, exported):

@@ -17,29 +17,63 @@ def main(argv: list[str]) -> int:
     from edgekit.runtimes.device_runner import status_mb
 
     args = json.loads(argv[0])
-    if args.get("format") == "gguf":
-        return main_gguf(args)
-    if args.get("format") == "openvino":
-        return main_openvino(args)
+    side = {"gguf": gguf_side, "openvino": openvino_side}.get(args.get("format"), genai_side)
     try:
-        import onnxruntime_genai  # noqa: F401 - imported before the baseline, so the baseline holds the runtime
-
-        from edgekit.runtimes.genai import GenaiRunner
-
+        make, load = side(args)  # imports the runtime before the baseline, so the baseline holds it
         base = status_mb("VmRSS")
-        runner = GenaiRunner(args["folder"], threads=args["threads"])
+        runner = make()
         opened = time.perf_counter()
-        runner.model()
+        vocab, eos, run = load(runner)
         load_ms = (time.perf_counter() - opened) * 1000
         loaded = status_mb("VmRSS")
         rng = np.random.default_rng(args["seed"])
-        eos = set(runner.config.eos_token_ids)
-        pool = np.array([t for t in range(runner.config.vocab_size) if t not in eos], dtype=np.int32)
-        timed, filled = measure(lambda *a, **k: one_run(runner, *a, **k), pool, rng, args)
+        pool = np.array([t for t in range(vocab) if t not in eos], dtype=np.int32)
+        timed, filled = measure(run, pool, rng, args)
     except UsageError as exc:
         print(str(exc), file=sys.stderr)
         return 2
     return report(base, loaded, load_ms, timed, filled)
+
+
+def genai_side(args: dict):
+    """ONNX Runtime GenAI: its Generator, token by token."""
+    import onnxruntime_genai  # noqa: F401
+
+    from edgekit.runtimes.genai import GenaiRunner
+
+    def load(runner):
+        runner.model()
+        return (runner.config.vocab_size, set(runner.config.eos_token_ids),
+                lambda *a, **k: one_run(runner, *a, **k))
+
+    return lambda: GenaiRunner(args["folder"], threads=args["threads"]), load
+
+
+def gguf_side(args: dict):
+    """A GGUF file in llama.cpp (llama-cpp-python), greedy decoding token by token."""
+    import llama_cpp  # noqa: F401
+
+    from edgekit.runtimes.llamacpp import LlamaRunner
+
+    def load(runner):
+        llm = runner.llm()
+        return runner.facts.vocab_size, {int(llm.token_eos())}, lambda *a, **k: one_run_gguf(llm, *a, **k)
+
+    return lambda: LlamaRunner(args["folder"], threads=args["threads"], context=args["context"]), load
+
+
+def openvino_side(args: dict):
+    """A stateful OpenVINO folder in openvino-genai's LLMPipeline, from its own timings."""
+    import openvino_genai  # noqa: F401
+
+    from edgekit.runtimes.openvino_lm import OvLmRunner
+
+    def load(runner):
+        runner.pipeline()
+        return (runner.facts.vocab_size, set(runner.facts.eos_token_ids),
+                lambda *a, **k: one_run_openvino(runner, *a, **k))
+
+    return lambda: OvLmRunner(args["folder"], threads=args["threads"], context=args["context"]), load
 
 
 def measure(run, pool, rng, args: dict) -> tuple[list[dict], dict]:
@@ -65,62 +99,6 @@ def report(base: float, loaded: float, load_ms: float, timed: list[dict], filled
               "ttft_ms_by_run": [r["ttft_ms"] for r in timed], "context_decode_tokens_per_s": filled["decode"]}
     print(json.dumps(result))
     return 0
-
-
-def main_gguf(args: dict) -> int:
-    """The same figures for a GGUF file in llama.cpp (llama-cpp-python), greedy decoding token by token."""
-    import numpy as np
-
-    from edgekit.core.errors import UsageError
-    from edgekit.runtimes.device_runner import status_mb
-
-    try:
-        import llama_cpp  # noqa: F401 - imported before the baseline, so the baseline holds the runtime
-
-        from edgekit.runtimes.llamacpp import LlamaRunner
-
-        base = status_mb("VmRSS")
-        runner = LlamaRunner(args["folder"], threads=args["threads"], context=args["context"])
-        opened = time.perf_counter()
-        llm = runner.llm()
-        load_ms = (time.perf_counter() - opened) * 1000
-        loaded = status_mb("VmRSS")
-        rng = np.random.default_rng(args["seed"])
-        eos = {int(llm.token_eos())}
-        pool = np.array([t for t in range(runner.facts.vocab_size) if t not in eos], dtype=np.int32)
-        timed, filled = measure(lambda *a, **k: one_run_gguf(llm, *a, **k), pool, rng, args)
-    except UsageError as exc:
-        print(str(exc), file=sys.stderr)
-        return 2
-    return report(base, loaded, load_ms, timed, filled)
-
-
-def main_openvino(args: dict) -> int:
-    """The same figures for a stateful OpenVINO folder in openvino-genai's LLMPipeline, from its own timings."""
-    import numpy as np
-
-    from edgekit.core.errors import UsageError
-    from edgekit.runtimes.device_runner import status_mb
-
-    try:
-        import openvino_genai  # noqa: F401 - imported before the baseline, so the baseline holds the runtime
-
-        from edgekit.runtimes.openvino_lm import OvLmRunner
-
-        base = status_mb("VmRSS")
-        runner = OvLmRunner(args["folder"], threads=args["threads"], context=args["context"])
-        opened = time.perf_counter()
-        runner.pipeline()
-        load_ms = (time.perf_counter() - opened) * 1000
-        loaded = status_mb("VmRSS")
-        rng = np.random.default_rng(args["seed"])
-        eos = set(runner.facts.eos_token_ids)
-        pool = np.array([t for t in range(runner.facts.vocab_size) if t not in eos], dtype=np.int32)
-        timed, filled = measure(lambda *a, **k: one_run_openvino(runner, *a, **k), pool, rng, args)
-    except UsageError as exc:
-        print(str(exc), file=sys.stderr)
-        return 2
-    return report(base, loaded, load_ms, timed, filled)
 
 
 def one_run_openvino(runner, prompt, new_tokens: int, chunk: int | None = None) -> dict:
