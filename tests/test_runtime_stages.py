@@ -107,6 +107,8 @@ def test_a_profiles_min_seconds_and_repeat_hold_for_host_benches(user_models, ti
                     '[quantize]\nweight_bits = 8\n[bench]\nwarmup = 2\nruns = 20\nbatch = 4\nmin_seconds = 0.3\nrepeat = 2\n')
     result = edgekit.build(f"{user_models}:make_tiny", data=tiny_data, profile=prof, out=tmp_path / "out")
     fp32 = next(a for a in result.artifacts if a.precision == "fp32")
-    # two rounds of at least 0.3 s each: a tiny MLP runs far more than the 2 x 20 runs asked for
-    assert fp32.bench.runs > 10 * 2 * 20 and fp32.bench.runs * fp32.bench.mean_ms >= 2 * 300 * 0.95
+    # two rounds of at least 0.3 s of wall time each: a tiny MLP runs far more than the 2 x 20 runs asked for.
+    # The summed run times are that wall time less the loop's own cost (two clock reads and an append per
+    # 0.05 ms run, ~5% here): 20 runs alone would sum to ~1 ms, far below the bound.
+    assert fp32.bench.runs > 10 * 2 * 20 and fp32.bench.runs * fp32.bench.mean_ms >= 2 * 300 * 0.8
     assert any("p50 of each of the 2 rounds" in n for n in fp32.bench.notes)
