@@ -86,10 +86,10 @@ def optimum_intel_int4(hf: Path, dest: Path) -> str:
     import shutil
 
     from edgekit.core.errors import UsageError
-    from edgekit.export.openvino_lm import exporter_python
+    from edgekit.export.openvino_lm import EXPORTER
 
     for extra in ([], ["--group-size", "64"]):
-        cmd = [str(exporter_python()), "-m", "optimum.commands.optimum_cli", "export", "openvino", "--model",
+        cmd = [str(EXPORTER.python()), "-m", "optimum.commands.optimum_cli", "export", "openvino", "--model",
                str(hf), "--task", "text-generation-with-past", "--weight-format", "int4", *extra, str(dest)]
         proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
         if proc.returncode == 0:

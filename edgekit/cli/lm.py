@@ -1,6 +1,6 @@
 """Language-model commands: `edgekit bench` on an LM file (an ONNX Runtime GenAI folder, a GGUF, a stateful OpenVINO
-folder) printing tokens/s, time to first token and peak memory at a context as the one-shot bench prints its
-figures, `edgekit validate` on one, and `edgekit setup llama-cpp optimum-intel`."""
+folder, an ExecuTorch folder) printing tokens/s, time to first token and peak memory at a context as the one-shot
+bench prints its figures, `edgekit validate` on one, and `edgekit setup llama-cpp optimum-intel optimum-executorch`."""
 from __future__ import annotations
 
 import json
@@ -9,12 +9,15 @@ import click
 
 
 def is_lm_file(path: str) -> bool:
-    """An ONNX Runtime GenAI folder, a .gguf file, a folder holding model.gguf or a stateful OpenVINO LM folder."""
+    """An ONNX Runtime GenAI folder, a .gguf file, a folder holding model.gguf, a stateful OpenVINO LM folder or an
+    ExecuTorch LM folder."""
     from ..measure.lm_bench import gguf_file
+    from ..runtimes.executorch_lm import is_executorch_lm_folder
     from ..runtimes.genai import is_genai_folder
     from ..runtimes.openvino_lm import is_openvino_lm_folder
 
-    return is_genai_folder(path) or gguf_file(path) is not None or is_openvino_lm_folder(path)
+    return (is_genai_folder(path) or gguf_file(path) is not None or is_openvino_lm_folder(path)
+            or is_executorch_lm_folder(path))
 
 
 def bench_lm_folder(folder: str, threads: int, runs: int, warmup: int, as_json: bool, unsupported: list[str]) -> None:
@@ -53,14 +56,15 @@ def bench_lm_folder(folder: str, threads: int, runs: int, warmup: int, as_json: 
 
 
 @click.command()
-@click.argument("what", nargs=-1, required=True, type=click.Choice(["llama-cpp", "optimum-intel"]))
+@click.argument("what", nargs=-1, required=True, type=click.Choice(["llama-cpp", "optimum-intel", "optimum-executorch"]))
 @click.option("--sdist", type=click.Path(dir_okay=False, exists=True),
               help="A llama-cpp-python source distribution (.tar.gz) to take it from (default: pip download).")
 def setup(what, sdist):
     """Install-time steps a build needs later, offline. llama-cpp: llama.cpp's converter (convert_hf_to_gguf.py),
     from the installed llama-cpp-python release's source distribution, into edgekit's cache. optimum-intel:
     optimum-intel's exporter and the transformers release it supports, in an environment of their own in
-    edgekit's cache (the OpenVINO LM format)."""
+    edgekit's cache (the OpenVINO LM format). optimum-executorch: the same for optimum-executorch's exporter (the
+    ExecuTorch LM format)."""
     if sdist is not None and "llama-cpp" not in what:
         raise click.UsageError("--sdist is llama-cpp-python's source distribution: it goes with `setup llama-cpp`")
     if "llama-cpp" in what:
@@ -68,9 +72,13 @@ def setup(what, sdist):
 
         setup_converter(sdist, progress=click.echo)
     if "optimum-intel" in what:
-        from ..export.openvino_lm import setup_exporter
+        from ..export.openvino_lm import EXPORTER
 
-        setup_exporter(progress=click.echo)
+        EXPORTER.setup(progress=click.echo)
+    if "optimum-executorch" in what:
+        from ..export.executorch_lm import EXPORTER as ET_EXPORTER
+
+        ET_EXPORTER.setup(progress=click.echo)
 
 
 def validate_lm_file(file: str, model: str | None, data: str | None, threads: int, unsupported: list[str]) -> None:

@@ -5,11 +5,9 @@ loads; NNCF's weight compression (``nncf.compress_weights``: int8, int4 sym/asym
 estimation on the calibration text) makes each quantized file from it.
 
 optimum-intel pins transformers and huggingface-hub below the releases edgekit's other LM tools need, so its
-exporter runs in an environment of its own: ``edgekit setup optimum-intel`` (once, at install) makes a virtual
-environment in edgekit's cache that holds only optimum, optimum-intel and the transformers/huggingface-hub releases
-they support, and reaches every other package (torch, openvino, nncf, openvino-tokenizers) through the installing
-environment. The export is a subprocess there, offline; the compression, validation and timing run here.
-``EDGEKIT_OPTIMUM_INTEL`` may name another Python that has optimum-intel.
+exporter runs in an environment of its own (``exporter_env``, made by ``edgekit setup optimum-intel``); the
+compression, validation and timing run here. ``EDGEKIT_OPTIMUM_INTEL`` may name another Python that has
+optimum-intel.
 
 Each shipped folder carries ``edgekit_export.json`` (``OvLmExport``): the compression asked, the tools' versions and
 the count of weight matrices at each precision.
@@ -17,11 +15,8 @@ the count of weight matrices at each precision.
 from __future__ import annotations
 
 import io
-import os
 import shutil
 import subprocess
-import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,18 +24,20 @@ import numpy as np
 
 from ..core.config import Config
 from ..core.errors import StageError, UsageError
+from .exporter_env import ExporterEnv, last_error_line, offline_env
 
 MODEL_XML = "openvino_model.xml"
 RECORD = "edgekit_export.json"
-SETUP = "edgekit setup optimum-intel"
 OPTIMUM_INTEL = "2.2.0"
 # within optimum-intel 2.2.0's requirements (transformers<5.6, huggingface-hub<1.22); transformers 5.0, not 5.5: its
-# Gemma exporters stop at 5.0. Nothing else is installed there
-EXPORTER_PACKAGES = (f"optimum-intel=={OPTIMUM_INTEL}", "optimum==2.3.0")
-TRANSFORMERS = "5.0.0"
-EXPORTER_DEPS = (f"transformers=={TRANSFORMERS}", "huggingface-hub==1.21.0")
+# Gemma exporters stop at 5.0. optimum lists torchvision, which the exporter never imports (PyPI's build needs CUDA
+# torch): the exporter goes in without its dependencies
+EXPORTER = ExporterEnv(name="optimum-intel", version=OPTIMUM_INTEL,
+                       packages=(f"optimum-intel=={OPTIMUM_INTEL}", "optimum==2.3.0"),
+                       deps=("transformers==5.0.0", "huggingface-hub==1.21.0"), transformers="5.0.0",
+                       check="from optimum.intel import OVModelForCausalLM", env_var="EDGEKIT_OPTIMUM_INTEL",
+                       purpose="the OpenVINO LM format")
 MODES = ("int4_asym", "int4_sym", "int8_asym", "int8_sym", "fp16", "fp32")
-READY = "edgekit-ready"
 
 
 @dataclass(frozen=True)
@@ -108,93 +105,13 @@ class OvLmExport:
                    data["openvino"], dict(data.get("weight_types", {})))
 
 
-# -- optimum-intel's exporter, in its own environment -------------------------------------------------------------
-def installing_paths() -> list[str]:
-    """This environment's package folders, which the exporter's environment reaches through a .pth file."""
-    import sysconfig
-
-    return sorted({sysconfig.get_path("purelib"), sysconfig.get_path("platlib")})
-
-
-def exporter_root() -> Path:
-    """Per installing environment (its package folders' hash): the exporter uses that environment's torch,
-    openvino and nncf, so another environment gets an exporter of its own."""
-    import hashlib
-
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    key = hashlib.sha256("\n".join(installing_paths()).encode()).hexdigest()[:10]
-    return cache / "edgekit" / f"optimum-intel-{OPTIMUM_INTEL}-transformers-{TRANSFORMERS}-{key}"
-
-
-def exporter_python() -> Path:
-    """The Python that runs optimum-intel's exporter; not set up, a UsageError that says how."""
-    given = os.environ.get("EDGEKIT_OPTIMUM_INTEL")
-    if given:
-        if not Path(given).is_file():
-            raise UsageError(f"EDGEKIT_OPTIMUM_INTEL names no Python: {given}")
-        return Path(given)
-    root = exporter_root()
-    python = root / "bin" / "python"
-    if not (root / READY).is_file() or not python.exists():
-        raise UsageError(f"optimum-intel's exporter is not set up for this environment (no {root}); run `{SETUP}` "
-                         f"once (it installs optimum-intel {OPTIMUM_INTEL} and the transformers release it supports "
-                         "into an environment of its own)")
-    return python
-
-
-def setup_exporter(progress=print) -> Path:
-    """Make the exporter's environment (the package index, at install time). Returns its folder."""
-    root = exporter_root()
-    if (root / READY).is_file():
-        progress(f"optimum-intel's exporter is already set up: {root}")
-        return root
-    root.parent.mkdir(parents=True, exist_ok=True)
-    staged = Path(tempfile.mkdtemp(prefix=f"{root.name}.", dir=root.parent))
-    try:
-        progress(f"making the exporter's environment in {root}")
-        _run([sys.executable, "-m", "venv", str(staged)], "python -m venv")
-        python = staged / "bin" / "python"
-        site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
-                              capture_output=True, text=True).stdout.strip()
-        if not site:
-            raise UsageError(f"the new environment's Python does not run: {python}")
-        # after the environment's own site-packages: its pinned transformers wins, the rest comes from here
-        Path(site, "edgekit-installing-env.pth").write_text("\n".join(installing_paths()) + "\n")
-        pip = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-        progress(f"installing {', '.join(EXPORTER_PACKAGES + EXPORTER_DEPS)} there (pip)")
-        # optimum lists torchvision, which the exporter never imports (PyPI's build needs CUDA torch): no deps
-        _run(pip + ["--no-deps", *EXPORTER_PACKAGES], "pip install optimum-intel")
-        _run(pip + list(EXPORTER_DEPS), "pip install transformers")
-        _run([str(python), "-c", "from optimum.intel import OVModelForCausalLM"], "import optimum.intel")
-        (staged / READY).write_text(f"optimum-intel {OPTIMUM_INTEL} for {sys.prefix}\n")
-        if root.exists():  # a setup that stopped half-way (no ready mark), or one that ran beside this one
-            shutil.rmtree(root, ignore_errors=True)
-        try:
-            staged.rename(root)  # python -m runs from any folder: nothing in it names its path
-        except OSError as exc:
-            raise UsageError(f"cannot put the exporter's environment at {root}: {exc}") from None
-    except BaseException:
-        shutil.rmtree(staged, ignore_errors=True)
-        raise
-    progress(f"optimum-intel's exporter is set up: {root}")
-    return root
-
-
-def _run(cmd: list[str], what: str) -> None:
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        last = [line for line in (proc.stderr or proc.stdout).splitlines() if line.strip()][-1:] or ["no output"]
-        raise UsageError(f"{what} failed (exit {proc.returncode}): {last[0][:240]}")
-
-
 def export_base(hf_dir: Path, dest: Path, log: io.StringIO, timeout_s: float = 3600) -> Path:
     """optimum-cli export openvino, fp32 weights, task text-generation-with-past: a stateful IR folder with
     openvino_tokenizer/detokenizer. Offline; code from the folder never runs."""
-    python = exporter_python()
+    python = EXPORTER.python()
     cmd = [str(python), "-m", "optimum.commands.optimum_cli", "export", "openvino", "--model", str(hf_dir),
            "--task", "text-generation-with-past", "--weight-format", "fp32", str(dest)]
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_HUB_DISABLE_TELEMETRY="1",
-               TOKENIZERS_PARALLELISM="false")
+    env = offline_env()
     log.write("$ " + " ".join(cmd) + "\n")
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout_s)
@@ -202,9 +119,8 @@ def export_base(hf_dir: Path, dest: Path, log: io.StringIO, timeout_s: float = 3
         raise StageError("export openvino", f"optimum-intel's exporter ran past {timeout_s:.0f} s") from None
     log.write(proc.stdout[-4000:] + proc.stderr[-8000:])
     if proc.returncode != 0 or not (dest / MODEL_XML).is_file():
-        lines = [line for line in proc.stderr.splitlines() if line.strip() and not line.startswith((" ", "\t"))]
         raise StageError("export openvino", f"optimum-intel's exporter failed (exit {proc.returncode}): "
-                         f"{(lines[-1:] or ['no output'])[0][:300]}")
+                         f"{last_error_line(proc.stderr)}")
     if not (dest / "openvino_tokenizer.xml").is_file():
         raise StageError("export openvino", "optimum-intel made no openvino_tokenizer.xml (openvino-tokenizers "
                          "cannot convert this tokenizer); openvino-genai cannot run the folder without it")

@@ -2,8 +2,9 @@
 
 ``bench_lm`` spawns ``python -m edgekit.measure.lm_bench_worker`` so the peak RSS is the model's own process and
 the thread count is that process's alone. It times ONNX Runtime GenAI folders (onnxruntime-genai's Generator),
-GGUF files (llama.cpp through llama-cpp-python, greedy token by token) and stateful OpenVINO folders
-(openvino-genai's LLMPipeline and its own timings), as an app runs them.
+GGUF files (llama.cpp through llama-cpp-python, greedy token by token), stateful OpenVINO folders (openvino-genai's
+LLMPipeline and its own timings) and ExecuTorch folders (the program stepped token by token, XNNPACK's thread pool at
+the bench's threads), as an app runs them.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ def bench_lm(folder: str | Path, *, threads: int = 1, prompt_tokens: int = 128, 
              context: int | None = None, runs: int = 3, warmup: int = 1, seed: int = 0) -> LmBench:
     """Time the LM ``folder`` in its runtime in a fresh process. ``context`` (default: 2048, or the model's
     context if shorter) is the length the peak-RSS generation fills."""
+    from ..runtimes.executorch_lm import is_executorch_lm_folder
     from ..runtimes.genai import GenaiRunner, folder_bytes, is_genai_folder, require_genai
     from ..runtimes.openvino_lm import is_openvino_lm_folder
     from .bench import cpu_info, run_worker
@@ -42,14 +44,21 @@ def bench_lm(folder: str | Path, *, threads: int = 1, prompt_tokens: int = 128, 
         require_ov_genai()
         ov_facts = OvLmFacts.read(folder)
         model_context, kind = ov_facts.context_length, "openvino"
+    elif is_executorch_lm_folder(folder):
+        from ..runtimes.executorch_lm import RUNTIME, EtLmFacts, require_executorch_lm
+
+        require_executorch_lm()
+        et_facts = EtLmFacts.read(folder)
+        model_context, kind = et_facts.context_length, "executorch"
     elif is_genai_folder(folder):
         from ..runtimes.genai import RUNTIME
 
         require_genai()
         model_context, kind = GenaiRunner(folder).config.context_length, "onnxruntime-genai"
     else:
-        raise UsageError(f"{folder}: not an LM folder: no ONNX Runtime GenAI genai_config.json, no GGUF model.gguf "
-                         "and no OpenVINO openvino_model.xml with openvino_tokenizer.xml")
+        raise UsageError(f"{folder}: not an LM folder: no ONNX Runtime GenAI genai_config.json, no GGUF model.gguf, "
+                         "no OpenVINO openvino_model.xml with openvino_tokenizer.xml and no ExecuTorch model.pte "
+                         "with its edgekit_export.json")
 
     context = min(2048, model_context) if context is None else context
     for name, value, low in (("threads", threads, 1), ("prompt_tokens", prompt_tokens, 1),
@@ -73,6 +82,7 @@ def bench_lm(folder: str | Path, *, threads: int = 1, prompt_tokens: int = 128, 
                    ttft_ms=float(np.median(ttft)), model_bytes=folder_bytes(folder) if folder.is_dir() else folder.stat().st_size,
                    kv_cache_bytes=(facts.kv_cache_bytes(context) if gguf is not None else
                                    ov_facts.kv_cache_bytes(context, folder) if kind == "openvino" else
+                                   et_facts.kv_cache_bytes(context) if kind == "executorch" else
                                    kv_cache_bytes(folder, context)), prefill_by_run=tuple(prefill),
                    decode_by_run=tuple(decode), ttft_ms_by_run=tuple(ttft), cpu=cpu_info(),
                    notes=tuple(noise_notes({"prefill": prefill, "decode": decode, "time to first token": ttft},

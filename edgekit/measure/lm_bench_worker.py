@@ -17,7 +17,8 @@ def main(argv: list[str]) -> int:
     from edgekit.runtimes.device_runner import status_mb
 
     args = json.loads(argv[0])
-    side = {"gguf": gguf_side, "openvino": openvino_side}.get(args.get("format"), genai_side)
+    side = {"gguf": gguf_side, "openvino": openvino_side, "executorch": executorch_side}.get(args.get("format"),
+                                                                                            genai_side)
     try:
         make, load = side(args)  # imports the runtime before the baseline, so the baseline holds it
         base = status_mb("VmRSS")
@@ -76,6 +77,23 @@ def openvino_side(args: dict):
     return lambda: OvLmRunner(args["folder"], threads=args["threads"], context=args["context"]), load
 
 
+def executorch_side(args: dict):
+    """An ExecuTorch folder: its program stepped token by token (the prompt in one call or in chunks), XNNPACK's
+    process-wide thread pool at the bench's threads."""
+    from edgekit.runtimes.executorch import set_threads
+    from edgekit.runtimes.executorch_lm import EtLmRunner, load_kernels
+
+    load_kernels()
+    set_threads(args["threads"])
+
+    def load(runner):
+        runner.method()
+        return (runner.facts.vocab_size, set(runner.facts.eos_token_ids),
+                lambda *a, **k: one_run_executorch(runner, *a, **k))
+
+    return lambda: EtLmRunner(args["folder"], threads=args["threads"], context=args["context"]), load
+
+
 def measure(run, pool, rng, args: dict) -> tuple[list[dict], dict]:
     """``warmup`` then ``runs`` timed runs, each of a fresh random prompt (openvino-genai's LLMPipeline caches KV
     blocks by content and would skip most of a repeated prompt's prefill), then a generation that fills the
@@ -113,6 +131,18 @@ def one_run_openvino(runner, prompt, new_tokens: int, chunk: int | None = None) 
     tpot_ms = float(perf.get_tpot().mean)
     return {"prefill": len(prompt) / (ttft_ms / 1000), "ttft_ms": ttft_ms,
             "decode": 1000.0 / tpot_ms if new_tokens > 1 and tpot_ms > 0 else float("nan")}
+
+
+def one_run_executorch(runner, prompt, new_tokens: int, chunk: int | None = None) -> dict:
+    """As ``one_run``, in ExecuTorch: exactly ``new_tokens`` greedy tokens (EOS ignored), the runner's own clock
+    marks."""
+    marks: dict = {}
+    tokens = runner.generate([int(t) for t in prompt], new_tokens, ignore_eos=True, chunk=chunk, timings=marks)
+    if len(tokens) != new_tokens:
+        raise RuntimeError(f"generated {len(tokens)} tokens, not {new_tokens}")
+    return {"prefill": len(prompt) / (marks["prefilled"] - marks["began"]),
+            "ttft_ms": (marks["first"] - marks["began"]) * 1000,
+            "decode": (new_tokens - 1) / (marks["end"] - marks["first"]) if new_tokens > 1 else float("nan")}
 
 
 def one_run_gguf(llm, prompt, new_tokens: int, chunk: int | None = None) -> dict:

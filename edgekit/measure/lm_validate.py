@@ -1,6 +1,7 @@
 """Judge an LM folder in its own runtime against the source: perplexity, KL and top-1 agreement on the validation
-windows (logits from ONNX Runtime, llama.cpp or OpenVINO on the file), and greedy answers from the runtime's own generator
-(onnxruntime-genai's, llama.cpp's or openvino-genai's, with its KV cache) against the source's greedy answers in torch.
+windows (logits from ONNX Runtime, llama.cpp, OpenVINO or ExecuTorch on the file), and greedy answers from the runtime's own
+generator (onnxruntime-genai's, llama.cpp's, openvino-genai's, or ExecuTorch's program stepped token by token, with its KV
+cache) against the source's greedy answers in torch.
 """
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ def make_reference(model, windows: np.ndarray, prompts: tuple[str, ...], greedy_
 
 def runner_for(path: Path, threads: int, *, all_logits: bool = False, context: int | None = None):
     """The runtime's runner for an LM file or folder: a GGUF file or folder (llama.cpp), a stateful OpenVINO IR
-    folder (OpenVINO, openvino-genai), else ONNX Runtime GenAI."""
+    folder (OpenVINO, openvino-genai), an ExecuTorch folder (model.pte), else ONNX Runtime GenAI."""
     path = Path(path)
     gguf = path if path.suffix == ".gguf" else path / "model.gguf"
     if gguf.is_file():
@@ -45,6 +46,10 @@ def runner_for(path: Path, threads: int, *, all_logits: bool = False, context: i
 
     if is_openvino_lm_folder(path):
         return OvLmRunner(path, threads=threads, context=context)
+    from ..runtimes.executorch_lm import EtLmRunner, is_executorch_lm_folder
+
+    if is_executorch_lm_folder(path):
+        return EtLmRunner(path, threads=threads, context=context)
     from ..runtimes.genai import GenaiRunner
 
     return GenaiRunner(path, threads=threads)
@@ -52,11 +57,13 @@ def runner_for(path: Path, threads: int, *, all_logits: bool = False, context: i
 
 def runtime_of(path: Path) -> str:
     """The runtime name an LM file or folder runs in (as ``runner_for`` picks it)."""
-    from ..runtimes import genai, llamacpp, openvino_lm
+    from ..runtimes import executorch_lm, genai, llamacpp, openvino_lm
 
     path = Path(path)
     if path.suffix == ".gguf" or (path / "model.gguf").is_file():
         return llamacpp.RUNTIME
+    if executorch_lm.is_executorch_lm_folder(path):
+        return executorch_lm.RUNTIME
     return openvino_lm.RUNTIME if openvino_lm.is_openvino_lm_folder(path) else genai.RUNTIME
 
 

@@ -31,8 +31,8 @@ from .options import BuildOptions
 from .stages import stage
 
 USED = ("torch", "transformers", "tokenizers", "onnx", "onnxruntime", "onnxruntime-genai", "gguf", "llama_cpp_python",
-        "openvino", "openvino-genai", "openvino-tokenizers", "nncf")
-GENAI, GGUF, OPENVINO = "onnxruntime-genai", "gguf", "openvino"
+        "openvino", "openvino-genai", "openvino-tokenizers", "nncf", "executorch", "torchao", "pytorch-tokenizers")
+GENAI, GGUF, OPENVINO, EXECUTORCH = "onnxruntime-genai", "gguf", "openvino", "executorch"
 
 
 @dataclass(frozen=True)
@@ -108,11 +108,17 @@ def require_runtimes(formats: tuple[str, ...]) -> None:
 
         converter_tree()
     if OPENVINO in formats:
-        from ..export.openvino_lm import exporter_python
+        from ..export.openvino_lm import EXPORTER
         from ..runtimes.openvino_lm import require_ov_genai
 
         require_ov_genai()
-        exporter_python()
+        EXPORTER.python()
+    if EXECUTORCH in formats:
+        from ..export.executorch_lm import EXPORTER as ET_EXPORTER
+        from ..runtimes.executorch_lm import require_executorch_lm
+
+        require_executorch_lm()
+        ET_EXPORTER.python()
 
 
 def check_fits(source: Model, gen: Generate, profile: str) -> None:
@@ -166,7 +172,7 @@ def _build(source: Model, text, prof: DeviceProfile, gen: Generate, opts: BuildO
            log: io.StringIO, started: float, progress) -> LmBuildResult:
     from ..core.text import split_text
     from ..measure.bench import cpu_info
-    from .lm_formats import genai_file, gguf_file, openvino_file
+    from .lm_formats import executorch_file, genai_file, gguf_file, openvino_file
     from ..measure.lm_validate import make_reference
     from ..sources.lm import hf_folder
 
@@ -187,7 +193,7 @@ def _build(source: Model, text, prof: DeviceProfile, gen: Generate, opts: BuildO
             hf_dir = hf_folder(source, scratch)
         for fmt in gen.formats:
             try:
-                one = {GGUF: gguf_file, OPENVINO: openvino_file}.get(fmt, genai_file)
+                one = {GGUF: gguf_file, OPENVINO: openvino_file, EXECUTORCH: executorch_file}.get(fmt, genai_file)
                 files.append(one(fmt, source, hf_dir, ref, gen, threads, folder, scratch, log, progress,
                                  calibration=data.calibration))
             except EdgekitError as exc:

@@ -1,6 +1,7 @@
 """Each LM format's part of the build: its ladder, the shipped folder moved into the bundle, its greedy answers and
 tokenizer checked in its runtime, its bench and its LmFile record. ONNX Runtime GenAI (``genai_file``), GGUF
-(``gguf_file``) and OpenVINO (``openvino_file``) share the tail (``shipped``)."""
+(``gguf_file``), OpenVINO (``openvino_file``) and ExecuTorch (``executorch_file``); all but GenAI share the tail
+(``shipped``)."""
 from __future__ import annotations
 
 import io
@@ -100,10 +101,35 @@ def openvino_file(fmt: str, source: Model, hf_dir: Path, ref, gen: Generate, thr
                     figures, attempts, chosen.label, notes, OvLmFacts.read(dest).context_length)
 
 
+def executorch_file(fmt: str, source: Model, hf_dir: Path, ref, gen: Generate, threads: int, folder: Path,
+                    scratch: Path, log: io.StringIO, progress, calibration=None) -> LmFile:
+    """ExecuTorch: optimum-executorch's program at each rung of torchao's ladder, judged in ExecuTorch's runtime, the
+    shipped folder (model.pte, the tokenizer, edgekit_export.json) validated, its tokenizer compared, and timed. The
+    static KV cache holds the longest of the validation window, the bench's context and a prompt with its answer
+    (within the model's own context)."""
+    from ..measure.lm_validate import quality
+    from ..quantize.executorch_lm import climb
+
+    work = scratch / fmt
+    own = int(source.meta.get("context_length") or 2048)
+    max_seq_len = min(own, max(gen.context + 1, gen.bench_context, gen.prompt_tokens + gen.new_tokens))
+    with stage(f"quantize {fmt}", log, progress):
+        chosen, attempts, notes = climb(hf_dir, max_seq_len, work, lambda p: quality(p, ref, threads),
+                                        gen.weight_bits, gen.max_ppl_increase, gen.time_box_s, log, progress)
+    made, figures = chosen.made
+    name = f"{source.name}_{made.options.precision}_executorch"
+    dest = folder / name
+    shutil.move(str(made.path), dest)
+    shutil.rmtree(work, ignore_errors=True)
+    notes = notes + [f"the program's static KV cache holds {max_seq_len} tokens, allocated when it loads"]
+    return shipped(fmt, name, dest, folder, source, ref, gen, threads, log, progress, made.options.precision,
+                   figures, attempts, chosen.label, notes, max_seq_len - 1)
+
+
 def shipped(fmt: str, name: str, dest: Path, folder: Path, source: Model, ref, gen: Generate, threads: int,
              log: io.StringIO, progress, precision: str, figures, attempts, chosen: str, notes: list[str],
              context: int) -> LmFile:
-    """A GGUF or OpenVINO folder in the bundle: its greedy answers and tokenizer in its runtime, its bench, its
+    """A GGUF, OpenVINO or ExecuTorch folder in the bundle: its greedy answers and tokenizer in its runtime, its bench, its
     record."""
     from ..measure.lm_bench import bench_lm
     from ..measure.lm_validate import greedy_answers, runtime_of
@@ -118,6 +144,15 @@ def shipped(fmt: str, name: str, dest: Path, folder: Path, source: Model, ref, g
     except BaseException:  # the format fails: no folder of it stays in the bundle unlisted
         shutil.rmtree(dest, ignore_errors=True)
         raise
+    export, counts = export_record(fmt, dest)
+    sha, size = folder_digest(dest)
+    return LmFile(folder=name, format=fmt, precision=precision, runtime=runtime_of(dest), bytes=size, sha256=sha,
+                  export=export, precision_counts=counts, quality=figures, greedy=answers, bench=bench,
+                  attempts=attempts, chosen=chosen, notes=tuple(notes))
+
+
+def export_record(fmt: str, dest: Path) -> tuple[dict, dict[str, int]]:
+    """The folder's edgekit_export.json and its weights counted by precision."""
     if fmt == GGUF:
         from ..export.gguf import GgufExport
 
@@ -125,19 +160,21 @@ def shipped(fmt: str, name: str, dest: Path, folder: Path, source: Model, ref, g
         counts: dict[str, int] = {}
         for value in export["tensor_types"].values():
             counts[value] = counts.get(value, 0) + 1
+        return export, counts
+    if fmt == "executorch":
+        from ..export.executorch_lm import EtLmExport
+
+        export = EtLmExport.read(dest).to_dict()
     else:
         from ..export.openvino_lm import OvLmExport
 
         export = OvLmExport.read(dest).to_dict()
-        counts = dict(export["weight_types"])
-    sha, size = folder_digest(dest)
-    return LmFile(folder=name, format=fmt, precision=precision, runtime=runtime_of(dest), bytes=size, sha256=sha,
-                  export=export, precision_counts=counts, quality=figures, greedy=answers, bench=bench,
-                  attempts=attempts, chosen=chosen, notes=tuple(notes))
+    return export, dict(export["weight_types"])
 
 
 def tokenizer_notes(dest: Path, source: Model, ref) -> list[str]:
-    """Whether the runtime's own tokenizer (llama.cpp's, openvino-genai's: what an app calling it gets) splits the
+    """Whether the runtime's own tokenizer (llama.cpp's, openvino-genai's, pytorch-tokenizers' for ExecuTorch: what
+    an app calling it gets) splits the
     prompts as the source's does."""
     from ..core.text import encode
     from ..measure.lm_validate import runner_for, runtime_of

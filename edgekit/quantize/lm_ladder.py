@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import io
 import time
-from collections.abc import Iterator, Sequence
-from typing import TypeVar
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
 
 from ..core.attempt import Attempt
+from ..core.errors import EdgekitError
 
 R = TypeVar("R")
 
@@ -27,6 +29,26 @@ def failed_rung(search: str, label: str, what: dict, exc: Exception, began: floa
     log.write(f"LM attempt {label} failed: {exc}\n")
     reason = getattr(exc, "reason", None) or str(exc)
     return Attempt(search, label, **what, error=reason[:300], seconds=time.perf_counter() - began)
+
+
+def judged(search: str, label: str, plan: str, measured_in: str, precision: str,
+           make: Callable[[], tuple[Path, dict, Any]], judge: Callable[[Path], Any], log: io.StringIO) -> Attempt:
+    """One rung of a folder-making ladder (OpenVINO, ExecuTorch): ``make`` returns the folder, its weight
+    precisions and what the attempt carries; ``judge`` its LmQualityFigures. A tool's refusal is a failed rung."""
+    from ..runtimes.genai import folder_bytes
+
+    began = time.perf_counter()
+    what = {"plan": plan, "measured_in": measured_in}
+    try:
+        path, weights, made = make()
+        q = judge(path)
+    except EdgekitError as exc:
+        return failed_rung(search, label, what, exc, began, log)
+    return Attempt(search, label, **what, drop=q.ppl_increase, decided_by="perplexity", bytes=folder_bytes(path),
+                   seconds=time.perf_counter() - began,
+                   figures={"perplexity": q.perplexity, "kl": q.kl, "top1_agreement": q.top1_agreement,
+                            "precision": precision, "weights": weights},
+                   made=(made, q))
 
 
 def every_rung_failed(failed: list[Attempt]) -> str:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import io
 import itertools
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
@@ -20,9 +19,8 @@ from typing import NamedTuple
 import numpy as np
 
 from ..core.attempt import Attempt, mark_chosen, run_attempts
-from ..core.errors import EdgekitError
 from ..export.openvino_lm import OvLmOptions, compress, weight_types
-from .lm_ladder import climb_notes, every_rung_failed, failed_rung, time_boxed
+from .lm_ladder import climb_notes, every_rung_failed, judged, time_boxed
 
 SEARCH = "openvino"
 
@@ -56,8 +54,6 @@ def climb(base: Path, calibration: np.ndarray, scratch: Path, judge: Callable[[P
           progress: Callable[[str], None] | None = None) -> tuple[Attempt, tuple[Attempt, ...], list[str]]:
     """Compress the fp32 folder ``base`` rung by rung and judge each folder (``judge``: its LmQualityFigures) until
     one is within ``budget``. Returns the chosen attempt (``made``: its folder and options), every attempt, notes."""
-    from ..runtimes.genai import folder_bytes
-
     numbers = itertools.count()
     notes: list[str] = []
     ladder = rungs(bits)
@@ -65,19 +61,12 @@ def climb(base: Path, calibration: np.ndarray, scratch: Path, judge: Callable[[P
     def attempt(rung: Rung) -> Attempt:
         if progress is not None:
             progress(f"quantize {SEARCH}: {rung.label}")
-        began = time.perf_counter()
-        what = {"plan": rung.options.label, "measured_in": "OpenVINO"}
-        try:
+
+        def make():
             path = compress(base, scratch / f"attempt-{next(numbers)}", rung.options, calibration, log)
-            q = judge(path)
-        except EdgekitError as exc:
-            return failed_rung(SEARCH, rung.label, what, exc, began, log)
-        return Attempt(SEARCH, rung.label, **what, drop=q.ppl_increase, decided_by="perplexity",
-                       bytes=folder_bytes(path), seconds=time.perf_counter() - began,
-                       figures={"perplexity": q.perplexity, "kl": q.kl, "top1_agreement": q.top1_agreement,
-                                "precision": rung.options.precision,
-                                "weights": weight_types(path / "openvino_model.xml")},
-                       made=(Made(path, rung.options), q))
+            return path, weight_types(path / "openvino_model.xml"), Made(path, rung.options)
+
+        return judged(SEARCH, rung.label, rung.options.label, "OpenVINO", rung.options.precision, make, judge, log)
 
     best, made = run_attempts(time_boxed(ladder, time_box_s, notes), attempt, budget, stage=f"quantize {SEARCH}",
                               tie_by_snr=False, why_failed=every_rung_failed)

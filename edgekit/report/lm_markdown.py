@@ -108,4 +108,10 @@ def made_by(export: dict) -> str:
 
         return (f"{export.get('exporter', '?')}, weights compressed by {export.get('compressor', '?')} as "
                 f"{OvLmOptions.from_dict(options).label} (OpenVINO {export.get('openvino', '?')})")
+    if fmt == "executorch":
+        from ..export.executorch_lm import EtLmOptions
+
+        return (f"{export.get('exporter', '?')}, weights quantized by torchao {export.get('torchao', '?')} as "
+                f"{EtLmOptions.from_dict(options).label}; static KV cache of {export.get('max_seq_len', '?')} tokens "
+                f"(ExecuTorch {export.get('executorch', '?')}, tokenizer {export.get('tokenizer', '?')})")
     return f"{export.get('builder', '?')} with `{' '.join(export.get('builder_args', []))}`"

@@ -192,7 +192,7 @@ class Bench(Config):
                 raise ValueError(f"bench.{name} must be > 0, got {getattr(self, name)!r}")
 
 
-LM_FORMATS = ("onnxruntime-genai", "gguf", "openvino")  # the formats a language model ships in today
+LM_FORMATS = ("onnxruntime-genai", "gguf", "openvino", "executorch")  # the formats a language model ships in today
 LM_BITS = (4, 8, 32)
 
 

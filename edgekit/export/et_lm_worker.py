@@ -1,0 +1,102 @@
+"""ExecuTorch LM export, run as a script in optimum-executorch's own environment (``exporter_env``):
+``python et_lm_worker.py '<json>'``. It imports nothing of edgekit (an editable edgekit is not on that
+environment's path), only optimum-executorch, transformers, torchao and executorch.
+
+optimum-executorch's ``load_causal_lm_model`` loads the Hugging Face folder (offline, no remote code) with a static
+KV cache of ``max_seq_len`` tokens, ExecuTorch's custom SDPA and its custom KV-cache update; torchao's
+``quantize_`` quantizes the weights as asked (the configs optimum-executorch's ``--qlinear``/``--qembedding`` use,
+chosen here per module so the LM head can stay at 8 bits); optimum-executorch's XNNPACK recipe lowers the program
+and writes the model's metadata as constant methods (max_seq_len, eos, vocab size). Prints one JSON line: the
+weights' precisions per kind of module, the metadata and the seconds it took.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+
+def group_for(width: int, asked: int) -> int:
+    """The largest power-of-two group <= ``asked`` that divides ``width`` (0: per channel when none >= 16 does)."""
+    group = asked
+    while group >= 16 and width % group:
+        group //= 2
+    return group if group >= 16 else 0
+
+
+def quantize(model, options: dict) -> dict[str, int]:
+    import torch
+    from torchao.quantization.granularity import PerAxis, PerGroup
+    from torchao.quantization.quant_api import (
+        Int8DynamicActivationIntxWeightConfig,
+        IntxWeightOnlyConfig,
+        quantize_,
+    )
+
+    algorithm = options["qparams"]
+    counts: dict[str, int] = {}
+
+    def count(key: str) -> None:
+        counts[key] = counts.get(key, 0) + 1
+
+    def linear_config(kind: str, group: int):
+        granularity = PerAxis(0) if group == 0 else PerGroup(group)
+        if kind == "8da4w":
+            return Int8DynamicActivationIntxWeightConfig(weight_dtype=torch.int4, weight_granularity=granularity,
+                                                         intx_choose_qparams_algorithm=algorithm)
+        if kind == "8da8w":
+            return Int8DynamicActivationIntxWeightConfig(weight_dtype=torch.int8, weight_granularity=PerAxis(0),
+                                                         intx_choose_qparams_algorithm=algorithm)
+        raise ValueError(f"unknown linear kind {kind}")
+
+    if options["embedding"] != "none":
+        bits = torch.int8 if options["embedding"] == "8w" else torch.int4
+        quantize_(model, IntxWeightOnlyConfig(weight_dtype=bits, granularity=PerAxis(0),
+                                              intx_choose_qparams_algorithm=algorithm),
+                  lambda m, fqn: isinstance(m, torch.nn.Embedding))
+        for module in model.modules():
+            if isinstance(module, torch.nn.Embedding):
+                count(f"embedding {options['embedding']} per channel")
+    head = model.get_output_embeddings()
+    linears = [(name, m) for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
+    for name, module in linears:
+        is_head = module is head
+        kind = options["head"] if is_head and options["head"] != "same" else options["linear"]
+        if kind == "fp32":
+            count("lm_head fp32" if is_head else "linear fp32")
+            continue
+        group = group_for(module.in_features, options["group_size"]) if kind == "8da4w" else 0
+        quantize_(model, linear_config(kind, group), lambda m, fqn, target=module: m is target)
+        count(("lm_head " if is_head else "linear ") + kind + (f" g{group}" if group else " per channel"))
+    return counts
+
+
+def main(argv: list[str]) -> int:
+    args = json.loads(argv[0])
+    began = time.perf_counter()
+    import optimum.exporters.executorch.convert  # noqa: F401 - registers the custom SDPA attention
+    from optimum.exporters.executorch.recipes.xnnpack import export_to_executorch_with_xnnpack
+    from optimum.exporters.executorch.tasks.causal_lm import load_causal_lm_model
+    from torchao.utils import unwrap_tensor_subclass
+
+    options = args["options"]
+    module = load_causal_lm_model(args["hf_dir"], dtype="float16" if options["linear"] == "fp16" else "float32",
+                                  use_custom_sdpa=True, use_custom_kv_cache=True, max_seq_len=args["max_seq_len"])
+    counts: dict[str, int] = {}
+    if options["linear"] not in ("fp32", "fp16"):
+        counts = quantize(module.model, options)
+        unwrap_tensor_subclass(module.model)
+    else:
+        counts = {f"linear {options['linear']}": sum(1 for m in module.model.modules()
+                                                     if type(m).__name__ == "Linear")}
+    programs = export_to_executorch_with_xnnpack(module)
+    program = programs["model"]
+    with open(args["pte"], "wb") as f:
+        program.write_to_file(f)
+    metadata = {k: (v if isinstance(v, (int, float, bool, str)) else str(v)) for k, v in module.metadata.items()}
+    print(json.dumps({"weights": counts, "metadata": metadata, "seconds": time.perf_counter() - began}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
