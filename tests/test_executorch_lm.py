@@ -115,6 +115,36 @@ def test_the_executorch_ladder_stops_at_the_first_rung_within_budget(tmp_path, t
     assert chosen.label == "8da4w group 64, embeddings 8w" and notes == []
 
 
+def test_the_torch_screen_forecasts_each_rung(tmp_path, tinylm_test):
+    """The screen: the model quantized as each rung asks, run in torch on the given windows (no export); finer
+    steps lose less, and a rung screened over the budget is listed without an export while the last rung is
+    exported whatever its forecast."""
+    from edgekit.core.lm_record import LmQualityFigures
+    from edgekit.export.executorch_lm import EtLmOptions, screen
+    from edgekit.quantize.executorch_lm import climb
+
+    from transformers import AutoTokenizer
+
+    folder = tinylm_test[0]  # trained: quantization costs it perplexity (a random model's is flat)
+    ids = AutoTokenizer.from_pretrained(folder).encode(CORPUS, add_special_tokens=False)
+    windows = np.asarray([ids[i:i + 48] for i in (0, 40, 80)])
+    coarse, fine = screen(folder, [EtLmOptions("8da4w", 0), EtLmOptions("8da8w", 0)], windows, io.StringIO())
+    assert 0 < fine < coarse < 1, (coarse, fine)
+    judged = []
+
+    def judge(path):
+        judged.append(path.name)
+        return LmQualityFigures(10.0, 10.0, 0.0, 0.0, 1.0, 2, 10)
+
+    # a budget below every 4-bit forecast: the four 4-bit rungs are screened out, only 8da8w is exported
+    chosen, attempts, _ = climb(folder, 64, tmp_path / "work", judge, 4, fine / 2, 600.0, io.StringIO(),
+                                calibration=windows)
+    assert judged == ["attempt-0"] and chosen.label.startswith("8da8w")
+    assert [a.measured_in for a in attempts] == ["torch (screen)"] * 4 + ["ExecuTorch"]
+    assert all(a.error.startswith("screened out: with these weights torch's perplexity rose") for a in attempts[:4])
+    assert all(a.figures["screen_ppl_increase"] > fine / 2 for a in attempts[:4])
+
+
 def test_an_unloadable_tokenizer_and_a_missing_exporter_are_one_line(tmp_path, tokenizer):
     from tokenizers import Tokenizer, models, pre_tokenizers
 

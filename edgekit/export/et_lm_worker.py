@@ -8,6 +8,10 @@ KV cache of ``max_seq_len`` tokens, ExecuTorch's custom SDPA and its custom KV-c
 chosen here per module so the LM head can stay at 8 bits); optimum-executorch's XNNPACK recipe lowers the program
 and writes the model's metadata as constant methods (max_seq_len, eos, vocab size). Prints one JSON line: the
 weights' precisions per kind of module, the metadata and the seconds it took.
+
+With ``"screen"`` in the arguments it exports nothing: for each set of options it quantizes a fresh copy of the model
+the same way and prints the perplexity torch gets from it on the given windows (torchao's quantized tensors run in
+eager mode), beside the unquantized model's: the ladder's forecast of which rungs are worth an export.
 """
 from __future__ import annotations
 
@@ -71,8 +75,50 @@ def quantize(model, options: dict) -> dict[str, int]:
     return counts
 
 
+def perplexity(model, windows) -> float:
+    import math
+
+    import torch
+
+    total, count = 0.0, 0
+    with torch.inference_mode():
+        for window in windows:
+            ids = torch.as_tensor(window, dtype=torch.long)[None]
+            logits = model(ids).logits[0, :-1].float()
+            total += float(torch.nn.functional.cross_entropy(logits, ids[0, 1:], reduction="sum"))
+            count += ids.shape[1] - 1
+    return math.exp(total / count)
+
+
+def screen(args: dict) -> int:
+    import numpy as np
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    began = time.perf_counter()
+    windows = np.load(args["windows"])
+    torch.set_num_threads(int(args.get("threads") or torch.get_num_threads()))
+
+    def load():
+        return AutoModelForCausalLM.from_pretrained(args["hf_dir"], dtype=torch.float32, local_files_only=True).eval()
+
+    reference = perplexity(load(), windows)
+    found = []
+    for options in args["screen"]:
+        model = load()
+        quantize(model, options)
+        found.append(perplexity(model, windows))
+    print(json.dumps({"reference": reference, "perplexities": found, "seconds": time.perf_counter() - began}))
+    return 0
+
+
 def main(argv: list[str]) -> int:
     args = json.loads(argv[0])
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    if "screen" in args:
+        return screen(args)
     began = time.perf_counter()
     import optimum.exporters.executorch.convert  # noqa: F401 - registers the custom SDPA attention
     from optimum.exporters.executorch.recipes.xnnpack import export_to_executorch_with_xnnpack
@@ -80,8 +126,10 @@ def main(argv: list[str]) -> int:
     from torchao.utils import unwrap_tensor_subclass
 
     options = args["options"]
+    phases: dict[str, float] = {}
     module = load_causal_lm_model(args["hf_dir"], dtype="float16" if options["linear"] == "fp16" else "float32",
                                   use_custom_sdpa=True, use_custom_kv_cache=True, max_seq_len=args["max_seq_len"])
+    phases["load"] = time.perf_counter() - began
     counts: dict[str, int] = {}
     if options["linear"] not in ("fp32", "fp16"):
         counts = quantize(module.model, options)
@@ -89,12 +137,15 @@ def main(argv: list[str]) -> int:
     else:
         counts = {f"linear {options['linear']}": sum(1 for m in module.model.modules()
                                                      if type(m).__name__ == "Linear")}
+    phases["quantize"] = time.perf_counter() - began - sum(phases.values())
     programs = export_to_executorch_with_xnnpack(module)
+    phases["export and lower"] = time.perf_counter() - began - sum(phases.values())
     program = programs["model"]
     with open(args["pte"], "wb") as f:
         program.write_to_file(f)
     metadata = {k: (v if isinstance(v, (int, float, bool, str)) else str(v)) for k, v in module.metadata.items()}
-    print(json.dumps({"weights": counts, "metadata": metadata, "seconds": time.perf_counter() - began}))
+    print(json.dumps({"weights": counts, "metadata": metadata, "seconds": time.perf_counter() - began,
+                      "phases": {k: round(v, 1) for k, v in phases.items()}}))
     return 0
 
 

@@ -168,6 +168,36 @@ def export(hf_dir: Path, dest: Path, options: EtLmOptions, max_seq_len: int, log
     return dest, report
 
 
+def screen(hf_dir: Path, options: list[EtLmOptions], windows, log: io.StringIO, timeout_s: float = 3600) -> list[float]:
+    """The perplexity increase torch gets on ``windows`` from the model quantized as each of ``options`` asks
+    (torchao's quantized tensors in eager mode, the same configs the export uses, in optimum-executorch's
+    environment): the ladder's forecast of which rungs are worth an export. A StageError when it cannot run."""
+    import tempfile
+
+    import numpy as np
+
+    python = EXPORTER.python()
+    with tempfile.TemporaryDirectory(prefix="edgekit-et-screen-") as tmp:
+        path = Path(tmp) / "windows.npy"
+        np.save(path, np.asarray(windows, dtype=np.int64))
+        args = {"hf_dir": str(hf_dir), "windows": str(path), "screen": [o.worker_options() for o in options]}
+        cmd = [str(python), "-P", str(Path(__file__).with_name("et_lm_worker.py")), json.dumps(args)]
+        log.write(f"$ {python} -P et_lm_worker.py (screen of {len(options)} rungs on {len(windows)} windows)\n")
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=offline_env(), timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            raise StageError("quantize executorch", f"the torch screen ran past {timeout_s:.0f} s") from None
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        log.write(proc.stderr[-4000:])
+        raise StageError("quantize executorch", f"the torch screen failed (exit {proc.returncode}): "
+                         f"{last_error_line(proc.stderr)}")
+    found = json.loads(lines[-1])
+    log.write(f"torch screen: reference perplexity {found['reference']:.4f}, rungs "
+              + ", ".join(f"{p:.4f}" for p in found["perplexities"]) + f" ({found['seconds']:.0f} s)\n")
+    return [p / found["reference"] - 1 for p in found["perplexities"]]
+
+
 def write_record(folder: Path, options: EtLmOptions, max_seq_len: int, report: dict) -> EtLmExport:
     from importlib import metadata
 

@@ -115,7 +115,8 @@ def executorch_file(fmt: str, source: Model, hf_dir: Path, ref, gen: Generate, t
     max_seq_len = min(own, max(gen.context + 1, gen.bench_context, gen.prompt_tokens + gen.new_tokens))
     with stage(f"quantize {fmt}", log, progress):
         chosen, attempts, notes = climb(hf_dir, max_seq_len, work, lambda p: quality(p, ref, threads),
-                                        gen.weight_bits, gen.max_ppl_increase, gen.time_box_s, log, progress)
+                                        gen.weight_bits, gen.max_ppl_increase, gen.time_box_s, log, progress,
+                                        calibration=calibration)
     made, figures = chosen.made
     name = f"{source.name}_{made.options.precision}_executorch"
     dest = folder / name
