@@ -31,6 +31,7 @@ from ..export.executorch_lm import EtLmOptions, export, screen
 from .lm_ladder import climb_notes, every_rung_failed, judged, time_boxed
 
 SEARCH = "executorch"
+SCREEN = "torch (screen)"  # an attempt's measured_in: forecast in torch, not exported
 
 
 class Rung(NamedTuple):
@@ -82,9 +83,9 @@ def climb(hf_dir: Path, max_seq_len: int, scratch: Path, judge: Callable[[Path],
     def attempt(rung: Rung) -> Attempt:
         rise = forecast.get(rung.label)
         if rise is not None and rise > budget:
-            return Attempt(SEARCH, rung.label, plan=rung.options.label, measured_in="torch (screen)",
-                           error=f"screened out: with these weights torch's perplexity rose {rise:+.2%} on the "
-                                 f"calibration windows, over the +{budget:.1%} budget; not exported",
+            return Attempt(SEARCH, rung.label, plan=rung.options.label, measured_in=SCREEN,
+                           error=f"screened out in torch: {rise:+.2%} on the calibration windows (budget "
+                                 f"+{budget:.1%}); not exported",
                            seconds=0.0, figures={"screen_ppl_increase": rise})
         if progress is not None:
             progress(f"quantize {SEARCH}: {rung.label}")

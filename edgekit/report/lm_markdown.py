@@ -35,7 +35,8 @@ def _attempts(f: LmFile) -> list[str]:
         result = a.error[:120] if a.failed else f"{a.drop:+.2%}"
         size = _mb(a.bytes) if a.bytes else "-"
         mark = " (shipped)" if a.chosen else ""
-        rows.append(f"| {a.label}{mark} | {a.verdict} | {result} | {size} | {a.seconds or 0:.0f} |")
+        verdict = "screened out" if a.measured_in == "torch (screen)" else a.verdict  # not exported: no file
+        rows.append(f"| {a.label}{mark} | {verdict} | {result} | {size} | {a.seconds or 0:.0f} |")
     return rows
 
 
