@@ -185,7 +185,7 @@ def main() -> None:
             drop = "failed" if a["drop"] is None else f"{a['drop']:+.2%}"
             print(f"    {a['label']:<58} {drop:>8}  {(a['bytes'] or 0) / 1e6:7.1f} MB  {a['seconds'] or 0:5.0f} s")
 
-    from edgekit.core.errors import UsageError
+    from edgekit.core.errors import EdgekitError, UsageError
     from edgekit.core.text import builtin_text, split_text
     from edgekit.export.genai import GenaiOptions, export_genai_with
     from edgekit.export.gguf import GgufOptions, convert_hf, quantize
@@ -236,7 +236,7 @@ def main() -> None:
                 print(f"optimum-executorch 8da4w made with {optimum_executorch_8da4w(hf, folder)}")
             files["optimum-executorch 8da4w"] = folder
             quality_of["optimum-executorch 8da4w"] = quality(folder, ref, threads[0]).ppl_increase
-        except UsageError as exc:
+        except EdgekitError as exc:  # a refused export, or a tokenizer ExecuTorch's library cannot load
             print(f"optimum-executorch 8da4w: not run ({exc})")
 
     print(f"\nperplexity of the source (torch fp32): {ref.perplexity:.3f} on {len(text.validation)} windows of "

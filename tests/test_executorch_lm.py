@@ -63,6 +63,15 @@ def test_optimum_executorchs_program_matches_torch_in_executorchs_runtime(kind, 
     assert got.shape == want.shape and np.abs(got - want).max() < 1e-3, np.abs(got - want).max()
     again = runner.logits(window[:, :20])  # a later window from position 0 overwrites the cache
     assert np.abs(again - want[:20]).max() < 1e-3
+    # the whole cache: one call takes at most 63 tokens, so 64 go in two pieces; 65 do not fit
+    full = np.asarray([tokenizer.encode(CORPUS, add_special_tokens=False)[:65]])
+    with torch.inference_mode():
+        want64 = model(torch.as_tensor(full[:, :64])).logits[0].float().numpy()
+    assert facts.prefill_limit == 63 and np.abs(runner.logits(full[:, :64]) - want64).max() < 1e-3
+    from edgekit.core.errors import UsageError
+
+    with pytest.raises(UsageError, match="does not fit the program's static cache"):
+        runner.logits(full)
     # the runner's loop (the prompt in one call, then a call per token) gives transformers' greedy tokens, also with
     # the prompt fed in chunks
     prompt = window[0, :12].tolist()
@@ -71,7 +80,7 @@ def test_optimum_executorchs_program_matches_torch_in_executorchs_runtime(kind, 
                              pad_token_id=facts.eos_token_ids[0])[0, 12:].tolist()
     assert runner.generate(prompt, 10, ignore_eos=True) == ref == runner.generate(prompt, 10, ignore_eos=True, chunk=5)
     assert runner.tokenize("The quick brown fox") == tokenizer.encode("The quick brown fox", add_special_tokens=False)
-    with pytest.raises(Exception, match="static cache"):
+    with pytest.raises(UsageError, match="static cache"):
         runner.generate(prompt, 60)
     if kind != "qwen2":
         return

@@ -1,5 +1,5 @@
 """ExecuTorch LM export, run as a script in optimum-executorch's own environment (``exporter_env``):
-``python et_lm_worker.py '<json>'``. It imports nothing of edgekit (an editable edgekit is not on that
+``python -I et_lm_worker.py '<json>'``. It imports nothing of edgekit (an editable edgekit is not on that
 environment's path), only optimum-executorch, transformers, torchao and executorch.
 
 optimum-executorch's ``load_causal_lm_model`` loads the Hugging Face folder (offline, no remote code) with a static

@@ -3,7 +3,7 @@ config, and ``edgekit_export.json``.
 
 optimum-executorch (``optimum-cli export executorch``'s library: ``load_causal_lm_model`` and its XNNPACK recipe)
 makes the program, with ExecuTorch's custom SDPA and KV-cache update ops and dynamic prefill lengths up to the
-static cache's ``max_seq_len``; torchao quantizes the weights with the configs its ``--qlinear`` and ``--qembedding``
+static cache's ``max_seq_len`` - 1 tokens a call (a sliding-window model: its window - 1); torchao quantizes the weights with the configs its ``--qlinear`` and ``--qembedding``
 use (8da4w: int8 dynamic activations and int4 grouped weights; 8da8w; int8 weight-only embeddings), chosen per module
 so the ladder can keep the LM head at 8 bits. optimum-executorch pins transformers 5.0.0rc1, so the export runs in
 an environment of its own (``exporter_env``; ``edgekit setup optimum-executorch``), as a script of edgekit's
@@ -148,9 +148,9 @@ def export(hf_dir: Path, dest: Path, options: EtLmOptions, max_seq_len: int, log
     tokenizer = runner_tokenizer(hf_dir)
     args = {"hf_dir": str(hf_dir), "pte": str(dest / PTE), "max_seq_len": int(max_seq_len),
             "options": options.worker_options()}
-    # -P: the script's folder (edgekit/export, whose onnx.py would shadow the onnx package) stays off sys.path
-    cmd = [str(python), "-P", str(Path(__file__).with_name("et_lm_worker.py")), json.dumps(args)]
-    log.write(f"$ {python} -P et_lm_worker.py ({options.label}, max_seq_len {max_seq_len})\n")
+    # -I: the script's folder (edgekit/export, whose onnx.py would shadow the onnx package) stays off sys.path
+    cmd = [str(python), "-I", str(Path(__file__).with_name("et_lm_worker.py")), json.dumps(args)]
+    log.write(f"$ {python} -I et_lm_worker.py ({options.label}, max_seq_len {max_seq_len})\n")
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, env=offline_env(), timeout=timeout_s)
     except subprocess.TimeoutExpired:
@@ -181,8 +181,8 @@ def screen(hf_dir: Path, options: list[EtLmOptions], windows, log: io.StringIO, 
         path = Path(tmp) / "windows.npy"
         np.save(path, np.asarray(windows, dtype=np.int64))
         args = {"hf_dir": str(hf_dir), "windows": str(path), "screen": [o.worker_options() for o in options]}
-        cmd = [str(python), "-P", str(Path(__file__).with_name("et_lm_worker.py")), json.dumps(args)]
-        log.write(f"$ {python} -P et_lm_worker.py (screen of {len(options)} rungs on {len(windows)} windows)\n")
+        cmd = [str(python), "-I", str(Path(__file__).with_name("et_lm_worker.py")), json.dumps(args)]
+        log.write(f"$ {python} -I et_lm_worker.py (screen of {len(options)} rungs on {len(windows)} windows)\n")
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, env=offline_env(), timeout=timeout_s)
         except subprocess.TimeoutExpired:

@@ -112,7 +112,11 @@ def executorch_file(fmt: str, source: Model, hf_dir: Path, ref, gen: Generate, t
 
     work = scratch / fmt
     own = int(source.meta.get("context_length") or 2048)
-    max_seq_len = min(own, max(gen.context + 1, gen.bench_context, gen.prompt_tokens + gen.new_tokens))
+    longest = max((len(a.prompt_tokens) for a in ref.answers), default=0) + ref.greedy_tokens
+    # what the build itself runs must fit (a window, a prompt and its answer: one past the model's own context at
+    # most); the bench's context only where the model holds it
+    max_seq_len = max(min(own, max(gen.bench_context, gen.prompt_tokens + gen.new_tokens)),
+                      int(ref.windows.shape[1]) + 1, longest + 1)
     with stage(f"quantize {fmt}", log, progress):
         chosen, attempts, notes = climb(hf_dir, max_seq_len, work, lambda p: quality(p, ref, threads),
                                         gen.weight_bits, gen.max_ppl_increase, gen.time_box_s, log, progress,
@@ -124,7 +128,7 @@ def executorch_file(fmt: str, source: Model, hf_dir: Path, ref, gen: Generate, t
     shutil.rmtree(work, ignore_errors=True)
     notes = notes + [f"the program's static KV cache holds {max_seq_len} tokens, allocated when it loads"]
     return shipped(fmt, name, dest, folder, source, ref, gen, threads, log, progress, made.options.precision,
-                   figures, attempts, chosen.label, notes, max_seq_len - 1)
+                   figures, attempts, chosen.label, notes, max_seq_len)
 
 
 def shipped(fmt: str, name: str, dest: Path, folder: Path, source: Model, ref, gen: Generate, threads: int,

@@ -100,8 +100,12 @@ def climb(hf_dir: Path, max_seq_len: int, scratch: Path, judge: Callable[[Path],
             done = replace(done, figures={**done.figures, "screen_ppl_increase": rise})
         return done
 
+    def why_failed(failed: list[Attempt]) -> str:  # the exports' own reasons, not the screen's
+        exported = [a for a in failed if a.measured_in != SCREEN]
+        return every_rung_failed(exported or failed)
+
     best, made = run_attempts(time_boxed(ladder, time_box_s, notes), attempt, budget, stage=f"quantize {SEARCH}",
-                              tie_by_snr=False, why_failed=every_rung_failed)
+                              tie_by_snr=False, why_failed=why_failed)
     shipped = best.made[0].options
     notes += climb_notes(best, budget, ladder[0].options.precision, shipped.precision, shipped.label)
     return best, mark_chosen(made, best), notes

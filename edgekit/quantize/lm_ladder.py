@@ -1,4 +1,4 @@
-"""What the LM quantization ladders (ONNX Runtime GenAI, GGUF) share: the time box over their rungs, a failed rung
+"""What the LM quantization ladders (ONNX Runtime GenAI, GGUF, OpenVINO, ExecuTorch) share: the time box over their rungs, a failed rung
 as an Attempt, and the notes on what the climb shipped."""
 from __future__ import annotations
 

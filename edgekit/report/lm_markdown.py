@@ -30,12 +30,14 @@ def lm_table(r: LmRecord) -> list[str]:
 
 
 def _attempts(f: LmFile) -> list[str]:
+    from ..quantize.executorch_lm import SCREEN
+
     rows = ["| rung | verdict | perplexity vs source | size | seconds |", "|---|---|---|---|---|"]
     for a in f.attempts:
         result = a.error[:120] if a.failed else f"{a.drop:+.2%}"
         size = _mb(a.bytes) if a.bytes else "-"
         mark = " (shipped)" if a.chosen else ""
-        verdict = "screened out" if a.measured_in == "torch (screen)" else a.verdict  # not exported: no file
+        verdict = "screened out" if a.measured_in == SCREEN else a.verdict  # not exported: no file
         rows.append(f"| {a.label}{mark} | {verdict} | {result} | {size} | {a.seconds or 0:.0f} |")
     return rows
 

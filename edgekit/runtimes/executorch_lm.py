@@ -3,7 +3,8 @@ and tokenization in ExecuTorch's own runtime.
 
 The program's ``forward(input_ids, cache_position)`` returns the logits of every position it is given and writes
 their K and V into the cache at those positions; a window run from position 0 overwrites what an earlier one left,
-so perplexity needs no loop. ``generate`` is the runner's loop (the prompt in one call, then one call per token,
+so perplexity needs no loop. One call takes at most ``max_seq_len`` - 1 tokens (a sliding-window model: its
+window - 1); a longer window or prompt goes in pieces of that length. ``generate`` is the runner's loop (the prompt in one call, then one call per token,
 the arg-max chosen), token ids in and out, as ExecuTorch's ``TextLLMRunner`` runs it without its text layer.
 ``tokenize`` is pytorch-tokenizers' C++ tokenizer, the one ExecuTorch's runners load. The program's kernels for
 the custom SDPA, the KV-cache update and the quantized ops register when their libraries are imported here.
@@ -56,6 +57,7 @@ class EtLmFacts:
     eos_token_ids: tuple[int, ...]
     tokenizer: str
     cache_bytes_per_element: int
+    prefill_limit: int  # tokens one call takes: max_seq_len - 1, or a sliding window's length - 1
 
     @classmethod
     def read(cls, folder: str | Path) -> "EtLmFacts":
@@ -67,6 +69,7 @@ class EtLmFacts:
             record = json.loads((folder / RECORD).read_text())
             max_seq_len, tokenizer = int(record["max_seq_len"]), str(record["tokenizer"])
             linear = str(record["options"]["linear"])
+            window = record.get("metadata", {}).get("sliding_window")
             config = json.loads((folder / "config.json").read_text())
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise UsageError(f"{folder}: no readable config.json and {RECORD} ({exc})") from None
@@ -78,7 +81,8 @@ class EtLmFacts:
         return cls(layers=int(text.get("num_hidden_layers", 0)),
                    kv_heads=int(text.get("num_key_value_heads") or heads), head_size=head,
                    context_length=max_seq_len, vocab_size=int(text.get("vocab_size", 0)), eos_token_ids=eos_ids,
-                   tokenizer=tokenizer, cache_bytes_per_element=2 if linear == "fp16" else 4)
+                   tokenizer=tokenizer, cache_bytes_per_element=2 if linear == "fp16" else 4,
+                   prefill_limit=min(max_seq_len, int(window) if window else max_seq_len) - 1)
 
     def kv_cache_bytes(self, context: int | None = None) -> int:
         """The static cache: allocated for max_seq_len tokens when the program loads, whatever ``context`` is."""
@@ -175,10 +179,12 @@ class EtLmRunner:
         window = np.asarray(window)
         if window.ndim != 2 or window.shape[0] != 1 or window.shape[1] < 1:
             raise UsageError(f"a window is token ids of shape (1, s), got shape {window.shape}")
-        if window.shape[1] >= self.facts.context_length:  # the program's prefill takes at most max_seq_len - 1
+        if window.shape[1] > self.facts.context_length:
             raise UsageError(f"a window of {window.shape[1]} tokens does not fit the program's static cache "
                              f"({self.facts.context_length} tokens)")
-        return np.array(self.forward([int(t) for t in window[0]], 0), dtype=np.float32)
+        ids, step = [int(t) for t in window[0]], self.facts.prefill_limit  # one call takes at most prefill_limit
+        return np.concatenate([np.asarray(self.forward(ids[start:start + step], start), dtype=np.float32)
+                               for start in range(0, len(ids), step)])
 
     def generate(self, ids: list[int], max_new: int, greedy: bool = True,
                  eos_ids: tuple[int, ...] | None = None, *, ignore_eos: bool = False, chunk: int | None = None,
@@ -190,11 +196,13 @@ class EtLmRunner:
 
         if not greedy:
             raise UsageError("the ExecuTorch runner decodes greedily only")
+        if not ids or max_new < 1:
+            raise UsageError(f"generation needs a prompt and at least one new token, got {len(ids)} and {max_new}")
         if len(ids) + max_new > self.facts.context_length:
             raise UsageError(f"a prompt of {len(ids)} tokens plus {max_new} new ones is longer than the program's "
                              f"static cache ({self.facts.context_length})")
         stops = set() if ignore_eos else set(eos_ids if eos_ids is not None else self.facts.eos_token_ids)
-        step = chunk or len(ids)
+        step = min(chunk or len(ids), self.facts.prefill_limit)
         began = time.perf_counter()
         for start in range(0, len(ids), step):
             last = self.forward(ids[start:start + step], start)[-1]
