@@ -180,8 +180,9 @@ def test_runner_and_bench_refuse_what_is_not_a_genai_folder(tmp_path):
 
     with pytest.raises(UsageError, match="not an ONNX Runtime GenAI folder"):
         GenaiRunner(tmp_path)
-    with pytest.raises(UsageError, match="not an LM folder: no ONNX Runtime GenAI genai_config.json, no GGUF model.gguf "
-                                         "and no OpenVINO openvino_model.xml"):
+    with pytest.raises(UsageError, match="not an LM folder: no ONNX Runtime GenAI genai_config.json, no GGUF model.gguf, "
+                                         "no OpenVINO openvino_model.xml with openvino_tokenizer.xml and no "
+                                         "ExecuTorch model.pte with its edgekit_export.json"):
         bench_lm(tmp_path)
 
 

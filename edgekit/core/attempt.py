@@ -14,6 +14,7 @@ from .errors import StageError, UsageError, did_you_mean
 WITHIN, OVER, FAILED = "within budget", "over budget", "failed"
 VERDICTS = ("", WITHIN, OVER, FAILED)  # "": not judged against a budget yet
 
+SCREEN = "torch (screen)"  # an attempt's measured_in when it was only forecast in torch and never made
 
 @dataclass(frozen=True)
 class Attempt:

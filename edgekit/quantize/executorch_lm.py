@@ -26,12 +26,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
-from ..core.attempt import Attempt, mark_chosen, run_attempts
+from ..core.attempt import SCREEN, Attempt, mark_chosen, run_attempts
 from ..export.executorch_lm import EtLmOptions, export, screen
 from .lm_ladder import climb_notes, every_rung_failed, judged, time_boxed
 
 SEARCH = "executorch"
-SCREEN = "torch (screen)"  # an attempt's measured_in: forecast in torch, not exported
 
 
 class Rung(NamedTuple):

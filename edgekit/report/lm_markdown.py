@@ -30,7 +30,7 @@ def lm_table(r: LmRecord) -> list[str]:
 
 
 def _attempts(f: LmFile) -> list[str]:
-    from ..quantize.executorch_lm import SCREEN
+    from ..core.attempt import SCREEN
 
     rows = ["| rung | verdict | perplexity vs source | size | seconds |", "|---|---|---|---|---|"]
     for a in f.attempts:
