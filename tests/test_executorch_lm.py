@@ -44,7 +44,7 @@ def exported(folder: Path, dest: Path, options, max_seq_len: int = 64) -> Path:
 def test_optimum_executorchs_program_matches_torch_in_executorchs_runtime(kind, tokenizer, tmp_path):
     import torch
 
-    from edgekit.export.executorch_lm import EtLmExport, EtLmOptions
+    from edgekit.export.executorch_lm import EtLmOptions
     from edgekit.runtimes.executorch_lm import EtLmFacts, EtLmRunner
 
     model = tiny_model(kind, tokenizer, hidden_size=64, intermediate_size=96)
@@ -82,21 +82,12 @@ def test_optimum_executorchs_program_matches_torch_in_executorchs_runtime(kind, 
     assert runner.tokenize("The quick brown fox") == tokenizer.encode("The quick brown fox", add_special_tokens=False)
     with pytest.raises(UsageError, match="static cache"):
         runner.generate(prompt, 60)
-    if kind != "qwen2":
-        return
-    # 8-bit: every projection 8da8w, the embedding int8 per row; logits still close, the file smaller
-    q8 = exported(folder, tmp_path / f"{kind}-8", EtLmOptions("8da8w", 0))
-    record = EtLmExport.read(q8)
-    assert record.weight_types == {"embedding 8w per channel": 1, "linear 8da8w per channel": 14,
-                                   "lm_head 8da8w per channel": 1}, record.weight_types
-    got8 = EtLmRunner(q8).logits(window)
-    assert np.abs(got8 - want).max() < 0.25 and (got8.argmax(-1) == want.argmax(-1)).mean() > 0.9
-    assert (q8 / "model.pte").stat().st_size < 0.6 * (fp32 / "model.pte").stat().st_size
 
 
 def test_the_executorch_ladder_stops_at_the_first_rung_within_budget(tmp_path, tokenizer):
-    """The ladder as a unit: real programs from optimum-executorch, a judge whose perplexity increases are given.
-    The 64-wide layers take groups of 64 where 128 is asked."""
+    """The ladder as a unit: a real program from optimum-executorch, a judge whose perplexity increase is given
+    (the climb past a rung over budget: the screen test below, and run_attempts' own tests). The 64-wide layers
+    take groups of 64 where 128 is asked."""
     from edgekit.core.lm_record import LmQualityFigures
     from edgekit.quantize.executorch_lm import climb, rungs
 
@@ -106,7 +97,7 @@ def test_the_executorch_ladder_stops_at_the_first_rung_within_budget(tmp_path, t
     assert [r.label for r in rungs(8)] == ["8da8w per channel, embeddings 8w"] and rungs(32)[0].label == "fp32"
     folder = save_folder(tiny_model("llama", tokenizer, hidden_size=64, intermediate_size=96), tokenizer,
                          tmp_path / "llama")
-    given = [0.09, 0.01]
+    given = [0.01]
     judged = []
 
     def judge(path):
@@ -116,12 +107,12 @@ def test_the_executorch_ladder_stops_at_the_first_rung_within_budget(tmp_path, t
         return LmQualityFigures(10 * (1 + rise), 10.0, rise, 0.01, 0.9, 2, 10)
 
     chosen, attempts, notes = climb(folder, 64, tmp_path / "work", judge, 4, 0.05, 600.0, io.StringIO())
-    assert judged == ["attempt-0", "attempt-1"]  # stops at the first rung within +5%
-    assert [a.verdict for a in attempts] == ["over budget", "within budget"] and attempts[1].chosen
-    # width 64: group 128 falls back to 64 (both rungs); the 96-wide down projections to 32
+    assert judged == ["attempt-0"]  # the first rung is within +5%: nothing more is exported
+    assert [a.verdict for a in attempts] == ["within budget"] and attempts[0].chosen
+    # width 64: group 128 falls back to 64; the 96-wide down projections to 32
     assert attempts[0].figures["weights"] == {"embedding 8w per channel": 1, "linear 8da4w g64": 12,
                                               "linear 8da4w g32": 2, "lm_head 8da4w g64": 1}
-    assert chosen.label == "8da4w group 64, embeddings 8w" and notes == []
+    assert chosen.label == "8da4w group 128, embeddings 8w" and notes == []
 
 
 def test_the_torch_screen_forecasts_each_rung(tmp_path, tinylm_test):
@@ -153,6 +144,9 @@ def test_the_torch_screen_forecasts_each_rung(tmp_path, tinylm_test):
     assert all(a.error.startswith("screened out in torch: +") and a.error.endswith("; not exported")
                for a in attempts[:4])
     assert all(a.figures["screen_ppl_increase"] > fine / 2 for a in attempts[:4])
+    # the 8-bit program: every projection 8da8w, the embedding int8 per row
+    assert chosen.figures["weights"] == {"embedding 8w per channel": 1, "linear 8da8w per channel": 14,
+                                         "lm_head 8da8w per channel": 1}, chosen.figures["weights"]
 
 
 def test_an_unloadable_tokenizer_and_a_missing_exporter_are_one_line(tmp_path, tokenizer):
