@@ -83,7 +83,7 @@ def openvino_file(fmt: str, source: Model, hf_dir: Path, ref, gen: Generate, thr
     from ..export.openvino_lm import export_base, write_record
     from ..measure.lm_validate import quality
     from ..quantize.openvino_lm import climb
-    from ..runtimes.openvino_lm import OvLmFacts
+    from ..runtimes.openvino_lm import OvLmFacts, inference_precision
 
     work = scratch / fmt
     with stage("export openvino", log, progress):
@@ -97,6 +97,8 @@ def openvino_file(fmt: str, source: Model, hf_dir: Path, ref, gen: Generate, thr
     shutil.move(str(made.path), dest)
     write_record(dest, made.options)
     shutil.rmtree(work, ignore_errors=True)
+    notes = notes + [f"OpenVINO's CPU plugin computes it in {inference_precision(dest)} on this CPU (its default "
+                     "here, which an app gets too); it was judged and timed so"]
     return shipped(fmt, name, dest, folder, source, ref, gen, threads, log, progress, made.options.precision,
                     figures, attempts, chosen.label, notes, OvLmFacts.read(dest).context_length)
 

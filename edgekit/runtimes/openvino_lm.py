@@ -80,6 +80,16 @@ class OvLmFacts:
         return int(2 * self.layers * self.kv_heads * self.head_size * context * size)
 
 
+def inference_precision(folder: str | Path) -> str:
+    """The precision the CPU plugin computes the folder's model in on this machine by default (``f32``, or
+    ``bf16`` on CPUs with AVX512-BF16 or AMX), as its compiled model reports it."""
+    import openvino as ov
+
+    load_tokenizers()
+    compiled = ov.Core().compile_model(str(Path(folder) / MODEL_XML), "CPU", {"INFERENCE_NUM_THREADS": 1})
+    return str(compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name())
+
+
 def window_inputs(window: np.ndarray) -> dict[str, np.ndarray]:
     """The stateful IR's inputs for one window from an empty cache."""
     n = len(window)
@@ -93,14 +103,18 @@ def load_tokenizers() -> None:
 
 
 class OvLmRunner:
-    """One OpenVINO LM folder, at ``threads`` for prompt and decode."""
+    """One OpenVINO LM folder, at ``threads`` for prompt and decode. ``precision`` (``f32``, ``bf16``, ``f16``)
+    overrides the CPU plugin's inference precision, which is bf16 on CPUs with AVX512-BF16 or AMX whatever the
+    IR's weights are; None keeps the plugin's choice, as an app gets it."""
 
-    def __init__(self, folder: str | Path, *, threads: int = 1, context: int | None = None):
+    def __init__(self, folder: str | Path, *, threads: int = 1, context: int | None = None,
+                 precision: str | None = None):
         require_ov_genai()
         self.folder = Path(folder)
         self.facts = OvLmFacts.read(self.folder)
         self.context = min(context or self.facts.context_length, self.facts.context_length)
         self.threads = threads
+        self.config = {"INFERENCE_NUM_THREADS": threads} | ({"INFERENCE_PRECISION_HINT": precision} if precision else {})
         self._request = None
         self._pipe = None
         self._tokenizer = None
@@ -111,8 +125,7 @@ class OvLmRunner:
 
             load_tokenizers()
             try:
-                compiled = ov.Core().compile_model(str(self.folder / MODEL_XML), "CPU",
-                                                   {"INFERENCE_NUM_THREADS": self.threads})
+                compiled = ov.Core().compile_model(str(self.folder / MODEL_XML), "CPU", dict(self.config))
             except RuntimeError as exc:
                 raise UsageError(f"{self.folder}: OpenVINO cannot load it ({str(exc).splitlines()[0][:200]})") \
                     from None
@@ -124,7 +137,7 @@ class OvLmRunner:
             import openvino_genai
 
             try:
-                self._pipe = openvino_genai.LLMPipeline(str(self.folder), "CPU", INFERENCE_NUM_THREADS=self.threads)
+                self._pipe = openvino_genai.LLMPipeline(str(self.folder), "CPU", **self.config)
             except RuntimeError as exc:
                 raise UsageError(f"{self.folder}: openvino-genai cannot load it "
                                  f"({str(exc).splitlines()[0][:200]})") from None
