@@ -106,8 +106,10 @@ def test_the_shipped_folder_runs_in_onnxruntime_genai_alone(lm_bundle):
 
 
 def test_fp32_matches_the_source_token_for_token(tiny_dir, tmp_path):
-    """At 32 bits each file is the source: perplexity equal to 1e-5 and every greedy answer identical, in ONNX Runtime
-    GenAI, in llama.cpp and in OpenVINO (what the comparison would show for any file that loses nothing)."""
+    """At 32 bits each file is the source: perplexity equal to 1e-5 in ONNX Runtime GenAI (1e-4 in llama.cpp, whose
+    F32 kernels add in another order on AVX-512: +1.06e-5 here, KL 2e-8), and every greedy answer identical. OpenVINO
+    computes even an fp32 IR in bf16 by default on a CPU with AVX512-BF16 or AMX, which is what an app gets, so
+    there the file is judged as it runs and the report says so."""
     from edgekit import build
     from edgekit.pipeline.lm import LmBuildResult
 
@@ -118,9 +120,15 @@ def test_fp32_matches_the_source_token_for_token(tiny_dir, tmp_path):
     assert gguf.precision == "fp32" and gguf.folder.endswith("_f32_gguf") and gguf.runtime == "llama.cpp"
     assert ov.precision == "fp32" and ov.folder.endswith("_fp32_openvino") and ov.runtime == "openvino-genai"
     assert ov.precision_counts == {"fp32": 15}  # 14 projections and the (tied) embedding, none compressed
-    for f in (genai, gguf, ov):
-        assert abs(f.quality.ppl_increase) < 1e-5 and f.quality.top1_agreement > 0.999, f.folder
-        assert f.greedy and all(g.identical and g.stops_alike for g in f.greedy), f.folder
+    from edgekit.runtimes.openvino_lm import inference_precision
+
+    bf16 = inference_precision(result.bundle / ov.folder) == "bf16"
+    assert any(f"computes it in {'bf16' if bf16 else 'f32'} on this CPU" in n for n in ov.notes), ov.notes
+    for f, within in ((genai, 1e-5), (gguf, 1e-4), (ov, 1e-2 if bf16 else 1e-5)):
+        assert abs(f.quality.ppl_increase) < within and f.quality.top1_agreement > (0.98 if within > 1e-3 else 0.999), \
+            (f.folder, f.quality)
+        if within < 1e-3:  # bf16 may flip a near-tie
+            assert f.greedy and all(g.identical and g.stops_alike for g in f.greedy), f.folder
 
 
 def test_a_budget_no_rung_meets_climbs_the_whole_ladder_and_exits_1(tiny_dir, tmp_path):
