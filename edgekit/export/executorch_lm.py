@@ -143,29 +143,37 @@ def export(hf_dir: Path, dest: Path, options: EtLmOptions, max_seq_len: int, log
     """The folder ``dest``: model.pte made by optimum-executorch (in its environment, offline; code from the model
     folder never runs) with ``options`` and a static KV cache of ``max_seq_len`` tokens, and the tokenizer files.
     Returns it and what the worker reported (the weights' precisions, the program's metadata)."""
-    python = EXPORTER.python()
     dest.mkdir(parents=True)
     tokenizer = runner_tokenizer(hf_dir)
     args = {"hf_dir": str(hf_dir), "pte": str(dest / PTE), "max_seq_len": int(max_seq_len),
             "options": options.worker_options()}
-    # -I: the script's folder (edgekit/export, whose onnx.py would shadow the onnx package) stays off sys.path
-    cmd = [str(python), "-I", str(Path(__file__).with_name("et_lm_worker.py")), json.dumps(args)]
-    log.write(f"$ {python} -I et_lm_worker.py ({options.label}, max_seq_len {max_seq_len})\n")
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=offline_env(), timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        raise StageError("export executorch", f"optimum-executorch's export ran past {timeout_s:.0f} s") from None
-    log.write(proc.stderr[-6000:])
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-    if proc.returncode != 0 or not lines or not (dest / PTE).is_file():
-        raise StageError("export executorch", f"optimum-executorch could not export it with {options.label} "
-                         f"(exit {proc.returncode}): {last_error_line(proc.stderr)}")
-    report = json.loads(lines[-1])
+    report = run_worker(args, f"{options.label}, max_seq_len {max_seq_len}", "export executorch",
+                        f"optimum-executorch could not export it with {options.label}", log, timeout_s)
+    if not (dest / PTE).is_file():
+        raise StageError("export executorch", f"optimum-executorch wrote no {PTE} for {options.label}")
     for name in TOKENIZER_FILES:
         if (hf_dir / name).is_file():
             shutil.copy2(hf_dir / name, dest / name)
     report["tokenizer"] = tokenizer
     return dest, report
+
+
+def run_worker(args: dict, what: str, stage: str, failure: str, log: io.StringIO, timeout_s: float) -> dict:
+    """``et_lm_worker.py`` with ``args`` in optimum-executorch's environment, offline; its JSON line. A failure or a
+    timeout is a StageError of ``stage`` (``failure``, the exit code and the worker's last error line)."""
+    python = EXPORTER.python()
+    # -I: the script's folder (edgekit/export, whose onnx.py would shadow the onnx package) stays off sys.path
+    cmd = [str(python), "-I", str(Path(__file__).with_name("et_lm_worker.py")), json.dumps(args)]
+    log.write(f"$ {python} -I et_lm_worker.py ({what})\n")
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=offline_env(), timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        raise StageError(stage, f"{failure}: the worker ran past {timeout_s:.0f} s") from None
+    log.write(proc.stderr[-6000:])
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        raise StageError(stage, f"{failure} (exit {proc.returncode}): {last_error_line(proc.stderr)}")
+    return json.loads(lines[-1])
 
 
 def screen(hf_dir: Path, options: list[EtLmOptions], windows, log: io.StringIO, timeout_s: float = 3600) -> list[float]:
@@ -176,23 +184,12 @@ def screen(hf_dir: Path, options: list[EtLmOptions], windows, log: io.StringIO, 
 
     import numpy as np
 
-    python = EXPORTER.python()
     with tempfile.TemporaryDirectory(prefix="edgekit-et-screen-") as tmp:
         path = Path(tmp) / "windows.npy"
         np.save(path, np.asarray(windows, dtype=np.int64))
         args = {"hf_dir": str(hf_dir), "windows": str(path), "screen": [o.worker_options() for o in options]}
-        cmd = [str(python), "-I", str(Path(__file__).with_name("et_lm_worker.py")), json.dumps(args)]
-        log.write(f"$ {python} -I et_lm_worker.py (screen of {len(options)} rungs on {len(windows)} windows)\n")
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, env=offline_env(), timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            raise StageError("quantize executorch", f"the torch screen ran past {timeout_s:.0f} s") from None
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-    if proc.returncode != 0 or not lines:
-        log.write(proc.stderr[-4000:])
-        raise StageError("quantize executorch", f"the torch screen failed (exit {proc.returncode}): "
-                         f"{last_error_line(proc.stderr)}")
-    found = json.loads(lines[-1])
+        found = run_worker(args, f"screen of {len(options)} rungs on {len(windows)} windows", "quantize executorch",
+                           "the torch screen failed", log, timeout_s)
     log.write(f"torch screen: reference perplexity {found['reference']:.4f}, rungs "
               + ", ".join(f"{p:.4f}" for p in found["perplexities"]) + f" ({found['seconds']:.0f} s)\n")
     return [p / found["reference"] - 1 for p in found["perplexities"]]

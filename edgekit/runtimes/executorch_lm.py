@@ -70,18 +70,12 @@ class EtLmFacts:
             max_seq_len, tokenizer = int(record["max_seq_len"]), str(record["tokenizer"])
             linear = str(record["options"]["linear"])
             window = record.get("metadata", {}).get("sliding_window")
-            config = json.loads((folder / "config.json").read_text())
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise UsageError(f"{folder}: no readable config.json and {RECORD} ({exc})") from None
-        text = config.get("text_config", config)
-        heads = int(text.get("num_attention_heads", 1))
-        head = int(text.get("head_dim") or int(text.get("hidden_size", 0)) // max(heads, 1))
-        eos = text.get("eos_token_id", config.get("eos_token_id"))
-        eos_ids = tuple(int(e) for e in (eos if isinstance(eos, list) else [eos] if eos is not None else []))
-        return cls(layers=int(text.get("num_hidden_layers", 0)),
-                   kv_heads=int(text.get("num_key_value_heads") or heads), head_size=head,
-                   context_length=max_seq_len, vocab_size=int(text.get("vocab_size", 0)), eos_token_ids=eos_ids,
-                   tokenizer=tokenizer, cache_bytes_per_element=2 if linear == "fp16" else 4,
+            raise UsageError(f"{folder}: no readable {RECORD} ({exc})") from None
+        from .hf_config import config_shape
+
+        shape = config_shape(folder) | {"context_length": max_seq_len}  # the static cache, not the model's own
+        return cls(**shape, tokenizer=tokenizer, cache_bytes_per_element=2 if linear == "fp16" else 4,
                    prefill_limit=min(max_seq_len, int(window) if window else max_seq_len) - 1)
 
     def kv_cache_bytes(self, context: int | None = None) -> int:

@@ -9,7 +9,6 @@ fp32 export does) are kept, as an app gets them.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,19 +53,9 @@ class OvLmFacts:
         folder = Path(folder)
         if not is_openvino_lm_folder(folder):
             raise UsageError(f"{folder}: not an OpenVINO LM folder ({MODEL_XML} and openvino_tokenizer.xml)")
-        try:
-            config = json.loads((folder / "config.json").read_text())
-        except (OSError, ValueError) as exc:
-            raise UsageError(f"{folder}: no readable config.json ({exc})") from None
-        text = config.get("text_config", config)
-        heads = int(text.get("num_attention_heads", 1))
-        head = int(text.get("head_dim") or int(text.get("hidden_size", 0)) // max(heads, 1))
-        eos = text.get("eos_token_id", config.get("eos_token_id"))
-        eos_ids = tuple(int(e) for e in (eos if isinstance(eos, list) else [eos] if eos is not None else []))
-        return cls(layers=int(text.get("num_hidden_layers", 0)),
-                   kv_heads=int(text.get("num_key_value_heads") or heads), head_size=head,
-                   context_length=int(text.get("max_position_embeddings") or 2048),
-                   vocab_size=int(text.get("vocab_size", 0)), eos_token_ids=eos_ids)
+        from .hf_config import config_shape
+
+        return cls(**config_shape(folder))
 
     def kv_cache_bytes(self, context: int, folder: str | Path) -> int:
         """K and V for ``context`` tokens at the KV cache precision the CPU plugin picks for this model (its
