@@ -17,19 +17,31 @@ def import_ray_serve():
     return serve
 
 
-def deployment(bundle: str | Path, *, replicas: int = 1, max_batch: int = 32, queue: int = 256,
-               name: str = "edgekit", **app_options):
-    """A bound Ray Serve application serving ``bundle``; run it with ``ray.serve.run(app)``."""
+def deployment(bundle: str | Path, *, replicas: int = 1, name: str = "edgekit", **app_options):
+    """A bound Ray Serve application serving ``bundle`` (a one-shot bundle's App or an LM bundle's LmApp); run it
+    with ``ray.serve.run(app)``."""
+    from .lm_model import is_lm_bundle
+
     serve = import_ray_serve()
     bundle = str(Path(bundle).resolve())
-    options = dict(app_options, max_batch=max_batch, queue=queue)
+    lm = is_lm_bundle(bundle)
+    queue = app_options.setdefault("queue", 64 if lm else 256)
+    if lm:  # every running sequence and every waiting one is an ongoing request of the replica
+        ongoing = app_options.get("max_seqs", 8) + queue
+    else:
+        max_batch = app_options.setdefault("max_batch", 32)
+        ongoing = 2 * max_batch
 
     def build_app():
+        if lm:
+            from .lm_app import LmApp
+
+            return LmApp(bundle, **app_options)
         from .app import App
 
-        return App(bundle, **options)
+        return App(bundle, **app_options)
 
-    @serve.deployment(name=name, num_replicas=replicas, max_ongoing_requests=max(max_batch, 2 * max_batch),
+    @serve.deployment(name=name, num_replicas=replicas, max_ongoing_requests=ongoing,
                       max_queued_requests=queue, ray_actor_options={"num_cpus": 0})
     @serve.ingress(build_app)
     class EdgekitDeployment:
