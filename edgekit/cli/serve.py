@@ -37,7 +37,7 @@ import click
 @click.option("--context", type=click.IntRange(min=2), help="LM bundles: tokens per sequence, prompt and answer "
               "(default: the profile's context).")
 @click.option("--max-tokens-in-flight", type=click.IntRange(min=1), help="LM bundles: cap on the prompt plus "
-              "max_tokens of the admitted sequences; beyond it, 503 (default: the KV cache's cells).")
+              "max_tokens of the admitted sequences; beyond it, 503 (default: 4x the KV cache's cells).")
 @click.option("--no-prefix-cache", is_flag=True, help="LM bundles: compute every prompt from its first token.")
 def serve_cmd(bundle, host, port, runtime, device, max_batch, max_delay_ms, queue, timeout_ms, cache_mb,
               cache_ttl_s, workers, threads, use_ray, replicas, lm_file, max_seqs, max_batch_tokens, context,

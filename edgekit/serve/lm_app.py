@@ -50,7 +50,7 @@ class LmApp:
                                 "precision": str(self.lm.entry.get("precision", "")),
                                 "sha256": str(self.lm.entry.get("sha256", "")), "context": str(self.lm.context),
                                 "max_seqs": str(max_seqs), "prefix_cache": str(prefix_cache).lower()})
-        cap = max_tokens_in_flight or engine.capacity
+        cap = max_tokens_in_flight or 4 * engine.capacity  # the running batch's cells, and three times as many waiting
         self.scheduler = Scheduler(engine, queue=queue, max_tokens=cap, metrics=self.metrics,
                                    stop_ids=self.lm.stop_ids)
         self.formatter = None
@@ -209,7 +209,7 @@ class LmApp:
             except Exception as exc:  # noqa: BLE001 - the template's own raise_exception, or a render error
                 raise BadBody(f"the chat template refused these messages: {str(exc)[:200]}", "messages") from None
             bos = engine.token_text(engine.bos_id)
-            add_bos = engine.add_bos and not (bos and text.startswith(bos))
+            add_bos = False  # the template writes BOS where the model wants one (as transformers and llama.cpp)
         return engine.tokenize(text, add_bos=add_bos)
 
     def _max_tokens(self, gen: Generation, prompt: int) -> int:
@@ -305,6 +305,7 @@ class EventStream:
 
     async def __call__(self, scope, receive, send):
         watch = asyncio.ensure_future(_disconnected(receive))
+        broken = False
         try:
             await send({"type": "http.response.start", "status": 200,
                         "headers": [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"),
@@ -313,10 +314,10 @@ class EventStream:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             if not watch.done():
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
-        except OSError:  # the connection broke while writing
-            pass
+        except OSError:  # the connection broke while writing (uvicorn's ClientDisconnected)
+            broken = True
         finally:
-            gone = watch.done()
+            gone = broken or watch.done()
             watch.cancel()
             self.cancel()
             await self.chunks.aclose()
@@ -331,6 +332,8 @@ async def _while_connected(events, watch):
         await asyncio.wait({item, watch}, return_when=asyncio.FIRST_COMPLETED)
         if not item.done():
             item.cancel()
+            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                await item  # the generator is idle again before anyone closes it
             return
         try:
             yield item.result()
