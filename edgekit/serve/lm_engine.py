@@ -1,15 +1,16 @@
 """llama.cpp's parallel sequences behind one context: continuous batching and a prefix cache for a GGUF file.
 
-One llama.cpp context holds ``slots`` sequences in a unified KV cache (``kv_unified``), as llama.cpp's own server
-does. Each ``step`` is one ``llama_decode`` of a batch that holds one token of every sequence that is decoding and
-then chunks of the prompts still to be read, up to ``batch_tokens``; a sequence joins at the next step and leaves
-when it ends, without waiting for the others (continuous batching, with chunked prefill).
+One llama.cpp context holds ``slots`` sequences, each in its own KV stream of ``context`` cells (llama.cpp's
+advice when sequences do not all share a long prefix: a unified cache makes every token attend over every
+sequence's cells). Each ``step`` is one ``llama_decode`` of a batch that holds one token of every sequence that is
+decoding and then chunks of the prompts still to be read, up to ``batch_tokens``; a sequence joins at the next step
+and leaves when it ends, without waiting for the others (continuous batching, with chunked prefill).
 
 A slot keeps its sequence's KV after the sequence ends. A new prompt takes the idle slot whose cached tokens share
 the longest prefix with it (at least half the prompt, as llama.cpp's server asks; else the least recently used
-slot) and computes only the rest; when a busy slot holds a longer shared prefix (a system prompt
-that another request is still using), its cells are shared into the new slot with ``llama_memory_seq_cp``, which in a
-unified cache adds the sequence id to the cells instead of copying them.
+slot) and computes only the rest. When a busy slot holds a longer shared prefix (a system prompt that another
+request is still using), its stream is copied into the new slot with ``llama_memory_seq_cp`` (llama.cpp copies
+whole streams) and the tail past the shared prefix removed; with ``unified=True`` the cells are shared instead.
 
 Sampling is llama.cpp's sampler chain per sequence (greedy, or top-k, top-p, temperature and a seeded draw).
 Only the scheduler's thread calls ``start``, ``step`` and ``finish``; ``tokenize`` and ``piece`` read the
@@ -80,7 +81,7 @@ class LlamaEngine:
     runtime = "llama.cpp"
 
     def __init__(self, path: str | Path, *, context: int, slots: int, threads: int, batch_tokens: int = 512,
-                 prefix_cache: bool = True):
+                 prefix_cache: bool = True, unified: bool = False):
         import llama_cpp
 
         from ..runtimes.llamacpp import GgufFacts, quiet, require_llamacpp
@@ -107,7 +108,7 @@ class LlamaEngine:
         cparams.n_ubatch = min(self.batch_tokens, 512)
         cparams.n_seq_max = slots
         cparams.n_threads = cparams.n_threads_batch = threads
-        cparams.kv_unified = True
+        cparams.kv_unified = self.unified = unified
         cparams.no_perf = True
         self._ctx = llama_cpp.llama_init_from_model(self._model, cparams)
         if not self._ctx:
@@ -188,7 +189,11 @@ class LlamaEngine:
         shared = reusable(source)
         if shared > keep:  # a busy slot holds more of this prompt: share its cells
             self._llama.llama_memory_seq_rm(self._mem, slot.id, -1, -1)
-            self._llama.llama_memory_seq_cp(self._mem, source.id, slot.id, 0, shared)
+            if self.unified:  # the cells gain the slot's sequence id: nothing is copied
+                self._llama.llama_memory_seq_cp(self._mem, source.id, slot.id, 0, shared)
+            else:  # a stream per sequence: llama.cpp copies whole streams only; the tail is dropped after
+                self._llama.llama_memory_seq_cp(self._mem, source.id, slot.id, -1, -1)
+                self._llama.llama_memory_seq_rm(self._mem, slot.id, shared, -1)
             slot.tokens, keep = list(seq.prompt[:shared]), shared
         else:
             self._llama.llama_memory_seq_rm(self._mem, slot.id, keep, -1)
