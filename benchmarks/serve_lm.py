@@ -9,8 +9,8 @@ and the bundle's recommended file is served. The peer is `python -m llama_cpp.se
 threads and a context of the bundle's length. Each load runs against each server in turn, round by round.
 
 - concurrent: CLIENTS streaming chat clients, each sending REQUESTS chat requests one after another (distinct
-  questions, greedy, NEW_TOKENS at most): aggregate generated tokens/s (streamed content chunks, one a token, over
-  wall time; the peer sends no usage chunk) and p95 time
+  questions, greedy, NEW_TOKENS at most): aggregate generated tokens/s over wall time (edgekit's usage counts; the
+  peer sends no usage chunk, so its content chunks, one a token) and p95 time
   to first token, for the peer, edgekit (--max-seqs CLIENTS) and edgekit --max-seqs 1;
 - shared prefix: one client, a 400-token system prompt shared by every request with a different question: p50 time
   to first token with the prefix cache and with --no-prefix-cache;
@@ -140,7 +140,8 @@ async def closed_loop(url: str, clients: int, per_client: int, new_tokens: int, 
         await asyncio.gather(*(client(c) for c in range(clients)))
         wall = time.perf_counter() - start
     ok = [r for r in results if r["status"] == 200]
-    tokens = sum(len(r["times"]) for r in ok)  # content chunks: llama-cpp-python's server sends no usage chunk
+    # usage where the server sends it (edgekit); else content chunks, one a token (llama-cpp-python's server)
+    tokens = sum((r["usage"] or {}).get("completion_tokens") or len(r["times"]) for r in ok)
     ttfts = sorted(r["ttft"] for r in ok) or [float("nan")]
     return {"tokens_per_s": tokens / wall, "tokens": tokens, "wall_s": wall, "requests_per_s": len(ok) / wall,
             "ttft_p50_ms": 1000 * statistics.median(ttfts),
@@ -150,7 +151,8 @@ async def closed_loop(url: str, clients: int, per_client: int, new_tokens: int, 
 
 def tpot_ms(result: dict) -> float:
     t = result["times"]
-    return 1000 * (t[-1] - t[0]) / (len(t) - 1)
+    tokens = (result["usage"] or {}).get("completion_tokens") or len(t)  # chunks a lagging reader got merged
+    return 1000 * (t[-1] - t[0]) / (tokens - 1)
 
 
 def direct_tpot_ms(gguf: Path, threads: int, context: int, new_tokens: int, rounds: int) -> float:

@@ -91,7 +91,7 @@ def test_streaming_gives_the_same_text_with_usage_last(server):
     finishes = [ch.choices[0].finish_reason for ch in chunks if ch.choices]
     assert finishes[-1] == whole.choices[0].finish_reason and not any(finishes[:-1])
     assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
-    assert len([ch for ch in chunks if ch.choices and ch.choices[0].delta.content]) > 3  # token by token
+    assert len([ch for ch in chunks if ch.choices and ch.choices[0].delta.content]) >= 2  # streamed, not at the end
 
 
 def test_stop_sequences_and_seeded_sampling(server):

@@ -89,8 +89,15 @@ class Request:
         return self.seq.reused if self.seq is not None else 0
 
     async def events(self):
+        """The sequence's events; text that arrived while the reader was busy comes as one delta (a client that
+        lags behind the engine gets fewer, longer chunks instead of a growing backlog)."""
         while True:
             event = await self.queue.get()
+            if event[0] == "text":
+                parts = [event[1]]
+                while not self.queue.empty() and self.queue._queue[0][0] == "text":  # noqa: SLF001 - a peek
+                    parts.append(self.queue.get_nowait()[1])
+                event = ("text", "".join(parts))
             yield event
             if event[0] in ("end", "error"):
                 return
