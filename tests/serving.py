@@ -1,7 +1,9 @@
 """What the serving tests share: the light server bundle, a live `edgekit serve` process on a free port,
 metric sums, sample inputs and an aiohttp burst."""
 import asyncio
+import contextlib
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -134,3 +136,35 @@ def payload(seed: int) -> bytes:
                                    "data": x.reshape(-1).tolist()}]}).encode()
 
 
+
+
+@contextlib.contextmanager
+def ray_deployment(bundle: Path, options: str):
+    """``edgekit.serve.ray.deployment(bundle, <options>)`` on a local Ray instance (2 CPUs), in its own process:
+    yields (port, its status: replicas and health); shut down on exit."""
+    port = free_port()
+    script = f"""
+import json, sys, ray
+from ray import serve
+from edgekit.serve.ray import deployment
+ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+serve.start(http_options={{"host": "127.0.0.1", "port": {port}}})
+serve.run(deployment(sys.argv[1], {options}), route_prefix="/")
+status = serve.status().applications["default"].deployments["edgekit"]
+print(json.dumps({{"replicas": sum(status.replica_states.values()), "status": str(status.status)}}), flush=True)
+sys.stdin.readline()
+serve.shutdown(); ray.shutdown()
+"""
+    env = dict(os.environ, RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0")
+    proc = subprocess.Popen([sys.executable, "-c", script, str(bundle)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        line = proc.stdout.readline()
+        assert line, proc.stderr.read()[-2000:]
+        yield port, json.loads(line)
+    finally:
+        try:
+            proc.communicate("\n", timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from serving import Server, digits, free_port
+from serving import Server, digits, free_port, ray_deployment
 
 from edgekit.cli.main import main
 from edgekit.runtimes.ort import OrtRunner, cuda_available
@@ -63,26 +63,7 @@ def test_missing_gpu_is_an_error_that_names_the_provider(bundle):
 def test_ray_serve_deployment_on_a_local_instance(bundle):
     import tritonclient.http as http
 
-    port = free_port()
-    script = f"""
-import json, sys, numpy as np, ray
-from ray import serve
-from edgekit.serve.ray import deployment
-ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-serve.start(http_options={{"host": "127.0.0.1", "port": {port}}})
-serve.run(deployment(sys.argv[1], replicas=2, max_batch=8, queue=32), route_prefix="/")
-status = serve.status().applications["default"].deployments["edgekit"]
-print(json.dumps({{"replicas": sum(status.replica_states.values()), "status": str(status.status)}}), flush=True)
-sys.stdin.readline()
-serve.shutdown(); ray.shutdown()
-"""
-    env = dict(os.environ, RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0")
-    proc = subprocess.Popen([sys.executable, "-c", script, str(bundle)], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    try:
-        line = proc.stdout.readline()
-        assert line, proc.stderr.read()[-2000:]
-        state = json.loads(line)
+    with ray_deployment(bundle, "replicas=2, max_batch=8, queue=32") as (port, state):
         assert state["replicas"] == 2 and "HEALTHY" in state["status"]
         client = http.InferenceServerClient(f"127.0.0.1:{port}")
         assert client.get_model_metadata("digits_cnn")["parameters"]["batching"] == "dynamic"
@@ -92,12 +73,6 @@ serve.shutdown(); ray.shutdown()
         served = json.loads((bundle / "manifest.json").read_text())["recommended"]["onnxruntime"]["file"]
         np.testing.assert_allclose(client.infer("digits_cnn", [inp]).as_numpy("logits"),
                                    OrtRunner(bundle / served).run({"image": x})["logits"], rtol=1e-5, atol=1e-5)
-    finally:
-        try:
-            proc.communicate("\n", timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
 
 
 

@@ -103,17 +103,16 @@ def _split_options(bundle, ctx, **given) -> tuple[dict, bool]:
     from ..serve.lm_model import is_lm_bundle
 
     lm = is_lm_bundle(bundle)
-    foreign = ONE_SHOT if lm else LM
+    own, foreign = (LM, ONE_SHOT) if lm else (ONE_SHOT, LM)
+
+    def flag(key: str) -> str:
+        return "--" + CLI_NAMES.get(key, key).replace("lm_", "").replace("_", "-")
     named = [k for k in foreign
              if ctx.get_parameter_source(CLI_NAMES.get(k, k)) not in (ParameterSource.DEFAULT, None)]
     if named:
-        flag = "--" + CLI_NAMES.get(named[0], named[0]).replace("lm_", "").replace("_", "-")
-        kind = "an LM bundle" if lm else "a one-shot bundle"
-        raise UsageError(f"{flag} does not apply to {kind}; its options: "
-                         + ", ".join("--" + CLI_NAMES.get(k, k).replace("lm_", "").replace("_", "-")
-                                     for k in (LM if lm else ONE_SHOT) + SHARED))
-    keep = (LM if lm else ONE_SHOT) + SHARED
-    options = {k: v for k, v in given.items() if k in keep}
+        raise UsageError(f"{flag(named[0])} does not apply to {'an LM' if lm else 'a one-shot'} bundle; its "
+                         f"options: {', '.join(flag(k) for k in own + SHARED)}")
+    options = {k: v for k, v in given.items() if k in own + SHARED}
     if lm and ctx.get_parameter_source("queue") in (ParameterSource.DEFAULT, None):
         options["queue"] = 64
     return options, lm

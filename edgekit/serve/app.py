@@ -13,6 +13,7 @@ from .. import __version__
 from ..core.errors import UsageError
 from .batcher import Batcher, DeadlineExceeded, QueueFull
 from .cache import ResponseCache, cache_key
+from .drain import Draining
 from .protocol import HEADER_LENGTH, BadRequest, decode, encode
 
 EXTENSIONS = ["binary_tensor_data", "model_configuration", "statistics"]
@@ -27,7 +28,7 @@ def _import_starlette():
             raise UsageError(f"serving needs the serve extra ({name} is not installed): pip install 'edgekit[serve]'")
 
 
-class App:
+class App(Draining):
     """Serve ``bundle`` (a folder with manifest.json). Every option is the CLI's (``edgekit serve --help``)."""
 
     def __init__(self, bundle: str | Path, *, runtime: str = "auto", device: str = "auto", max_batch: int = 32,
@@ -56,11 +57,7 @@ class App:
         self.timeout_s = timeout_ms / 1000.0
         self.max_body = int(max_body_mb * 2 ** 20)
         self.retry_after = str(int(retry_after_s))
-        self.active = 0  # admitted requests not yet answered
-        self.draining = False
-        self.drain_admitted = 0  # admitted and unanswered when the drain began
-        self.drain_answered: dict[int, int] = {}  # how those were answered, by code
-        self._drain_started = float("inf")
+        self._init_drain()
         self.ready = True  # the sessions were warmed up at the smallest and the largest batch
         name = "/v2/models/{name}"
         versioned = "/v2/models/{name}/versions/{version}"
@@ -89,17 +86,6 @@ class App:
     async def _lifespan(self, app):
         yield
         await self.batcher.close()
-
-    def drain(self) -> None:
-        """Readiness turns false and new requests get 503; admitted ones are still answered."""
-        if not self.draining:
-            self.draining = True
-            self._drain_started = time.monotonic()
-            self.drain_admitted = self.active
-
-    def drain_summary(self) -> str:
-        answered = ", ".join(f"{n} with {code}" for code, n in sorted(self.drain_answered.items())) or "none"
-        return (f"drained: {self.drain_admitted} request(s) admitted before the signal, answered: {answered}")
 
     @property
     def idle(self) -> bool:
@@ -204,9 +190,7 @@ class App:
             status, headers, payload = await self._admitted(header, body, start)
             return status, headers, payload
         finally:
-            self.active -= 1
-            if self.draining and start < self._drain_started:
-                self.drain_answered[status] = self.drain_answered.get(status, 0) + 1
+            self._answered(start, status)
 
     async def _admitted(self, header, body, start: float):
         owned = True  # this handler holds the queue slot until the batcher takes it over

@@ -17,12 +17,13 @@ from pathlib import Path
 
 from .. import __version__
 from ..core.errors import UsageError
+from .drain import Draining
 from .lm_protocol import (BadBody, Generation, new_id, openai_answer, openai_chunk, openai_error, parse_chat,
                           parse_completion, parse_generate, parse_json, usage)
 from .lm_scheduler import Overloaded
 
 
-class LmApp:
+class LmApp(Draining):
     """Serve the LM bundle ``bundle``. Every option is the CLI's (``edgekit serve --help``)."""
 
     def __init__(self, bundle: str | Path, *, file: str | None = None, max_seqs: int = 8,
@@ -61,11 +62,7 @@ class LmApp:
                                                  bos_token=engine.token_text(engine.bos_id))
         self.max_body = int(max_body_mb * 2 ** 20)
         self.retry_after = str(int(retry_after_s))
-        self.active = 0
-        self.draining = False
-        self.drain_admitted = 0
-        self.drain_answered: dict[int, int] = {}
-        self._drain_started = float("inf")
+        self._init_drain()
         base = "/v2/models/{name}"
         routes = [Route("/v1/chat/completions", self.chat, methods=["POST"]),
                   Route("/v1/completions", self.completions, methods=["POST"]),
@@ -110,16 +107,6 @@ class LmApp:
     def close(self) -> None:
         self.scheduler.close()
         self.lm.engine.close()
-
-    def drain(self) -> None:
-        if not self.draining:
-            self.draining = True
-            self._drain_started = time.monotonic()
-            self.drain_admitted = self.active
-
-    def drain_summary(self) -> str:
-        answered = ", ".join(f"{n} with {code}" for code, n in sorted(self.drain_answered.items())) or "none"
-        return f"drained: {self.drain_admitted} request(s) admitted before the signal, answered: {answered}"
 
     @property
     def idle(self) -> bool:
@@ -228,7 +215,6 @@ class LmApp:
                 text = self.formatter(messages=[dict(m) for m in gen.messages]).prompt
             except Exception as exc:  # noqa: BLE001 - the template's own raise_exception, or a render error
                 raise BadBody(f"the chat template refused these messages: {str(exc)[:200]}", "messages") from None
-            bos = engine.token_text(engine.bos_id)
             add_bos = False  # the template writes BOS where the model wants one (as transformers and llama.cpp)
         return engine.tokenize(text, add_bos=add_bos)
 
@@ -298,10 +284,8 @@ class LmApp:
             self.scheduler.cancel(req)
 
     def _done(self, start: float, status: int = 200) -> None:
-        self.active -= 1
+        self._answered(start, status)
         self.metrics.answered(status)
-        if self.draining and start < self._drain_started:
-            self.drain_answered[status] = self.drain_answered.get(status, 0) + 1
 
     def _error(self, openai: bool, status: int, message: str, param: str | None = None):
         body = openai_error(message, status, param) if openai else {"error": message}

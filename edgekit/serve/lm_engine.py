@@ -86,7 +86,7 @@ class LlamaEngine:
 
         from ..runtimes.llamacpp import GgufFacts, quiet, require_llamacpp
 
-        self.version = require_llamacpp()
+        require_llamacpp()
         self.path = Path(path)
         self.facts = GgufFacts.read(self.path)
         if context < 2 or slots < 1 or batch_tokens < 1:

@@ -91,12 +91,17 @@ class Request:
     async def events(self):
         """The sequence's events; text that arrived while the reader was busy comes as one delta (a client that
         lags behind the engine gets fewer, longer chunks instead of a growing backlog)."""
+        held = None  # the event that ended a run of text, yielded after it
         while True:
-            event = await self.queue.get()
+            event, held = held or await self.queue.get(), None
             if event[0] == "text":
                 parts = [event[1]]
-                while not self.queue.empty() and self.queue._queue[0][0] == "text":  # noqa: SLF001 - a peek
-                    parts.append(self.queue.get_nowait()[1])
+                while not self.queue.empty():
+                    more = self.queue.get_nowait()
+                    if more[0] != "text":
+                        held = more
+                        break
+                    parts.append(more[1])
                 event = ("text", "".join(parts))
             yield event
             if event[0] in ("end", "error"):
