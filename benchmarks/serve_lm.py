@@ -16,6 +16,8 @@ threads and a context of the bundle's length. Each load runs against each server
   to first token with the prefix cache and with --no-prefix-cache;
 - single client: time per output token of a stream, against llama-cpp-python's own generator called in this
   process on the same prompt (the runtime called directly);
+- llama.cpp alone: edgekit's engine stepping CLIENTS sequences and one sequence without HTTP (the runtime's own
+  batching gain on this CPU, the ceiling of the served one);
 - overload: requests sent for 15 s at 3x the rate edgekit completed them in the concurrent load (open loop): every
   answer a 200 or a 503, and the 503s' latency from each request's send time;
 - SIGTERM during a concurrent load: every admitted stream ends with [DONE] and the server exits 0.
@@ -172,6 +174,33 @@ def direct_tpot_ms(gguf: Path, threads: int, context: int, new_tokens: int, roun
     return statistics.median(best)
 
 
+def engine_tokens_per_s(gguf: Path, threads: int, context: int, sequences: int, new_tokens: int) -> float:
+    """llama.cpp alone, no HTTP: edgekit's engine steps ``sequences`` chat prompts together, each for exactly
+    ``new_tokens`` tokens (EOS does not end them): the batching ceiling of the runtime on this CPU."""
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    from edgekit.serve.lm_engine import EngineSeq, LlamaEngine, Sampling
+
+    engine = LlamaEngine(gguf, context=context, slots=sequences, threads=threads, prefix_cache=False)
+    chat = Jinja2ChatFormatter(engine.chat_template, eos_token=engine.token_text(engine.eos_id),
+                               bos_token=engine.token_text(engine.bos_id))
+    seqs = [EngineSeq(prompt=engine.tokenize(chat(messages=[{"role": "user", "content": q}]).prompt, add_bos=False),
+                      sampling=Sampling(max_tokens=new_tokens, temperature=0)) for q in QUESTIONS[:sequences]]
+    for seq in seqs:
+        engine.start(seq)
+    live, made, start = list(seqs), 0, time.perf_counter()
+    while live:
+        sampled, _ = engine.step(live)
+        made += len(sampled)
+        for seq, _token in sampled:
+            if len(seq.generated) >= new_tokens:
+                engine.finish(seq)
+                live.remove(seq)
+    rate = made / (time.perf_counter() - start)
+    engine.close()
+    return rate
+
+
 async def overload(url: str, rate: float, seconds: float, new_tokens: int) -> list[dict]:
     """Open loop: chat requests sent at ``rate`` per second for ``seconds``, whether or not earlier ones were
     answered; each request's latency counts from its own send time."""
@@ -267,6 +296,10 @@ def main() -> None:
     for s in servers.values():
         s.stop()
     direct = direct_tpot_ms(gguf, args.threads, context, args.new_tokens, args.rounds)
+    alone = {n: [] for n in (1, args.clients)}
+    for r in range(args.rounds):
+        for n in alone:
+            alone[n].append(engine_tokens_per_s(gguf, args.threads, context, n, args.new_tokens))
     # the shared system prompt, with and without the prefix cache, interleaved
     prefix = {"prefix cache": Proc("edgekit", edge), "--no-prefix-cache": Proc("edgekit", edge + [
         "--no-prefix-cache"])}
@@ -283,14 +316,14 @@ def main() -> None:
     loaded.stop()
     drained, code = asyncio.run(sigterm_during_load(Proc("edgekit", edge + ["--max-seqs", str(args.clients)]),
                                                     args.clients, args.new_tokens))
-    report(args, rows, single, stream_tpot, direct, prefix_rows, burst, 3 * capacity, drained, code)
+    report(args, rows, single, stream_tpot, direct, alone, prefix_rows, burst, 3 * capacity, drained, code)
 
 
 def _mid(values):
     return statistics.median(values)
 
 
-def report(args, rows, single, stream_tpot, direct, prefix_rows, burst, rate, drained, code) -> None:
+def report(args, rows, single, stream_tpot, direct, alone, prefix_rows, burst, rate, drained, code) -> None:
     peer, edge, one = list(rows)
     lines = [cpu_line(), "", f"### {args.clients} concurrent streaming chat clients ({args.requests} requests each, "
              f"{args.new_tokens} new tokens, greedy; median of {args.rounds} interleaved rounds)", "",
@@ -305,6 +338,10 @@ def report(args, rows, single, stream_tpot, direct, prefix_rows, burst, rate, dr
         lines.append(f"| {name} | {_mid([r['tokens_per_s'] for r in rs]):.1f} | "
                      f"{_mid([r['ttft_p50_ms'] for r in rs]):.0f} |")
     tpot = _mid(stream_tpot)
+    one_alone, many_alone = (_mid(alone[n]) for n in (1, args.clients))
+    lines += ["", f"llama.cpp alone (edgekit's engine, no HTTP, {args.new_tokens} tokens per sequence): "
+              f"{args.clients} sequences {many_alone:.1f} tok/s, 1 sequence {one_alone:.1f} tok/s "
+              f"({many_alone / one_alone:.2f}x)"]
     lines += ["", f"Time per output token of one stream: edgekit {tpot:.2f} ms; llama-cpp-python's generator called "
               f"in-process {direct:.2f} ms ({100 * (tpot / direct - 1):+.1f}%)", "",
               "### a 400-token shared system prompt (one client, 4 requests a round, 16 new tokens)", "",
@@ -315,7 +352,8 @@ def report(args, rows, single, stream_tpot, direct, prefix_rows, burst, rate, dr
     refused = [r["latency"] * 1000 for r in burst if r["status"] == 503]
     lines += ["", f"Overload: {len(burst)} requests at {rate:.1f}/s for 15 s (3x the rate completed above) against "
               f"--max-seqs {args.clients} --queue {args.clients}: "
-              f"{codes.count(200)} x 200, {codes.count(503)} x 503, others {len(codes) - codes.count(200) - codes.count(503)}"
+              f"{codes.count(200)} x 200, {codes.count(503)} x 503, "
+              f"others {len(codes) - codes.count(200) - codes.count(503)}"
               f"; 503 latency max {max(refused, default=0):.1f} ms, p50 {_mid(refused) if refused else 0:.1f} ms"]
     ok = [r for r in drained if r.get("status") == 200]
     lines += [f"SIGTERM after 2 s of {args.clients} streams: {len(ok)} admitted, {sum(r['done'] for r in ok)} ended "
@@ -323,7 +361,8 @@ def report(args, rows, single, stream_tpot, direct, prefix_rows, burst, rate, dr
     edge_tps, one_tps = (_mid([r["tokens_per_s"] for r in rows[k]]) for k in (edge, one))
     edge_p95, peer_p95 = (_mid([r["ttft_p95_ms"] for r in rows[k]]) for k in (edge, peer))
     cache, nocache = (_mid([r["ttft_p50_ms"] for r in prefix_rows[k]]) for k in prefix_rows)
-    goals = [(f"{args.clients} clients: tokens/s >= 1.0x the peer's", edge_tps / base >= 1.0, f"{edge_tps / base:.2f}x"),
+    goals = [(f"{args.clients} clients: tokens/s >= 1.0x the peer's", edge_tps / base >= 1.0,
+              f"{edge_tps / base:.2f}x"),
              (f"{args.clients} clients: p95 TTFT <= 1.0x the peer's", edge_p95 <= peer_p95,
               f"{edge_p95 / peer_p95:.2f}x"),
              ("continuous batching: tokens/s >= 2.5x --max-seqs 1", edge_tps / one_tps >= 2.5,

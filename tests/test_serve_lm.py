@@ -105,8 +105,8 @@ def test_stop_sequences_and_seeded_sampling(server):
     streamed = "".join(ch.choices[0].text for ch in c.completions.create(
         model=NAME, prompt="The list of", max_tokens=30, temperature=0, stop=cut, stream=True))
     assert streamed == full[:at]
-    draws = [c.completions.create(model=NAME, prompt="Once", max_tokens=24, temperature=1.0, top_p=0.95, extra_body={"top_k": 40},
-                                  seed=seed).choices[0].text for seed in (11, 11, 12, 13)]
+    draws = [c.completions.create(model=NAME, prompt="Once", max_tokens=24, temperature=1.0, top_p=0.95,
+                                  extra_body={"top_k": 40}, seed=seed).choices[0].text for seed in (11, 11, 12, 13)]
     assert draws[0] == draws[1]  # the same seed, the same text
     assert len(set(draws[1:])) > 1  # other seeds draw otherwise
 

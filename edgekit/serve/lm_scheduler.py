@@ -3,9 +3,9 @@
 Requests wait in a bounded queue; the engine's thread moves them into free slots at a token boundary and steps the
 running batch until none is left (see lm_engine). Each sequence's tokens become text incrementally (UTF-8 split
 across tokens is held back, and so is text that may still turn into a stop string) and reach the request's
-asyncio queue with ``call_soon_threadsafe``. A cancelled sequence (its client went away) leaves the batch at the
-next token. Backpressure counts sequences and tokens: at most ``queue`` waiting sequences and ``max_tokens`` tokens
-(prompt plus the most it may generate) admitted at once.
+asyncio queue with one ``call_soon_threadsafe`` per step. A cancelled sequence (its client went away) leaves the
+batch at the next token. Backpressure counts sequences and tokens: at most ``queue`` waiting sequences and
+``max_tokens`` tokens (prompt plus the most it may generate) admitted at once.
 """
 from __future__ import annotations
 
@@ -120,6 +120,7 @@ class Scheduler:
         self.tokens_admitted = 0
         self._cond = threading.Condition()
         self._closed = False
+        self._outbox: list[tuple[Request, tuple]] = []  # events of the current step, for the event loops
         self._window: deque[tuple[float, int]] = deque()  # (time, tokens) of the last steps, for tokens/s
         self._thread = threading.Thread(target=self._loop, name="edgekit-lm-engine", daemon=True)
         self._thread.start()
@@ -168,12 +169,14 @@ class Scheduler:
     # the engine's thread ------------------------------------------------------------------------------
     def _loop(self) -> None:
         while True:
+            self._flush()  # what the last step produced, in one wake-up of the event loop
             with self._cond:
                 while not self._closed and not self.waiting and not self.running:
                     self._cond.wait()
                 if self._closed:
                     for req in list(self.waiting) + self.running:
                         self._end(req, "error", "the server stopped")
+                    self._flush()
                     return
                 self._admit()
             for req in [r for r in self.running if r.cancelled]:
@@ -253,9 +256,25 @@ class Scheduler:
         self.metrics.finished(req.finish_reason)
         self._send(req, (kind, detail))
 
-    @staticmethod
-    def _send(req: Request, event) -> None:
-        try:
-            req.loop.call_soon_threadsafe(req.queue.put_nowait, event)
-        except RuntimeError:  # the event loop is gone (shutdown)
-            pass
+    def _send(self, req: Request, event) -> None:
+        self._outbox.append((req, event))
+
+    def _flush(self) -> None:
+        """Hand the outbox to the event loops: one ``call_soon_threadsafe`` (one wake-up) per loop and step, not
+        one per token, so the event loop interrupts llama.cpp's threads once a step."""
+        if not self._outbox:
+            return
+        by_loop: dict[int, list] = {}
+        for req, event in self._outbox:
+            by_loop.setdefault(id(req.loop), []).append((req, event))
+        self._outbox = []
+        for items in by_loop.values():
+            try:
+                items[0][0].loop.call_soon_threadsafe(_deliver, items)
+            except RuntimeError:  # the event loop is gone (shutdown)
+                pass
+
+
+def _deliver(items) -> None:
+    for req, event in items:
+        req.queue.put_nowait(event)
