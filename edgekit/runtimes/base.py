@@ -5,6 +5,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from ..core.errors import UsageError
 from ..core.iospec import IOSpec
 
 
@@ -38,3 +39,14 @@ def run_batched(runner: Runner, inputs: dict[str, np.ndarray], batch: int = 64) 
         for name, value in runner.run(chunk).items():
             parts.setdefault(name, []).append(np.asarray(value))
     return {k: np.concatenate(v, axis=0) for k, v in parts.items()}
+
+
+def token_window(window, limit: int, where: str) -> np.ndarray:
+    """``window`` as an LM runner takes it: token ids of shape (1, s) with 1 <= s <= ``limit`` (``where`` names
+    what holds ``limit`` tokens: "the context", "the program's static cache"); else a UsageError."""
+    window = np.asarray(window)
+    if window.ndim != 2 or window.shape[0] != 1 or window.shape[1] < 1:
+        raise UsageError(f"a window is token ids of shape (1, s), got shape {window.shape}")
+    if window.shape[1] > limit:
+        raise UsageError(f"a window of {window.shape[1]} tokens does not fit {where} ({limit} tokens)")
+    return window

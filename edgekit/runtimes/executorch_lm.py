@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.errors import UsageError
+from .base import token_window
 
 EXTRA = "pip install 'edgekit[executorch]'"
 RUNTIME = "executorch"
@@ -170,12 +171,7 @@ class EtLmRunner:
 
     def logits(self, window: np.ndarray) -> np.ndarray:
         """``window``: token ids, shape (1, s). Returns float32 logits of every position, shape (s, vocab)."""
-        window = np.asarray(window)
-        if window.ndim != 2 or window.shape[0] != 1 or window.shape[1] < 1:
-            raise UsageError(f"a window is token ids of shape (1, s), got shape {window.shape}")
-        if window.shape[1] > self.facts.context_length:
-            raise UsageError(f"a window of {window.shape[1]} tokens does not fit the program's static cache "
-                             f"({self.facts.context_length} tokens)")
+        window = token_window(window, self.facts.context_length, "the program's static cache")
         ids, step = [int(t) for t in window[0]], self.facts.prefill_limit  # one call takes at most prefill_limit
         return np.concatenate([np.asarray(self.forward(ids[start:start + step], start), dtype=np.float32)
                                for start in range(0, len(ids), step)])

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.errors import UsageError
+from .base import token_window
 
 EXTRA = "pip install 'edgekit[llm]'"
 RUNTIME = "onnxruntime-genai"
@@ -100,12 +101,7 @@ class GenaiRunner:
 
     def logits(self, window: np.ndarray) -> np.ndarray:
         """``window``: int64 token ids, shape (1, s). Returns float32 logits, shape (s, vocab)."""
-        window = np.asarray(window)
-        if window.ndim != 2 or window.shape[0] != 1 or window.shape[1] < 1:
-            raise UsageError(f"a window is token ids of shape (1, s), got shape {window.shape}")
-        if window.shape[1] > self.config.context_length:
-            raise UsageError(f"a window of {window.shape[1]} tokens is longer than the model's context "
-                             f"({self.config.context_length})")
+        window = token_window(window, self.config.context_length, "the model's context")
         if window.min() < 0 or window.max() >= self.config.vocab_size:
             raise UsageError(f"token ids must be in [0, {self.config.vocab_size}), got {window.min()}..{window.max()}")
         session = self.session()

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.errors import UsageError
+from .base import token_window
 
 EXTRA = "pip install 'edgekit[llm]'"
 RUNTIME = "openvino-genai"
@@ -134,11 +135,7 @@ class OvLmRunner:
 
     def logits(self, window: np.ndarray) -> np.ndarray:
         """``window``: token ids, shape (1, s). Returns float32 logits of every position, shape (s, vocab)."""
-        window = np.asarray(window)
-        if window.ndim != 2 or window.shape[0] != 1 or window.shape[1] < 1:
-            raise UsageError(f"a window is token ids of shape (1, s), got shape {window.shape}")
-        if window.shape[1] > self.context:
-            raise UsageError(f"a window of {window.shape[1]} tokens is longer than the context ({self.context})")
+        window = token_window(window, self.context, "the context")
         request = self.request()
         request.reset_state()
         try:

@@ -158,12 +158,7 @@ class LmApp(Draining):
         return self._known(request) or await self._serve(request, "generate_stream")
 
     async def _serve(self, request, kind: str):
-        openai = kind in ("chat", "completion")
-        if self.draining:
-            return self._reject(openai, "shutting_down", "the server is shutting down; retry on another replica")
-        busy = self.scheduler.full()  # before the body is read: an overloaded server spends nothing on it
-        if busy is not None:
-            return self._reject(openai, busy.reason, f"overloaded: {busy}; retry after {self.retry_after} s")
+        openai = kind in ("chat", "completion")  # a draining or full server answered in __call__ already
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > self.max_body:
             self.metrics.answered(400)
@@ -186,8 +181,7 @@ class LmApp(Draining):
                 return self._error(openai, exc.status, str(exc), exc.param)
             except Overloaded as exc:
                 status = 503
-                return self._reject(openai, exc.reason, f"overloaded: {exc}; retry after {self.retry_after} s",
-                                    counted=False)
+                return self._reject(openai, exc.reason, f"overloaded: {exc}; retry after {self.retry_after} s")
             rid = new_id(gen.kind) if openai else str(body.get("id") or new_id("generate"))
             if gen.stream:
                 streaming, status = True, 200
@@ -291,10 +285,9 @@ class LmApp(Draining):
         body = openai_error(message, status, param) if openai else {"error": message}
         return _json(body, status)
 
-    def _reject(self, openai: bool, reason: str, message: str, counted: bool = True):
+    def _reject(self, openai: bool, reason: str, message: str):
+        """503 for a request whose tokens would pass the cap (counted as answered when its handler ends)."""
         self.metrics.rejected(reason)
-        if counted:  # a request refused before admission; an admitted one is counted when its handler ends
-            self.metrics.answered(503)
         response = self._error(openai, 503, message)
         response.headers["Retry-After"] = self.retry_after
         return response
